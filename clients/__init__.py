@@ -1,0 +1,1 @@
+"""One edge device: task streams, backbones, rehearsal methods, SparCL and accounting (torch only)."""

@@ -1,0 +1,1 @@
+"""Coordination: update validation, mask-aware aggregation, the Flower strategy and ServerApp."""
