@@ -1,0 +1,145 @@
+"""Training FLOPs and peak-memory accounting, from real layer shapes and masks.
+
+FLOPs follow the RigL convention. A convolution or linear layer costs F FLOPs
+per example forward (2 x multiply-accumulates). Training one example costs its
+forward pass plus the input-gradient and weight-gradient passes, each about F,
+so a dense step is 3F per layer. A masked layer with weight density d and
+weight-gradient density g costs (d + d + g) F: forward and input gradient touch
+only live weights, the weight gradient only the entries its gradient mask keeps.
+Norms, activations and pooling are not counted (they are a rounding error next
+to the convolutions, and RigL leaves them out too). Every example pushed through
+the model counts, buffer draws included; removed (DDR) examples do not.
+
+Memory is an estimate of peak training memory as on-device training work writes
+it: weights + gradients of the updated weights + optimizer state + saved
+activations + replay buffer. Masked layers are modelled as stored sparse
+(bitmask + fp32 values, the wire format), which is what a sparse on-device
+kernel library holds; a dense PyTorch run on the same masks holds the dense
+sizes (also reported).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+FP32 = 4
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One conv/linear layer: its weight's name and per-example forward FLOPs."""
+
+    name: str
+    forward_flops: float
+    numel: int
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    layers: tuple[LayerCost, ...]
+    activation_elems: int          # elements saved for backward per example (every leaf's output)
+    param_elems: dict[str, int]    # every parameter's size
+
+    @property
+    def forward_flops(self) -> float:
+        return sum(layer.forward_flops for layer in self.layers)
+
+
+def layer_forward_flops(module: nn.Module, out: torch.Tensor) -> float:
+    """FLOPs of one example through a conv or linear layer: 2 x MACs (bias ignored)."""
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        per_output = (module.in_channels // module.groups) * kh * kw
+        return 2.0 * per_output * out[0].numel()
+    if isinstance(module, nn.Linear):
+        return 2.0 * module.in_features * module.out_features
+    raise TypeError(f"no FLOPs rule for {type(module).__name__}")
+
+
+@torch.no_grad()
+def profile_model(model: nn.Module, input_shape: tuple[int, ...]) -> ModelCost:
+    """Run one example through the model and record every layer's cost."""
+    layers: list[LayerCost] = []
+    activations = [0]
+    hooks = []
+
+    def on_forward(name: str, module: nn.Module):
+        def hook(mod: nn.Module, inputs, out: torch.Tensor) -> None:
+            activations[0] += out[0].numel()
+            if isinstance(mod, (nn.Conv2d, nn.Linear)):
+                layers.append(LayerCost(f"{name}.weight", layer_forward_flops(mod, out), mod.weight.numel()))
+        return hook
+
+    for name, module in model.named_modules():
+        if len(list(module.children())) == 0:
+            hooks.append(module.register_forward_hook(on_forward(name, module)))
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros((1, *input_shape)))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    params = {name: p.numel() for name, p in model.named_parameters()}
+    return ModelCost(tuple(layers), activations[0], params)
+
+
+def training_flops_per_example(cost: ModelCost, weight_density: dict[str, float],
+                               grad_density: dict[str, float]) -> float:
+    """RigL training FLOPs of one example: sum over layers of (d + d + g) x F."""
+    total = 0.0
+    for layer in cost.layers:
+        d = weight_density.get(layer.name, 1.0)
+        g = grad_density.get(layer.name, d)
+        total += (2.0 * d + g) * layer.forward_flops
+    return total
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    buffer: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.buffer
+
+
+def sparse_bytes(numel: int, density: float) -> int:
+    """Bitmask plus fp32 values of the live entries."""
+    return (numel + 7) // 8 + FP32 * int(round(numel * density))
+
+
+def peak_memory(cost: ModelCost, weight_density: dict[str, float], *, examples_per_step: int,
+                buffer_bytes: int, optimizer_slots: int = 0, sparse_storage: bool = True) -> MemoryEstimate:
+    """Peak training memory of one step (bytes).
+
+    `optimizer_slots` is the number of fp32 tensors of state per weight (0 for
+    plain SGD, 1 with momentum, 2 for Adam).
+    """
+    weights = 0
+    for name, numel in cost.param_elems.items():
+        d = weight_density.get(name)
+        weights += sparse_bytes(numel, d) if (sparse_storage and d is not None) else FP32 * numel
+    return MemoryEstimate(
+        weights=weights,
+        gradients=weights,
+        optimizer=optimizer_slots * weights,
+        activations=FP32 * cost.activation_elems * examples_per_step,
+        buffer=buffer_bytes,
+    )
+
+
+def buffer_bytes(capacity: int, input_shape: tuple[int, ...], num_classes: int, with_logits: bool) -> int:
+    """Bytes of a full replay buffer: fp32 examples, int64 labels, fp32 logits if stored."""
+    per_example = FP32 * int(torch.Size(input_shape).numel()) + 8
+    if with_logits:
+        per_example += FP32 * num_classes
+    return capacity * per_example

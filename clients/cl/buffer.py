@@ -1,0 +1,80 @@
+"""The replay buffer shared by every rehearsal method: reservoir sampling.
+
+Reservoir sampling keeps a uniform sample of everything seen so far in a fixed
+number of slots, without knowing the stream's length: the n-th example takes a
+random slot with probability capacity / n.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def reservoir_slot(num_seen: int, capacity: int, generator: torch.Generator) -> int:
+    """Slot for the next example after `num_seen` were offered, or -1 to skip it."""
+    if num_seen < capacity:
+        return num_seen
+    j = int(torch.randint(0, num_seen + 1, (1,), generator=generator))
+    return j if j < capacity else -1
+
+
+class ReservoirBuffer:
+    """Fixed-size store of (example, label, logits) filled by reservoir sampling."""
+
+    def __init__(self, capacity: int, generator: torch.Generator) -> None:
+        self.capacity = capacity
+        self.generator = generator
+        self.num_seen = 0
+        self.examples: torch.Tensor | None = None
+        self.labels: torch.Tensor | None = None
+        self.logits: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return min(self.num_seen, self.capacity)
+
+    def _allocate(self, x: torch.Tensor, logits: torch.Tensor | None) -> None:
+        self.examples = torch.zeros((self.capacity, *x.shape[1:]), dtype=x.dtype)
+        self.labels = torch.zeros(self.capacity, dtype=torch.long)
+        if logits is not None:
+            self.logits = torch.zeros((self.capacity, logits.shape[1]), dtype=logits.dtype)
+
+    def add(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None = None) -> None:
+        """Offer a batch; each example independently takes a slot or is skipped."""
+        if self.capacity == 0:
+            return
+        if self.examples is None:
+            self._allocate(x, logits)
+        for i in range(x.shape[0]):
+            slot = reservoir_slot(self.num_seen, self.capacity, self.generator)
+            self.num_seen += 1
+            if slot < 0:
+                continue
+            self.examples[slot] = x[i]
+            self.labels[slot] = y[i]
+            if logits is not None and self.logits is not None:
+                self.logits[slot] = logits[i]
+
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Draw min(n, len) stored examples without replacement."""
+        size = len(self)
+        idx = torch.randperm(size, generator=self.generator)[: min(n, size)]
+        logits = self.logits[idx] if self.logits is not None else None
+        return self.examples[idx], self.labels[idx], logits
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        state: dict[str, torch.Tensor | int] = {"num_seen": self.num_seen}
+        for key in ("examples", "labels", "logits"):
+            value = getattr(self, key)
+            if value is not None:
+                state[key] = value[: len(self)].clone()
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor | int]) -> None:
+        self.num_seen = int(state["num_seen"])
+        for key in ("examples", "labels", "logits"):
+            setattr(self, key, None)
+            if key in state:
+                stored = state[key]
+                full = torch.zeros((self.capacity, *stored.shape[1:]), dtype=stored.dtype)
+                full[: stored.shape[0]] = stored
+                setattr(self, key, full)

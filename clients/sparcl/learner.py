@@ -1,0 +1,263 @@
+"""The continual learner of one device: a rehearsal method, optionally wrapped in SparCL.
+
+`Learner` composes the three SparCL components, each switchable for ablations:
+TDM (weight masks), DDR (data removal) and DGM (gradient masks). With all three
+off it is the dense rehearsal method. Training runs task by task and epoch by
+epoch (`begin_task`, `train_epoch`), so a federated client can train a few
+epochs per round and keep its place in the task between rounds; schedules are
+fractions of a task's epochs, so they work at 5 or at 50 epochs per task.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from clients.accounting import (
+    MemoryEstimate, buffer_bytes, peak_memory, profile_model, training_flops_per_example,
+)
+from clients.backbones import build_backbone, masked_parameter_names
+from clients.cl.methods import MethodConfig, build_method
+from clients.errors import InputError
+from clients.sparcl.ddr import DataRemoval, DDRConfig
+from clients.sparcl.dgm import DGMConfig, GradientMasks
+from clients.sparcl.tdm import TDMConfig, WeightMasks, update_epochs
+
+METHOD_LABELS = {"finetune": "Finetune", "er": "ER", "der": "DER", "derpp": "DER++"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (SparCL reference: plain SGD, lr 0.03, batch 32)."""
+
+    epochs_per_task: int = 20
+    batch_size: int = 32
+    lr: float = 0.03
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs_per_task < 1:
+            raise InputError(f"epochs_per_task must be >= 1, got {self.epochs_per_task}")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise InputError(f"lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class SparCLConfig:
+    """Which SparCL components are on; None switches one off."""
+
+    tdm: TDMConfig | None = field(default_factory=TDMConfig)
+    ddr: DDRConfig | None = field(default_factory=DDRConfig)
+    dgm: DGMConfig | None = field(default_factory=DGMConfig)
+
+    @classmethod
+    def dense(cls) -> SparCLConfig:
+        return cls(tdm=None, ddr=None, dgm=None)
+
+    @property
+    def enabled(self) -> bool:
+        return any(c is not None for c in (self.tdm, self.ddr, self.dgm))
+
+    @property
+    def components(self) -> str:
+        on = [n.upper() for n in ("tdm", "ddr", "dgm") if getattr(self, n) is not None]
+        return "+".join(on) if on else "dense"
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    method: MethodConfig = field(default_factory=MethodConfig)
+    sparcl: SparCLConfig = field(default_factory=SparCLConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    backbone: str = "auto"
+    width: int | None = None
+
+    @property
+    def label(self) -> str:
+        base = METHOD_LABELS[self.method.name]
+        return f"SparCL-{base}" if self.sparcl.enabled else base
+
+
+@dataclass
+class Counters:
+    """What the learner has spent since it was built (or since `reset`)."""
+
+    train_flops: float = 0.0
+    examples: int = 0           # examples through the model, buffer draws included
+    steps: int = 0
+    removed: int = 0            # training examples removed by DDR
+    peak_memory: int = 0        # bytes, estimated with masked layers stored sparse
+    peak_memory_dense: int = 0  # bytes, the same with every weight stored dense
+
+
+class Learner:
+    def __init__(self, config: LearnerConfig, input_shape: tuple[int, int, int], num_classes: int) -> None:
+        self.config = config
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        seed = config.train.seed
+        torch.manual_seed(seed)  # model initialisation
+        self.model = build_backbone(config.backbone, self.input_shape, num_classes, config.width)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.method = build_method(self.model, config.method, self.generator)
+        self.cost = profile_model(self.model, self.input_shape)
+        self.masked_names = masked_parameter_names(self.model)
+        sp = config.sparcl
+        self.masks = WeightMasks(self.model, self.masked_names, sp.tdm, self.generator) if sp.tdm else None
+        self.dgm = GradientMasks(self.model, self.masked_names, sp.dgm) if sp.dgm else None
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.train.lr)
+        self.buffer_bytes = buffer_bytes(self.method.buffer.capacity, self.input_shape, num_classes,
+                                         with_logits=config.method.name in ("der", "derpp"))
+        self.counters = Counters()
+        self.task_id = -1
+        self.epoch = 0
+        self.classes: tuple[int, ...] = ()
+        self.x = torch.empty(0)
+        self.y = torch.empty(0, dtype=torch.long)
+        self.removal: DataRemoval | None = None
+        self.last_grads: dict[str, torch.Tensor] | None = None
+        self._flops_per_example: float | None = None
+
+    # -- the task schedule -------------------------------------------------
+    @property
+    def epochs_per_task(self) -> int:
+        return self.config.train.epochs_per_task
+
+    def begin_task(self, task_id: int, classes: tuple[int, ...], x: torch.Tensor, y: torch.Tensor) -> None:
+        """Start a task with its full training data (DDR removals do not carry over)."""
+        self.task_id, self.classes, self.x, self.y, self.epoch = task_id, tuple(classes), x, y, 0
+        self.method.begin_task(self.classes)
+        ddr = self.config.sparcl.ddr
+        self.removal = DataRemoval(len(y), self.epochs_per_task, ddr, self.rng) if ddr else None
+        if self.masks:
+            self.masks.begin_task(self.last_grads)
+            self._flops_per_example = None
+
+    @property
+    def task_done(self) -> bool:
+        return self.epoch >= self.epochs_per_task
+
+    def train_epoch(self) -> float:
+        """One epoch over the task's active examples; returns its training accuracy (%)."""
+        if self.masks and self.epoch in update_epochs(self.epochs_per_task, self.config.sparcl.tdm):
+            self.masks.update(self.last_grads)
+            self._flops_per_example = None
+        if self.removal:
+            self.counters.removed += len(self.removal.begin_epoch(self.epoch))
+        active = self.removal.active if self.removal else np.arange(len(self.y))
+        order = self.rng.permutation(active)
+        batch = self.config.train.batch_size
+        correct = 0
+        for start in range(0, len(order), batch):
+            idx = order[start:start + batch]
+            correct += self._step(idx, keep_grads=start + batch >= len(order))
+        self.epoch += 1
+        return 100.0 * correct / max(1, len(order))
+
+    # -- one optimisation step ---------------------------------------------
+    def _step(self, idx: np.ndarray, keep_grads: bool) -> int:
+        x, y = self.x[idx], self.y[idx]
+        self.model.train()
+        self.optimizer.zero_grad()
+        step = self.method.loss(x, y)
+        step.loss.backward()
+        if keep_grads and self.masks:  # the drop score uses the last minibatch's gradient
+            self.last_grads = {n: p.grad.detach().clone() for n, p in self.masks.params.items()}
+        if self.masks:
+            self.masks.mask_grads()
+        if self.dgm:
+            refresh = self.dgm.batches % self.dgm.config.refresh_every == 0
+            self.dgm.apply(self.masks.masks if self.masks else None)
+            if refresh:
+                self._flops_per_example = None
+        self.optimizer.step()
+        if self.masks:
+            self.masks.apply()
+        logits = step.logits.detach()
+        self.method.end_step(x, y, logits)
+        hits = (logits.argmax(1) == y).numpy()
+        if self.removal:
+            self.removal.tracker.record(idx, hits)
+        self._account(step.examples)
+        return int(hits.sum())
+
+    def weight_densities(self) -> dict[str, float]:
+        return self.masks.densities() if self.masks else {}
+
+    def grad_densities(self) -> dict[str, float]:
+        return self.dgm.densities() if self.dgm else {}
+
+    def _account(self, examples: int) -> None:
+        if self._flops_per_example is None:
+            self._flops_per_example = training_flops_per_example(
+                self.cost, self.weight_densities(), self.grad_densities())
+        c = self.counters
+        c.train_flops += examples * self._flops_per_example
+        c.examples += examples
+        c.steps += 1
+        c.peak_memory = max(c.peak_memory, self.memory(examples).total)
+        c.peak_memory_dense = max(c.peak_memory_dense, self.memory(examples, sparse_storage=False).total)
+
+    def memory(self, examples_per_step: int, sparse_storage: bool = True) -> MemoryEstimate:
+        return peak_memory(self.cost, self.weight_densities(), examples_per_step=examples_per_step,
+                           buffer_bytes=self.buffer_bytes,
+                           sparse_storage=sparse_storage and self.masks is not None)
+
+    # -- persistence (a federated device keeps this between rounds) ---------
+    def state_dict(self) -> dict:
+        removal = None
+        if self.removal:
+            t = self.removal.tracker
+            removal = {"active": self.removal.active, "last": t.last, "events": t.events,
+                       "learned": t.learned, "presentations": t.presentations}
+        return {
+            "model": self.model.state_dict(),
+            "masks": self.masks.state_dict() if self.masks else None,
+            "dgm": {"patterns": self.dgm.patterns, "batches": self.dgm.batches} if self.dgm else None,
+            "buffer": self.method.buffer.state_dict(),
+            "task": {"task_id": self.task_id, "epoch": self.epoch, "classes": self.classes},
+            "removal": removal,
+            "last_grads": self.last_grads,
+            "counters": vars(self.counters).copy(),
+            "generator": self.generator.get_state(),
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Restore a saved learner; `x, y` are the current task's data (not saved)."""
+        self.model.load_state_dict(state["model"])
+        if self.masks and state["masks"] is not None:
+            self.masks.load_state_dict(state["masks"])
+        if self.dgm and state["dgm"] is not None:
+            self.dgm.patterns, self.dgm.batches = state["dgm"]["patterns"], state["dgm"]["batches"]
+        self.method.buffer.load_state_dict(state["buffer"])
+        task = state["task"]
+        self.task_id, self.epoch, self.classes = task["task_id"], task["epoch"], tuple(task["classes"])
+        self.method.begin_task(self.classes)
+        self.x, self.y = x, y
+        self.removal = None
+        if state["removal"] is not None and self.config.sparcl.ddr:
+            r = state["removal"]
+            self.removal = DataRemoval(len(y), self.epochs_per_task, self.config.sparcl.ddr, self.rng)
+            self.removal.active = r["active"]
+            t = self.removal.tracker
+            t.last, t.events, t.learned, t.presentations = r["last"], r["events"], r["learned"], r["presentations"]
+        self.last_grads = state["last_grads"]
+        self.counters = Counters(**state["counters"])
+        self.generator.set_state(state["generator"])
+        self.rng.bit_generator.state = state["rng"]
+        self._flops_per_example = None
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        return buf.getvalue()
+
+    def load_bytes(self, blob: bytes, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.load_state_dict(torch.load(io.BytesIO(blob), weights_only=False), x, y)

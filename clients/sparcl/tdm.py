@@ -1,0 +1,140 @@
+"""Task-aware dynamic masks (TDM): the weight sparsity of SparCL.
+
+One shared mask per masked layer. It starts from magnitude pruning of the random
+initial weights. During a task it is periodically renewed: the weights with the
+lowest score |w| + lambda |grad w| are dropped a little below the target density,
+and random zero positions are regrown (at weight 0) back to it. At the start of
+every task the mask is pruned to the target and then grown by one extra point of
+density, so each new task finds free weights to learn into: the task-aware part.
+In the last stretch of a task the mask is frozen so the weights settle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from clients.errors import InputError
+
+
+@dataclass(frozen=True)
+class TDMConfig:
+    sparsity: float = 0.9          # target fraction of zeros in every masked layer
+    update_every: float = 0.1      # mask update period, as a fraction of a task's epochs (5 of 50)
+    freeze_last: float = 0.1       # final fraction of a task with the mask frozen (5 of 50)
+    drop_lambda: float = 0.5       # weight of |grad| in the drop score
+    drop_extra: float = 0.01       # an update drops to sparsity + this, then regrows
+    task_extra: float = 0.01       # density added at each task start
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sparsity < 1.0:
+            raise InputError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        for name in ("update_every", "freeze_last", "drop_extra", "task_extra"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise InputError(f"tdm {name} must be in [0, 1), got {getattr(self, name)}")
+
+
+def keep_count(numel: int, density: float) -> int:
+    """How many entries a tensor of `numel` keeps at `density` (at least one)."""
+    return max(1, min(numel, int(round(numel * density))))
+
+
+def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of exactly the k largest scores (ties broken by position)."""
+    flat = scores.flatten()
+    order = torch.argsort(flat, descending=True, stable=True)
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask[order[:k]] = True
+    return mask.view_as(scores)
+
+
+def drop(mask: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor | None,
+         k: int, drop_lambda: float) -> torch.Tensor:
+    """Keep the k kept entries with the highest |w| + lambda |grad|."""
+    score = weight.abs()
+    if grad is not None:
+        score = score + drop_lambda * grad.abs()
+    score = torch.where(mask, score, torch.full_like(score, -1.0))
+    return top_k_mask(score, min(k, int(mask.sum())))
+
+
+def regrow(mask: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Turn on random off-entries until exactly k entries are on."""
+    grow = k - int(mask.sum())
+    if grow <= 0:
+        return mask
+    off = (~mask).flatten().nonzero().squeeze(1)
+    chosen = off[torch.randperm(off.numel(), generator=generator)[:grow]]
+    new = mask.flatten().clone()
+    new[chosen] = True
+    return new.view_as(mask)
+
+
+class WeightMasks:
+    """The masks of one model, with the TDM schedule's three operations."""
+
+    def __init__(self, model: nn.Module, names: list[str], config: TDMConfig,
+                 generator: torch.Generator) -> None:
+        params = dict(model.named_parameters())
+        self.params = {name: params[name] for name in names}
+        self.config = config
+        self.generator = generator
+        self.target = 1.0 - config.sparsity
+        self.masks = {
+            name: top_k_mask(p.detach().abs(), keep_count(p.numel(), self.target))
+            for name, p in self.params.items()
+        }
+        self.apply()
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Zero every masked-out weight (after init, regrowth and each optimizer step)."""
+        for name, p in self.params.items():
+            p.mul_(self.masks[name])
+
+    @torch.no_grad()
+    def mask_grads(self) -> None:
+        for name, p in self.params.items():
+            if p.grad is not None:
+                p.grad.mul_(self.masks[name])
+
+    @torch.no_grad()
+    def reshape(self, grads: dict[str, torch.Tensor] | None, drop_to: float, grow_to: float) -> None:
+        """Drop to density `drop_to` by score, regrow at random to `grow_to`, zero the regrown."""
+        for name, p in self.params.items():
+            grad = grads.get(name) if grads else None
+            kept = drop(self.masks[name], p, grad, keep_count(p.numel(), drop_to), self.config.drop_lambda)
+            self.masks[name] = regrow(kept, keep_count(p.numel(), grow_to), self.generator)
+            p.mul_(kept)  # dropped weights are zeroed; regrown ones start at 0
+        self.apply()
+
+    def update(self, grads: dict[str, torch.Tensor] | None) -> None:
+        """The periodic renewal inside a task."""
+        self.reshape(grads, self.target - self.config.drop_extra, self.target)
+
+    def begin_task(self, grads: dict[str, torch.Tensor] | None) -> None:
+        """Prune to the target, then open one extra point of density for the new task."""
+        self.reshape(grads, self.target, self.target + self.config.task_extra)
+
+    def densities(self) -> dict[str, float]:
+        return {name: float(m.float().mean()) for name, m in self.masks.items()}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: m.clone() for name, m in self.masks.items()}
+
+    def load_state_dict(self, masks: dict[str, torch.Tensor]) -> None:
+        self.masks = {name: masks[name].to(torch.bool).clone() for name in self.params}
+        self.apply()
+
+
+def update_epochs(epochs: int, config: TDMConfig) -> set[int]:
+    """Epochs of a task (0-based) at whose start the mask is renewed.
+
+    Every `update_every` of the task, never at epoch 0 (that is the task
+    boundary) and never within the final `freeze_last` of the task.
+    """
+    period = max(1, int(round(config.update_every * epochs)))
+    frozen_from = epochs - int(round(config.freeze_last * epochs))
+    return {e for e in range(period, frozen_from, period)}

@@ -1,0 +1,387 @@
+"""How long each device's federated round takes and what it costs.
+
+The real training measures the work (FLOPs, bytes each way, peak memory); this
+module turns it into simulated seconds and joules with a device profile. The
+formulas are pure functions; `simulate_round` runs them inside a simpy model
+of one synchronous round, so deadlines, "keep the first K" over-selection and
+devices dropping offline interact the way they do on a real server.
+
+Round model (all times absolute simulated seconds):
+
+* every device starts at `start_s` and does download -> compute -> upload;
+* a device whose peak memory exceeds its profile is "oom": it does no work and
+  idles until the round closes;
+* with `offline_rate_per_s > 0` each device draws an exponential time to going
+  offline; if that comes before it finishes, it is "offline" and its work is
+  lost (the server notices at once, as a dropped connection);
+* the round closes at the earliest of: the deadline, the K-th accepted
+  arrival (keep_first=K), or when every working device has reported;
+* an arrival exactly at the deadline is in time; arrivals after the close are
+  "late" — they still finish their work (and pay its energy) but are ignored;
+* accepted ("ok") devices then idle from their arrival until the close.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import simpy
+
+from clients.errors import InputError
+from fleet.profiles import DeviceProfile
+
+MIB = 2**20  # bytes per memory_mb unit
+Status = Literal["ok", "late", "offline", "oom"]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _non_negative(what: str, value: float) -> float:
+    """Work, sizes and durations are never negative; NaN would poison every sum."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"{what} must be a number >= 0, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise InputError(f"{what} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- formulas
+
+
+def compute_time_s(flops: float, profile: DeviceProfile) -> float:
+    """Seconds to do `flops` of training at the rate the device sustains."""
+    return _non_negative("train_flops", flops) / profile.train_flops_per_s
+
+
+def transfer_time_s(nbytes: float, profile: DeviceProfile) -> float:
+    """Seconds for one transfer: fixed latency plus bits over the link rate (Mbit/s = 1e6 bit/s)."""
+    return profile.latency_s + 8 * _non_negative("nbytes", nbytes) / (profile.bandwidth_mbps * 1e6)
+
+
+def energy_j(busy_s: float, radio_s: float, idle_s: float, profile: DeviceProfile) -> float:
+    """Joules: each state's power times the time spent in it."""
+    return (
+        profile.active_w * _non_negative("busy_s", busy_s)
+        + profile.radio_w * _non_negative("radio_s", radio_s)
+        + profile.idle_w * _non_negative("idle_s", idle_s)
+    )
+
+
+def staleness_weight(staleness: float) -> float:
+    """Down-weight an update computed on a model `staleness` rounds old (1/sqrt(1+s), as FedAsync's polynomial)."""
+    return 1.0 / math.sqrt(1.0 + _non_negative("staleness", staleness))
+
+
+def fits_memory(peak_bytes: float, profile: DeviceProfile) -> bool:
+    """Whether training's peak memory fits the device (memory_mb counts MiB)."""
+    return _non_negative("peak_memory_bytes", peak_bytes) <= profile.memory_mb * MIB
+
+
+# --------------------------------------------------------------------------- round records
+
+
+@dataclass(frozen=True)
+class DeviceWork:
+    """One device's share of a round, as measured by the real training."""
+
+    device_id: int
+    profile: DeviceProfile
+    train_flops: float
+    down_bytes: int
+    up_bytes: int
+    peak_memory_bytes: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.device_id, bool) or not isinstance(self.device_id, (int, np.integer)):
+            raise InputError(f"device_id must be an int, got {self.device_id!r}")
+        if not isinstance(self.profile, DeviceProfile):
+            raise InputError(f"device {self.device_id}: profile must be a DeviceProfile, got {self.profile!r}")
+        for f in ("train_flops", "down_bytes", "up_bytes", "peak_memory_bytes"):
+            _non_negative(f"device {self.device_id}: {f}", getattr(self, f))
+
+
+@dataclass(frozen=True)
+class DeviceOutcome:
+    """What happened to one device in a round.
+
+    Durations are the time actually spent in each phase (an "offline" device
+    stops at its dropout, an "oom" one spends none); energy_j includes idle
+    waiting for the round to close, which only "ok" and "oom" devices do.
+    """
+
+    device_id: int
+    status: Status
+    start_s: float
+    end_s: float
+    compute_s: float
+    download_s: float
+    upload_s: float
+    energy_j: float
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """A closed round: when it started and closed, and every device's fate."""
+
+    start_s: float
+    end_s: float
+    devices: tuple[DeviceOutcome, ...]
+
+    @property
+    def accepted(self) -> tuple[int, ...]:
+        """Ids of the devices whose updates the server aggregates, in input order."""
+        return tuple(d.device_id for d in self.devices if d.status == "ok")
+
+    @property
+    def duration_s(self) -> float:
+        """Wall time of the round, the quantity a deadline trades against accuracy."""
+        return self.end_s - self.start_s
+
+    @property
+    def energy_j(self) -> float:
+        """Fleet energy of the round, wasted work of late/offline devices included."""
+        return sum(d.energy_j for d in self.devices)
+
+
+# --------------------------------------------------------------------------- simpy model
+
+
+@dataclass
+class _Trace:
+    """Mutable per-device log the simpy processes fill in; frozen into a DeviceOutcome afterwards."""
+
+    end_s: float
+    download_s: float = 0.0
+    compute_s: float = 0.0
+    upload_s: float = 0.0
+    dropped: bool = False
+    waited_until: float | None = None  # when an arrived/oom device stopped waiting for the close
+
+
+@dataclass(frozen=True)
+class _Report:
+    """A message to the server: an update arrived, or the device dropped offline."""
+
+    device_id: int
+    arrived: bool
+
+
+_DEADLINE = object()  # sentinel the deadline process puts in the server's inbox
+
+SimGen = Generator[simpy.Event, Any, None]
+
+
+def _device(
+    env: simpy.Environment, work: DeviceWork, inbox: simpy.Store, closed: simpy.Event, trace: _Trace
+) -> SimGen:
+    """download -> compute -> upload; an Interrupt is the device going offline."""
+    p = work.profile
+    phases = (
+        ("download_s", transfer_time_s(work.down_bytes, p)),
+        ("compute_s", compute_time_s(work.train_flops, p)),
+        ("upload_s", transfer_time_s(work.up_bytes, p)),
+    )
+    for field, duration in phases:
+        began = env.now
+        try:
+            yield env.timeout(duration)
+        except simpy.Interrupt:
+            setattr(trace, field, env.now - began)
+            trace.end_s, trace.dropped = env.now, True
+            yield inbox.put(_Report(work.device_id, arrived=False))
+            return
+        setattr(trace, field, duration)
+    trace.end_s = env.now
+    yield inbox.put(_Report(work.device_id, arrived=True))
+    yield closed  # wait (idle) for the server to close the round
+    trace.waited_until = env.now
+
+
+def _idle_until_close(env: simpy.Environment, closed: simpy.Event, trace: _Trace) -> SimGen:
+    """An oom device does nothing but wait for the round to close."""
+    yield closed
+    trace.waited_until = env.now
+
+
+def _dropout(env: simpy.Environment, delay: float, device: simpy.Process) -> SimGen:
+    """Take a working device offline after `delay` seconds."""
+    yield env.timeout(delay)
+    if device.is_alive:
+        device.interrupt("offline")
+
+
+def _deadline(env: simpy.Environment, delay: float, inbox: simpy.Store, closed: simpy.Event) -> SimGen:
+    """Post the deadline to the server after everything else due at that instant.
+
+    Yielding zero timeouts while other events share the deadline's time lets an
+    upload finishing exactly at the deadline reach the inbox first (in time).
+    """
+    yield env.timeout(delay)
+    while not closed.triggered and env.peek() == env.now:
+        yield env.timeout(0)
+    if not closed.triggered:
+        yield inbox.put(_DEADLINE)
+
+
+def _server(
+    env: simpy.Environment,
+    inbox: simpy.Store,
+    expected: int,
+    keep_first: int | None,
+    accepted: list[int],
+    closed: simpy.Event,
+) -> SimGen:
+    """Accept arrivals until the deadline, the K-th arrival, or every device has reported."""
+    while expected:
+        report = yield inbox.get()
+        if report is _DEADLINE:
+            break
+        expected -= 1
+        if report.arrived:
+            accepted.append(report.device_id)
+            if keep_first is not None and len(accepted) >= keep_first:
+                break
+    closed.succeed(env.now)
+
+
+def _status(work: DeviceWork, trace: _Trace, accepted: set[int]) -> Status:
+    """Classify a device once the simulation has run to the end."""
+    if not fits_memory(work.peak_memory_bytes, work.profile):
+        return "oom"
+    if trace.dropped:
+        return "offline"
+    return "ok" if work.device_id in accepted else "late"
+
+
+def _outcome(work: DeviceWork, trace: _Trace, status: Status, start_s: float) -> DeviceOutcome:
+    """Freeze a trace; only devices still waiting at the close ("ok", "oom") pay idle energy."""
+    idle_s = trace.waited_until - trace.end_s if status in ("ok", "oom") and trace.waited_until is not None else 0.0
+    radio_s = trace.download_s + trace.upload_s
+    return DeviceOutcome(
+        device_id=work.device_id,
+        status=status,
+        start_s=start_s,
+        end_s=trace.end_s,
+        compute_s=trace.compute_s,
+        download_s=trace.download_s,
+        upload_s=trace.upload_s,
+        energy_j=energy_j(trace.compute_s, radio_s, max(idle_s, 0.0), work.profile),
+    )
+
+
+def _check_round_args(
+    works: Sequence[DeviceWork], start_s: float, deadline_s: float | None, keep_first: int | None, rate: float
+) -> None:
+    """Reject round settings that would make the model meaningless, naming the culprit."""
+    if not math.isfinite(start_s):
+        raise InputError(f"start_s must be finite, got {start_s!r}")
+    if deadline_s is not None and not (math.isfinite(deadline_s) and deadline_s > 0):
+        raise InputError(f"deadline_s must be a finite number > 0 or None, got {deadline_s!r}")
+    if keep_first is not None and (isinstance(keep_first, bool) or not isinstance(keep_first, int) or keep_first < 1):
+        raise InputError(f"keep_first must be an int >= 1 or None, got {keep_first!r}")
+    _non_negative("offline_rate_per_s", rate)
+    ids = [w.device_id for w in works]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise InputError(f"device ids must be unique in a round, repeated: {dupes}")
+
+
+def _offline_delays(n: int, rate: float, seed: int) -> list[float]:
+    """Seconds until each device (in input order) goes offline; inf when dropout is off."""
+    if rate == 0:
+        return [math.inf] * n
+    return [float(t) for t in np.random.default_rng(seed).exponential(1.0 / rate, size=n)]
+
+
+def simulate_round(
+    works: Sequence[DeviceWork],
+    *,
+    start_s: float,
+    deadline_s: float | None,
+    keep_first: int | None,
+    seed: int,
+    offline_rate_per_s: float = 0.0,
+) -> RoundOutcome:
+    """Run one synchronous round in simpy and report each device's status, times and energy.
+
+    deadline_s is seconds after start_s (None: no deadline); keep_first=K
+    closes the round at the K-th in-time arrival (None: keep all in time).
+    The same seed gives the same dropouts: one exponential draw per device in
+    input order, made only when offline_rate_per_s > 0.
+    """
+    _check_round_args(works, start_s, deadline_s, keep_first, offline_rate_per_s)
+    env = simpy.Environment(initial_time=start_s)
+    inbox, closed = simpy.Store(env), env.event()
+    accepted: list[int] = []
+    traces = [_Trace(end_s=start_s) for _ in works]
+    expected = 0
+    for work, trace, delay in zip(works, traces, _offline_delays(len(works), offline_rate_per_s, seed)):
+        if not fits_memory(work.peak_memory_bytes, work.profile):
+            env.process(_idle_until_close(env, closed, trace))
+            continue
+        expected += 1
+        proc = env.process(_device(env, work, inbox, closed, trace))
+        if delay < _planned_s(work):
+            env.process(_dropout(env, delay, proc))
+    env.process(_server(env, inbox, expected, keep_first, accepted, closed))
+    if deadline_s is not None:
+        env.process(_deadline(env, deadline_s, inbox, closed))
+    env.run()  # to the end, so late devices finish and their energy is counted
+    kept = set(accepted)
+    devices = tuple(_outcome(w, t, _status(w, t, kept), start_s) for w, t in zip(works, traces))
+    return RoundOutcome(start_s=start_s, end_s=closed.value, devices=devices)
+
+
+def _planned_s(work: DeviceWork) -> float:
+    """Seconds the device needs to finish if nothing interrupts it."""
+    p = work.profile
+    return transfer_time_s(work.down_bytes, p) + compute_time_s(work.train_flops, p) + transfer_time_s(work.up_bytes, p)
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def available(profiles: Sequence[DeviceProfile], rng: np.random.Generator) -> list[bool]:
+    """Which devices are online this round: one uniform draw per device against its availability."""
+    draws = rng.random(len(profiles))
+    return [bool(u < p.availability) for u, p in zip(draws, profiles)]
+
+
+def sample_devices(available_ids: Sequence[int], k: int, *, over_select: float = 1.3, seed: int) -> list[int]:
+    """Pick ceil(k * over_select) online devices (capped at all of them), sorted.
+
+    Servers over-select (~1.3x, Bonawitz et al. 2019) and keep the first K
+    updates, so stragglers and dropouts do not stall the round.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InputError(f"k (devices per round) must be an int >= 1, got {k!r}")
+    if not (isinstance(over_select, (int, float)) and math.isfinite(over_select) and over_select >= 1):
+        raise InputError(f"over_select must be a number >= 1, got {over_select!r}")
+    ids = [int(i) for i in available_ids]
+    if len(set(ids)) != len(ids):
+        raise InputError(f"available_ids must be unique, got {ids}")
+    n = min(math.ceil(round(k * over_select, 9)), len(ids))  # round: 10 * 1.3 is 13.000000000000002
+    picked = np.random.default_rng(seed).choice(len(ids), size=n, replace=False)
+    return sorted(ids[i] for i in picked)
+
+
+__all__ = [
+    "MIB",
+    "DeviceOutcome",
+    "DeviceWork",
+    "RoundOutcome",
+    "Status",
+    "available",
+    "compute_time_s",
+    "energy_j",
+    "fits_memory",
+    "sample_devices",
+    "simulate_round",
+    "staleness_weight",
+    "transfer_time_s",
+]

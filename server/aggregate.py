@@ -1,0 +1,168 @@
+"""Aggregation of sparse client updates as pure functions over name -> array dicts.
+
+Zero-filled FedAvg treats a pruned (masked-out) weight as a vote for zero, so
+weights kept by only some clients shrink towards zero. Mask-aware averaging
+instead averages each element over the clients that actually kept it.
+"""
+
+from __future__ import annotations
+
+from numbers import Real
+
+import numpy as np
+
+from clients.errors import InputError
+
+Weights = dict[str, np.ndarray]
+Masks = dict[str, np.ndarray]
+Update = tuple[Weights, Masks, int]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_count(n: object, k: int) -> int:
+    """A sample count must be a non-negative integer."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise InputError(f"update {k}: n_examples must be a non-negative int, got {n!r}")
+    return int(n)
+
+
+def _mask_of(masks: Masks, name: str, shape: tuple[int, ...], k: int) -> np.ndarray:
+    """The client's mask for one tensor; a tensor sent without one counts as dense."""
+    m = masks.get(name)
+    if m is None:
+        return np.ones(shape, dtype=bool)
+    if not isinstance(m, np.ndarray) or m.dtype != np.bool_:
+        raise InputError(f"update {k}: mask of {name!r} must be a bool numpy array")
+    if m.shape != shape:
+        raise InputError(f"update {k}: mask of {name!r} has shape {m.shape} but the model has {shape}")
+    return m
+
+
+def _check_update(update: Update, previous: Weights, k: int) -> tuple[Weights, Masks, int]:
+    """Each update must cover exactly the model's tensors, with matching shapes."""
+    weights, masks, n = update
+    names, expected = set(weights), set(previous)
+    if names != expected:
+        culprit = sorted(expected - names) or sorted(names - expected)
+        what = "lacks" if expected - names else "has unexpected"
+        raise InputError(f"update {k} {what} tensor {culprit[0]!r}")
+    extra_masks = sorted(set(masks) - expected)
+    if extra_masks:
+        raise InputError(f"update {k} has a mask for unknown tensor {extra_masks[0]!r}")
+    for name, w in weights.items():
+        if np.shape(w) != np.shape(previous[name]):
+            raise InputError(
+                f"update {k}: {name!r} has shape {np.shape(w)} but the model has {np.shape(previous[name])}"
+            )
+    return weights, masks, _check_count(n, k)
+
+
+def _copy(previous: Weights) -> Weights:
+    """A float32 copy, so callers never alias the previous global model."""
+    return {name: np.array(w, dtype=np.float32, copy=True) for name, w in previous.items()}
+
+
+# --------------------------------------------------------------------------- averaging
+
+
+def mask_aware_average(updates: list[Update], previous: Weights) -> Weights:
+    """Per element: sum_k n_k m_k w_k / sum_k n_k m_k; kept by nobody -> previous value.
+
+    Updates are (weights, masks, n_examples); a tensor without a mask is dense.
+    Returns float32 arrays; an empty list returns a copy of `previous`.
+    """
+    checked = [_check_update(u, previous, k) for k, u in enumerate(updates)]
+    out = _copy(previous)
+    for name, prev in previous.items():
+        shape = np.shape(prev)
+        num = np.zeros(shape, dtype=np.float64)
+        den = np.zeros(shape, dtype=np.float64)
+        for k, (weights, masks, n) in enumerate(checked):
+            m = _mask_of(masks, name, shape, k)
+            num += n * np.where(m, weights[name], 0.0)
+            den += n * m
+        kept = den > 0
+        out[name][kept] = (num[kept] / den[kept]).astype(np.float32)
+    return out
+
+
+def zero_filled_fedavg(updates: list[Update], previous: Weights) -> Weights:
+    """Naive baseline: sum_k n_k w_k m_k / sum_k n_k (masked-out entries count as 0).
+
+    An empty list, or one whose sample counts sum to 0, returns a copy of `previous`.
+    """
+    checked = [_check_update(u, previous, k) for k, u in enumerate(updates)]
+    total = sum(n for _, _, n in checked)
+    if total == 0:
+        return _copy(previous)
+    out: Weights = {}
+    for name, prev in previous.items():
+        shape = np.shape(prev)
+        acc = np.zeros(shape, dtype=np.float64)
+        for k, (weights, masks, n) in enumerate(checked):
+            acc += n * np.where(_mask_of(masks, name, shape, k), weights[name], 0.0)
+        out[name] = np.asarray(acc / total, dtype=np.float32)
+    return out
+
+
+# --------------------------------------------------------------------------- masks
+
+
+def union_mask(masks_list: list[Masks]) -> Masks:
+    """Elementwise OR of the clients' masks, per tensor name (over the dicts holding it)."""
+    out: Masks = {}
+    for k, masks in enumerate(masks_list):
+        for name, m in masks.items():
+            if not isinstance(m, np.ndarray) or m.dtype != np.bool_:
+                raise InputError(f"masks {k}: mask of {name!r} must be a bool numpy array")
+            if name not in out:
+                out[name] = m.copy()
+            elif out[name].shape != m.shape:
+                raise InputError(f"masks {k}: mask of {name!r} has shape {m.shape}, others have {out[name].shape}")
+            else:
+                out[name] |= m
+    return out
+
+
+def _check_sparsity(sparsity: object) -> float:
+    """Sparsity is the pruned fraction; 1.0 would prune everything."""
+    if isinstance(sparsity, bool) or not isinstance(sparsity, Real) or not 0.0 <= float(sparsity) < 1.0:
+        raise InputError(f"sparsity {sparsity!r} must be a number in [0, 1)")
+    return float(sparsity)
+
+
+def keep_count(numel: int, sparsity: float) -> int:
+    """How many entries survive pruning a tensor of `numel` elements."""
+    return min(numel, max(0, round(numel * (1.0 - sparsity))))
+
+
+def top_k_mask(w: np.ndarray, k: int) -> np.ndarray:
+    """Mask of exactly the k largest-|w| entries; ties go to the lower flat index."""
+    flat = np.abs(np.asarray(w, dtype=np.float64)).ravel()
+    order = np.argsort(-flat, kind="stable")
+    mask = np.zeros(flat.size, dtype=bool)
+    mask[order[:k]] = True
+    return mask.reshape(np.shape(w))
+
+
+def resparsify(weights: Weights, masked_names: list[str], sparsity: float) -> tuple[Weights, Masks]:
+    """Re-prune the named tensors to `sparsity` by magnitude after averaging.
+
+    Averaging over clients densifies the model (the union of their masks); this
+    restores the target density. Returns (all weights, copied; masks of the named tensors).
+    """
+    s = _check_sparsity(sparsity)
+    unknown = [name for name in masked_names if name not in weights]
+    if unknown:
+        raise InputError(f"cannot resparsify unknown tensor {unknown[0]!r}")
+    out = {name: np.array(w, copy=True) for name, w in weights.items()}
+    masks: Masks = {}
+    for name in masked_names:
+        w = out[name]
+        if not np.all(np.isfinite(w)):
+            raise InputError(f"cannot resparsify {name!r}: it holds NaN or Inf")
+        masks[name] = top_k_mask(w, keep_count(w.size, s))
+        w[~masks[name]] = 0
+    return out, masks
