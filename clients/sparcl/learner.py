@@ -229,8 +229,8 @@ class Learner:
             "rng": self.rng.bit_generator.state,
         }
 
-    def load_state_dict(self, state: dict, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Restore a saved learner; `x, y` are the current task's data (not saved)."""
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a saved learner; then `attach` the current task's data (not saved)."""
         self.model.load_state_dict(state["model"])
         if self.masks and state["masks"] is not None:
             self.masks.load_state_dict(state["masks"])
@@ -240,11 +240,10 @@ class Learner:
         task = state["task"]
         self.task_id, self.epoch, self.classes = task["task_id"], task["epoch"], tuple(task["classes"])
         self.method.begin_task(self.classes)
-        self.x, self.y = x, y
         self.removal = None
         if state["removal"] is not None and self.config.sparcl.ddr:
             r = state["removal"]
-            self.removal = DataRemoval(len(y), self.epochs_per_task, self.config.sparcl.ddr, self.rng)
+            self.removal = DataRemoval(len(r["last"]), self.epochs_per_task, self.config.sparcl.ddr, self.rng)
             self.removal.active = r["active"]
             t = self.removal.tracker
             t.last, t.events, t.learned, t.presentations = r["last"], r["events"], r["learned"], r["presentations"]
@@ -254,10 +253,34 @@ class Learner:
         self.rng.bit_generator.state = state["rng"]
         self._flops_per_example = None
 
+    def attach(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Give a restored learner its current task's training data."""
+        self.x, self.y = x, y
+
+    def load_weights(self, weights: dict[str, np.ndarray], masks: dict[str, np.ndarray] | None) -> None:
+        """Take (global) weights, and masks unless None; re-apply the masks to the weights."""
+        state = self.model.state_dict()
+        for name, value in weights.items():
+            state[name] = torch.from_numpy(np.asarray(value)).to(state[name].dtype).reshape(state[name].shape)
+        self.model.load_state_dict(state)
+        if self.masks:
+            if masks is not None:
+                self.masks.load_state_dict({n: torch.from_numpy(np.asarray(masks[n])) for n in self.masks.masks})
+            self.masks.apply()
+            self._flops_per_example = None
+
+    def weights_numpy(self) -> dict[str, np.ndarray]:
+        """Every floating-point tensor of the model's state (weights and norm statistics)."""
+        return {name: t.detach().numpy().copy() for name, t in self.model.state_dict().items()
+                if t.is_floating_point()}
+
+    def masks_numpy(self) -> dict[str, np.ndarray]:
+        return {n: m.numpy().copy() for n, m in self.masks.masks.items()} if self.masks else {}
+
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
         torch.save(self.state_dict(), buf)
         return buf.getvalue()
 
-    def load_bytes(self, blob: bytes, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.load_state_dict(torch.load(io.BytesIO(blob), weights_only=False), x, y)
+    def load_bytes(self, blob: bytes) -> None:
+        self.load_state_dict(torch.load(io.BytesIO(blob), weights_only=False))

@@ -1,0 +1,183 @@
+"""One device's federated round, without Flower.
+
+The ClientApp (clients/app.py) is thin glue around `run_round`: it turns
+Flower records into the plain values below and back. Keeping the round here
+means it can be tested and driven by anything, a real Raspberry Pi included.
+
+A device knows its own task schedule: from the round number, its device id and
+the stream settings it computes which task it is on, so the server never has to
+track it. Its whole continual-learning state (model, masks, buffer, DDR
+statistics, task position, RNG) travels in one blob between rounds.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+
+from clients import wire
+from clients.cl.methods import MethodConfig
+from clients.errors import InputError
+from clients.data import TaskStream, load_stream, partition_indices
+from clients.sparcl.ddr import DDRConfig
+from clients.sparcl.dgm import DGMConfig
+from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainConfig
+from clients.sparcl.tdm import TDMConfig
+
+MASK_POLICIES = ("global", "local")
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """Everything a device needs to know, sent by the server as JSON each round."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    n_tasks: int = 5
+    max_per_class: int | None = None
+    devices: int = 1
+    alpha: float | None = None          # None: iid split of each task across devices
+    rounds_per_task: int = 3
+    stagger_rounds: int = 0
+    local_epochs: int = 2
+    mask_policy: str = "global"
+    value_dtype: str = "float32"
+    seed: int = 0
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> DeviceSpec:
+        raw = json.loads(text)
+        raw["learner"] = learner_config_from_dict(raw["learner"])
+        return cls(**raw)
+
+
+def learner_config_from_dict(raw: dict) -> LearnerConfig:
+    """Inverse of dataclasses.asdict for LearnerConfig (JSON turns tuples into lists)."""
+    sp = raw["sparcl"]
+    ddr = sp["ddr"] and DDRConfig(points=tuple(sp["ddr"]["points"]), fraction=sp["ddr"]["fraction"])
+    sparcl = SparCLConfig(tdm=sp["tdm"] and TDMConfig(**sp["tdm"]), ddr=ddr or None,
+                          dgm=sp["dgm"] and DGMConfig(**sp["dgm"]))
+    rest = {f.name: raw[f.name] for f in fields(LearnerConfig) if f.name not in ("method", "sparcl", "train")}
+    return LearnerConfig(method=MethodConfig(**raw["method"]), sparcl=sparcl,
+                         train=TrainConfig(**raw["train"]), **rest)
+
+
+def task_of(device: int, server_round: int, *, rounds_per_task: int, n_tasks: int, offset: int) -> int:
+    """The task a device trains at 1-based `server_round`, `offset` rounds behind.
+
+    clamp((server_round - 1 - offset) // rounds_per_task, 0, n_tasks - 1): a
+    lagging device stays on task 0 until it catches up and stays on the last
+    task once it is done. `device` is unused; it keeps call sites readable.
+    """
+    if rounds_per_task < 1 or n_tasks < 1:
+        raise InputError(f"task_of needs rounds_per_task >= 1 and n_tasks >= 1, got {rounds_per_task}, {n_tasks}")
+    if server_round < 1:
+        raise InputError(f"server_round is 1-based, got {server_round}")
+    return min(max((server_round - 1 - offset) // rounds_per_task, 0), n_tasks - 1)
+
+
+def device_offset(device: int, devices: int, stagger_rounds: int) -> int:
+    """Rounds `device` lags behind device 0: devices spread evenly over [0, stagger_rounds].
+
+    round(device * stagger_rounds / max(1, devices - 1)), with Python's
+    round-half-to-even; device 0 has offset 0, the last device stagger_rounds.
+    """
+    if devices < 1 or not 0 <= device < devices:
+        raise InputError(f"device must be in [0, {devices}), got {device}")
+    if stagger_rounds < 0:
+        raise InputError(f"stagger_rounds must be >= 0, got {stagger_rounds}")
+    return round(device * stagger_rounds / max(1, devices - 1))
+
+
+def spec_task(spec: DeviceSpec, device: int, server_round: int) -> int:
+    """The task a device of this spec trains on in a (1-based) round."""
+    return task_of(device, server_round, rounds_per_task=spec.rounds_per_task, n_tasks=spec.n_tasks,
+                   offset=device_offset(device, spec.devices, spec.stagger_rounds))
+
+
+@functools.lru_cache(maxsize=4)
+def cached_stream(dataset: str, data_dir: str | None, n_tasks: int, seed: int,
+                  max_per_class: int | None) -> TaskStream:
+    """Load each stream once per process (simulation workers serve many devices)."""
+    return load_stream(dataset, data_dir=data_dir, n_tasks=n_tasks, seed=seed, max_per_class=max_per_class)
+
+
+def stream_of(spec: DeviceSpec) -> TaskStream:
+    return cached_stream(spec.dataset, spec.data_dir, spec.n_tasks, spec.seed, spec.max_per_class)
+
+
+def device_data(spec: DeviceSpec, device: int, task_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """This device's share of a task's training data (the same split on every device)."""
+    task = stream_of(spec).tasks[task_id]
+    parts = partition_indices(task.y_train.numpy(), spec.devices, alpha=spec.alpha,
+                              seed=spec.seed * 1000 + task_id)
+    idx = torch.as_tensor(parts[device])
+    return task.x_train[idx], task.y_train[idx]
+
+
+def build_learner(spec: DeviceSpec, device: int) -> Learner:
+    """A device's learner; the schedule spans rounds_per_task x local_epochs per task."""
+    stream = stream_of(spec)
+    train = TrainConfig(**{**asdict(spec.learner.train),
+                           "epochs_per_task": spec.rounds_per_task * spec.local_epochs,
+                           "seed": spec.seed * 1000 + device})
+    config = LearnerConfig(**{**{f.name: getattr(spec.learner, f.name) for f in fields(LearnerConfig)},
+                              "train": train})
+    return Learner(config, stream.input_shape, stream.num_classes)
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    update: dict[str, np.ndarray]   # the encoded update (wire format)
+    metrics: dict[str, float | int]
+    state: bytes                    # the device's learner state after the round
+
+
+def run_round(spec: DeviceSpec, device: int, server_round: int, global_update: dict[str, np.ndarray],
+              state: bytes | None) -> RoundResult:
+    """Load the global model, train this round's local epochs, return the sparse update.
+
+    `state` is the blob the previous round returned (None on a device's first round).
+    """
+    task_id = spec_task(spec, device, server_round)
+    x, y = device_data(spec, device, task_id)
+    learner = build_learner(spec, device)
+    fresh = state is None
+    if not fresh:
+        learner.load_bytes(state)
+        if learner.task_id >= 0:
+            learner.attach(*device_data(spec, device, learner.task_id))
+    weights, masks = wire.decode_model(global_update)
+    # `global`: adopt the server's masks every round; `local`: only on the first round
+    learner.load_weights(weights, masks if (spec.mask_policy == "global" or fresh) else None)
+    if learner.task_id != task_id:
+        learner.begin_task(task_id, stream_of(spec).tasks[task_id].classes, x, y)
+    before = (learner.counters.train_flops, learner.counters.examples, learner.counters.removed)
+    accuracy = 0.0
+    for _ in range(spec.local_epochs):
+        accuracy = learner.train_epoch()
+    update = wire.encode_model(learner.weights_numpy(), learner.masks_numpy(),
+                               value_dtype=spec.value_dtype)
+    c = learner.counters
+    metrics = {
+        "num-examples": int(len(y)),
+        "device-id": device,
+        "task-id": task_id,
+        "train-flops": c.train_flops - before[0],
+        "examples-processed": c.examples - before[1],
+        "removed": c.removed - before[2],
+        "peak-memory-bytes": c.peak_memory,
+        "up-bytes": wire.model_bytes(update),
+        "down-bytes": wire.model_bytes(global_update),
+        "local-accuracy": accuracy,
+        "density": float(np.mean(list(learner.weight_densities().values()))) if learner.masks else 1.0,
+    }
+    return RoundResult(update, metrics, learner.to_bytes())

@@ -1,0 +1,170 @@
+"""The `fleet` command: run, compare and validate scenarios; benchmark SparCL.
+
+Thin glue: parse arguments into typed configs, call the library, print.
+Bad input ends with one line on stderr naming the culprit and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from clients.errors import InputError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but its errors are one line (no usage dump) and exit 2."""
+
+    def error(self, message: str) -> None:
+        raise InputError(f"{self.prog}: {message}")
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise InputError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise InputError("--seeds must name at least one seed")
+    return seeds
+
+
+def write_json(path: str, payload: dict) -> None:
+    """Write atomically: a crash mid-write never leaves a truncated file behind."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(target)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from fleet.bench import BenchConfig, format_table, run_bench, total_epochs
+
+    if args.target != "sparcl":
+        raise InputError(f"bench target {args.target!r} is unknown (choose from: sparcl)")
+    config = BenchConfig(
+        dataset=args.dataset, data_dir=args.data_dir, method=args.method, sparsity=args.sparsity,
+        seeds=parse_seeds(args.seeds), epochs=args.epochs, lr=args.lr, buffer_size=args.buffer_size,
+        width=args.width, ablation=args.ablation, dgm_keep=args.dgm_keep,
+        mask_other_classes=not args.no_class_mask, max_per_class=args.max_per_class,
+    )
+    _validate_bench(config)
+    with tqdm(total=total_epochs(config), unit="epoch", desc="bench", disable=args.quiet,
+              file=sys.stderr) as bar:
+        report = run_bench(config, on_epoch=lambda: bar.update(1))
+    print(format_table(report))
+    if args.json:
+        write_json(args.json, report)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _validate_bench(config) -> None:
+    """Fail fast on bad settings, before any training starts."""
+    from clients.cl.methods import MethodConfig
+    from clients.data import load_stream
+    from clients.sparcl.learner import TrainConfig
+    from clients.sparcl.tdm import TDMConfig
+
+    MethodConfig(name=config.method, buffer_size=config.buffer_size)
+    TDMConfig(sparsity=config.sparsity)
+    TrainConfig(epochs_per_task=config.epochs, lr=config.lr)
+    load_stream(config.dataset, data_dir=config.data_dir, seed=config.seeds[0],
+                max_per_class=config.max_per_class)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from fleet.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    print(f"{args.scenario}: ok ({scenario.fleet.devices} devices, {scenario.federation.rounds} rounds, "
+          f"{scenario.learner_config(scenario.seed).label} on {scenario.dataset.name})")
+    return 0
+
+
+def run_with_progress(scenario, out_dir: Path, *, verbose: bool, quiet: bool, desc: str) -> dict:
+    """One scenario with a progress bar over rounds showing accuracy, bytes and simulated time."""
+    from tqdm import tqdm
+
+    from fleet.runner import run_scenario
+
+    with tqdm(total=scenario.federation.rounds, unit="round", desc=desc, disable=quiet, file=sys.stderr) as bar:
+        def on_round(row: dict) -> None:
+            bar.set_postfix(acc=f"{row['class_il_accuracy']:.1f}", up=f"{row['upload_bytes'] / 1e6:.2f}MB",
+                            sim=f"{row['sim_time_s']:.0f}s", refresh=False)
+            bar.update(1)
+
+        return run_scenario(scenario, out_dir, on_round=on_round, verbose=verbose)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fleet.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    out_dir = Path(args.out or scenario.output)
+    summary = run_with_progress(scenario, out_dir, verbose=args.verbose, quiet=args.quiet, desc=scenario.name)
+    print(f"{scenario.name}: {summary['method']}, final Class-IL accuracy {summary['final_accuracy']:.2f}%, "
+          f"forgetting {summary['forgetting']:.2f}, {summary['rounds_completed']} rounds, "
+          f"upload {summary['upload_bytes'] / 1e6:.2f} MB, simulated {summary['sim_time_s']:.0f} s, "
+          f"{summary['energy_j']:.0f} J, dropped {summary['dropped_updates']}, "
+          f"rejected {summary['rejected_updates']}")
+    print(f"wrote {out_dir}/summary.json, rounds.csv, accuracy.png, bytes.png")
+    return 0
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="fleet", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+
+    run = sub.add_parser("run", help="run a scenario on Flower's simulation engine")
+    run.add_argument("scenario", help="scenario YAML")
+    run.add_argument("--out", default=None, help="output folder (default: the scenario's `output`)")
+    run.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a scenario without running it")
+    validate.add_argument("scenario", help="scenario YAML")
+    validate.set_defaults(func=cmd_validate)
+
+    bench = sub.add_parser("bench", help="dense method vs its SparCL version on one device")
+    bench.add_argument("target", help="what to benchmark: sparcl")
+    bench.add_argument("--dataset", default="digits", help="digits (embedded), synthetic, mnist, cifar10")
+    bench.add_argument("--data-dir", default=None, help="folder holding MNIST IDX or CIFAR-10 pickle files")
+    bench.add_argument("--method", default="derpp", help="finetune, er, der, derpp")
+    bench.add_argument("--sparsity", type=float, default=0.9, help="TDM target sparsity in [0, 1)")
+    bench.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (medians are reported)")
+    bench.add_argument("--epochs", type=int, default=50, help="epochs per task")
+    bench.add_argument("--lr", type=float, default=0.1, help="SGD learning rate (no momentum)")
+    bench.add_argument("--buffer-size", type=int, default=200)
+    bench.add_argument("--width", type=int, default=None, help="backbone width (default per backbone)")
+    bench.add_argument("--ablation", default="full", help="full, tdm, tdm+ddr, tdm+dgm, or all (each in turn)")
+    bench.add_argument("--dgm-keep", type=float, default=0.2, help="share of gradient entries DGM keeps")
+    bench.add_argument("--no-class-mask", action="store_true",
+                       help="do not mask other tasks' logits in the current-task loss")
+    bench.add_argument("--max-per-class", type=int, default=None, help="cap training examples per class")
+    bench.add_argument("--json", default=None, help="write the report here")
+    bench.add_argument("--quiet", action="store_true", help="no progress bar")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except InputError as err:
+        print(f"fleet: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fleet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""`fleet run`: one scenario on Flower's simulation engine, with reports.
+
+Builds the typed pieces from the scenario (device spec for the clients, server
+settings, the simpy world, centralised evaluation), runs the real ClientApp and
+ServerApp through `flwr.simulation.run_simulation` on a loopback-only Ray
+instance, and writes rounds.csv (after every round), summary.json and plots.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Read when Ray and Flower are imported: keep Ray on 127.0.0.1, no telemetry, no warning noise.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+import logging  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+from flwr.app import ArrayRecord, MetricRecord  # noqa: E402
+
+from clients.data import TaskStream, load_stream  # noqa: E402
+from clients.device import DeviceSpec, spec_task  # noqa: E402
+from clients.metrics import average_accuracy, task_accuracy  # noqa: E402
+from clients.sparcl.learner import Learner  # noqa: E402
+from clients.wire import decode_model  # noqa: E402
+from fleet.profiles import get_budget, get_profile  # noqa: E402
+from fleet.report import RoundsCsv, plot_accuracy, plot_bytes, write_json  # noqa: E402
+from fleet.scenario import Scenario  # noqa: E402
+from fleet.world import SimWorld  # noqa: E402
+from server.app import make_server_app  # noqa: E402
+from server.strategy import ServerConfig  # noqa: E402
+
+BASE_COLUMNS = ["round", "sim_time_s", "online", "sampled", "replies", "accepted", "dropped", "rejected",
+                "failed", "upload_bytes", "download_bytes", "train_flops", "energy_j", "local_accuracy",
+                "class_il_accuracy", "tasks_reached", "wall_s"]
+
+
+def device_spec(scenario: Scenario) -> DeviceSpec:
+    s = scenario
+    return DeviceSpec(
+        dataset=s.dataset.name, data_dir=s.dataset.data_dir, n_tasks=s.dataset.n_tasks,
+        max_per_class=s.dataset.max_per_class, devices=s.fleet.devices,
+        alpha=s.partition.alpha if s.partition.scheme == "dirichlet" else None,
+        rounds_per_task=s.stream.rounds_per_task, stagger_rounds=s.stream.stagger_rounds,
+        local_epochs=s.train.local_epochs, mask_policy=s.federation.mask_policy,
+        value_dtype=s.federation.value_dtype, seed=s.seed, learner=s.learner_config(s.seed),
+    )
+
+
+def server_config(scenario: Scenario, spec: DeviceSpec, masked_names: list[str]) -> ServerConfig:
+    f, sp = scenario.federation, scenario.sparcl
+    sparse = sp.enabled and sp.tdm
+    return ServerConfig(
+        rounds=f.rounds, devices_per_round=scenario.sample_size(), min_available=f.min_available,
+        aggregation=f.aggregation, resparsify=f.resparsify, sparsity=sp.sparsity if sparse else None,
+        masked_names=tuple(masked_names) if sparse else (), value_dtype=f.value_dtype,
+        round_timeout_s=f.round_timeout_s, seed=scenario.seed, device_spec=spec.to_json(),
+    )
+
+
+def tasks_reached(spec: DeviceSpec, server_round: int) -> int:
+    """How many tasks at least one device has started by this round."""
+    return 1 + max(spec_task(spec, d, server_round) for d in range(spec.devices))
+
+
+@dataclass
+class Evaluator:
+    """Centralised evaluation after each round, and the round's row in rounds.csv."""
+
+    stream: TaskStream
+    learner: Learner
+    spec: DeviceSpec
+    csv: RoundsCsv
+    sink: dict
+    on_round: object = None
+    started: float = 0.0
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0:
+            return None
+        weights, masks = decode_model({k: a.numpy() for k, a in arrays.items()})
+        self.learner.load_weights(weights, masks if self.learner.masks else None)
+        reached = tasks_reached(self.spec, server_round)
+        accs = [task_accuracy(self.learner.model, t.x_test, t.y_test, t.classes)[0]
+                for t in self.stream.tasks[:reached]]
+        strategy = self.sink["strategy"]
+        row = dict(strategy.last_row)
+        row.update({f"acc_task_{i}": round(a, 3) for i, a in enumerate(accs)})
+        row.update(class_il_accuracy=round(average_accuracy(accs), 3), tasks_reached=reached,
+                   wall_s=round(time.perf_counter() - self.started, 2))
+        self.csv.append(row)
+        if callable(self.on_round):
+            self.on_round(row)
+        return MetricRecord({"class-il-accuracy": average_accuracy(accs)})
+
+
+def forgetting_from_rows(rows: list[dict], n_tasks: int) -> float:
+    """Mean over all but the last seen task of (best accuracy over rounds - final accuracy)."""
+    if not rows:
+        return 0.0
+    final = rows[-1]
+    seen = final["tasks_reached"]
+    drops = []
+    for t in range(seen - 1):
+        history = [r[f"acc_task_{t}"] for r in rows if f"acc_task_{t}" in r]
+        drops.append(max(history) - final[f"acc_task_{t}"])
+    return float(np.mean(drops)) if drops else 0.0
+
+
+def backend_config() -> dict:
+    cpus = os.cpu_count() or 1
+    return {"client_resources": {"num_cpus": 1},
+            "init_args": {"address": "local", "_node_ip_address": "127.0.0.1", "include_dashboard": False,
+                          "num_cpus": cpus, "log_to_driver": False}}
+
+
+def quiet_flower(verbose: bool) -> None:
+    from flwr.common.logger import update_console_handler
+    update_console_handler(level=logging.INFO if verbose else logging.CRITICAL)
+
+
+def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: bool = False,
+                 client_app=None) -> dict:
+    """Run the scenario; return the summary (also written to out_dir/summary.json)."""
+    from flwr.simulation import run_simulation
+
+    from clients.app import app as default_client_app
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "scenario.yaml").write_text(yaml.safe_dump(scenario.to_dict(), sort_keys=False))
+    spec = device_spec(scenario)
+    stream = load_stream(spec.dataset, data_dir=spec.data_dir, n_tasks=spec.n_tasks, seed=spec.seed,
+                         max_per_class=spec.max_per_class)
+    learner = Learner(spec.learner, stream.input_shape, stream.num_classes)
+    config = server_config(scenario, spec, learner.masked_names)
+    world = SimWorld([get_profile(p) for p in scenario.device_profiles()], get_budget(scenario.timing.budget),
+                     deadline_s=scenario.timing.deadline_s, keep_first=scenario.timing.keep_first,
+                     offline_rate_per_s=scenario.timing.offline_rate_per_s, seed=scenario.seed)
+    columns = BASE_COLUMNS + [f"acc_task_{t}" for t in range(spec.n_tasks)] + ["tasks", "statuses"]
+    rounds_csv = RoundsCsv(out_dir / "rounds.csv", columns)
+    sink: dict = {}
+    evaluator = Evaluator(stream, learner, spec, rounds_csv, sink, on_round, time.perf_counter())
+    server_app = make_server_app(config, learner.weights_numpy(),
+                                 learner.masks_numpy() if config.sparsity is not None else {},
+                                 world, evaluator, sink)
+    quiet_flower(verbose)
+    started = time.perf_counter()
+    run_simulation(server_app=server_app, client_app=client_app or default_client_app,
+                   num_supernodes=scenario.fleet.devices, backend_config=backend_config(),
+                   verbose_logging=verbose)
+    wall = time.perf_counter() - started
+    if "result" not in sink:
+        raise RuntimeError("the Flower run ended without a result (see the log with --verbose)")
+    summary = summarise(scenario, sink["strategy"], rounds_csv.rows, wall)
+    write_json(out_dir / "summary.json", summary)
+    if rounds_csv.rows:
+        label = f"{scenario.name}: {spec.learner.label}"
+        plot_accuracy(rounds_csv.rows, spec.n_tasks, out_dir / "accuracy.png", label)
+        plot_bytes(rounds_csv.rows, out_dir / "bytes.png", label)
+    return summary
+
+
+def summarise(scenario: Scenario, strategy, rows: list[dict], wall_s: float) -> dict:
+    t = strategy.totals
+    final = rows[-1] if rows else {}
+    return {
+        "scenario": scenario.name,
+        "method": device_spec(scenario).learner.label,
+        "final_accuracy": final.get("class_il_accuracy", 0.0),
+        "final_task_accuracies": [final.get(f"acc_task_{i}") for i in range(final.get("tasks_reached", 0))],
+        "forgetting": forgetting_from_rows(rows, scenario.dataset.n_tasks),
+        "rounds_completed": len(rows),
+        "sim_time_s": strategy.sim_time_s,
+        "energy_j": t.energy_j,
+        "upload_bytes": t.upload_bytes,
+        "download_bytes": t.download_bytes,
+        "train_flops": t.train_flops,
+        "dropped_updates": t.dropped_updates,
+        "rejected_updates": t.rejected_updates,
+        "failed_replies": t.failed_replies,
+        "rejections": t.rejections[:50],
+        "wall_s": wall_s,
+    }

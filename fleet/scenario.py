@@ -1,0 +1,599 @@
+"""Scenario files: one YAML file describes a whole fleet experiment.
+
+A scenario is parsed into frozen dataclasses (one per YAML section, field names
+equal to the YAML keys) and validated strictly: anything wrong raises
+`clients.errors.InputError` with ONE line that names the file and the dotted
+path of the culprit, e.g.
+
+    scenarios/quickstart.yaml: unknown key 'federation.round' (did you mean 'rounds'?)
+
+Parsing is two steps. `_build` turns a mapping into a dataclass generically,
+from the field type hints (int, float, str, bool, X | None, dict[str, int],
+nested dataclasses) plus per-field rules in the field metadata (choices and
+bounds); `_resolve` then fills the defaults that depend on other sections and
+checks the combinations that no single field can.
+
+Conventions:
+
+- bool is never accepted as a number; an int is accepted where a float is
+  expected (and stored as float); floats must be finite.
+- A section written as an empty header (`sparcl:` with nothing under it) means
+  "all defaults".
+- Fields whose default is derived from other sections (`output`,
+  `fleet.profiles`, `federation.rounds`, `federation.devices_per_round`,
+  `federation.min_available`) may be written as null to mean "derive it".
+- Relative paths (`output`, `dataset.data_dir`) are relative to the working
+  directory, not to the scenario file.
+
+Build scenarios through `load_scenario`, `parse_scenario` or
+`Scenario.with_overrides`: constructing the dataclasses directly skips both
+validation and the derived defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import operator
+import os
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from types import NoneType, UnionType
+from typing import Any, NoReturn, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from clients.backbones import BACKBONES
+from clients.cl.methods import METHODS, MethodConfig
+from clients.data import DATASETS
+from clients.device import device_offset, task_of
+from clients.errors import InputError
+from clients.sparcl.ddr import DDRConfig
+from clients.sparcl.dgm import DGMConfig
+from clients.sparcl.learner import LearnerConfig, SparCLConfig, TrainConfig
+from clients.sparcl.tdm import TDMConfig
+from fleet.profiles import BUDGETS, PROFILES
+
+NUM_CLASSES = {name: 10 for name in DATASETS}  # every supported dataset has 10 classes
+FILE_DATASETS = ("mnist", "cifar10")  # read from dataset.data_dir; the others are built in
+SCHEMES = ("iid", "dirichlet")
+AGGREGATIONS = ("mask-aware", "fedavg")
+MASK_POLICIES = ("global", "local")
+VALUE_DTYPES = ("float32", "float16")
+
+
+def rule(default: Any = MISSING, **rules: Any) -> Any:
+    """A dataclass field with validation rules: choices=, ge=, gt=, le=, lt=.
+
+    Rules apply to the parsed value and are skipped when it is None.
+    """
+    if default is MISSING:
+        return field(metadata=rules)
+    return field(default=default, metadata=rules)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str = rule("digits", choices=DATASETS)
+    data_dir: str | None = None  # required for mnist / cifar10; the folder must exist
+    n_tasks: int = rule(5, ge=1)  # must divide the dataset's 10 classes
+    max_per_class: int | None = rule(None, ge=1)  # cap on training examples per class
+
+
+@dataclass(frozen=True)
+class FleetSpec:
+    devices: int = rule(10, ge=1)
+    profiles: dict[str, int] | None = None  # profile name -> count; default {rpi4: devices}
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    scheme: str = rule("iid", choices=SCHEMES)
+    alpha: float | None = rule(None, gt=0)  # Dirichlet concentration, required iff dirichlet
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    rounds_per_task: int = rule(3, ge=1)
+    stagger_rounds: int = rule(0, ge=0)  # the last device runs this many rounds behind the first
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """The rehearsal method; the same fields as clients.cl.methods.MethodConfig."""
+
+    name: str = rule("derpp", choices=METHODS)
+    buffer_size: int = rule(200, ge=0)
+    minibatch: int = rule(32, ge=1)
+    alpha: float = rule(0.1, ge=0)
+    beta: float = rule(0.5, ge=0)
+    mask_other_classes: bool = False
+
+    def config(self) -> MethodConfig:
+        return MethodConfig(**asdict(self))
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    local_epochs: int = rule(2, ge=1)  # epochs per round
+    batch_size: int = rule(32, ge=1)
+    lr: float = rule(0.03, gt=0)
+    backbone: str = rule("auto", choices=BACKBONES)
+    width: int | None = rule(None, ge=1)
+
+
+@dataclass(frozen=True)
+class SparCLSpec:
+    enabled: bool = True
+    sparsity: float = rule(0.9, ge=0, lt=1)
+    tdm: bool = True  # task-aware dynamic masking (weight masks)
+    ddr: bool = True  # dynamic data removal
+    dgm: bool = True  # dynamic gradient masking
+    dgm_keep: float = rule(0.2, gt=0, le=1)
+
+
+@dataclass(frozen=True)
+class FederationSpec:
+    rounds: int | None = rule(None, ge=1)  # default rounds_per_task * n_tasks + stagger_rounds
+    # A count, or a fraction f in (0, 1] of the fleet (round(f * devices), at
+    # least 1, as server.strategy rounds); default all devices. Parsing
+    # resolves it to the count.
+    devices_per_round: int | float | None = rule(None, gt=0)
+    min_available: int | None = rule(None, ge=1)  # default min(2, devices)
+    aggregation: str = rule("mask-aware", choices=AGGREGATIONS)
+    mask_policy: str = rule("global", choices=MASK_POLICIES)
+    resparsify: bool = True  # re-sparsify the global model after aggregation (ignored when dense)
+    value_dtype: str = rule("float32", choices=VALUE_DTYPES)
+    round_timeout_s: float = rule(600.0, gt=0)  # wall-clock safety net
+
+
+@dataclass(frozen=True)
+class TimingSpec:
+    budget: str = rule("generous", choices=tuple(BUDGETS))
+    deadline_s: float | None = rule(None, gt=0)  # simulated round deadline; overrides the budget's
+    keep_first: int | None = rule(None, ge=1)  # aggregate only the first K updates to arrive
+    offline_rate_per_s: float = rule(0.0, ge=0)
+
+
+# --------------------------------------------------------------------------- the scenario
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    seed: int = rule(0, ge=0)
+    output: str | None = None  # default runs/<name>
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    fleet: FleetSpec = field(default_factory=FleetSpec)
+    partition: PartitionSpec = field(default_factory=PartitionSpec)
+    stream: StreamSpec = field(default_factory=StreamSpec)
+    method: MethodSpec = field(default_factory=MethodSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    sparcl: SparCLSpec = field(default_factory=SparCLSpec)
+    federation: FederationSpec = field(default_factory=FederationSpec)
+    timing: TimingSpec = field(default_factory=TimingSpec)
+
+    # parse_scenario also stores, outside the dataclass fields (so they take no
+    # part in ==, repr, asdict or to_dict): `_source`, the name used in error
+    # messages, and `_raw`, the mapping as given, from which with_overrides
+    # re-derives the dependent defaults.
+
+    @property
+    def source(self) -> str:
+        return getattr(self, "_source", "<scenario>")
+
+    # -- the learner ---------------------------------------------------------
+    def learner_config(self, seed: int) -> LearnerConfig:
+        """The LearnerConfig of one device, seeded with `seed`.
+
+        A task lasts rounds_per_task rounds of local_epochs epochs, so
+        epochs_per_task = rounds_per_task * local_epochs (a device that is not
+        sampled every round trains fewer).
+        """
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise InputError(f"learner seed must be an integer >= 0, got {seed!r}")
+        sp = self.sparcl
+        if sp.enabled:
+            sparcl = SparCLConfig(
+                tdm=TDMConfig(sparsity=sp.sparsity) if sp.tdm else None,
+                ddr=DDRConfig() if sp.ddr else None,
+                dgm=DGMConfig(keep=sp.dgm_keep) if sp.dgm else None,
+            )
+        else:
+            sparcl = SparCLConfig.dense()
+        train = TrainConfig(
+            epochs_per_task=self.stream.rounds_per_task * self.train.local_epochs,
+            batch_size=self.train.batch_size,
+            lr=self.train.lr,
+            seed=seed,
+        )
+        return LearnerConfig(method=self.method.config(), sparcl=sparcl, train=train,
+                             backbone=self.train.backbone, width=self.train.width)
+
+    # -- the fleet -----------------------------------------------------------
+    def device_profiles(self) -> list[str]:
+        """One profile name per device, in device order, with a mix spread out.
+
+        Smooth weighted round-robin over fleet.profiles: at each slot every
+        name gains its count as credit, the name with the most credit is
+        picked (ties: the earlier name in the mapping) and pays the total back.
+        {rpi4: 6, rpi5: 3, phone: 1} gives rpi4 rpi5 rpi4 rpi4 rpi5 rpi4 phone
+        rpi4 rpi5 rpi4. Deterministic for a given mapping (order included).
+        """
+        counts = {name: n for name, n in (self.fleet.profiles or {}).items() if n > 0}
+        total = sum(counts.values())
+        credit = dict.fromkeys(counts, 0)
+        order: list[str] = []
+        for _ in range(total):
+            for name, n in counts.items():
+                credit[name] += n
+            pick = max(credit, key=credit.__getitem__)  # max keeps the first of equals
+            credit[pick] -= total
+            order.append(pick)
+        return order
+
+    def sample_size(self) -> int:
+        """Devices sampled per round (federation.devices_per_round, always a count once parsed)."""
+        return int(self.federation.devices_per_round)
+
+    @property
+    def round_deadline_s(self) -> float | None:
+        """The simulated round deadline: timing.deadline_s, else the budget's (None: wait for all)."""
+        if self.timing.deadline_s is not None:
+            return self.timing.deadline_s
+        return BUDGETS[self.timing.budget].deadline_s
+
+    def device_offset(self, device: int) -> int:
+        """How many rounds `device` runs behind device 0 (see device_offset)."""
+        return device_offset(device, self.fleet.devices, self.stream.stagger_rounds)
+
+    def task_of(self, device: int, server_round: int) -> int:
+        """The task `device` trains at 1-based `server_round` (see task_of)."""
+        return task_of(device, server_round, rounds_per_task=self.stream.rounds_per_task,
+                       n_tasks=self.dataset.n_tasks, offset=self.device_offset(device))
+
+    # -- variants and serialisation ------------------------------------------
+    def with_overrides(self, changes: Mapping[str, Any] | None = None, /, **more: Any) -> Scenario:
+        """A copy with some values replaced, re-validated from scratch.
+
+        Keys are dotted paths: with_overrides(**{"sparcl.enabled": False,
+        "federation.aggregation": "fedavg"}), or a mapping as the one
+        positional argument. The changes apply to the scenario as written, so
+        derived defaults (e.g. federation.rounds) follow the new values; None
+        resets a field to its default.
+        """
+        all_changes = {**(changes or {}), **more}
+        data = copy.deepcopy(getattr(self, "_raw", None) or self.to_dict())
+        for key, value in all_changes.items():
+            if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
+                raise InputError(f"{self.source}: override key {key!r} must be a dotted path like 'sparcl.enabled'")
+            *parents, leaf = key.split(".")
+            node = data
+            for depth, part in enumerate(parents):
+                child = node.get(part)
+                if child is None:
+                    child = node[part] = {}
+                elif not isinstance(child, dict):
+                    where = ".".join(parents[: depth + 1])
+                    raise InputError(f"{self.source}: override '{key}': '{where}' is not a section")
+                node = child
+            node[leaf] = copy.deepcopy(value)
+        described = ", ".join(f"{k}={v!r}" for k, v in all_changes.items())
+        return parse_scenario(data, source=f"{self.source} (with {described})" if described else self.source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, defaults resolved, as plain dicts/lists/scalars; parse_scenario reads it back."""
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys (plain PyYAML keeps the last one silently)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (str, int, float, bool)) or key is None:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+    loader.flatten_mapping(node)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def load_scenario(path: str | os.PathLike) -> Scenario:
+    """Read, parse and validate the scenario file at `path`."""
+    source = os.fspath(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{source}: scenario file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{source}: is a directory, not a scenario file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{source}: is not UTF-8 text") from None
+    except OSError as err:
+        raise InputError(f"{source}: cannot be read ({err.strerror or err})") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(err.problem or err.context or "invalid YAML").split())
+        kind = "YAML error" if isinstance(err, yaml.constructor.ConstructorError) else "YAML syntax error"
+        raise InputError(f"{source}: {kind}{where}: {problem}") from None
+    except yaml.YAMLError as err:
+        raise InputError(f"{source}: YAML syntax error: {' '.join(str(err).split())}") from None
+    return parse_scenario(data, source=source)
+
+
+def parse_scenario(data: dict, *, source: str = "<scenario>") -> Scenario:
+    """Validate a scenario given as a mapping (a parsed YAML file) and fill its defaults."""
+
+    def fail(message: str) -> NoReturn:
+        raise InputError(f"{source}: {message}")
+
+    if not isinstance(data, Mapping):
+        got = "an empty file" if data is None else _kind(data)
+        fail(f"the top level must be a mapping of sections (name, dataset, fleet, ...), got {got}")
+    scenario = _resolve(_build(Scenario, data, "", fail), fail)
+    try:
+        scenario.learner_config(scenario.seed)  # the learner's own checks, as a safety net
+    except InputError as err:
+        fail(str(err))
+    object.__setattr__(scenario, "_source", source)
+    object.__setattr__(scenario, "_raw", _plain(data))
+    return scenario
+
+
+# --------------------------------------------------------------------------- generic builder
+
+
+def _build(cls: type, data: Any, path: str, fail) -> Any:
+    """Build dataclass `cls` from mapping `data`, checking keys, types and field rules."""
+    if data is None and path:  # an empty section header: all defaults
+        data = {}
+    if not isinstance(data, Mapping):
+        fail(f"{path} must be a mapping, got {_show(data)}")
+    names = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in names:
+            dotted = f"{path}.{key}" if path else str(key)
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(names)}"
+            fail(f"unknown key '{dotted}' ({hint})")
+    hints = get_type_hints(cls)
+    values = {}
+    for f in fields(cls):
+        dotted = f"{path}.{f.name}" if path else f.name
+        if f.name in data:
+            values[f.name] = _coerce(data[f.name], hints[f.name], dotted, fail)
+            _check_rules(values[f.name], f.metadata, dotted, fail)
+        elif f.default is MISSING and f.default_factory is MISSING:
+            fail(f"{dotted} is required")
+    return cls(**values)
+
+
+def _coerce(value: Any, tp: Any, path: str, fail) -> Any:
+    """`value` checked against type hint `tp` (int->float widened); anything else fails."""
+    if is_dataclass(tp):
+        return _build(tp, value, path, fail)
+    origin = get_origin(tp)
+    if origin in (Union, UnionType):
+        options = get_args(tp)
+        if value is None and NoneType in options:
+            return None
+        for option in options:
+            if option is not NoneType and _accepts(option, value):
+                return _coerce(value, option, path, fail)
+        kinds = [_describe(o) for o in options]
+        fail(f"{path} must be {', '.join(kinds[:-1])} or {kinds[-1]}, got {_show(value)}")
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            fail(f"{path} must be {_describe(tp)}, got {_show(value)}")
+        key_type, value_type = get_args(tp)
+        return {_coerce(k, key_type, f"{path} key {k!r}", fail): _coerce(v, value_type, f"{path}.{k}", fail)
+                for k, v in value.items()}
+    if not _accepts(tp, value):
+        hint = ""
+        if tp is float and isinstance(value, str) and _parses_as_float(value):
+            hint = " (YAML reads an exponent without a dot as text: write e.g. 3.0e-2)"
+        fail(f"{path} must be {_describe(tp)}, got {_show(value)}{hint}")
+    if tp is float:
+        if not math.isfinite(value):
+            fail(f"{path} must be a finite number, got {value!r}")
+        return float(value)
+    return value
+
+
+def _accepts(tp: Any, value: Any) -> bool:
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if get_origin(tp) is dict or is_dataclass(tp):
+        return isinstance(value, Mapping)
+    raise TypeError(f"scenario schema uses an unsupported type {tp!r}")
+
+
+def _check_rules(value: Any, rules: Mapping[str, Any], path: str, fail) -> None:
+    if value is None:
+        return
+    choices = rules.get("choices")
+    if choices is not None and value not in choices:
+        fail(f"{path} must be one of {', '.join(choices)}; got {value!r}")
+    low = ("ge", rules["ge"]) if "ge" in rules else ("gt", rules["gt"]) if "gt" in rules else None
+    high = ("le", rules["le"]) if "le" in rules else ("lt", rules["lt"]) if "lt" in rules else None
+    compare = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
+    if (low and not compare[low[0]](value, low[1])) or (high and not compare[high[0]](value, high[1])):
+        fail(f"{path} must be {_range_text(low, high)}, got {value!r}")
+
+
+def _range_text(low: tuple | None, high: tuple | None) -> str:
+    symbol = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    if low and high:
+        return f"in {'[' if low[0] == 'ge' else '('}{low[1]}, {high[1]}{']' if high[0] == 'le' else ')'}"
+    op, bound = low or high
+    return f"{symbol[op]} {bound}"
+
+
+def _describe(tp: Any) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", NoneType: "null"}
+    return names.get(tp, "a mapping")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return _describe(type(value)) if type(value) in (bool, int, float, str, NoneType) else type(value).__name__
+
+
+def _show(value: Any) -> str:
+    """A short one-line rendering of a bad value and its kind."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({_kind(value)})"
+
+
+def _parses_as_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _plain(value: Any) -> Any:
+    """A deep, plain copy: mappings become dicts, lists stay lists."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return copy.deepcopy(value)
+
+
+# --------------------------------------------------------------------------- derived defaults, combinations
+
+
+def _resolve(s: Scenario, fail) -> Scenario:
+    """Fill the defaults that depend on other fields, then check cross-field constraints."""
+    if not s.name.strip():
+        fail("name must be a non-empty string")
+    if s.output is not None and not s.output.strip():
+        fail("output must be a non-empty path")
+
+    ds = s.dataset
+    classes = NUM_CLASSES[ds.name]
+    if classes % ds.n_tasks:
+        fail(f"dataset.n_tasks {ds.n_tasks} does not divide the {classes} classes of {ds.name}")
+    if ds.name in FILE_DATASETS:
+        if ds.data_dir is None:
+            fail(f"dataset.data_dir is required for {ds.name} (a folder holding its files)")
+        if not Path(ds.data_dir).is_dir():
+            fail(f"dataset.data_dir '{ds.data_dir}' for {ds.name} is not an existing folder")
+
+    fl = s.fleet
+    profiles = {"rpi4": fl.devices} if fl.profiles is None else fl.profiles
+    for name, count in profiles.items():
+        if name not in PROFILES:
+            close = difflib.get_close_matches(name, list(PROFILES), n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            fail(f"fleet.profiles: unknown device profile '{name}' ({hint}choose from: {', '.join(PROFILES)})")
+        if count < 0:
+            fail(f"fleet.profiles.{name} must be >= 0, got {count}")
+    if sum(profiles.values()) != fl.devices:
+        fail(f"fleet.profiles counts sum to {sum(profiles.values())} but fleet.devices is {fl.devices}")
+
+    pa = s.partition
+    if pa.scheme == "dirichlet" and pa.alpha is None:
+        fail("partition.alpha is required when partition.scheme is dirichlet")
+    if pa.scheme == "iid" and pa.alpha is not None:
+        fail("partition.alpha is only for partition.scheme dirichlet (remove it for iid)")
+
+    sp = s.sparcl
+    if sp.enabled and not (sp.tdm or sp.ddr or sp.dgm):
+        fail("sparcl.enabled is true but tdm, ddr and dgm are all false (set sparcl.enabled: false)")
+
+    fe = s.federation
+    per_round = fe.devices_per_round
+    if isinstance(per_round, float) and per_round > 1:
+        fail(f"federation.devices_per_round as a fraction must be in (0, 1], got {per_round}")
+    if isinstance(per_round, int) and per_round > fl.devices:
+        fail(f"federation.devices_per_round {per_round} exceeds fleet.devices {fl.devices}")
+    if fe.min_available is not None and fe.min_available > fl.devices:
+        fail(f"federation.min_available {fe.min_available} exceeds fleet.devices {fl.devices}")
+    if fe.mask_policy == "local" and not (sp.enabled and sp.tdm):
+        fail("federation.mask_policy local needs weight masks (sparcl.enabled and sparcl.tdm true)")
+
+    s = replace(
+        s,
+        output=s.output if s.output is not None else f"runs/{s.name}",
+        fleet=replace(fl, profiles=dict(profiles)),
+        federation=replace(
+            fe,
+            rounds=fe.rounds if fe.rounds is not None
+            else s.stream.rounds_per_task * ds.n_tasks + s.stream.stagger_rounds,
+            devices_per_round=_devices_per_round(per_round, fl.devices),
+            min_available=fe.min_available if fe.min_available is not None else min(2, fl.devices),
+        ),
+    )
+    if s.timing.keep_first is not None and s.timing.keep_first > s.sample_size():
+        fail(f"timing.keep_first {s.timing.keep_first} exceeds the {s.sample_size()} devices sampled per round "
+             "(federation.devices_per_round)")
+    return s
+
+
+def _devices_per_round(per_round: int | float | None, devices: int) -> int:
+    """The count behind federation.devices_per_round: all, a count, or a fraction of the fleet."""
+    if per_round is None:
+        return devices
+    if isinstance(per_round, float):
+        return max(1, round(per_round * devices))
+    return per_round
+
+
+__all__ = [
+    "AGGREGATIONS",
+    "MASK_POLICIES",
+    "SCHEMES",
+    "VALUE_DTYPES",
+    "DatasetSpec",
+    "FederationSpec",
+    "FleetSpec",
+    "MethodSpec",
+    "PartitionSpec",
+    "Scenario",
+    "SparCLSpec",
+    "StreamSpec",
+    "TimingSpec",
+    "TrainSpec",
+    "device_offset",
+    "load_scenario",
+    "parse_scenario",
+    "task_of",
+]

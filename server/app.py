@@ -1,0 +1,39 @@
+"""The Flower ServerApp: run the SparseFedAvg strategy for the configured rounds.
+
+Built by a factory so that the launcher (fleet's runner) can hand in typed
+settings, the simpy world and the centralised evaluation; `run_simulation`
+runs `main` in a thread of the launcher process, so `sink` carries the
+strategy back to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from clients.wire import encode_model
+from server.strategy import ServerConfig, SparseFedAvg, World, to_arrays
+
+EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
+
+
+def make_server_app(config: ServerConfig, initial_weights: dict[str, np.ndarray],
+                    initial_masks: dict[str, np.ndarray], world: World | None = None,
+                    evaluate_fn: EvaluateFn | None = None, sink: dict | None = None) -> ServerApp:
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        strategy = SparseFedAvg(config, world)
+        if sink is not None:
+            sink["strategy"] = strategy
+        initial = to_arrays(encode_model(initial_weights, initial_masks, value_dtype=config.value_dtype))
+        result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=config.rounds,
+                                timeout=config.round_timeout_s, evaluate_fn=evaluate_fn)
+        if sink is not None:
+            sink["result"] = result
+
+    return app

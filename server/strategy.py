@@ -1,0 +1,261 @@
+"""The Flower strategy: sample devices, send the sparse global model, validate,
+time, and aggregate the sparse masked updates that came back in time.
+
+A subclass of Flower's FedAvg that overrides its two training hooks; evaluation
+is centralised (the `evaluate_fn` given to `start`). How long each device took,
+and so who made the deadline, is asked of a `World` (the fleet's simpy model);
+the server itself stays free of timing and of torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from clients.wire import decode_model, encode_model, model_bytes
+from server.aggregate import mask_aware_average, resparsify, union_mask, zero_filled_fedavg
+from server.validate import UpdateRejected, validate_update
+
+log = logging.getLogger(__name__)
+
+AGGREGATIONS = ("mask-aware", "fedavg")
+
+
+class NodesUnavailable(RuntimeError):
+    """Too few nodes connected in time: the run stops instead of waiting for ever."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    rounds: int
+    devices_per_round: int | float         # a count, or a fraction of the connected devices
+    min_available: int
+    aggregation: str = "mask-aware"
+    resparsify: bool = True
+    sparsity: float | None = None          # target for re-sparsifying; None: a dense method
+    masked_names: tuple[str, ...] = ()
+    value_dtype: str = "float32"
+    round_timeout_s: float = 600.0
+    connect_timeout_s: float = 120.0
+    seed: int = 0
+    device_spec: str = "{}"                # JSON sent to every device (clients.device.DeviceSpec)
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    """What the timing model needs to know about one device's round."""
+
+    device_id: int
+    train_flops: float
+    down_bytes: int
+    up_bytes: int
+    peak_memory_bytes: int
+
+
+@dataclass(frozen=True)
+class RoundTiming:
+    accepted: frozenset[int]                # device ids whose update arrived in time
+    statuses: dict[int, str]                # device id -> ok | late | offline | oom
+    sim_time_s: float                       # simulated clock when the round closed
+    energy_j: float                         # energy the round cost the fleet
+
+
+class World(Protocol):
+    """Who is online, and who made the deadline (fleet.world implements it with simpy)."""
+
+    def available(self, server_round: int, devices: list[int]) -> list[int]: ...
+
+    def close_round(self, server_round: int, reports: list[DeviceReport]) -> RoundTiming: ...
+
+
+class InstantWorld:
+    """Every device always online and always on time: a plain Flower federation."""
+
+    def available(self, server_round: int, devices: list[int]) -> list[int]:
+        return devices
+
+    def close_round(self, server_round: int, reports: list[DeviceReport]) -> RoundTiming:
+        return RoundTiming(frozenset(r.device_id for r in reports),
+                           {r.device_id: "ok" for r in reports}, 0.0, 0.0)
+
+
+def to_arrays(flat: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in flat.items()})
+
+
+def from_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k: a.numpy() for k, a in record.items()}
+
+
+def sample_size(config: ServerConfig, available: int) -> int:
+    """Devices to sample this round: a count or a fraction, never more than are online."""
+    want = config.devices_per_round
+    k = int(round(want * available)) if isinstance(want, float) else int(want)
+    return max(0, min(available, max(1, k)))
+
+
+@dataclass
+class Accepted:
+    device_id: int
+    weights: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+    n_examples: int
+    metrics: dict
+
+
+@dataclass
+class Totals:
+    rejected_updates: int = 0
+    failed_replies: int = 0
+    dropped_updates: int = 0
+    upload_bytes: int = 0
+    download_bytes: int = 0
+    train_flops: float = 0.0
+    energy_j: float = 0.0
+    rejections: list[str] = field(default_factory=list)
+
+
+class SparseFedAvg(FedAvg):
+    def __init__(self, config: ServerConfig, world: World | None = None) -> None:
+        super().__init__(fraction_train=1.0, fraction_evaluate=0.0,
+                         min_available_nodes=config.min_available, min_train_nodes=1)
+        self.config = config
+        self.world = world or InstantWorld()
+        self.rng = random.Random(config.seed)
+        self.devices: dict[int, int] = {}      # node id -> device id
+        self.totals = Totals()
+        self.last_row: dict = {}
+        self.sim_time_s = 0.0
+        self.global_weights: dict[str, np.ndarray] = {}
+        self.global_masks: dict[str, np.ndarray] = {}
+        self._sent: dict[int, int] = {}        # device id -> bytes sent to it this round
+
+    # -- sending ---------------------------------------------------------------
+    def configure_evaluate(self, server_round, arrays, config, grid) -> Iterable[Message]:
+        return []  # evaluation is centralised
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        flat = from_arrays(arrays)
+        self.global_weights, self.global_masks = decode_model(flat)
+        nodes = self._wait_for_nodes(grid)
+        self._identify(grid, nodes)
+        by_device = {d: n for n, d in self.devices.items() if n in nodes}
+        online = self.world.available(server_round, sorted(by_device))
+        chosen = sorted(self.rng.sample(online, sample_size(self.config, len(online)))) if online else []
+        down = model_bytes(flat)
+        self._sent = {d: down for d in chosen}
+        self.totals.download_bytes += down * len(chosen)
+        self.last_row = {"round": server_round, "online": len(online), "sampled": len(chosen)}
+        messages = []
+        for device in chosen:
+            cfg = ConfigRecord({"server-round": server_round, "device-spec": self.config.device_spec,
+                                "sim-time-s": float(self.sim_time_s)})
+            messages.append(Message(RecordDict({"arrays": arrays, "config": cfg}),
+                                    dst_node_id=by_device[device], message_type=MessageType.TRAIN,
+                                    group_id=str(server_round)))
+        return messages
+
+    def _wait_for_nodes(self, grid: Grid) -> set[int]:
+        deadline = time.monotonic() + self.config.connect_timeout_s
+        while len(nodes := set(grid.get_node_ids())) < self.config.min_available:
+            if time.monotonic() > deadline:
+                raise NodesUnavailable(f"only {len(nodes)} of the {self.config.min_available} devices needed "
+                                       f"connected within {self.config.connect_timeout_s:.0f} s")
+            time.sleep(0.2)
+        return nodes
+
+    def _identify(self, grid: Grid, nodes: set[int]) -> None:
+        """Ask new nodes which device they are; a node that cannot say gets the next free id."""
+        new = sorted(nodes - set(self.devices))
+        if not new:
+            return
+        queries = [Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=n,
+                           message_type=MessageType.QUERY) for n in new]
+        for reply in grid.send_and_receive(queries, timeout=self.config.connect_timeout_s):
+            node = reply.metadata.src_node_id
+            if not reply.has_error() and "metrics" in reply.content:
+                self.devices[node] = int(reply.content["metrics"]["device-id"])
+        for node in new:
+            if node not in self.devices:
+                self.devices[node] = max(self.devices.values(), default=-1) + 1
+
+    # -- receiving ---------------------------------------------------------------
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        t = self.totals
+        rejected0, failed0 = t.rejected_updates, t.failed_replies
+        accepted, reports = self._collect(list(replies))
+        timing = self.world.close_round(server_round, reports)
+        on_time = [a for a in accepted if a.device_id in timing.accepted]
+        dropped = len(accepted) - len(on_time)
+        self.sim_time_s = timing.sim_time_s
+        t.dropped_updates += dropped
+        t.energy_j += timing.energy_j
+        weights, masks = self.aggregate([(a.weights, a.masks, a.n_examples) for a in on_time])
+        flat = encode_model(weights, masks, value_dtype=self.config.value_dtype)
+        self.global_weights, self.global_masks = weights, {**self.global_masks, **masks}
+        row = self.last_row
+        row.update({
+            "replies": len(accepted), "accepted": len(on_time), "dropped": dropped,
+            "rejected": t.rejected_updates - rejected0, "failed": t.failed_replies - failed0,
+            "sim_time_s": timing.sim_time_s, "energy_j": timing.energy_j,
+            "upload_bytes": sum(r.up_bytes for r in reports), "download_bytes": sum(self._sent.values()),
+            "train_flops": sum(r.train_flops for r in reports),
+            "local_accuracy": float(np.mean([a.metrics.get("local-accuracy", 0.0) for a in on_time]))
+            if on_time else 0.0,
+            "tasks": "|".join(str(int(a.metrics.get("task-id", -1))) for a in sorted(accepted, key=lambda a: a.device_id)),
+            "statuses": "|".join(f"{d}:{s}" for d, s in sorted(timing.statuses.items())),
+        })
+        return to_arrays(flat), MetricRecord({k: v for k, v in row.items() if isinstance(v, (int, float))})
+
+    def _collect(self, replies: list[Message]) -> tuple[list[Accepted], list[DeviceReport]]:
+        """Validate every reply; count failures and rejections; keep the good ones."""
+        accepted, reports, t = [], [], self.totals
+        for reply in replies:
+            device = self.devices.get(reply.metadata.src_node_id, -1)
+            if reply.has_error():
+                t.failed_replies += 1
+                t.rejections.append(f"round device {device}: failed: {reply.error.reason.splitlines()[-1][:200]}")
+                continue
+            try:
+                flat = from_arrays(reply.content["arrays"])
+                weights, masks = validate_update(flat, self.global_weights)
+            except (UpdateRejected, KeyError, TypeError, ValueError) as err:
+                t.rejected_updates += 1
+                t.rejections.append(f"device {device}: {err}")
+                log.warning("device %s: %s", device, err)
+                continue
+            metrics = dict(reply.content["metrics"]) if "metrics" in reply.content else {}
+            up = model_bytes(flat)
+            t.upload_bytes += up
+            t.train_flops += float(metrics.get("train-flops", 0.0))
+            accepted.append(Accepted(device, weights, masks, int(metrics.get("num-examples", 1)), metrics))
+            reports.append(DeviceReport(device, float(metrics.get("train-flops", 0.0)),
+                                        self._sent.get(device, 0), up, int(metrics.get("peak-memory-bytes", 0))))
+        return accepted, reports
+
+    def aggregate(self, updates: list[tuple[dict, dict, int]]
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """New global weights and masks (masks only for the masked tensors)."""
+        previous = self.global_weights
+        if not updates:
+            return previous, {n: self.global_masks[n] for n in self.config.masked_names}
+        average = mask_aware_average if self.config.aggregation == "mask-aware" else zero_filled_fedavg
+        weights = average(updates, previous)
+        names = list(self.config.masked_names)
+        if self.config.sparsity is None or not names:
+            return weights, {}
+        if self.config.resparsify:
+            return resparsify(weights, names, self.config.sparsity)
+        union = union_mask([{n: m[n] for n in names} for _, m, _ in updates])
+        return {n: (w * union[n] if n in union else w) for n, w in weights.items()}, union

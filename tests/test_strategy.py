@@ -1,0 +1,126 @@
+"""The strategy's receive path on hand-made Flower messages (no Ray): validation,
+counting, timing hooks and aggregation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+
+from clients.wire import encode_model
+from server.strategy import (
+    DeviceReport, RoundTiming, ServerConfig, SparseFedAvg, from_arrays, sample_size, to_arrays,
+)
+
+NAMES = ("conv.weight",)
+
+
+@pytest.fixture(autouse=True)
+def task_identity(monkeypatch):
+    """Messages are stamped with the running task's identity, which a ServerApp process has."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, attr, value)
+
+
+def global_model() -> tuple[dict, dict]:
+    weights = {"conv.weight": np.array([1.0, 2.0, 0.0, 0.0], np.float32), "head.bias": np.zeros(2, np.float32)}
+    masks = {"conv.weight": np.array([True, True, False, False])}
+    return weights, masks
+
+
+def strategy(**kw) -> SparseFedAvg:
+    cfg = ServerConfig(rounds=1, devices_per_round=4, min_available=1, sparsity=0.5, masked_names=NAMES,
+                       resparsify=kw.pop("resparsify", False), **kw)
+    s = SparseFedAvg(cfg)
+    s.global_weights, s.global_masks = global_model()
+    s.devices = {100 + d: d for d in range(4)}
+    return s
+
+
+def reply(node: int, flat: dict[str, np.ndarray], n: int = 10) -> Message:
+    sent = Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=node, message_type=MessageType.TRAIN)
+    return Message(RecordDict({"arrays": to_arrays(flat),
+                               "metrics": MetricRecord({"num-examples": n, "train-flops": 1e6})}), reply_to=sent)
+
+
+def good_update(values, mask) -> dict[str, np.ndarray]:
+    return encode_model({"conv.weight": np.array(values, np.float32), "head.bias": np.ones(2, np.float32)},
+                        {"conv.weight": np.array(mask)})
+
+
+def test_bad_updates_are_rejected_and_counted_and_the_round_goes_on():
+    s = strategy()
+    nan = good_update([np.nan, 1, 0, 0], [True, True, False, False])
+    truncated = good_update([5, 5, 0, 0], [True, True, False, False])
+    truncated["conv.weight/bitmask"] = truncated["conv.weight/bitmask"][:0]
+    wrong_shape = good_update([1, 1, 0, 0], [True, True, False, False])
+    wrong_shape["head.bias/dense"] = np.ones(3, np.float32)
+    wrong_shape["head.bias/shape"] = np.array([3], np.int64)
+    replies = [reply(100, nan), reply(101, truncated), reply(102, wrong_shape),
+               reply(103, good_update([7, 0, 9, 0], [True, False, True, False]))]
+    arrays, metrics = s.aggregate_train(1, replies)
+    assert s.totals.rejected_updates == 3
+    assert metrics["rejected"] == 3 and metrics["accepted"] == 1
+    assert any("'conv.weight'" in r for r in s.totals.rejections)
+    # the one good update: mask-aware average of one client keeps its kept values,
+    # entries nobody kept keep the previous global value; the union mask follows it
+    assert np.allclose(s.global_weights["conv.weight"], [7, 0, 9, 0])
+    assert s.global_masks["conv.weight"].tolist() == [True, False, True, False]
+
+
+def test_plain_dense_update_from_an_ordinary_flower_client_counts_as_all_ones():
+    s = strategy()
+    plain = {"conv.weight": np.array([4, 4, 4, 4], np.float32), "head.bias": np.ones(2, np.float32)}
+    sparse = good_update([2, 0, 0, 0], [True, False, False, False])
+    s.aggregate_train(1, [reply(100, plain, n=10), reply(101, sparse, n=30)])
+    assert s.totals.rejected_updates == 0
+    # element 0: (10*4 + 30*2) / 40 = 2.5; elements 1..3 only the dense client kept: 4
+    assert np.allclose(s.global_weights["conv.weight"], [2.5, 4, 4, 4])
+
+
+def test_naive_fedavg_shrinks_where_masks_disagree():
+    s = strategy(aggregation="fedavg")
+    s.aggregate_train(1, [reply(100, good_update([2, 0, 0, 0], [True, False, False, False])),
+                          reply(101, good_update([0, 6, 0, 0], [False, True, False, False]))])
+    assert np.allclose(s.global_weights["conv.weight"], [1, 3, 0, 0])
+
+
+def test_resparsify_holds_the_target_density():
+    s = strategy(resparsify=True)
+    s.aggregate_train(1, [reply(100, good_update([1, 5, 3, 0], [True, True, True, False]))])
+    assert s.global_masks["conv.weight"].sum() == 2  # sparsity 0.5 of 4 entries
+    assert s.global_weights["conv.weight"].tolist() == [0, 5, 3, 0]
+
+
+def test_late_devices_are_dropped_by_the_world():
+    class HalfOnTime:
+        def available(self, server_round, devices):
+            return devices
+
+        def close_round(self, server_round, reports: list[DeviceReport]) -> RoundTiming:
+            ok = {r.device_id for r in reports if r.device_id % 2 == 0}
+            return RoundTiming(frozenset(ok), {r.device_id: "ok" if r.device_id in ok else "late"
+                                               for r in reports}, 12.5, 3.0)
+
+    s = strategy()
+    s.world = HalfOnTime()
+    s.aggregate_train(1, [reply(100, good_update([2, 0, 0, 0], [True, False, False, False])),
+                          reply(101, good_update([8, 0, 0, 0], [True, False, False, False]))])
+    assert s.totals.dropped_updates == 1
+    assert s.sim_time_s == 12.5
+    assert s.global_weights["conv.weight"][0] == 2
+
+
+def test_an_empty_round_keeps_the_global_model():
+    s = strategy()
+    arrays, _ = s.aggregate_train(1, [])
+    weights = from_arrays(arrays)
+    assert np.array_equal(weights["conv.weight/values"], [1, 2])
+
+
+@pytest.mark.parametrize("want,online,expected", [(4, 10, 4), (4, 2, 2), (0.5, 10, 5), (0.01, 10, 1)])
+def test_sample_size(want, online, expected):
+    cfg = ServerConfig(rounds=1, devices_per_round=want, min_available=1)
+    assert sample_size(cfg, online) == expected
