@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -129,8 +129,10 @@ def build_learner(spec: DeviceSpec, device: int) -> Learner:
     train = TrainConfig(**{**asdict(spec.learner.train),
                            "epochs_per_task": spec.rounds_per_task * spec.local_epochs,
                            "seed": spec.seed * 1000 + device})
-    config = LearnerConfig(**{**{f.name: getattr(spec.learner, f.name) for f in fields(LearnerConfig)},
-                              "train": train})
+    sparcl = spec.learner.sparcl
+    if sparcl.tdm is not None:  # the fleet shares its regrowth draws (see clients.sparcl.tdm.regrow)
+        sparcl = replace(sparcl, tdm=replace(sparcl.tdm, regrow_seed=spec.seed))
+    config = replace(spec.learner, train=train, sparcl=sparcl)
     return Learner(config, stream.input_shape, stream.num_classes)
 
 

@@ -117,6 +117,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fleet.compare import compare, format_table, variants
+    from fleet.report import plot_comparison
+    from fleet.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    profiles = [p.strip() for p in args.profiles.split(",") if p.strip()] if args.profiles else None
+    chosen = variants(scenario, profiles, args.vary)
+    out_dir = Path(args.out or f"{scenario.output}-compare")
+    rows = compare(scenario, out_dir, chosen,
+                   lambda sc, out, label: run_with_progress(sc, out, verbose=args.verbose, quiet=args.quiet,
+                                                            desc=label))
+    print(format_table(rows))
+    plot_comparison(rows, out_dir / "comparison.png", f"{scenario.name}: variants compared")
+    print(f"wrote {out_dir}/comparison.csv, comparison.png and one folder per variant")
+    return 0
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="fleet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
@@ -127,6 +145,17 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
+
+    comp = sub.add_parser("compare", help="one scenario under several budget profiles (or other variants)")
+    comp.add_argument("scenario", help="scenario YAML")
+    comp.add_argument("--profiles", default=None, help="budget profiles, comma-separated "
+                      "(default: generous,tight,starved)")
+    comp.add_argument("--vary", default=None, help="instead of profiles, vary one value: "
+                      "section.key=v1,v2 (e.g. federation.aggregation=mask-aware,fedavg)")
+    comp.add_argument("--out", default=None, help="output folder (default: <scenario output>-compare)")
+    comp.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
+    comp.add_argument("--quiet", action="store_true", help="no progress bars")
+    comp.set_defaults(func=cmd_compare)
 
     validate = sub.add_parser("validate", help="check a scenario without running it")
     validate.add_argument("scenario", help="scenario YAML")

@@ -47,12 +47,13 @@ def test_quickstart_values():
     s = load_scenario(SCENARIOS / "quickstart.yaml")
     assert s.name == "quickstart" and s.dataset.name == "digits"
     assert s.partition.scheme == "iid" and s.partition.alpha is None
-    assert s.stream.rounds_per_task == 3 and s.train.local_epochs == 2
+    assert s.stream.rounds_per_task == 4 and s.train.local_epochs == 10
     assert s.method.name == "derpp"
     assert s.federation.devices_per_round == 10 and s.sample_size() == 10
     assert (s.federation.aggregation, s.federation.mask_policy) == ("mask-aware", "global")
-    assert s.federation.rounds == 15
+    assert s.federation.rounds == s.stream.rounds_per_task * s.dataset.n_tasks == 20
     assert s.learner_config(0).label == "SparCL-DER++"
+    assert s.learner_config(0).sparcl.tdm.sparsity == 0.9
 
 
 def test_noniid_staggered_values():
@@ -60,7 +61,7 @@ def test_noniid_staggered_values():
     assert (s.partition.scheme, s.partition.alpha) == ("dirichlet", 0.5)
     assert s.stream.stagger_rounds == 2
     assert s.federation.mask_policy == "local"
-    assert s.federation.rounds == 3 * 5 + 2
+    assert s.federation.rounds == 4 * 5 + 2
     assert [s.device_offset(i) for i in range(10)] == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
     # the most-lagged device reaches its last task exactly in the last round
     assert s.task_of(9, s.federation.rounds) == 4

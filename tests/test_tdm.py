@@ -279,7 +279,9 @@ def test_update_epochs_sensible_at_any_length(epochs):
 
 
 def test_update_epochs_5():
-    assert update_epochs(5, TDMConfig()) == {1, 2, 3, 4}
+    # freeze_last 0.1 of 5 epochs rounds to 0, but a short task still freezes its last epoch
+    assert update_epochs(5, TDMConfig()) == {1, 2, 3}
+    assert update_epochs(5, TDMConfig(freeze_last=0.0)) == {1, 2, 3, 4}
     assert update_epochs(5, TDMConfig(update_every=0.4, freeze_last=0.2)) == {2}
 
 
@@ -296,3 +298,18 @@ def test_config_accepts_edges_and_rejects_bad_fractions():
         TDMConfig(drop_extra=1.0)
     with pytest.raises(InputError, match="freeze_last"):
         TDMConfig(freeze_last=-0.5)
+
+
+def test_a_shared_regrow_seed_makes_devices_regrow_the_same_positions():
+    """Devices of a fleet share their regrowth draws, so their updates average instead of adding up."""
+    def masks_after_task_start(device_seed: int) -> dict:
+        torch.manual_seed(0)  # same global init on both "devices"
+        model = nn.Sequential(nn.Conv2d(4, 8, 3))
+        cfg = TDMConfig(sparsity=0.9, regrow_seed=7)
+        masks = WeightMasks(model, ["0.weight"], cfg, torch.Generator().manual_seed(device_seed))
+        masks.begin_task(None, (1, 0))
+        return masks.masks
+
+    a, b = masks_after_task_start(1), masks_after_task_start(2)
+    assert torch.equal(a["0.weight"], b["0.weight"])
+    assert int(a["0.weight"].sum()) == keep_count(8 * 4 * 9, 0.1 + 0.01)

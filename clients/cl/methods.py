@@ -65,12 +65,20 @@ class RehearsalMethod:
     def begin_task(self, classes: tuple[int, ...]) -> None:
         self.classes = tuple(classes)
 
-    def current_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def current_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits the current-task loss sees: other tasks' classes at -inf if masked."""
         if not self.config.mask_other_classes:
-            return F.cross_entropy(logits, y)
+            return logits
         keep = torch.full_like(logits, float("-inf"))
         keep[:, list(self.classes)] = 0.0
-        return F.cross_entropy(logits + keep, y)
+        return logits + keep
+
+    def current_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.current_logits(logits), y)
+
+    def predict(self, logits: torch.Tensor) -> torch.Tensor:
+        """Predicted classes under the training objective (what DDR's statistics judge)."""
+        return self.current_logits(logits).argmax(1)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> StepLoss:
         logits = self.model(x)

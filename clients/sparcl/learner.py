@@ -101,8 +101,9 @@ class Learner:
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         seed = config.train.seed
-        torch.manual_seed(seed)  # model initialisation
-        self.model = build_backbone(config.backbone, self.input_shape, num_classes, config.width)
+        with torch.random.fork_rng():  # seeded initialisation without touching the global RNG
+            torch.manual_seed(seed)
+            self.model = build_backbone(config.backbone, self.input_shape, num_classes, config.width)
         self.generator = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.method = build_method(self.model, config.method, self.generator)
@@ -136,7 +137,7 @@ class Learner:
         ddr = self.config.sparcl.ddr
         self.removal = DataRemoval(len(y), self.epochs_per_task, ddr, self.rng) if ddr else None
         if self.masks:
-            self.masks.begin_task(self.last_grads)
+            self.masks.begin_task(self.last_grads, (task_id, 0))
             self._flops_per_example = None
 
     @property
@@ -146,7 +147,7 @@ class Learner:
     def train_epoch(self) -> float:
         """One epoch over the task's active examples; returns its training accuracy (%)."""
         if self.masks and self.epoch in update_epochs(self.epochs_per_task, self.config.sparcl.tdm):
-            self.masks.update(self.last_grads)
+            self.masks.update(self.last_grads, (self.task_id, self.epoch))
             self._flops_per_example = None
         if self.removal:
             self.counters.removed += len(self.removal.begin_epoch(self.epoch))
@@ -181,7 +182,7 @@ class Learner:
             self.masks.apply()
         logits = step.logits.detach()
         self.method.end_step(x, y, logits)
-        hits = (logits.argmax(1) == y).numpy()
+        hits = (self.method.predict(logits) == y).numpy()
         if self.removal:
             self.removal.tracker.record(idx, hits)
         self._account(step.examples)

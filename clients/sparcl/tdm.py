@@ -27,6 +27,7 @@ class TDMConfig:
     drop_lambda: float = 0.5       # weight of |grad| in the drop score
     drop_extra: float = 0.01       # an update drops to sparsity + this, then regrows
     task_extra: float = 0.01       # density added at each task start
+    regrow_seed: int | None = None  # shared by a fleet: devices at the same point regrow the same positions
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sparsity < 1.0:
@@ -61,15 +62,18 @@ def drop(mask: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor | None,
 
 
 def regrow(mask: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """Turn on random off-entries until exactly k entries are on."""
+    """Turn on random off-entries until exactly k entries are on.
+
+    Each entry draws a random priority and the off-entries with the highest win,
+    so two devices with the same generator seed and similar masks regrow nearly
+    the same positions (their updates then average instead of adding up).
+    """
     grow = k - int(mask.sum())
     if grow <= 0:
         return mask
-    off = (~mask).flatten().nonzero().squeeze(1)
-    chosen = off[torch.randperm(off.numel(), generator=generator)[:grow]]
-    new = mask.flatten().clone()
-    new[chosen] = True
-    return new.view_as(mask)
+    priority = torch.rand(mask.numel(), generator=generator)
+    priority[mask.flatten()] = -1.0
+    return mask | top_k_mask(priority.view_as(mask), grow)
 
 
 class WeightMasks:
@@ -100,23 +104,31 @@ class WeightMasks:
             if p.grad is not None:
                 p.grad.mul_(self.masks[name])
 
+    def regrow_generator(self, event: tuple[int, ...], layer: int) -> torch.Generator:
+        """The learner's own generator, or one seeded by (fleet seed, event, layer) when shared."""
+        if self.config.regrow_seed is None:
+            return self.generator
+        return torch.Generator().manual_seed(hash((self.config.regrow_seed, *event, layer)) % 2**62)
+
     @torch.no_grad()
-    def reshape(self, grads: dict[str, torch.Tensor] | None, drop_to: float, grow_to: float) -> None:
+    def reshape(self, grads: dict[str, torch.Tensor] | None, drop_to: float, grow_to: float,
+                event: tuple[int, ...] = ()) -> None:
         """Drop to density `drop_to` by score, regrow at random to `grow_to`, zero the regrown."""
-        for name, p in self.params.items():
+        for layer, (name, p) in enumerate(self.params.items()):
             grad = grads.get(name) if grads else None
             kept = drop(self.masks[name], p, grad, keep_count(p.numel(), drop_to), self.config.drop_lambda)
-            self.masks[name] = regrow(kept, keep_count(p.numel(), grow_to), self.generator)
+            generator = self.regrow_generator(event, layer)
+            self.masks[name] = regrow(kept, keep_count(p.numel(), grow_to), generator)
             p.mul_(kept)  # dropped weights are zeroed; regrown ones start at 0
         self.apply()
 
-    def update(self, grads: dict[str, torch.Tensor] | None) -> None:
-        """The periodic renewal inside a task."""
-        self.reshape(grads, self.target - self.config.drop_extra, self.target)
+    def update(self, grads: dict[str, torch.Tensor] | None, event: tuple[int, ...] = ()) -> None:
+        """The periodic renewal inside a task (`event` names it, e.g. (task, epoch))."""
+        self.reshape(grads, self.target - self.config.drop_extra, self.target, event)
 
-    def begin_task(self, grads: dict[str, torch.Tensor] | None) -> None:
+    def begin_task(self, grads: dict[str, torch.Tensor] | None, event: tuple[int, ...] = ()) -> None:
         """Prune to the target, then open one extra point of density for the new task."""
-        self.reshape(grads, self.target, self.target + self.config.task_extra)
+        self.reshape(grads, self.target, self.target + self.config.task_extra, event)
 
     def densities(self) -> dict[str, float]:
         return {name: float(m.float().mean()) for name, m in self.masks.items()}
@@ -133,8 +145,10 @@ def update_epochs(epochs: int, config: TDMConfig) -> set[int]:
     """Epochs of a task (0-based) at whose start the mask is renewed.
 
     Every `update_every` of the task, never at epoch 0 (that is the task
-    boundary) and never within the final `freeze_last` of the task.
+    boundary) and never within the final `freeze_last` of the task (at least
+    one epoch when freeze_last > 0, so short tasks still settle).
     """
     period = max(1, int(round(config.update_every * epochs)))
-    frozen_from = epochs - int(round(config.freeze_last * epochs))
+    frozen = max(1, int(round(config.freeze_last * epochs))) if config.freeze_last > 0 else 0
+    frozen_from = epochs - frozen
     return {e for e in range(period, frozen_from, period)}

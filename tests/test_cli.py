@@ -1,0 +1,62 @@
+"""The `fleet` command: one-line errors with exit status 2, and a small real bench."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fleet.cli import main
+
+
+def fleet(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "fleet.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+@pytest.mark.parametrize("args,culprit", [
+    (["--dataset", "imagenet"], "imagenet"),
+    (["--method", "icarl"], "icarl"),
+    (["--sparsity", "1.0"], "sparsity"),
+    (["--sparsity", "-0.5"], "sparsity"),
+    (["--dataset", "cifar10", "--data-dir", "/no/such/folder"], "/no/such/folder"),
+    (["--dataset", "mnist"], "mnist"),
+    (["--ablation", "dgm-only"], "dgm-only"),
+    (["--seeds", "a,b"], "--seeds"),
+])
+def test_bench_bad_input_is_one_line_and_exit_2(args, culprit, capsys):
+    assert main(["bench", "sparcl", "--quiet", *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fleet: error:") and culprit in lines[0]
+
+
+def test_the_real_process_exits_2_without_a_traceback():
+    result = fleet("bench", "sparcl", "--method", "icarl")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "fleet: error: method 'icarl' is unknown (choose from: finetune, er, der, derpp)"
+
+
+def test_validate_good_and_bad(tmp_path, capsys):
+    assert main(["validate", "scenarios/quickstart.yaml"]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nfederation:\n  rounds: ten\n")
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "federation.rounds" in err[0]
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_bench_json_holds_the_promised_keys(tmp_path):
+    out = tmp_path / "bench.json"
+    result = fleet("bench", "sparcl", "--dataset", "synthetic", "--epochs", "1", "--seeds", "0",
+                   "--width", "4", "--quiet", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "flops_ratio" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["flops_ratio"] > 1 and report["wall_ratio"] > 0
+    assert isinstance(report["acc_delta"], float)
+    assert {r["variant"] for r in report["runs"]} == {"dense", "full"}
