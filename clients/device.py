@@ -130,7 +130,11 @@ def build_learner(spec: DeviceSpec, device: int) -> Learner:
                            "epochs_per_task": spec.rounds_per_task * spec.local_epochs,
                            "seed": spec.seed * 1000 + device})
     sparcl = spec.learner.sparcl
-    if sparcl.tdm is not None:  # the fleet shares its regrowth draws (see clients.sparcl.tdm.regrow)
+    if sparcl.tdm is not None and spec.mask_policy == "local":
+        # Local masks are never reconciled by the server, so devices draw their regrowth
+        # from one fleet-wide seed and keep their masks aligned (clients.sparcl.tdm.regrow).
+        # Under the global policy independent draws are better: the server's re-sparsify
+        # picks the best of every device's candidates, a federated exploration.
         sparcl = replace(sparcl, tdm=replace(sparcl.tdm, regrow_seed=spec.seed))
     config = replace(spec.learner, train=train, sparcl=sparcl)
     return Learner(config, stream.input_shape, stream.num_classes)
