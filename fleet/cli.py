@@ -7,11 +7,11 @@ Bad input ends with one line on stderr naming the culprit and exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from clients.errors import InputError
+from server.strategy import NodesUnavailable
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -29,15 +29,6 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     if not seeds:
         raise InputError("--seeds must name at least one seed")
     return seeds
-
-
-def write_json(path: str, payload: dict) -> None:
-    """Write atomically: a crash mid-write never leaves a truncated file behind."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(target)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -59,7 +50,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         report = run_bench(config, on_epoch=lambda: bar.update(1))
     print(format_table(report))
     if args.json:
-        write_json(args.json, report)
+        from fleet.report import write_json
+
+        write_json(Path(args.json), report)
         print(f"wrote {args.json}")
     return 0
 
@@ -135,26 +128,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_scenario_run_options(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """The options `run` and `compare` share."""
+    parser.add_argument("scenario", help="scenario YAML")
+    parser.add_argument("--out", default=None, help=f"output folder (default: {default_out})")
+    parser.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="fleet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     run = sub.add_parser("run", help="run a scenario on Flower's simulation engine")
-    run.add_argument("scenario", help="scenario YAML")
-    run.add_argument("--out", default=None, help="output folder (default: the scenario's `output`)")
-    run.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_scenario_run_options(run, "the scenario's `output`")
     run.set_defaults(func=cmd_run)
 
     comp = sub.add_parser("compare", help="one scenario under several budget profiles (or other variants)")
-    comp.add_argument("scenario", help="scenario YAML")
+    add_scenario_run_options(comp, "<scenario output>-compare")
     comp.add_argument("--profiles", default=None, help="budget profiles, comma-separated "
                       "(default: generous,tight,starved)")
     comp.add_argument("--vary", default=None, help="instead of profiles, vary one value: "
                       "section.key=v1,v2 (e.g. federation.aggregation=mask-aware,fedavg)")
-    comp.add_argument("--out", default=None, help="output folder (default: <scenario output>-compare)")
-    comp.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
-    comp.add_argument("--quiet", action="store_true", help="no progress bars")
     comp.set_defaults(func=cmd_compare)
 
     validate = sub.add_parser("validate", help="check a scenario without running it")
@@ -190,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"fleet: error: {err}", file=sys.stderr)
         return 2
+    except NodesUnavailable as err:
+        print(f"fleet: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("fleet: interrupted", file=sys.stderr)
         return 130

@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 class RoundsCsv:
@@ -50,7 +51,8 @@ def plot_accuracy(rows: Sequence[dict], n_tasks: int, path: Path, title: str) ->
         if pts:
             ax.plot(*zip(*pts), marker=".", label=f"task {t}")
     ax.plot(rounds, [r["class_il_accuracy"] for r in rows], color="black", lw=2, label="average (seen tasks)")
-    ax.set(xlabel="round", ylabel="Class-IL accuracy (%)", title=title, ylim=(0, 100))
+    ax.set(xlabel="round", ylabel="Class-IL accuracy (%)", title=title, ylim=(0, 101))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
@@ -66,8 +68,9 @@ def plot_bytes(rows: Sequence[dict], path: Path, title: str) -> None:
     ax.bar([x - width / 2 for x in rounds], [r["upload_bytes"] / 1e6 for r in rows], width, label="upload")
     ax.bar([x + width / 2 for x in rounds], [r["download_bytes"] / 1e6 for r in rows], width, label="download")
     ax.set(xlabel="round", ylabel="MB", title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3, axis="y")
-    ax.legend()
+    ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

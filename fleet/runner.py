@@ -133,8 +133,6 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
 
     from clients.app import app as default_client_app
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "scenario.yaml").write_text(yaml.safe_dump(scenario.to_dict(), sort_keys=False))
     spec = device_spec(scenario)
     stream = load_stream(spec.dataset, data_dir=spec.data_dir, n_tasks=spec.n_tasks, seed=spec.seed,
                          max_per_class=spec.max_per_class)
@@ -143,6 +141,9 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
     world = SimWorld([get_profile(p) for p in scenario.device_profiles()], get_budget(scenario.timing.budget),
                      deadline_s=scenario.timing.deadline_s, keep_first=scenario.timing.keep_first,
                      offline_rate_per_s=scenario.timing.offline_rate_per_s, seed=scenario.seed)
+    # everything that can fail on bad input has run: only now touch the output folder
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "scenario.yaml").write_text(yaml.safe_dump(scenario.to_dict(), sort_keys=False))
     columns = BASE_COLUMNS + [f"acc_task_{t}" for t in range(spec.n_tasks)] + ["tasks", "statuses"]
     rounds_csv = RoundsCsv(out_dir / "rounds.csv", columns)
     sink: dict = {}
