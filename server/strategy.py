@@ -124,6 +124,21 @@ class Totals:
     rejections: list[str] = field(default_factory=list)
 
 
+def round_row(accepted: list[Accepted], on_time: list[Accepted], reports: list[DeviceReport],
+              timing: RoundTiming) -> dict:
+    """The per-round figures that go to rounds.csv."""
+    by_device = sorted(accepted, key=lambda a: a.device_id)
+    accuracy = [a.metrics.get("local-accuracy", 0.0) for a in on_time]
+    return {
+        "replies": len(accepted), "accepted": len(on_time), "dropped": len(accepted) - len(on_time),
+        "sim_time_s": timing.sim_time_s, "energy_j": timing.energy_j,
+        "upload_bytes": sum(r.up_bytes for r in reports), "train_flops": sum(r.train_flops for r in reports),
+        "local_accuracy": float(np.mean(accuracy)) if accuracy else 0.0,
+        "tasks": "|".join(str(int(a.metrics.get("task-id", -1))) for a in by_device),
+        "statuses": "|".join(f"{d}:{s}" for d, s in sorted(timing.statuses.items())),
+    }
+
+
 class SparseFedAvg(FedAvg):
     def __init__(self, config: ServerConfig, world: World | None = None) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=0.0,
@@ -194,7 +209,7 @@ class SparseFedAvg(FedAvg):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         t = self.totals
         rejected0, failed0 = t.rejected_updates, t.failed_replies
-        accepted, reports = self._collect(list(replies))
+        accepted, reports = self._collect(server_round, list(replies))
         timing = self.world.close_round(server_round, reports)
         on_time = [a for a in accepted if a.device_id in timing.accepted]
         dropped = len(accepted) - len(on_time)
@@ -205,34 +220,27 @@ class SparseFedAvg(FedAvg):
         flat = encode_model(weights, masks, value_dtype=self.config.value_dtype)
         self.global_weights, self.global_masks = weights, {**self.global_masks, **masks}
         row = self.last_row
-        row.update({
-            "replies": len(accepted), "accepted": len(on_time), "dropped": dropped,
-            "rejected": t.rejected_updates - rejected0, "failed": t.failed_replies - failed0,
-            "sim_time_s": timing.sim_time_s, "energy_j": timing.energy_j,
-            "upload_bytes": sum(r.up_bytes for r in reports), "download_bytes": sum(self._sent.values()),
-            "train_flops": sum(r.train_flops for r in reports),
-            "local_accuracy": float(np.mean([a.metrics.get("local-accuracy", 0.0) for a in on_time]))
-            if on_time else 0.0,
-            "tasks": "|".join(str(int(a.metrics.get("task-id", -1))) for a in sorted(accepted, key=lambda a: a.device_id)),
-            "statuses": "|".join(f"{d}:{s}" for d, s in sorted(timing.statuses.items())),
-        })
+        row.update(round_row(accepted, on_time, reports, timing))
+        row.update(rejected=t.rejected_updates - rejected0, failed=t.failed_replies - failed0,
+                   download_bytes=sum(self._sent.values()))
         return to_arrays(flat), MetricRecord({k: v for k, v in row.items() if isinstance(v, (int, float))})
 
-    def _collect(self, replies: list[Message]) -> tuple[list[Accepted], list[DeviceReport]]:
+    def _collect(self, server_round: int, replies: list[Message]) -> tuple[list[Accepted], list[DeviceReport]]:
         """Validate every reply; count failures and rejections; keep the good ones."""
         accepted, reports, t = [], [], self.totals
         for reply in replies:
             device = self.devices.get(reply.metadata.src_node_id, -1)
             if reply.has_error():
                 t.failed_replies += 1
-                t.rejections.append(f"round device {device}: failed: {reply.error.reason.splitlines()[-1][:200]}")
+                reason = reply.error.reason.strip().splitlines()[-1][:200]
+                t.rejections.append(f"round {server_round}, device {device}: failed: {reason}")
                 continue
             try:
                 flat = from_arrays(reply.content["arrays"])
                 weights, masks = validate_update(flat, self.global_weights)
             except (UpdateRejected, KeyError, TypeError, ValueError) as err:
                 t.rejected_updates += 1
-                t.rejections.append(f"device {device}: {err}")
+                t.rejections.append(f"round {server_round}, device {device}: {err}")
                 log.warning("device %s: %s", device, err)
                 continue
             metrics = dict(reply.content["metrics"]) if "metrics" in reply.content else {}
