@@ -62,9 +62,9 @@ class DeviceSpec:
 def learner_config_from_dict(raw: dict) -> LearnerConfig:
     """Inverse of dataclasses.asdict for LearnerConfig (JSON turns tuples into lists)."""
     sp = raw["sparcl"]
-    ddr = sp["ddr"] and DDRConfig(points=tuple(sp["ddr"]["points"]), fraction=sp["ddr"]["fraction"])
-    sparcl = SparCLConfig(tdm=sp["tdm"] and TDMConfig(**sp["tdm"]), ddr=ddr or None,
-                          dgm=sp["dgm"] and DGMConfig(**sp["dgm"]))
+    ddr = None if sp["ddr"] is None else DDRConfig(**{**sp["ddr"], "points": tuple(sp["ddr"]["points"])})
+    sparcl = SparCLConfig(tdm=None if sp["tdm"] is None else TDMConfig(**sp["tdm"]), ddr=ddr,
+                          dgm=None if sp["dgm"] is None else DGMConfig(**sp["dgm"]))
     rest = {f.name: raw[f.name] for f in fields(LearnerConfig) if f.name not in ("method", "sparcl", "train")}
     return LearnerConfig(method=MethodConfig(**raw["method"]), sparcl=sparcl,
                          train=TrainConfig(**raw["train"]), **rest)

@@ -48,20 +48,19 @@ import yaml
 from clients.backbones import BACKBONES
 from clients.cl.methods import METHODS, MethodConfig
 from clients.data import DATASETS
-from clients.device import device_offset, task_of
+from clients.device import MASK_POLICIES, device_offset, task_of
+from clients.wire import VALUE_DTYPES
 from clients.errors import InputError
 from clients.sparcl.ddr import DDRConfig
 from clients.sparcl.dgm import DGMConfig
 from clients.sparcl.learner import LearnerConfig, SparCLConfig, TrainConfig
 from clients.sparcl.tdm import TDMConfig
 from fleet.profiles import BUDGETS, PROFILES
+from server.strategy import AGGREGATIONS
 
 NUM_CLASSES = {name: 10 for name in DATASETS}  # every supported dataset has 10 classes
 FILE_DATASETS = ("mnist", "cifar10")  # read from dataset.data_dir; the others are built in
 SCHEMES = ("iid", "dirichlet")
-AGGREGATIONS = ("mask-aware", "fedavg")
-MASK_POLICIES = ("global", "local")
-VALUE_DTYPES = ("float32", "float16")
 
 
 def rule(default: Any = MISSING, **rules: Any) -> Any:
