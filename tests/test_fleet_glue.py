@@ -1,0 +1,68 @@
+"""fleet's glue: rounds.csv survives an interruption, plots, compare variants, the simpy World."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from clients.errors import InputError
+from fleet.compare import parse_vary, variants
+from fleet.profiles import get_budget, get_profile
+from fleet.report import RoundsCsv, plot_accuracy, plot_bytes
+from fleet.runner import forgetting_from_rows
+from fleet.scenario import load_scenario
+from fleet.world import SimWorld
+from server.strategy import DeviceReport
+
+
+def test_rounds_csv_holds_every_finished_round_at_once(tmp_path):
+    path = tmp_path / "rounds.csv"
+    log = RoundsCsv(path, ["round", "class_il_accuracy"])
+    log.append({"round": 1, "class_il_accuracy": 50.0, "extra": "ignored"})
+    assert list(csv.DictReader(path.open())) == [{"round": "1", "class_il_accuracy": "50.0"}]
+    log.append({"round": 2, "class_il_accuracy": 75.0})
+    assert len(list(csv.DictReader(path.open()))) == 2  # readable mid-run, before any close
+
+
+def test_plots_are_written(tmp_path):
+    rows = [{"round": r, "class_il_accuracy": 50.0 + r, "acc_task_0": 90.0, "upload_bytes": 1e6,
+             "download_bytes": 2e6} for r in (1, 2, 3)]
+    plot_accuracy(rows, 5, tmp_path / "a.png", "t")
+    plot_bytes(rows, tmp_path / "b.png", "t")
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "b.png").stat().st_size > 1000
+
+
+def test_forgetting_is_best_minus_final_over_all_but_the_last_task():
+    rows = [{"tasks_reached": 1, "acc_task_0": 90.0},
+            {"tasks_reached": 2, "acc_task_0": 80.0, "acc_task_1": 70.0},
+            {"tasks_reached": 3, "acc_task_0": 60.0, "acc_task_1": 50.0, "acc_task_2": 99.0}]
+    assert forgetting_from_rows(rows, 3) == pytest.approx(((90 - 60) + (70 - 50)) / 2)
+
+
+def test_compare_variants_are_validated_before_anything_runs():
+    scenario = load_scenario("scenarios/quickstart.yaml")
+    assert parse_vary("sparcl.enabled=true,false") == ("sparcl.enabled", [True, False])
+    chosen = variants(scenario, None, "federation.aggregation=mask-aware,fedavg")
+    assert [v.federation.aggregation for v in chosen.values()] == ["mask-aware", "fedavg"]
+    assert list(variants(scenario, ["tight"], None)) == ["tight"]
+    with pytest.raises(InputError, match="timing.budget"):
+        variants(scenario, ["nope"], None)
+    with pytest.raises(InputError, match="--vary"):
+        parse_vary("no-equals-sign")
+
+
+def test_the_world_drops_late_and_out_of_memory_devices():
+    profile = get_profile("rpi4")
+    world = SimWorld([profile, profile, profile], get_budget("generous"), deadline_s=10.0, keep_first=None,
+                     offline_rate_per_s=0.0, seed=0)
+    fast = profile.train_flops_per_s * 1.0      # one second of compute
+    slow = profile.train_flops_per_s * 60.0     # a minute: misses the 10 s deadline
+    huge = int(profile.memory_mb * 2**20 * 2)   # twice the device's memory
+    timing = world.close_round(1, [DeviceReport(0, fast, 1000, 1000, 1000),
+                                   DeviceReport(1, slow, 1000, 1000, 1000),
+                                   DeviceReport(2, fast, 1000, 1000, huge)])
+    assert timing.accepted == frozenset({0})
+    assert timing.statuses == {0: "ok", 1: "late", 2: "oom"}
+    assert timing.sim_time_s == pytest.approx(10.0) and world.clock_s == pytest.approx(10.0)
+    assert timing.energy_j > 0
