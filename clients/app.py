@@ -18,7 +18,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.device import DeviceSpec, run_round
+from clients.device import DeviceSpec, budget_metrics, run_round
 
 STATE_KEY = "sparcl-state"
 
@@ -67,10 +67,13 @@ def query(msg: Message, context: Context) -> Message:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
+    """One round: the config carries the round, the fleet's simulated time and this device's budget."""
     config = msg.content["config"]
     spec = DeviceSpec.from_json(str(config["device-spec"]))
     result = run_round(spec, device_id(context), int(config["server-round"]),
                        from_arrays(msg.content["arrays"]), load_state(context))
     save_state(context, result.state)
-    return Message(RecordDict({"arrays": to_arrays(result.update),
-                               "metrics": MetricRecord(result.metrics)}), reply_to=msg)
+    budget = {k: float(v) for k, v in config.items() if k.startswith("budget-")}
+    metrics = {**result.metrics, **budget_metrics(result.metrics["peak-memory-bytes"], budget)}
+    return Message(RecordDict({"arrays": to_arrays(result.update), "metrics": MetricRecord(metrics)}),
+                   reply_to=msg)

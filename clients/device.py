@@ -140,6 +140,13 @@ def build_learner(spec: DeviceSpec, device: int) -> Learner:
     return Learner(config, stream.input_shape, stream.num_classes)
 
 
+def budget_metrics(peak_memory_bytes: int, budget: dict[str, float]) -> dict[str, int]:
+    """Whether this round's estimated peak training memory fits the device's memory budget."""
+    if "budget-memory-mb" not in budget:
+        return {}
+    return {"fits-memory-budget": int(peak_memory_bytes <= budget["budget-memory-mb"] * 2**20)}
+
+
 @dataclass(frozen=True)
 class RoundResult:
     update: dict[str, np.ndarray]   # the encoded update (wire format)

@@ -31,6 +31,14 @@ class SimWorld:
         online = available([self.profiles[d] for d in devices], self.rng)
         return [d for d, up in zip(devices, online) if up]
 
+    def budget(self, device: int) -> dict[str, float]:
+        """What the device is told of its budget each round (after the budget profile)."""
+        p = self.profiles[device]
+        out = {"memory-mb": p.memory_mb, "gflops": p.train_flops_per_s / 1e9, "bandwidth-mbps": p.bandwidth_mbps}
+        if self.deadline_s is not None:
+            out["deadline-s"] = self.deadline_s
+        return out
+
     def close_round(self, server_round: int, reports: list[DeviceReport]) -> RoundTiming:
         if not reports:
             return RoundTiming(frozenset(), {}, self.clock_s, 0.0)

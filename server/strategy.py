@@ -74,6 +74,8 @@ class World(Protocol):
 
     def available(self, server_round: int, devices: list[int]) -> list[int]: ...
 
+    def budget(self, device: int) -> dict[str, float]: ...
+
     def close_round(self, server_round: int, reports: list[DeviceReport]) -> RoundTiming: ...
 
 
@@ -82,6 +84,9 @@ class InstantWorld:
 
     def available(self, server_round: int, devices: list[int]) -> list[int]:
         return devices
+
+    def budget(self, device: int) -> dict[str, float]:
+        return {}
 
     def close_round(self, server_round: int, reports: list[DeviceReport]) -> RoundTiming:
         return RoundTiming(frozenset(r.device_id for r in reports),
@@ -134,6 +139,7 @@ def round_row(accepted: list[Accepted], on_time: list[Accepted], reports: list[D
         "sim_time_s": timing.sim_time_s, "energy_j": timing.energy_j,
         "upload_bytes": sum(r.up_bytes for r in reports), "train_flops": sum(r.train_flops for r in reports),
         "local_accuracy": float(np.mean(accuracy)) if accuracy else 0.0,
+        "over_memory_budget": sum(1 for a in accepted if a.metrics.get("fits-memory-budget", 1) == 0),
         "tasks": "|".join(str(int(a.metrics.get("task-id", -1))) for a in by_device),
         "statuses": "|".join(f"{d}:{s}" for d, s in sorted(timing.statuses.items())),
     }
@@ -173,8 +179,9 @@ class SparseFedAvg(FedAvg):
         self.last_row = {"round": server_round, "online": len(online), "sampled": len(chosen)}
         messages = []
         for device in chosen:
+            budget = {f"budget-{k}": float(v) for k, v in self.world.budget(device).items()}
             cfg = ConfigRecord({"server-round": server_round, "device-spec": self.config.device_spec,
-                                "sim-time-s": float(self.sim_time_s)})
+                                "sim-time-s": float(self.sim_time_s), **budget})
             messages.append(Message(RecordDict({"arrays": arrays, "config": cfg}),
                                     dst_node_id=by_device[device], message_type=MessageType.TRAIN,
                                     group_id=str(server_round)))

@@ -70,3 +70,11 @@ def test_update_is_sparse_and_counts_its_bytes():
     assert result.metrics["up-bytes"] == wire.model_bytes(result.update)
     assert result.metrics["up-bytes"] < 0.3 * dense_bytes
     assert result.metrics["train-flops"] > 0 and result.metrics["num-examples"] > 0
+
+
+def test_budget_metrics_compare_the_memory_estimate_with_the_budget():
+    from clients.device import budget_metrics
+
+    assert budget_metrics(2**20, {"budget-memory-mb": 1.0}) == {"fits-memory-budget": 1}
+    assert budget_metrics(2**20 + 1, {"budget-memory-mb": 1.0}) == {"fits-memory-budget": 0}
+    assert budget_metrics(10, {}) == {}

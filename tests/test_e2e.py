@@ -47,4 +47,5 @@ def test_two_rounds_with_misbehaving_devices(tmp_path):
     rows = list(csv.DictReader((out / "rounds.csv").open()))
     assert [int(r["round"]) for r in rows] == [1, 2]
     assert all(int(r["accepted"]) == 3 for r in rows)  # device 2 (plain dense) + devices 4, 5
+    assert all(int(r["over_memory_budget"]) == 0 for r in rows)  # digits fits a Raspberry Pi 4
     assert (out / "accuracy.png").stat().st_size > 0 and (out / "bytes.png").stat().st_size > 0

@@ -66,3 +66,14 @@ def test_the_world_drops_late_and_out_of_memory_devices():
     assert timing.statuses == {0: "ok", 1: "late", 2: "oom"}
     assert timing.sim_time_s == pytest.approx(10.0) and world.clock_s == pytest.approx(10.0)
     assert timing.energy_j > 0
+
+
+def test_each_device_is_told_its_budget_after_the_budget_profile():
+    rpi4 = get_profile("rpi4")
+    world = SimWorld([rpi4], get_budget("tight"), deadline_s=None, keep_first=None, offline_rate_per_s=0.0,
+                     seed=0)
+    tight = get_budget("tight")
+    told = world.budget(0)
+    assert told["memory-mb"] == pytest.approx(rpi4.memory_mb * tight.memory_scale)
+    assert told["gflops"] == pytest.approx(rpi4.train_flops_per_s * tight.compute_scale / 1e9)
+    assert told["deadline-s"] == tight.deadline_s
