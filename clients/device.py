@@ -169,8 +169,11 @@ def run_round(spec: DeviceSpec, device: int, server_round: int, global_update: d
         if learner.task_id >= 0:
             learner.attach(*device_data(spec, device, learner.task_id))
     weights, masks = wire.decode_model(global_update)
-    # `global`: adopt the server's masks every round; `local`: only on the first round
-    learner.load_weights(weights, masks if (spec.mask_policy == "global" or fresh) else None)
+    # `global`: adopt the server's masks every round. `local`: keep this device's own mask
+    # (adopted once, on its first round) for what it trains and sends, and compute with the
+    # rest of the global model frozen, so a weight it does not send is one it did not train.
+    local = spec.mask_policy == "local"
+    learner.load_weights(weights, None if (local and not fresh) else masks, shared=masks if local else None)
     if learner.task_id != task_id:
         learner.begin_task(task_id, stream_of(spec).tasks[task_id].classes, x, y)
     before = (learner.counters.train_flops, learner.counters.examples, learner.counters.removed)

@@ -316,3 +316,29 @@ def test_run_stream_with_er_and_sparcl(stream):
     sizes = [576, 144, 288, 576]  # the masked 3x3 convolutions of SmallCNN width 4
     # at 2 epochs per task the last epoch is frozen, so the task-start density (+1 point) remains
     assert result.final_density == pytest.approx(sum(keep_count(n, 0.11) / n for n in sizes) / 4, rel=1e-6)
+
+
+def test_local_masks_compute_with_the_shared_weights_frozen():
+    """Under local masks a device trains and sends only its own mask; the rest of the
+    global model takes part in the forward pass unchanged."""
+    stream = load_stream("synthetic", max_per_class=20)
+    cfg = LearnerConfig(sparcl=SparCLConfig(tdm=TDMConfig(sparsity=0.75), ddr=None, dgm=None), width=4,
+                        train=TrainConfig(epochs_per_task=10, seed=0))
+    learner = Learner(cfg, stream.input_shape, stream.num_classes)
+    task = stream.tasks[0]
+    learner.begin_task(0, task.classes, task.x_train, task.y_train)
+    own = learner.masks_numpy()
+    name = learner.masked_names[0]
+    weights = {n: np.random.default_rng(1).normal(size=w.shape).astype(np.float32)
+               for n, w in learner.weights_numpy().items()}
+    shared = {n: ~m for n, m in own.items()}  # the global mask: everything this device does not hold
+    learner.load_weights(weights, None, shared=shared)
+    before = learner.weights_numpy()[name]
+    learner.train_epoch()  # epoch 0: no mask update inside it
+    after = learner.weights_numpy()[name]
+    frozen = shared[name]
+    assert np.array_equal(after[frozen], weights[name][frozen])      # used, never trained
+    assert not np.array_equal(after[own[name]], before[own[name]])   # the device's own weights train
+    assert np.array_equal(learner.masks_numpy()[name], own[name])    # what it sends: its own mask
+    assert learner.weight_densities()[name] == 1.0                   # forward: own + shared
+    assert learner.grad_densities()[name] == pytest.approx(own[name].mean(), abs=1e-6)

@@ -192,7 +192,9 @@ class Learner:
         return self.masks.densities() if self.masks else {}
 
     def grad_densities(self) -> dict[str, float]:
-        return self.dgm.densities() if self.dgm else {}
+        if self.dgm:
+            return self.dgm.densities()
+        return self.masks.trainable_densities() if self.masks and self.masks.frozen else {}
 
     def _account(self, examples: int) -> None:
         if self._flops_per_example is None:
@@ -258,8 +260,13 @@ class Learner:
         """Give a restored learner its current task's training data."""
         self.x, self.y = x, y
 
-    def load_weights(self, weights: dict[str, np.ndarray], masks: dict[str, np.ndarray] | None) -> None:
-        """Take (global) weights, and masks unless None; re-apply the masks to the weights."""
+    def load_weights(self, weights: dict[str, np.ndarray], masks: dict[str, np.ndarray] | None,
+                     shared: dict[str, np.ndarray] | None = None) -> None:
+        """Take (global) weights, and masks unless None; re-apply the masks to the weights.
+
+        `shared` (local masks): the global mask; its weights outside this device's
+        own mask are kept frozen in the forward pass rather than zeroed.
+        """
         state = self.model.state_dict()
         for name, value in weights.items():
             state[name] = torch.from_numpy(np.asarray(value)).to(state[name].dtype).reshape(state[name].shape)
@@ -267,6 +274,8 @@ class Learner:
         if self.masks:
             if masks is not None:
                 self.masks.load_state_dict({n: torch.from_numpy(np.asarray(masks[n])) for n in self.masks.masks})
+            self.masks.frozen = {} if shared is None else {
+                n: torch.from_numpy(np.asarray(shared[n])) & ~m for n, m in self.masks.masks.items()}
             self.masks.apply()
             self._flops_per_example = None
 

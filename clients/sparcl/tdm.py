@@ -90,13 +90,19 @@ class WeightMasks:
             name: top_k_mask(p.detach().abs(), keep_count(p.numel(), self.target))
             for name, p in self.params.items()
         }
+        # weights computed with but not trained (the fleet's shared model under local masks)
+        self.frozen: dict[str, torch.Tensor] = {}
         self.apply()
+
+    def live(self, name: str) -> torch.Tensor:
+        """Entries the forward pass uses: this device's mask plus any frozen shared weights."""
+        return self.masks[name] | self.frozen[name] if name in self.frozen else self.masks[name]
 
     @torch.no_grad()
     def apply(self) -> None:
-        """Zero every masked-out weight (after init, regrowth and each optimizer step)."""
+        """Zero every weight outside the live entries (after init, regrowth and each step)."""
         for name, p in self.params.items():
-            p.mul_(self.masks[name])
+            p.mul_(self.live(name))
 
     @torch.no_grad()
     def mask_grads(self) -> None:
@@ -119,7 +125,8 @@ class WeightMasks:
             kept = drop(self.masks[name], p, grad, keep_count(p.numel(), drop_to), self.config.drop_lambda)
             generator = self.regrow_generator(event, layer)
             self.masks[name] = regrow(kept, keep_count(p.numel(), grow_to), generator)
-            p.mul_(kept)  # dropped weights are zeroed; regrown ones start at 0
+            frozen = self.frozen.get(name)
+            p.mul_(kept if frozen is None else kept | frozen)  # dropped weights are zeroed; regrown start at 0
         self.apply()
 
     def update(self, grads: dict[str, torch.Tensor] | None, event: tuple[int, ...] = ()) -> None:
@@ -131,6 +138,10 @@ class WeightMasks:
         self.reshape(grads, self.target, self.target + self.config.task_extra, event)
 
     def densities(self) -> dict[str, float]:
+        """Forward density per layer (frozen shared weights included)."""
+        return {name: float(self.live(name).float().mean()) for name in self.masks}
+
+    def trainable_densities(self) -> dict[str, float]:
         return {name: float(m.float().mean()) for name, m in self.masks.items()}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
