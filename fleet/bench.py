@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 from clients.cl.methods import MethodConfig
 from clients.data import TaskStream, load_stream
@@ -144,6 +144,3 @@ def format_table(report: dict) -> str:
                  f"wall_ratio {report['wall_ratio']:.2f}x")
     return "\n".join(lines)
 
-
-def with_seeds(config: BenchConfig, seeds: tuple[int, ...]) -> BenchConfig:
-    return replace(config, seeds=seeds)

@@ -38,8 +38,8 @@ from server.app import make_server_app  # noqa: E402
 from server.strategy import ServerConfig  # noqa: E402
 
 BASE_COLUMNS = ["round", "sim_time_s", "online", "sampled", "replies", "accepted", "dropped", "rejected",
-                "failed", "over_memory_budget", "upload_bytes", "download_bytes", "train_flops", "energy_j", "local_accuracy",
-                "class_il_accuracy", "tasks_reached", "wall_s"]
+                "failed", "over_memory_budget", "upload_bytes", "download_bytes", "train_flops", "energy_j",
+                "local_accuracy", "class_il_accuracy", "tasks_reached", "wall_s"]
 
 
 def device_spec(scenario: Scenario) -> DeviceSpec:
