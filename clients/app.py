@@ -14,23 +14,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.device import DeviceSpec, budget_metrics, run_round
+from clients.records import from_arrays, to_arrays
 
 STATE_KEY = "sparcl-state"
 
 app = ClientApp()
-
-
-def to_arrays(flat: dict[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in flat.items()})
-
-
-def from_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
-    return {k: a.numpy() for k, a in record.items()}
 
 
 def device_id(context: Context) -> int:

@@ -14,8 +14,9 @@ import numpy as np
 from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from clients.records import to_arrays
 from clients.wire import encode_model
-from server.strategy import ServerConfig, SparseFedAvg, World, to_arrays
+from server.strategy import ServerConfig, SparseFedAvg, World
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 

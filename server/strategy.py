@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from clients.records import from_arrays, to_arrays
 from clients.wire import decode_model, encode_model, model_bytes
 from server.aggregate import mask_aware_average, resparsify, union_mask, zero_filled_fedavg
 from server.validate import UpdateRejected, validate_update
@@ -91,14 +92,6 @@ class InstantWorld:
     def close_round(self, server_round: int, reports: list[DeviceReport]) -> RoundTiming:
         return RoundTiming(frozenset(r.device_id for r in reports),
                            {r.device_id: "ok" for r in reports}, 0.0, 0.0)
-
-
-def to_arrays(flat: dict[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in flat.items()})
-
-
-def from_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
-    return {k: a.numpy() for k, a in record.items()}
 
 
 def sample_size(config: ServerConfig, available: int) -> int:

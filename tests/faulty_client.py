@@ -8,10 +8,11 @@ rest are the real SparCL client.
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients import app as real
+from clients.records import from_arrays, to_arrays
 from clients.wire import decode_model
 
 app = ClientApp()
@@ -28,7 +29,7 @@ def train(msg: Message, context: Context) -> Message:
     if device == 3:
         raise RuntimeError("device 3 lost power")
     reply = real.train(msg, context)
-    flat = real.from_arrays(reply.content["arrays"])
+    flat = from_arrays(reply.content["arrays"])
     if device == 0:
         name = next(k for k in flat if k.endswith("/values"))
         flat[name] = flat[name].copy()
@@ -40,5 +41,4 @@ def train(msg: Message, context: Context) -> Message:
         weights, _ = decode_model(flat)
         flat = weights  # plain tensors under their own names: an ordinary Flower update
     metrics = MetricRecord(dict(reply.content["metrics"]))
-    return Message(RecordDict({"arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in flat.items()}),
-                               "metrics": metrics}), reply_to=msg)
+    return Message(RecordDict({"arrays": to_arrays(flat), "metrics": metrics}), reply_to=msg)

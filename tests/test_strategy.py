@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
+from clients.records import from_arrays, to_arrays
 from clients.wire import encode_model
 from server.strategy import (
-    DeviceReport, RoundTiming, ServerConfig, SparseFedAvg, from_arrays, sample_size, to_arrays,
+    DeviceReport, RoundTiming, ServerConfig, SparseFedAvg, sample_size,
 )
 
 NAMES = ("conv.weight",)

@@ -1,0 +1,18 @@
+"""The wire format in Flower records: flat numpy dicts to and from an ArrayRecord.
+
+Shared by the ClientApp and the server's strategy so that both sides convert
+the same way (ArrayRecord takes `Array`s, not bare numpy arrays).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import Array, ArrayRecord
+
+
+def to_arrays(flat: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in flat.items()})
+
+
+def from_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k: a.numpy() for k, a in record.items()}
