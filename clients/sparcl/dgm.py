@@ -50,9 +50,10 @@ class GradientMasks:
         self.batches = 0
 
     @torch.no_grad()
-    def apply(self, weight_masks: dict[str, torch.Tensor] | None) -> None:
-        """Mask this batch's gradients; refresh the patterns first when due."""
-        if self.batches % self.config.refresh_every == 0 or not self.patterns:
+    def apply(self, weight_masks: dict[str, torch.Tensor] | None) -> bool:
+        """Mask this batch's gradients, refreshing the patterns first when due; say if it did."""
+        refresh = self.batches % self.config.refresh_every == 0 or not self.patterns
+        if refresh:
             self.patterns = {
                 name: gradient_pattern(p.grad, weight_masks.get(name) if weight_masks else None,
                                        self.config.keep)
@@ -62,6 +63,7 @@ class GradientMasks:
             if p.grad is not None and name in self.patterns:
                 p.grad.mul_(self.patterns[name])
         self.batches += 1
+        return refresh
 
     def densities(self) -> dict[str, float]:
         return {name: float(m.float().mean()) for name, m in self.patterns.items()}

@@ -85,7 +85,7 @@ class LearnerConfig:
 
 @dataclass
 class Counters:
-    """What the learner has spent since it was built (or since `reset`)."""
+    """What the learner has spent since it was built (restored with its state)."""
 
     train_flops: float = 0.0
     examples: int = 0           # examples through the model, buffer draws included
@@ -123,7 +123,7 @@ class Learner:
         self.y = torch.empty(0, dtype=torch.long)
         self.removal: DataRemoval | None = None
         self.last_grads: dict[str, torch.Tensor] | None = None
-        self._flops_per_example: float | None = None
+        self._costs: tuple[float, dict[str, float]] | None = None  # see _step_costs
 
     # -- the task schedule -------------------------------------------------
     @property
@@ -138,7 +138,7 @@ class Learner:
         self.removal = DataRemoval(len(y), self.epochs_per_task, ddr, self.rng) if ddr else None
         if self.masks:
             self.masks.begin_task(self.last_grads, (task_id, 0))
-            self._flops_per_example = None
+            self._costs = None
 
     @property
     def task_done(self) -> bool:
@@ -148,7 +148,7 @@ class Learner:
         """One epoch over the task's active examples; returns its training accuracy (%)."""
         if self.masks and self.epoch in update_epochs(self.epochs_per_task, self.config.sparcl.tdm):
             self.masks.update(self.last_grads, (self.task_id, self.epoch))
-            self._flops_per_example = None
+            self._costs = None
         if self.removal:
             self.counters.removed += len(self.removal.begin_epoch(self.epoch))
         active = self.removal.active if self.removal else np.arange(len(self.y))
@@ -172,11 +172,8 @@ class Learner:
             self.last_grads = {n: p.grad.detach().clone() for n, p in self.masks.params.items()}
         if self.masks:
             self.masks.mask_grads()
-        if self.dgm:
-            refresh = self.dgm.batches % self.dgm.config.refresh_every == 0
-            self.dgm.apply(self.masks.masks if self.masks else None)
-            if refresh:
-                self._flops_per_example = None
+        if self.dgm and self.dgm.apply(self.masks.masks if self.masks else None):
+            self._costs = None
         self.optimizer.step()
         if self.masks:
             self.masks.apply()
@@ -196,19 +193,27 @@ class Learner:
             return self.dgm.densities()
         return self.masks.trainable_densities() if self.masks and self.masks.frozen else {}
 
+    def _step_costs(self) -> tuple[float, dict[str, float]]:
+        """FLOPs per example and weight densities, recomputed only when a mask changes."""
+        if self._costs is None:
+            densities = self.weight_densities()
+            self._costs = (training_flops_per_example(self.cost, densities, self.grad_densities()), densities)
+        return self._costs
+
     def _account(self, examples: int) -> None:
-        if self._flops_per_example is None:
-            self._flops_per_example = training_flops_per_example(
-                self.cost, self.weight_densities(), self.grad_densities())
+        flops_per_example, densities = self._step_costs()
         c = self.counters
-        c.train_flops += examples * self._flops_per_example
+        c.train_flops += examples * flops_per_example
         c.examples += examples
         c.steps += 1
-        c.peak_memory = max(c.peak_memory, self.memory(examples).total)
-        c.peak_memory_dense = max(c.peak_memory_dense, self.memory(examples, sparse_storage=False).total)
+        c.peak_memory = max(c.peak_memory, self.memory(examples, densities=densities).total)
+        c.peak_memory_dense = max(c.peak_memory_dense,
+                                  self.memory(examples, sparse_storage=False, densities=densities).total)
 
-    def memory(self, examples_per_step: int, sparse_storage: bool = True) -> MemoryEstimate:
-        return peak_memory(self.cost, self.weight_densities(), examples_per_step=examples_per_step,
+    def memory(self, examples_per_step: int, sparse_storage: bool = True,
+               densities: dict[str, float] | None = None) -> MemoryEstimate:
+        densities = self.weight_densities() if densities is None else densities
+        return peak_memory(self.cost, densities, examples_per_step=examples_per_step,
                            buffer_bytes=self.buffer_bytes,
                            sparse_storage=sparse_storage and self.masks is not None)
 
@@ -254,7 +259,7 @@ class Learner:
         self.counters = Counters(**state["counters"])
         self.generator.set_state(state["generator"])
         self.rng.bit_generator.state = state["rng"]
-        self._flops_per_example = None
+        self._costs = None
 
     def attach(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Give a restored learner its current task's training data."""
@@ -277,7 +282,7 @@ class Learner:
             self.masks.frozen = {} if shared is None else {
                 n: torch.from_numpy(np.asarray(shared[n])) & ~m for n, m in self.masks.masks.items()}
             self.masks.apply()
-            self._flops_per_example = None
+            self._costs = None
 
     def weights_numpy(self) -> dict[str, np.ndarray]:
         """Every floating-point tensor of the model's state (weights and norm statistics)."""
