@@ -166,8 +166,6 @@ def run_round(spec: DeviceSpec, device: int, server_round: int, global_update: d
     fresh = state is None
     if not fresh:
         learner.load_bytes(state)
-        if learner.task_id >= 0:
-            learner.attach(*device_data(spec, device, learner.task_id))
     weights, masks = wire.decode_model(global_update)
     # `global`: adopt the server's masks every round. `local`: keep this device's own mask
     # (adopted once, on its first round) for what it trains and sends, and compute with the
@@ -176,6 +174,8 @@ def run_round(spec: DeviceSpec, device: int, server_round: int, global_update: d
     learner.load_weights(weights, None if (local and not fresh) else masks, shared=masks if local else None)
     if learner.task_id != task_id:
         learner.begin_task(task_id, stream_of(spec).tasks[task_id].classes, x, y)
+    else:
+        learner.attach(x, y)
     before = (learner.counters.train_flops, learner.counters.examples, learner.counters.removed)
     accuracy = 0.0
     for _ in range(spec.local_epochs):

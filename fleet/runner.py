@@ -29,7 +29,6 @@ from clients.data import TaskStream, load_stream  # noqa: E402
 from clients.device import DeviceSpec, spec_task  # noqa: E402
 from clients.metrics import average_accuracy, task_accuracy  # noqa: E402
 from clients.sparcl.learner import Learner  # noqa: E402
-from clients.wire import decode_model  # noqa: E402
 from fleet.profiles import get_budget, get_profile  # noqa: E402
 from fleet.report import RoundsCsv, plot_accuracy, plot_bytes, write_json  # noqa: E402
 from fleet.scenario import Scenario  # noqa: E402
@@ -85,12 +84,11 @@ class Evaluator:
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round == 0:
             return None
-        weights, masks = decode_model({k: a.numpy() for k, a in arrays.items()})
-        self.learner.load_weights(weights, masks if self.learner.masks else None)
+        strategy = self.sink["strategy"]  # it holds `arrays` decoded already
+        self.learner.load_weights(strategy.global_weights, strategy.global_masks if self.learner.masks else None)
         reached = tasks_reached(self.spec, server_round)
         accs = [task_accuracy(self.learner.model, t.x_test, t.y_test, t.classes)[0]
                 for t in self.stream.tasks[:reached]]
-        strategy = self.sink["strategy"]
         row = dict(strategy.last_row)
         row.update({f"acc_task_{i}": round(a, 3) for i, a in enumerate(accs)})
         row.update(class_il_accuracy=round(average_accuracy(accs), 3), tasks_reached=reached,
@@ -101,7 +99,7 @@ class Evaluator:
         return MetricRecord({"class-il-accuracy": average_accuracy(accs)})
 
 
-def forgetting_from_rows(rows: list[dict], n_tasks: int) -> float:
+def forgetting_from_rows(rows: list[dict]) -> float:
     """Mean over all but the last seen task of (best accuracy over rounds - final accuracy)."""
     if not rows:
         return 0.0
@@ -176,7 +174,7 @@ def summarise(scenario: Scenario, strategy, rows: list[dict], wall_s: float) -> 
         "method": device_spec(scenario).learner.label,
         "final_accuracy": final.get("class_il_accuracy", 0.0),
         "final_task_accuracies": [final.get(f"acc_task_{i}") for i in range(final.get("tasks_reached", 0))],
-        "forgetting": forgetting_from_rows(rows, scenario.dataset.n_tasks),
+        "forgetting": forgetting_from_rows(rows),
         "rounds_completed": len(rows),
         "sim_time_s": strategy.sim_time_s,
         "energy_j": t.energy_j,

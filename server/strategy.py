@@ -160,7 +160,8 @@ class SparseFedAvg(FedAvg):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         flat = from_arrays(arrays)
-        self.global_weights, self.global_masks = decode_model(flat)
+        if not self.global_weights:  # the initial model; later rounds decoded it in aggregate_train
+            self.global_weights, self.global_masks = decode_model(flat)
         nodes = self._wait_for_nodes(grid)
         self._identify(grid, nodes)
         by_device = {d: n for n, d in self.devices.items() if n in nodes}
@@ -218,7 +219,7 @@ class SparseFedAvg(FedAvg):
         t.energy_j += timing.energy_j
         weights, masks = self.aggregate([(a.weights, a.masks, a.n_examples) for a in on_time])
         flat = encode_model(weights, masks, value_dtype=self.config.value_dtype)
-        self.global_weights, self.global_masks = weights, {**self.global_masks, **masks}
+        self.global_weights, self.global_masks = decode_model(flat)  # what travels (fp16 included)
         row = self.last_row
         row.update(round_row(accepted, on_time, reports, timing))
         row.update(rejected=t.rejected_updates - rejected0, failed=t.failed_replies - failed0,
@@ -244,12 +245,12 @@ class SparseFedAvg(FedAvg):
                 log.warning("device %s: %s", device, err)
                 continue
             metrics = dict(reply.content["metrics"]) if "metrics" in reply.content else {}
-            up = model_bytes(flat)
+            up, flops = model_bytes(flat), float(metrics.get("train-flops", 0.0))
             t.upload_bytes += up
-            t.train_flops += float(metrics.get("train-flops", 0.0))
+            t.train_flops += flops
             accepted.append(Accepted(device, weights, masks, int(metrics.get("num-examples", 1)), metrics))
-            reports.append(DeviceReport(device, float(metrics.get("train-flops", 0.0)),
-                                        self._sent.get(device, 0), up, int(metrics.get("peak-memory-bytes", 0))))
+            reports.append(DeviceReport(device, flops, self._sent.get(device, 0), up,
+                                        int(metrics.get("peak-memory-bytes", 0))))
         return accepted, reports
 
     def aggregate(self, updates: list[tuple[dict, dict, int]]

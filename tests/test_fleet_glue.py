@@ -37,7 +37,7 @@ def test_forgetting_is_best_minus_final_over_all_but_the_last_task():
     rows = [{"tasks_reached": 1, "acc_task_0": 90.0},
             {"tasks_reached": 2, "acc_task_0": 80.0, "acc_task_1": 70.0},
             {"tasks_reached": 3, "acc_task_0": 60.0, "acc_task_1": 50.0, "acc_task_2": 99.0}]
-    assert forgetting_from_rows(rows, 3) == pytest.approx(((90 - 60) + (70 - 50)) / 2)
+    assert forgetting_from_rows(rows) == pytest.approx(((90 - 60) + (70 - 50)) / 2)
 
 
 def test_compare_variants_are_validated_before_anything_runs():
