@@ -6,9 +6,12 @@ forward pass plus the input-gradient and weight-gradient passes, each about F,
 so a dense step is 3F per layer. A masked layer with weight density d and
 weight-gradient density g costs (d + d + g) F: forward and input gradient touch
 only live weights, the weight gradient only the entries its gradient mask keeps.
-Norms, activations and pooling are not counted (they are a rounding error next
-to the convolutions, and RigL leaves them out too). Every example pushed through
-the model counts, buffer draws included; removed (DDR) examples do not.
+Norms, activations and pooling are counted too, dense in both arms (a masked
+convolution does not shrink the BatchNorm after it), so they weigh more in the
+sparse arm than in the dense one: BatchNorm 4 FLOPs per element (normalise and
+affine), ReLU 1, max pooling k*k per output, average pooling 1 per input; their
+training cost is 3x forward like the rest. Every example pushed through the
+model counts, buffer draws included; removed (DDR) examples do not.
 
 Memory is an estimate of peak training memory as on-device training work writes
 it: weights + gradients of the updated weights + optimizer state + saved
@@ -42,10 +45,11 @@ class ModelCost:
     layers: tuple[LayerCost, ...]
     activation_elems: int          # elements saved for backward per example (every leaf's output)
     param_elems: dict[str, int]    # every parameter's size
+    elementwise_flops: float = 0.0  # per-example forward FLOPs of norms, activations and pooling
 
     @property
     def forward_flops(self) -> float:
-        return sum(layer.forward_flops for layer in self.layers)
+        return sum(layer.forward_flops for layer in self.layers) + self.elementwise_flops
 
 
 def layer_forward_flops(module: nn.Module, out: torch.Tensor) -> float:
@@ -59,11 +63,27 @@ def layer_forward_flops(module: nn.Module, out: torch.Tensor) -> float:
     raise TypeError(f"no FLOPs rule for {type(module).__name__}")
 
 
+def elementwise_forward_flops(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> float:
+    """FLOPs of one example through a norm, activation or pooling layer (0 for others)."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return 4.0 * out[0].numel()
+    if isinstance(module, nn.ReLU):
+        return float(out[0].numel())
+    if isinstance(module, nn.MaxPool2d):
+        k = module.kernel_size
+        kh, kw = (k, k) if isinstance(k, int) else k
+        return float(kh * kw * out[0].numel())
+    if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AvgPool2d)):
+        return float(inp[0].numel())
+    return 0.0
+
+
 @torch.no_grad()
 def profile_model(model: nn.Module, input_shape: tuple[int, ...]) -> ModelCost:
     """Run one example through the model and record every layer's cost."""
     layers: list[LayerCost] = []
     activations = [0]
+    elementwise = [0.0]
     hooks = []
 
     def on_forward(name: str, module: nn.Module):
@@ -71,6 +91,8 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...]) -> ModelCost:
             activations[0] += out[0].numel()
             if isinstance(mod, (nn.Conv2d, nn.Linear)):
                 layers.append(LayerCost(f"{name}.weight", layer_forward_flops(mod, out), mod.weight.numel()))
+            else:
+                elementwise[0] += elementwise_forward_flops(mod, inputs[0], out)
         return hook
 
     for name, module in model.named_modules():
@@ -85,13 +107,13 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...]) -> ModelCost:
         for h in hooks:
             h.remove()
     params = {name: p.numel() for name, p in model.named_parameters()}
-    return ModelCost(tuple(layers), activations[0], params)
+    return ModelCost(tuple(layers), activations[0], params, elementwise[0])
 
 
 def training_flops_per_example(cost: ModelCost, weight_density: dict[str, float],
                                grad_density: dict[str, float]) -> float:
-    """RigL training FLOPs of one example: sum over layers of (d + d + g) x F."""
-    total = 0.0
+    """RigL training FLOPs of one example: sum over layers of (d + d + g) x F, plus the dense rest."""
+    total = 3.0 * cost.elementwise_flops
     for layer in cost.layers:
         d = weight_density.get(layer.name, 1.0)
         g = grad_density.get(layer.name, d)

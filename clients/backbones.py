@@ -12,7 +12,8 @@ from torch import nn
 
 from clients.errors import InputError
 
-BACKBONES = ("auto", "small-cnn", "resnet18")
+BACKBONES = ("auto", "small-cnn", "resnet18", "resnet18-reduced")
+RESNET_WIDTHS = {"resnet18": 64, "resnet18-reduced": 20}  # base width nf: SparCL's full and reduced variants
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -54,6 +55,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(out_ch)
         self.conv2 = conv3x3(out_ch, out_ch)
         self.bn2 = nn.BatchNorm2d(out_ch)
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()  # modules, so that accounting sees them
         self.shortcut = nn.Sequential()
         if stride != 1 or in_ch != out_ch:
             self.shortcut = nn.Sequential(
@@ -62,19 +64,19 @@ class BasicBlock(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return torch.relu(out + self.shortcut(x))
+        return self.relu2(out + self.shortcut(x))
 
 
 class ResNet18(nn.Module):
     """The reduced ResNet-18 of the continual-learning literature (mammoth, SparCL).
 
-    Base width `nf` (20 in the reduced variant, 64 in the full one); four stages
-    of two basic blocks each.
+    Base width `nf` (64 as SparCL runs it; 20 in the reduced variant); four
+    stages of two basic blocks each.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, nf: int = 20) -> None:
+    def __init__(self, in_channels: int, num_classes: int, nf: int = 64) -> None:
         super().__init__()
         self.stem = nn.Sequential(conv3x3(in_channels, nf), nn.BatchNorm2d(nf), nn.ReLU())
         blocks, in_ch = [], nf
@@ -91,7 +93,7 @@ class ResNet18(nn.Module):
 
 def build_backbone(name: str, input_shape: tuple[int, int, int], num_classes: int,
                    width: int | None = None) -> nn.Module:
-    """`auto` picks the small CNN for one-channel input and ResNet-18 otherwise."""
+    """`auto` picks the small CNN for one-channel input and ResNet-18 (width 64) otherwise."""
     if name not in BACKBONES:
         raise InputError(f"backbone {name!r} is unknown (choose from: {', '.join(BACKBONES)})")
     channels = input_shape[0]
@@ -99,7 +101,7 @@ def build_backbone(name: str, input_shape: tuple[int, int, int], num_classes: in
         name = "small-cnn" if channels == 1 else "resnet18"
     if name == "small-cnn":
         return SmallCNN(channels, num_classes, width or 64)
-    return ResNet18(channels, num_classes, width or 20)
+    return ResNet18(channels, num_classes, width or RESNET_WIDTHS[name])
 
 
 def masked_parameter_names(model: nn.Module) -> list[str]:

@@ -22,11 +22,18 @@ import torch
 
 from clients.errors import InputError
 
-DATASETS = ("digits", "synthetic", "mnist", "cifar10")
+DATASETS = ("digits", "synthetic", "mnist", "fashion-mnist", "cifar10")
+IDX_DATASETS = ("mnist", "fashion-mnist")  # the four standard IDX files
+
+# Debian's `dataset-fashion-mnist` package (Raspberry Pi OS is Debian too) installs the
+# four IDX .gz files here; it is the folder used when a scenario names no data_dir.
+DEFAULT_DATA_DIRS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist"}
+INSTALL_HINTS = {"fashion-mnist": "apt-get install dataset-fashion-mnist"}
 DEFAULT_TASKS = 5
 
 # (divisor to bring raw pixels to [0, 1], per-channel mean, per-channel std)
 _MNIST_STATS = (255.0, (0.1307,), (0.3081,))
+_FASHION_MNIST_STATS = (255.0, (0.2860,), (0.3530,))  # its 60,000 training images (not MNIST's)
 _CIFAR_STATS = (255.0, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 _MNIST_FILES = (
@@ -98,7 +105,8 @@ def load_stream(
 ) -> TaskStream:
     """Load dataset `name` and split it into a class-incremental stream.
 
-    data_dir is needed only by the file-backed datasets (mnist, cifar10).
+    data_dir is needed only by the file-backed datasets (mnist, fashion-mnist,
+    cifar10); fashion-mnist falls back to Debian's package folder.
     max_per_class caps TRAINING examples per class (seeded pick) so big
     datasets can be cut down for quick runs; the test sets are kept whole.
     """
@@ -264,7 +272,7 @@ def _normalise(name: str, x_train: np.ndarray, x_test: np.ndarray) -> tuple[torc
         scaled = x_train.astype(np.float64) / 16.0
         scale, mean, std = 16.0, (float(scaled.mean()),), (float(scaled.std()),)
     else:
-        scale, mean, std = _MNIST_STATS if name == "mnist" else _CIFAR_STATS
+        scale, mean, std = {"mnist": _MNIST_STATS, "fashion-mnist": _FASHION_MNIST_STATS}.get(name, _CIFAR_STATS)
     return _standardise(x_train, scale, mean, std), _standardise(x_test, scale, mean, std)
 
 
@@ -315,17 +323,19 @@ def _load_raw(name: str, data_dir: str | os.PathLike | None, rng: np.random.Gene
         return _load_digits(rng)
     if name == "synthetic":
         return _make_synthetic(rng)
-    folder = _require_dir(name, data_dir)
-    return _load_mnist(folder) if name == "mnist" else _load_cifar10(folder)
+    folder = require_data_dir(name, data_dir)
+    return _load_idx_dataset(name, folder) if name in IDX_DATASETS else _load_cifar10(folder)
 
 
-def _require_dir(name: str, data_dir: str | os.PathLike | None) -> Path:
+def require_data_dir(name: str, data_dir: str | os.PathLike | None) -> Path:
     """File-backed datasets cannot be downloaded here, so the folder must exist."""
+    data_dir = DEFAULT_DATA_DIRS.get(name) if data_dir is None else data_dir
     if data_dir is None:
         raise InputError(f"dataset {name!r} needs data_dir (a folder holding its files)")
     folder = Path(data_dir)
     if not folder.is_dir():
-        raise InputError(f"data folder '{folder}' for {name} does not exist")
+        hint = f" (install it with `{INSTALL_HINTS[name]}`, or set data_dir)" if name in INSTALL_HINTS else ""
+        raise InputError(f"data folder '{folder}' for {name} does not exist{hint}")
     return folder
 
 
@@ -360,14 +370,14 @@ def _make_synthetic(rng: np.random.Generator) -> Raw:
     return x_train, y_train, x_test, y_test
 
 
-def _load_mnist(folder: Path) -> Raw:
-    """The four MNIST IDX files, plain or gzipped."""
-    train_x, train_y, test_x, test_y = (_find_file("mnist", folder, f) for f in _MNIST_FILES)
-    x_train, y_train = _read_idx_images(train_x), _read_idx_labels(train_y)
-    x_test, y_test = _read_idx_images(test_x), _read_idx_labels(test_y)
+def _load_idx_dataset(name: str, folder: Path) -> Raw:
+    """The four IDX files of MNIST or Fashion-MNIST (same names and format), plain or gzipped."""
+    train_x, train_y, test_x, test_y = (_find_file(name, folder, f) for f in _MNIST_FILES)
+    x_train, y_train = _read_idx_images(name, train_x), _read_idx_labels(name, train_y)
+    x_test, y_test = _read_idx_images(name, test_x), _read_idx_labels(name, test_y)
     for images, labels, xs, ys in ((train_x, train_y, x_train, y_train), (test_x, test_y, x_test, y_test)):
         if len(xs) != len(ys):
-            raise InputError(f"mnist file '{images}' has {len(xs)} images but '{labels}' has {len(ys)} labels")
+            raise InputError(f"{name} file '{images}' has {len(xs)} images but '{labels}' has {len(ys)} labels")
     return x_train, y_train, x_test, y_test
 
 
@@ -379,7 +389,7 @@ def _find_file(name: str, folder: Path, filename: str) -> Path:
     raise InputError(f"{name} file '{folder / filename}' is missing (also tried .gz)")
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(name: str, path: Path) -> bytes:
     """Whole file contents, transparently gunzipped for a .gz suffix."""
     try:
         if path.suffix == ".gz":
@@ -387,36 +397,36 @@ def _read_bytes(path: Path) -> bytes:
                 return f.read()
         return path.read_bytes()
     except (OSError, EOFError) as err:  # BadGzipFile is an OSError
-        raise InputError(f"mnist file '{path}' cannot be read: {err}") from None
+        raise InputError(f"{name} file '{path}' cannot be read: {err}") from None
 
 
-def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
+def _read_idx(name: str, path: Path, magic: int, ndim: int) -> np.ndarray:
     """Parse an unsigned-byte IDX file: big-endian magic, ndim sizes, then the data."""
-    data = _read_bytes(path)
+    data = _read_bytes(name, path)
     header = 4 * (1 + ndim)
     if len(data) < header:
-        raise InputError(f"mnist file '{path}' is truncated ({len(data)} bytes, header needs {header})")
+        raise InputError(f"{name} file '{path}' is truncated ({len(data)} bytes, header needs {header})")
     (found,) = struct.unpack(">I", data[:4])
     if found != magic:
-        raise InputError(f"mnist file '{path}' has bad magic number 0x{found:08x} (expected 0x{magic:08x})")
+        raise InputError(f"{name} file '{path}' has bad magic number 0x{found:08x} (expected 0x{magic:08x})")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     expected = int(np.prod(dims))
     if len(data) - header != expected:
         raise InputError(
-            f"mnist file '{path}' has {len(data) - header} data bytes, header {dims} needs {expected}"
+            f"{name} file '{path}' has {len(data) - header} data bytes, header {dims} needs {expected}"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _read_idx_images(path: Path) -> np.ndarray:
+def _read_idx_images(name: str, path: Path) -> np.ndarray:
     """(N, 1, rows, cols) uint8 images."""
-    images = _read_idx(path, _IDX_IMAGES_MAGIC, 3)
+    images = _read_idx(name, path, _IDX_IMAGES_MAGIC, 3)
     return images.reshape(images.shape[0], 1, *images.shape[1:])
 
 
-def _read_idx_labels(path: Path) -> np.ndarray:
+def _read_idx_labels(name: str, path: Path) -> np.ndarray:
     """(N,) int64 labels."""
-    return _read_idx(path, _IDX_LABELS_MAGIC, 1).astype(np.int64)
+    return _read_idx(name, path, _IDX_LABELS_MAGIC, 1).astype(np.int64)
 
 
 def _load_cifar10(folder: Path) -> Raw:

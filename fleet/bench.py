@@ -1,14 +1,21 @@
 """`fleet bench sparcl`: a dense rehearsal method against its SparCL version.
 
 Every configuration trains on the same task stream with the same seed, one
-after the other in one process, so FLOPs, accuracy and wall-clock are measured
-side by side. Per-seed ratios are taken first, then their median.
+after the other in one process, so FLOPs, accuracy and time are measured side
+by side. Comparisons are paired: per seed first (the runs share a stream and
+the machine's state), then the median of those per-seed figures, with their
+spread (min and max over seeds). Time ratios use process CPU time, which a
+busy machine cannot inflate the way it inflates wall-clock time.
+
+Beside dense and SparCL runs an equal-FLOPs baseline trains the dense method
+for only as many epochs as SparCL's FLOPs buy, so a reader sees whether SparCL
+beats simply training less.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from clients.cl.methods import MethodConfig
@@ -21,6 +28,8 @@ from clients.sparcl.learner import LearnerConfig, SparCLConfig, TrainConfig
 from clients.sparcl.tdm import TDMConfig
 
 ABLATIONS = ("full", "tdm", "tdm+ddr", "tdm+dgm", "all")
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+EQUAL_FLOPS = "dense-equal-flops"
 
 
 @dataclass(frozen=True)
@@ -29,7 +38,7 @@ class BenchConfig:
     data_dir: str | None = None
     method: str = "derpp"
     sparsity: float = 0.9
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
     epochs: int = 50
     lr: float = 0.1          # SGD without momentum; the reference's 0.03 is for 50 CIFAR epochs
     buffer_size: int = 200
@@ -38,6 +47,7 @@ class BenchConfig:
     dgm_keep: float = 0.2
     mask_other_classes: bool = True
     max_per_class: int | None = None
+    equal_flops: bool = True  # also run the dense method at SparCL's FLOPs (fewer epochs)
 
     def __post_init__(self) -> None:
         if self.ablation not in ABLATIONS:
@@ -60,87 +70,129 @@ def sparcl_variants(config: BenchConfig) -> dict[str, SparCLConfig]:
     return {name: variants[name] for name in wanted}
 
 
-def learner_config(config: BenchConfig, sparcl: SparCLConfig, seed: int) -> LearnerConfig:
+def main_variant(names: Sequence[str]) -> str:
+    """The SparCL variant the headline figures describe: all three components if run."""
+    return "full" if "full" in names else next(n for n in names if n not in ("dense", EQUAL_FLOPS))
+
+
+def learner_config(config: BenchConfig, sparcl: SparCLConfig, seed: int, epochs: int | None = None) -> LearnerConfig:
     method = MethodConfig(name=config.method, buffer_size=config.buffer_size,
-                          mask_other_classes=config.mask_other_classes)
-    return LearnerConfig(method=method, sparcl=sparcl, width=config.width,
-                         train=TrainConfig(epochs_per_task=config.epochs, lr=config.lr, seed=seed))
+                          mask_other_classes=config.mask_other_classes, augment=config.dataset == "cifar10")
+    train = TrainConfig(epochs_per_task=epochs or config.epochs, lr=config.lr, seed=seed)
+    return LearnerConfig(method=method, sparcl=sparcl, width=config.width, train=train)
 
 
-def median(values: list[float]) -> float:
+def equal_flops_epochs(epochs: int, dense_flops: float, sparse_flops: float) -> int:
+    """Epochs per task at which the dense method spends about the sparse run's FLOPs (at least 1)."""
+    return max(1, round(epochs * sparse_flops / dense_flops))
+
+
+def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
-def summarise(runs: dict[str, list[StreamResult]]) -> dict[str, dict[str, float]]:
-    """Median figures per variant against the dense runs.
+def paired(values: Sequence[float]) -> dict[str, float]:
+    """Median and spread of per-seed figures."""
+    return {"median": median(values), "min": float(min(values)), "max": float(max(values))}
 
-    Ratios are taken per seed (the runs share a seed and the machine's state),
-    then their median; `acc_delta` is the variant's median Class-IL accuracy
-    minus the dense median (`acc_delta_paired`: the median of per-seed deltas).
+
+def summarise(runs: dict[str, list[StreamResult]]) -> dict[str, dict]:
+    """Per variant: medians of its own figures, and paired figures against dense.
+
+    `acc_delta` is the median of the per-seed differences in Class-IL accuracy
+    (variant minus dense, same seed), `acc_delta_min`/`_max` their spread;
+    ratios are dense over variant per seed, then the median. `wall_ratio` is
+    measured on process CPU time (`wall_clock_ratio` on the wall clock).
     """
     dense = runs["dense"]
     out = {}
     for name, results in runs.items():
+        delta = paired([r.class_il - d.class_il for d, r in zip(dense, results)])
+        cpu_ratio = median([d.cpu_s / r.cpu_s for d, r in zip(dense, results)])
         out[name] = {
             "class_il": median([r.class_il for r in results]),
             "task_il": median([r.task_il for r in results]),
             "forgetting": median([r.forgetting for r in results]),
             "train_flops": median([r.train_flops for r in results]),
             "examples": median([r.examples for r in results]),
+            "epochs": median([r.epochs for r in results]),
             "wall_s": median([r.wall_s for r in results]),
+            "cpu_s": median([r.cpu_s for r in results]),
             "peak_memory_bytes": median([r.peak_memory_bytes for r in results]),
             "flops_ratio": median([d.train_flops / r.train_flops for d, r in zip(dense, results)]),
-            "acc_delta": median([r.class_il for r in results]) - median([d.class_il for d in dense]),
-            "acc_delta_paired": median([r.class_il - d.class_il for d, r in zip(dense, results)]),
-            "wall_ratio": median([d.wall_s / r.wall_s for d, r in zip(dense, results)]),
+            "acc_delta": delta["median"], "acc_delta_min": delta["min"], "acc_delta_max": delta["max"],
+            "wall_ratio": cpu_ratio,
+            "cpu_ratio": cpu_ratio,
+            "wall_clock_ratio": median([d.wall_s / r.wall_s for d, r in zip(dense, results)]),
             "memory_ratio": median([r.peak_memory_bytes / d.peak_memory_bytes for d, r in zip(dense, results)]),
         }
     return out
 
 
+def versus(runs: dict[str, list[StreamResult]], a: str, b: str) -> dict[str, float]:
+    """Paired Class-IL difference a minus b over seeds: median, min, max."""
+    return paired([x.class_il - y.class_il for x, y in zip(runs[a], runs[b])])
+
+
 def run_bench(config: BenchConfig, on_epoch: Callable[[], None] | None = None,
               stream: TaskStream | None = None) -> dict:
-    """Run dense and SparCL variants for every seed; return the JSON-ready report."""
+    """Run dense, SparCL variants and the equal-FLOPs baseline for every seed; return the JSON report."""
     variants = {"dense": SparCLConfig.dense(), **sparcl_variants(config)}
-    runs: dict[str, list[StreamResult]] = {name: [] for name in variants}
+    main = main_variant(list(variants))
+    names = [*variants, EQUAL_FLOPS] if config.equal_flops else list(variants)
+    runs: dict[str, list[StreamResult]] = {name: [] for name in names}
+    tick = (lambda task, epoch: on_epoch()) if on_epoch else None
     for seed in config.seeds:
         seed_stream = stream or load_stream(config.dataset, data_dir=config.data_dir, seed=seed,
                                             max_per_class=config.max_per_class)
         for name, sparcl in variants.items():  # interleaved: dense and sparse share the machine's state
-            tick = (lambda task, epoch: on_epoch()) if on_epoch else None
             runs[name].append(run_stream(learner_config(config, sparcl, seed), seed_stream, tick))
+        if config.equal_flops:
+            epochs = equal_flops_epochs(config.epochs, runs["dense"][-1].train_flops, runs[main][-1].train_flops)
+            runs[EQUAL_FLOPS].append(run_stream(learner_config(config, SparCLConfig.dense(), seed, epochs),
+                                                seed_stream, tick))
     summary = summarise(runs)
-    main = "full" if "full" in summary else next(n for n in summary if n != "dense")
-    return {
+    report = {
         "config": {**asdict(config), "seeds": list(config.seeds)},
         "label": runs[main][0].label,
         "dense_label": runs["dense"][0].label,
         "flops_ratio": summary[main]["flops_ratio"],
         "acc_delta": summary[main]["acc_delta"],
+        "acc_delta_min": summary[main]["acc_delta_min"],
+        "acc_delta_max": summary[main]["acc_delta_max"],
         "wall_ratio": summary[main]["wall_ratio"],
         "variants": summary,
         "runs": [dict(r.to_dict(), variant=name) for name, rs in runs.items() for r in rs],
     }
+    if config.equal_flops:
+        report["vs_equal_flops"] = versus(runs, main, EQUAL_FLOPS)
+    return report
 
 
 def total_epochs(config: BenchConfig, n_tasks: int = 5) -> int:
+    """Epochs the progress bar counts (the equal-FLOPs runs are not known in advance)."""
     return len(config.seeds) * (1 + len(sparcl_variants(config))) * n_tasks * config.epochs
 
 
 def format_table(report: dict) -> str:
-    """A plain-text table of the medians, one row per variant."""
+    """A plain-text table: medians per variant, paired deltas with their spread over seeds."""
     cfg = report["config"]
     head = (f"{report['dense_label']} vs {report['label']} on {cfg['dataset']}, sparsity {cfg['sparsity']}, "
-            f"{cfg['epochs']} epochs/task, medians over seeds {cfg['seeds']}")
-    cols = f"{'variant':<14}{'Class-IL':>9}{'Task-IL':>9}{'forget':>8}{'GFLOPs':>10}{'FLOPs x':>9}" \
-           f"{'wall s':>8}{'wall x':>8}{'mem MB':>8}"
+            f"{cfg['epochs']} epochs/task, medians over seeds {cfg['seeds']} (deltas paired per seed)")
+    cols = (f"{'variant':<18}{'epochs':>7}{'Class-IL':>9}{'delta [min, max]':>23}{'Task-IL':>9}{'forget':>8}"
+            f"{'GFLOPs':>9}{'FLOPs x':>8}{'CPU s':>8}{'CPU x':>7}{'mem MB':>8}")
     lines = [head, cols, "-" * len(cols)]
     for name, v in report["variants"].items():
+        spread = f"{v['acc_delta']:+.2f} [{v['acc_delta_min']:+.2f}, {v['acc_delta_max']:+.2f}]"
         lines.append(
-            f"{name:<14}{v['class_il']:>9.2f}{v['task_il']:>9.2f}{v['forgetting']:>8.2f}"
-            f"{v['train_flops'] / 1e9:>10.1f}{v['flops_ratio']:>9.1f}{v['wall_s']:>8.1f}"
-            f"{v['wall_ratio']:>8.2f}{v['peak_memory_bytes'] / 2**20:>8.2f}")
-    lines.append(f"flops_ratio {report['flops_ratio']:.1f}x   acc_delta {report['acc_delta']:+.2f} points   "
-                 f"wall_ratio {report['wall_ratio']:.2f}x")
+            f"{name:<18}{v['epochs']:>7.0f}{v['class_il']:>9.2f}{spread:>23}{v['task_il']:>9.2f}"
+            f"{v['forgetting']:>8.2f}{v['train_flops'] / 1e9:>9.1f}{v['flops_ratio']:>8.1f}{v['cpu_s']:>8.1f}"
+            f"{v['cpu_ratio']:>7.2f}{v['peak_memory_bytes'] / 2**20:>8.2f}")
+    lines.append(f"flops_ratio {report['flops_ratio']:.1f}x   acc_delta {report['acc_delta']:+.2f} points "
+                 f"[{report['acc_delta_min']:+.2f}, {report['acc_delta_max']:+.2f}]   "
+                 f"wall_ratio (CPU time) {report['wall_ratio']:.2f}x")
+    if "vs_equal_flops" in report:
+        e = report["vs_equal_flops"]
+        lines.append(f"{report['label']} minus dense at equal FLOPs: {e['median']:+.2f} points "
+                     f"[{e['min']:+.2f}, {e['max']:+.2f}]")
     return "\n".join(lines)
-

@@ -43,8 +43,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         seeds=parse_seeds(args.seeds), epochs=args.epochs, lr=args.lr, buffer_size=args.buffer_size,
         width=args.width, ablation=args.ablation, dgm_keep=args.dgm_keep,
         mask_other_classes=not args.no_class_mask, max_per_class=args.max_per_class,
+        equal_flops=not args.no_equal_flops,
     )
     _validate_bench(config)
+    if args.json:
+        check_writable(Path(args.json))
     with tqdm(total=total_epochs(config), unit="epoch", desc="bench", disable=args.quiet,
               file=sys.stderr) as bar:
         report = run_bench(config, on_epoch=lambda: bar.update(1))
@@ -55,6 +58,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         write_json(Path(args.json), report)
         print(f"wrote {args.json}")
     return 0
+
+
+def check_writable(path: Path) -> None:
+    """Fail before hours of work if a report could not be written at the end."""
+    import os
+
+    folder = path.parent
+    if path.is_dir():
+        raise InputError(f"--json '{path}' is a folder, not a file path")
+    if not folder.is_dir():
+        raise InputError(f"--json '{path}': folder '{folder}' does not exist")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"--json '{path}': folder '{folder}' is not writable")
 
 
 def _validate_bench(config) -> None:
@@ -158,11 +174,15 @@ def build_parser() -> ArgumentParser:
 
     bench = sub.add_parser("bench", help="dense method vs its SparCL version on one device")
     bench.add_argument("target", help="what to benchmark: sparcl")
-    bench.add_argument("--dataset", default="digits", help="digits (embedded), synthetic, mnist, cifar10")
-    bench.add_argument("--data-dir", default=None, help="folder holding MNIST IDX or CIFAR-10 pickle files")
+    bench.add_argument("--dataset", default="digits",
+                       help="digits (embedded), synthetic, mnist, fashion-mnist, cifar10")
+    bench.add_argument("--data-dir", default=None,
+                       help="folder holding (Fashion-)MNIST IDX or CIFAR-10 pickle files "
+                            "(fashion-mnist: /usr/share/datasets/fashion-mnist by default)")
     bench.add_argument("--method", default="derpp", help="finetune, er, der, derpp")
     bench.add_argument("--sparsity", type=float, default=0.9, help="TDM target sparsity in [0, 1)")
-    bench.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (medians are reported)")
+    bench.add_argument("--seeds", default="0,1,2,3,4",
+                       help="comma-separated seeds (paired medians and their spread are reported)")
     bench.add_argument("--epochs", type=int, default=50, help="epochs per task")
     bench.add_argument("--lr", type=float, default=0.1, help="SGD learning rate (no momentum)")
     bench.add_argument("--buffer-size", type=int, default=200)
@@ -172,6 +192,8 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--no-class-mask", action="store_true",
                        help="do not mask other tasks' logits in the current-task loss")
     bench.add_argument("--max-per-class", type=int, default=None, help="cap training examples per class")
+    bench.add_argument("--no-equal-flops", action="store_true",
+                       help="skip the dense baseline trained for SparCL's FLOPs (fewer epochs)")
     bench.add_argument("--json", default=None, help="write the report here")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(func=cmd_bench)

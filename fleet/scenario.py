@@ -47,7 +47,7 @@ import yaml
 
 from clients.backbones import BACKBONES
 from clients.cl.methods import METHODS, MethodConfig
-from clients.data import DATASETS
+from clients.data import DATASETS, DEFAULT_DATA_DIRS, IDX_DATASETS, require_data_dir
 from clients.device import MASK_POLICIES, device_offset, task_of
 from clients.wire import VALUE_DTYPES
 from clients.errors import InputError
@@ -59,7 +59,7 @@ from fleet.profiles import BUDGETS, PROFILES
 from server.strategy import AGGREGATIONS
 
 NUM_CLASSES = {name: 10 for name in DATASETS}  # every supported dataset has 10 classes
-FILE_DATASETS = ("mnist", "cifar10")  # read from dataset.data_dir; the others are built in
+FILE_DATASETS = (*IDX_DATASETS, "cifar10")  # read from dataset.data_dir; the others are built in
 SCHEMES = ("iid", "dirichlet")
 
 
@@ -112,9 +112,11 @@ class MethodSpec:
     alpha: float = rule(0.1, ge=0)
     beta: float = rule(0.5, ge=0)
     mask_other_classes: bool = False
+    augment: bool | None = None  # random crop + flip; None: on for cifar10, as the reference runs it
 
-    def config(self) -> MethodConfig:
-        return MethodConfig(**asdict(self))
+    def config(self, dataset: str) -> MethodConfig:
+        augment = dataset == "cifar10" if self.augment is None else self.augment
+        return MethodConfig(**{**asdict(self), "augment": augment})
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ class Scenario:
             lr=self.train.lr,
             seed=seed,
         )
-        return LearnerConfig(method=self.method.config(), sparcl=sparcl, train=train,
+        return LearnerConfig(method=self.method.config(self.dataset.name), sparcl=sparcl, train=train,
                              backbone=self.train.backbone, width=self.train.width)
 
     # -- the fleet -----------------------------------------------------------
@@ -511,10 +513,12 @@ def _resolve(s: Scenario, fail) -> Scenario:
     if classes % ds.n_tasks:
         fail(f"dataset.n_tasks {ds.n_tasks} does not divide the {classes} classes of {ds.name}")
     if ds.name in FILE_DATASETS:
-        if ds.data_dir is None:
+        if ds.data_dir is None and ds.name not in DEFAULT_DATA_DIRS:
             fail(f"dataset.data_dir is required for {ds.name} (a folder holding its files)")
-        if not Path(ds.data_dir).is_dir():
-            fail(f"dataset.data_dir '{ds.data_dir}' for {ds.name} is not an existing folder")
+        try:
+            require_data_dir(ds.name, ds.data_dir)
+        except InputError as err:
+            fail(f"dataset.data_dir: {err}")
 
     fl = s.fleet
     profiles = {"rpi4": fl.devices} if fl.profiles is None else fl.profiles

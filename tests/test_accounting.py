@@ -50,7 +50,8 @@ def test_profile_hand_model():
     cost = profile_model(hand_model(), (1, 4, 4))
     assert [(l.name, l.forward_flops, l.numel) for l in cost.layers] == [
         ("0.weight", CONV_F, 18), ("3.weight", LIN_F, 96)]
-    assert cost.forward_flops == CONV_F + LIN_F
+    assert cost.elementwise_flops == 32  # the ReLU: one FLOP per element
+    assert cost.forward_flops == CONV_F + LIN_F + 32
     assert cost.activation_elems == 32 + 32 + 32 + 3   # every leaf's output, one example
     assert cost.param_elems == {"0.weight": 18, "3.weight": 96, "3.bias": 3}
 
@@ -74,21 +75,28 @@ def test_small_cnn_forward_flops_hand_count():
                 + 2 * 8 * 9 * 8 * 16     # 8->8 at 4x4
                 + 2 * 8 * 10)            # head
     assert expected == 138400
-    assert cost.forward_flops == expected
+    elementwise = (5 * 16 * 64           # stem BatchNorm (4 per element) and ReLU (1) on 16x8x8
+                   + 2 * 5 * 4 * 64      # two conv blocks at 4x8x8
+                   + 4 * 4 * 16          # 2x2 max-pool: 4 comparisons per output of 4x4x4
+                   + 2 * 5 * 8 * 16      # two conv blocks at 8x4x4
+                   + 8 * 16)             # global average pool: one per input
+    assert elementwise == 9344
+    assert cost.elementwise_flops == elementwise
+    assert cost.forward_flops == expected + elementwise
 
 
 def test_training_flops_dense_is_three_forward():
     cost = profile_model(hand_model(), (1, 4, 4))
-    assert training_flops_per_example(cost, {}, {}) == 3 * (CONV_F + LIN_F)
+    assert training_flops_per_example(cost, {}, {}) == 3 * (CONV_F + LIN_F + 32)
 
 
 def test_training_flops_masked_is_2d_plus_g():
     cost = profile_model(hand_model(), (1, 4, 4))
-    # conv: d = 0.25, g = 0.1 -> (0.5 + 0.1) x 576; linear dense: 3 x 192
+    # conv: d = 0.25, g = 0.1 -> (0.5 + 0.1) x 576; linear and ReLU dense: 3 x (192 + 32)
     flops = training_flops_per_example(cost, {"0.weight": 0.25}, {"0.weight": 0.1})
-    assert flops == pytest.approx(0.6 * 576 + 3 * 192)
+    assert flops == pytest.approx(0.6 * 576 + 3 * 192 + 3 * 32)
     # no gradient mask: g defaults to the weight density -> 3d
-    assert training_flops_per_example(cost, {"0.weight": 0.25}, {}) == pytest.approx(0.75 * 576 + 576)
+    assert training_flops_per_example(cost, {"0.weight": 0.25}, {}) == pytest.approx(0.75 * 576 + 576 + 96)
 
 
 def test_training_flops_on_hand_cost():

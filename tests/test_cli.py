@@ -27,6 +27,8 @@ def fleet(*args: str) -> subprocess.CompletedProcess:
     (["--dataset", "mnist"], "mnist"),
     (["--ablation", "dgm-only"], "dgm-only"),
     (["--seeds", "a,b"], "--seeds"),
+    (["--dataset", "fashion-mnist", "--data-dir", "/no/such/fmnist"], "apt-get install dataset-fashion-mnist"),
+    (["--json", "/no/such/folder/report.json"], "/no/such/folder"),
 ])
 def test_bench_bad_input_is_one_line_and_exit_2(args, culprit, capsys):
     assert main(["bench", "sparcl", "--quiet", *args]) == 2
@@ -59,4 +61,6 @@ def test_bench_json_holds_the_promised_keys(tmp_path):
     report = json.loads(out.read_text())
     assert report["flops_ratio"] > 1 and report["wall_ratio"] > 0
     assert isinstance(report["acc_delta"], float)
-    assert {r["variant"] for r in report["runs"]} == {"dense", "full"}
+    assert {r["variant"] for r in report["runs"]} == {"dense", "full", "dense-equal-flops"}
+    assert report["acc_delta_min"] <= report["acc_delta"] <= report["acc_delta_max"]
+    assert "vs_equal_flops" in report

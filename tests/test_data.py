@@ -182,6 +182,38 @@ def test_mnist_idx_files_load_with_exact_values(tmp_path: Path, compress: bool) 
     assert stream.tasks[4].x_test.shape == (2, 1, 28, 28)
 
 
+FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
+
+
+def test_fashion_mnist_reads_idx_files_with_its_own_statistics(tmp_path: Path) -> None:
+    raw = make_mnist(tmp_path, compress=True)  # Debian's package ships the .gz files
+    stream = load_stream("fashion-mnist", data_dir=tmp_path)
+    assert stream.name == "fashion-mnist" and stream.input_shape == (1, 28, 28)
+    task1 = stream.tasks[1]
+    assert task1.x_train[1, 0, 5, 17].item() == pytest.approx((1.0 - FASHION_MEAN) / FASHION_STD)
+    assert task1.x_train[1, 0, 17, 5].item() == pytest.approx(-FASHION_MEAN / FASHION_STD)
+    x, _ = all_train(stream)
+    assert x.shape == (20, 1, 28, 28) and raw["train_x"].shape == (20, 28, 28)
+
+
+def test_fashion_mnist_errors_name_the_dataset(tmp_path: Path) -> None:
+    make_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(InputError, match=r"^fashion-mnist file '.*t10k-labels-idx1-ubyte' is missing"):
+        load_stream("fashion-mnist", data_dir=tmp_path)
+
+
+def test_fashion_mnist_missing_folder_says_how_to_install(tmp_path: Path, monkeypatch) -> None:
+    import clients.data as data
+
+    missing = tmp_path / "fashion-mnist"
+    monkeypatch.setitem(data.DEFAULT_DATA_DIRS, "fashion-mnist", str(missing))
+    with pytest.raises(InputError) as err:
+        load_stream("fashion-mnist")  # no data_dir: Debian's package folder
+    assert str(err.value) == (f"data folder '{missing}' for fashion-mnist does not exist "
+                              "(install it with `apt-get install dataset-fashion-mnist`, or set data_dir)")
+
+
 def test_mnist_bad_magic_names_file(tmp_path: Path) -> None:
     make_mnist(tmp_path)
     write_idx(tmp_path / "train-labels-idx1-ubyte", 0x803, np.zeros(20, dtype=np.uint8))
@@ -261,10 +293,10 @@ def test_cifar10_garbage_batch_names_file(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset_lists_choices() -> None:
-    assert DATASETS == ("digits", "synthetic", "mnist", "cifar10")
+    assert DATASETS == ("digits", "synthetic", "mnist", "fashion-mnist", "cifar10")
     with pytest.raises(InputError) as err:
         load_stream("foo")
-    assert str(err.value) == "dataset 'foo' is unknown (choose from: cifar10, digits, mnist, synthetic)"
+    assert str(err.value) == "dataset 'foo' is unknown (choose from: cifar10, digits, fashion-mnist, mnist, synthetic)"
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10"])

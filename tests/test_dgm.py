@@ -111,3 +111,18 @@ def test_apply_skips_params_without_grads():
     gm.apply(None)
     assert set(gm.patterns) == {"0.weight"}
     assert model[1].weight.grad is None
+
+
+def test_restart_refreshes_at_the_next_batch():
+    """A new epoch or a changed weight mask: the next batch derives a fresh pattern."""
+    model = one_layer()
+    gm = GradientMasks(model, ["0.weight"], DGMConfig(keep=0.2, refresh_every=30))
+    set_grad(model, GRAD)
+    gm.apply(None)
+    assert positions(gm.patterns["0.weight"]) == {1, 3}
+    gm.restart()
+    second = torch.tensor([9.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -8.0])
+    set_grad(model, second)
+    assert gm.apply(None) is True  # batch 1 of 30, but refreshed
+    assert positions(gm.patterns["0.weight"]) == {0, 9}
+    assert gm.batches == 1

@@ -17,7 +17,7 @@ from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainCo
 from clients.sparcl.tdm import TDMConfig, keep_count
 
 # SmallCNN(1, 10, width=4) on 1x8x8: forward FLOPs per example, counted by hand in test_accounting
-FORWARD = 138400
+FORWARD = 138400 + 9344  # convolutions and head, plus norms, ReLUs and pooling (test_accounting)
 PER_TASK = 40  # 20 per class, 2 classes per task
 
 
@@ -167,7 +167,8 @@ def test_tdm_flops_match_the_density_formula(stream):
                                                                    dgm=None), epochs=1)
     learner.begin_task(0, stream.tasks[0].classes, stream.tasks[0].x_train, stream.tasks[0].y_train)
     dens = learner.weight_densities()
-    per_example = sum(3 * dens.get(l.name, 1.0) * l.forward_flops for l in learner.cost.layers)
+    per_example = (sum(3 * dens.get(l.name, 1.0) * l.forward_flops for l in learner.cost.layers)
+                   + 3 * learner.cost.elementwise_flops)
     learner.train_epoch()  # epoch 0 of 1: no mask update inside
     assert learner.counters.train_flops == pytest.approx(PER_TASK * per_example, rel=1e-12)
 
@@ -342,3 +343,73 @@ def test_local_masks_compute_with_the_shared_weights_frozen():
     assert np.array_equal(learner.masks_numpy()[name], own[name])    # what it sends: its own mask
     assert learner.weight_densities()[name] == 1.0                   # forward: own + shared
     assert learner.grad_densities()[name] == pytest.approx(own[name].mean(), abs=1e-6)
+
+
+def first_step_grads(learner: Learner) -> dict[str, torch.Tensor]:
+    """Run the next epoch, keeping the masked layers' gradients as the first optimizer step sees them."""
+    seen: dict[str, torch.Tensor] = {}
+    step = learner.optimizer.step
+
+    def spy(*args, **kwargs):
+        if not seen:
+            seen.update({n: p.grad.detach().clone() for n, p in masked(learner).items()})
+        return step(*args, **kwargs)
+
+    learner.optimizer.step = spy
+    learner.train_epoch()
+    learner.optimizer.step = step
+    return seen
+
+
+@pytest.mark.parametrize("event", ["update", "task-start"])
+def test_regrown_weights_get_gradients_on_the_first_step_with_dgm(stream, event):
+    # at 0.9 sparsity DGM's top 20% covers every live weight: a fresh pattern lets every regrown
+    # weight train; a stale one (derived before the mask changed) would zero their gradients
+    sparcl = SparCLConfig(tdm=TDMConfig(sparsity=0.9), ddr=None, dgm=DGMConfig(keep=0.2, refresh_every=1000))
+    learner = make(stream, method="finetune", sparcl=sparcl, epochs=10)
+    task = stream.tasks[0]
+    learner.begin_task(task.task_id, task.classes, task.x_train, task.y_train)
+    learner.train_epoch()  # epoch 0; the mask is renewed at the start of epoch 1
+    before = {n: m.clone() for n, m in learner.masks.masks.items()}
+    if event == "task-start":
+        nxt = stream.tasks[1]
+        learner.begin_task(nxt.task_id, nxt.classes, nxt.x_train, nxt.y_train)
+    grads = first_step_grads(learner)
+    regrown = total = 0
+    for name, mask in learner.masks.masks.items():
+        new = mask & ~before[name]
+        total += int(new.sum())
+        regrown += int((grads[name][new] != 0).sum())
+    assert total > 0
+    assert regrown == total
+
+
+def test_ddr_judges_raw_outputs_not_class_masked_ones(stream):
+    # the current-task loss masks other tasks' logits; DDR's forgetting statistics must not
+    cfg = LearnerConfig(
+        method=MethodConfig(name="derpp", buffer_size=20, minibatch=8, mask_other_classes=True),
+        sparcl=SparCLConfig(tdm=None, ddr=DDRConfig(), dgm=None),
+        train=TrainConfig(epochs_per_task=5, batch_size=8, lr=0.05, seed=0), backbone="small-cnn", width=4)
+    learner = Learner(cfg, stream.input_shape, stream.num_classes)
+    run_task(learner, stream.tasks[0])
+    nxt = stream.tasks[1]
+    learner.begin_task(nxt.task_id, nxt.classes, nxt.x_train, nxt.y_train)
+    logits_seen, recorded = [], []
+    loss, record = learner.method.loss, learner.removal.tracker.record
+
+    def spy_loss(x, y):
+        step = loss(x, y)
+        logits_seen.append((step.logits.detach().clone(), y.clone()))
+        return step
+
+    def spy_record(idx, hits):
+        recorded.append(hits.copy())
+        record(idx, hits)
+
+    learner.method.loss, learner.removal.tracker.record = spy_loss, spy_record
+    learner.train_epoch()
+    raw = np.concatenate([(lg.argmax(1) == y).numpy() for lg, y in logits_seen])
+    assert np.array_equal(np.concatenate(recorded), raw)
+    # the case that tells them apart: the raw prediction is an old task's class
+    outside = np.concatenate([~np.isin(lg.argmax(1).numpy(), nxt.classes) for lg, _ in logits_seen])
+    assert outside.any()

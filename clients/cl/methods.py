@@ -14,12 +14,14 @@ Methods hold no optimizer and never call backward: the learner does that.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clients.augment import crop_flip
 from clients.cl.buffer import ReservoirBuffer
 from clients.errors import InputError
 
@@ -36,6 +38,7 @@ class MethodConfig:
     alpha: float = 0.1         # DER / DER++: weight of the logit MSE
     beta: float = 0.5          # DER++: weight of the buffer cross-entropy
     mask_other_classes: bool = False  # current-task loss ignores logits of other tasks' classes
+    augment: bool = False      # random crop + flip on the current batch and buffer draws (CIFAR)
 
     def __post_init__(self) -> None:
         if self.name not in METHODS:
@@ -56,11 +59,18 @@ class StepLoss:
 class RehearsalMethod:
     """Finetune: cross-entropy on the current batch only (the lower bound)."""
 
-    def __init__(self, model: nn.Module, config: MethodConfig, buffer: ReservoirBuffer) -> None:
+    def __init__(self, model: nn.Module, config: MethodConfig, buffer: ReservoirBuffer,
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.model = model
         self.config = config
         self.buffer = buffer
+        self.augment = augment or (lambda x: x)
         self.classes: tuple[int, ...] = ()
+
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One buffer minibatch, augmented like the current batch."""
+        bx, by, blogits = self.buffer.sample(self.config.minibatch)
+        return self.augment(bx), by, blogits
 
     def begin_task(self, classes: tuple[int, ...]) -> None:
         self.classes = tuple(classes)
@@ -76,16 +86,12 @@ class RehearsalMethod:
     def current_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.current_logits(logits), y)
 
-    def predict(self, logits: torch.Tensor) -> torch.Tensor:
-        """Predicted classes under the training objective (what DDR's statistics judge)."""
-        return self.current_logits(logits).argmax(1)
-
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> StepLoss:
-        logits = self.model(x)
+        logits = self.model(self.augment(x))
         return StepLoss(self.current_loss(logits, y), logits, x.shape[0])
 
     def end_step(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> None:
-        """Nothing to remember for finetune."""
+        """Nothing to remember for finetune (x is the non-augmented batch)."""
 
 
 class ER(RehearsalMethod):
@@ -95,7 +101,7 @@ class ER(RehearsalMethod):
         step = super().loss(x, y)
         if len(self.buffer) == 0:
             return step
-        bx, by, _ = self.buffer.sample(self.config.minibatch)
+        bx, by, _ = self.draw()
         step.loss = step.loss + F.cross_entropy(self.model(bx), by)
         step.examples += bx.shape[0]
         return step
@@ -108,7 +114,7 @@ class DER(RehearsalMethod):
     """Dark experience replay: match the logits stored with buffer examples."""
 
     def logit_term(self, step: StepLoss) -> None:
-        bx, _, blogits = self.buffer.sample(self.config.minibatch)
+        bx, _, blogits = self.draw()
         step.loss = step.loss + self.config.alpha * F.mse_loss(self.model(bx), blogits)
         step.examples += bx.shape[0]
 
@@ -128,7 +134,7 @@ class DERPP(DER):
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> StepLoss:
         step = super().loss(x, y)
         if len(self.buffer) > 0:
-            bx, by, _ = self.buffer.sample(self.config.minibatch)
+            bx, by, _ = self.draw()
             step.loss = step.loss + self.config.beta * F.cross_entropy(self.model(bx), by)
             step.examples += bx.shape[0]
         return step
@@ -141,4 +147,5 @@ _CLASSES: dict[str, type[RehearsalMethod]] = {
 
 def build_method(model: nn.Module, config: MethodConfig, generator: torch.Generator) -> RehearsalMethod:
     capacity = 0 if config.name == "finetune" else config.buffer_size
-    return _CLASSES[config.name](model, config, ReservoirBuffer(capacity, generator))
+    augment = (lambda x: crop_flip(x, generator)) if config.augment else None
+    return _CLASSES[config.name](model, config, ReservoirBuffer(capacity, generator), augment)

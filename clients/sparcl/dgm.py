@@ -3,7 +3,10 @@
 Every `refresh_every` batches a pattern is computed per masked layer that keeps
 the largest `keep` share of |grad| (the percentile is taken over all entries of
 the layer, pruned ones included, whose gradient is zero once the weight mask is
-applied); the batches in between reuse it. With `keep` at or above the weight
+applied); the batches in between reuse it. As in the reference, the count
+restarts every epoch, and any change of the weight mask (task start, TDM
+update, new global weights) forces a refresh: a stale pattern would zero the
+gradients of every regrown weight, so they could never learn. With `keep` at or above the weight
 density the pattern keeps every live gradient and DGM changes nothing: it bites
 at moderate sparsity (0.75 weight sparsity with keep 0.2 skips a fifth of the
 remaining weight gradients).
@@ -47,6 +50,11 @@ class GradientMasks:
         self.params = {name: params[name] for name in names}
         self.config = config
         self.patterns: dict[str, torch.Tensor] = {}
+        self.batches = 0
+
+    def restart(self) -> None:
+        """Refresh at the next batch (a new epoch, or the weight mask changed)."""
+        self.patterns = {}
         self.batches = 0
 
     @torch.no_grad()

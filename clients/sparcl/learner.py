@@ -138,7 +138,7 @@ class Learner:
         self.removal = DataRemoval(len(y), self.epochs_per_task, ddr, self.rng) if ddr else None
         if self.masks:
             self.masks.begin_task(self.last_grads, (task_id, 0))
-            self._costs = None
+            self._mask_changed()
 
     @property
     def task_done(self) -> bool:
@@ -148,7 +148,9 @@ class Learner:
         """One epoch over the task's active examples; returns its training accuracy (%)."""
         if self.masks and self.epoch in update_epochs(self.epochs_per_task, self.config.sparcl.tdm):
             self.masks.update(self.last_grads, (self.task_id, self.epoch))
-            self._costs = None
+            self._mask_changed()
+        if self.dgm:  # the reference's batch count restarts every epoch
+            self.dgm.restart()
         if self.removal:
             self.counters.removed += len(self.removal.begin_epoch(self.epoch))
         active = self.removal.active if self.removal else np.arange(len(self.y))
@@ -160,6 +162,12 @@ class Learner:
             correct += self._step(idx, keep_grads=start + batch >= len(order))
         self.epoch += 1
         return 100.0 * correct / max(1, len(order))
+
+    def _mask_changed(self) -> None:
+        """New weight masks: FLOPs per example change and DGM must re-derive its pattern."""
+        self._costs = None
+        if self.dgm:
+            self.dgm.restart()
 
     # -- one optimisation step ---------------------------------------------
     def _step(self, idx: np.ndarray, keep_grads: bool) -> int:
@@ -179,7 +187,9 @@ class Learner:
             self.masks.apply()
         logits = step.logits.detach()
         self.method.end_step(x, y, logits)
-        hits = (self.method.predict(logits) == y).numpy()
+        # DDR judges the raw outputs, as the reference does: with other tasks' logits
+        # masked, nearly every example of a 2-class task is "right" and removal is random
+        hits = (logits.argmax(1) == y).numpy()
         if self.removal:
             self.removal.tracker.record(idx, hits)
         self._account(step.examples)
@@ -282,7 +292,7 @@ class Learner:
             self.masks.frozen = {} if shared is None else {
                 n: torch.from_numpy(np.asarray(shared[n])) & ~m for n, m in self.masks.masks.items()}
             self.masks.apply()
-            self._costs = None
+            self._mask_changed()
 
     def weights_numpy(self) -> dict[str, np.ndarray]:
         """Every floating-point tensor of the model's state (weights and norm statistics)."""

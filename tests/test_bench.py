@@ -1,0 +1,50 @@
+"""`fleet bench` statistics on hand-made results: paired deltas, spread, equal-FLOPs epochs."""
+
+from __future__ import annotations
+
+import pytest
+
+from clients.experiment import StreamResult
+from fleet.bench import equal_flops_epochs, format_table, summarise, versus
+
+
+def result(class_il: float, flops: float = 100.0, cpu: float = 10.0, seed: int = 0) -> StreamResult:
+    return StreamResult(label="x", components="x", seed=seed, class_il_matrix=[[class_il]],
+                        task_il_matrix=[[class_il]], train_flops=flops, examples=1, removed=0,
+                        peak_memory_bytes=1, dense_peak_memory_bytes=1, wall_s=cpu / 2, cpu_s=cpu,
+                        final_density=None, epochs=10)
+
+
+def test_acc_delta_is_the_median_of_paired_differences_with_spread():
+    dense = [result(50.0), result(60.0), result(70.0)]
+    sparse = [result(52.0), result(55.0), result(71.0)]  # per seed: +2, -5, +1
+    s = summarise({"dense": dense, "full": sparse})["full"]
+    assert s["acc_delta"] == 1.0            # the difference of medians would say -5
+    assert (s["acc_delta_min"], s["acc_delta_max"]) == (-5.0, 2.0)
+    assert s["class_il"] == 55.0
+    assert versus({"a": sparse, "b": dense}, "a", "b") == {"median": 1.0, "min": -5.0, "max": 2.0}
+
+
+def test_ratios_are_per_seed_and_use_cpu_time():
+    dense = [result(50, flops=1000, cpu=20), result(50, flops=1200, cpu=30)]
+    sparse = [result(50, flops=100, cpu=10), result(50, flops=100, cpu=10)]
+    s = summarise({"dense": dense, "full": sparse})["full"]
+    assert s["flops_ratio"] == pytest.approx((10 + 12) / 2)
+    assert s["wall_ratio"] == s["cpu_ratio"] == pytest.approx((2 + 3) / 2)
+    assert s["wall_clock_ratio"] == pytest.approx((2 + 3) / 2)  # wall is cpu/2 in both arms here
+
+
+@pytest.mark.parametrize("epochs,dense,sparse,expected", [
+    (50, 1200.0, 100.0, 4), (10, 1000.0, 100.0, 1), (10, 1000.0, 10.0, 1), (20, 100.0, 100.0, 20)])
+def test_equal_flops_epochs(epochs, dense, sparse, expected):
+    assert equal_flops_epochs(epochs, dense, sparse) == expected
+
+
+def test_table_shows_the_spread():
+    runs = {"dense": [result(50.0), result(60.0)], "full": [result(52.0, flops=10), result(55.0, flops=10)]}
+    report = {"config": {"dataset": "d", "sparsity": 0.9, "epochs": 10, "seeds": [0, 1]},
+              "label": "SparCL-DER++", "dense_label": "DER++", "variants": summarise(runs),
+              "flops_ratio": 10.0, "acc_delta": -1.5, "acc_delta_min": -5.0, "acc_delta_max": 2.0,
+              "wall_ratio": 1.0, "vs_equal_flops": {"median": 3.0, "min": 1.0, "max": 4.0}}
+    text = format_table(report)
+    assert "-1.50 [-5.00, +2.00]" in text and "equal FLOPs: +3.00 points [+1.00, +4.00]" in text
