@@ -122,7 +122,8 @@ def test_state_dict_round_trip():
     state = buf.state_dict()
     assert state["num_seen"] == 20
     assert state["examples"].shape == (8, 1)
-    snapshot = {k: v.clone() for k, v in state.items() if k != "num_seen"}
+    assert state["capacity"] == 8
+    snapshot = {k: v.clone() for k, v in state.items() if k not in ("num_seen", "capacity")}
 
     gen2 = torch.Generator()
     gen2.set_state(gen.get_state())
@@ -156,3 +157,19 @@ def test_state_dict_round_trip_partial_buffer():
     empty = ReservoirBuffer(10, torch.Generator())
     empty.load_state_dict(ReservoirBuffer(10, torch.Generator()).state_dict())
     assert len(empty) == 0 and empty.examples is None
+
+
+def test_shrink_keeps_a_subset_and_carries_on():
+    gen = torch.Generator().manual_seed(0)
+    buf = ReservoirBuffer(8, gen)
+    x, y = stream(30)
+    buf.add(x[:20], y[:20])
+    before = set(buf.examples.flatten().long().tolist())
+    buf.shrink(3)
+    assert buf.capacity == 3 and len(buf) == 3 and buf.examples.shape == (3, 1)
+    assert set(buf.examples.flatten().long().tolist()) <= before
+    assert buf.state_dict()["capacity"] == 3
+    buf.add(x[20:], y[20:])  # reservoir sampling goes on at the new size
+    assert len(buf) == 3 and buf.num_seen == 30
+    buf.shrink(5)  # never grows
+    assert buf.capacity == 3

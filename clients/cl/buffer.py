@@ -61,8 +61,25 @@ class ReservoirBuffer:
         logits = self.logits[idx] if self.logits is not None else None
         return self.examples[idx], self.labels[idx], logits
 
+    def shrink(self, capacity: int) -> None:
+        """Keep a uniform random subset of `capacity` slots (a memory budget's last resort).
+
+        A uniform subset of a uniform sample is still a uniform sample of the
+        stream, so reservoir sampling carries on correctly with the smaller size.
+        """
+        if capacity >= self.capacity:
+            return
+        keep = torch.randperm(len(self), generator=self.generator)[:capacity]
+        self.capacity = capacity
+        for key in ("examples", "labels", "logits"):
+            value = getattr(self, key)
+            if value is not None:
+                shrunk = torch.zeros((capacity, *value.shape[1:]), dtype=value.dtype)
+                shrunk[: keep.numel()] = value[keep]
+                setattr(self, key, shrunk)
+
     def state_dict(self) -> dict[str, torch.Tensor | int]:
-        state: dict[str, torch.Tensor | int] = {"num_seen": self.num_seen}
+        state: dict[str, torch.Tensor | int] = {"num_seen": self.num_seen, "capacity": self.capacity}
         for key in ("examples", "labels", "logits"):
             value = getattr(self, key)
             if value is not None:
@@ -71,6 +88,7 @@ class ReservoirBuffer:
 
     def load_state_dict(self, state: dict[str, torch.Tensor | int]) -> None:
         self.num_seen = int(state["num_seen"])
+        self.capacity = int(state.get("capacity", self.capacity))
         for key in ("examples", "labels", "logits"):
             setattr(self, key, None)
             if key in state:

@@ -59,6 +59,8 @@ class StepLoss:
 class RehearsalMethod:
     """Finetune: cross-entropy on the current batch only (the lower bound)."""
 
+    draws = 0  # buffer minibatches per step
+
     def __init__(self, model: nn.Module, config: MethodConfig, buffer: ReservoirBuffer,
                  augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.model = model
@@ -66,10 +68,15 @@ class RehearsalMethod:
         self.buffer = buffer
         self.augment = augment or (lambda x: x)
         self.classes: tuple[int, ...] = ()
+        self.minibatch = config.minibatch  # a memory budget may shrink it for a round
+
+    def step_examples(self, batch: int) -> int:
+        """Examples one step pushes through the model: the batch plus every buffer draw."""
+        return batch + self.draws * min(self.minibatch, len(self.buffer))
 
     def draw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One buffer minibatch, augmented like the current batch."""
-        bx, by, blogits = self.buffer.sample(self.config.minibatch)
+        bx, by, blogits = self.buffer.sample(self.minibatch)
         return self.augment(bx), by, blogits
 
     def begin_task(self, classes: tuple[int, ...]) -> None:
@@ -97,6 +104,8 @@ class RehearsalMethod:
 class ER(RehearsalMethod):
     """Experience replay: cross-entropy on the current batch plus one buffer draw."""
 
+    draws = 1
+
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> StepLoss:
         step = super().loss(x, y)
         if len(self.buffer) == 0:
@@ -112,6 +121,8 @@ class ER(RehearsalMethod):
 
 class DER(RehearsalMethod):
     """Dark experience replay: match the logits stored with buffer examples."""
+
+    draws = 1
 
     def logit_term(self, step: StepLoss) -> None:
         bx, _, blogits = self.draw()
@@ -130,6 +141,8 @@ class DER(RehearsalMethod):
 
 class DERPP(DER):
     """DER++: DER plus cross-entropy on a second, independent buffer draw."""
+
+    draws = 2
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> StepLoss:
         step = super().loss(x, y)

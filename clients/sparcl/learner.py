@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+import math
+
 from clients.accounting import (
     MemoryEstimate, buffer_bytes, peak_memory, profile_model, training_flops_per_example,
 )
+from clients.budget import Fit, KernelModel, RoundBudget, fit_memory, kernel_flops_per_example
 from clients.backbones import build_backbone, masked_parameter_names
 from clients.cl.methods import MethodConfig, build_method
 from clients.errors import InputError
@@ -88,11 +91,28 @@ class Counters:
     """What the learner has spent since it was built (restored with its state)."""
 
     train_flops: float = 0.0
+    kernel_flops: float = 0.0   # FLOPs the device's kernels executed (clients.budget): what time is made of
     examples: int = 0           # examples through the model, buffer draws included
     steps: int = 0
     removed: int = 0            # training examples removed by DDR
     peak_memory: int = 0        # bytes, estimated with masked layers stored sparse
     peak_memory_dense: int = 0  # bytes, the same with every weight stored dense
+
+
+@dataclass(frozen=True)
+class RoundWork:
+    """What one budgeted round did (differences of the counters), or why it declined."""
+
+    fit: Fit
+    steps: int = 0
+    examples: int = 0
+    train_flops: float = 0.0
+    kernel_flops: float = 0.0
+    removed: int = 0
+    peak_memory_bytes: int = 0      # this round's estimate, storage as the kernels hold it
+    compute_limited: bool = False   # stopped early: the next step would not fit the compute budget
+    declined: str | None = None
+    accuracy: float = 0.0           # training accuracy of the steps done (%)
 
 
 class Learner:
@@ -113,8 +133,9 @@ class Learner:
         self.masks = WeightMasks(self.model, self.masked_names, sp.tdm, self.generator) if sp.tdm else None
         self.dgm = GradientMasks(self.model, self.masked_names, sp.dgm) if sp.dgm else None
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.train.lr)
-        self.buffer_bytes = buffer_bytes(self.method.buffer.capacity, self.input_shape, num_classes,
-                                         with_logits=config.method.name in ("der", "derpp"))
+        self.buffer_bytes = self._buffer_bytes(self.method.buffer.capacity)
+        self.batch_size = config.train.batch_size  # a memory budget may shrink it for a round
+        self.kernels = KernelModel()                # what the device's kernels do with masked layers
         self.counters = Counters()
         self.task_id = -1
         self.epoch = 0
@@ -123,7 +144,11 @@ class Learner:
         self.y = torch.empty(0, dtype=torch.long)
         self.removal: DataRemoval | None = None
         self.last_grads: dict[str, torch.Tensor] | None = None
-        self._costs: tuple[float, dict[str, float]] | None = None  # see _step_costs
+        self.order: np.ndarray | None = None  # this epoch's example order; None between epochs
+        self.cursor = 0                       # examples of `order` already trained
+        self.epoch_hits = 0
+        self._costs: tuple[float, float, dict[str, float]] | None = None  # see _step_costs
+        self._round_peak = 0
 
     # -- the task schedule -------------------------------------------------
     @property
@@ -133,6 +158,7 @@ class Learner:
     def begin_task(self, task_id: int, classes: tuple[int, ...], x: torch.Tensor, y: torch.Tensor) -> None:
         """Start a task with its full training data (DDR removals do not carry over)."""
         self.task_id, self.classes, self.x, self.y, self.epoch = task_id, tuple(classes), x, y, 0
+        self.order, self.cursor, self.epoch_hits = None, 0, 0
         self.method.begin_task(self.classes)
         ddr = self.config.sparcl.ddr
         self.removal = DataRemoval(len(y), self.epochs_per_task, ddr, self.rng) if ddr else None
@@ -145,7 +171,16 @@ class Learner:
         return self.epoch >= self.epochs_per_task
 
     def train_epoch(self) -> float:
-        """One epoch over the task's active examples; returns its training accuracy (%)."""
+        """One epoch over the task's active examples (the rest of it, if one is under way);
+        returns its training accuracy (%)."""
+        if self.order is None:
+            self._start_epoch()
+        while self.cursor < len(self.order):
+            self._train_batch(self.batch_size)
+        return self._finish_epoch()
+
+    def _start_epoch(self) -> None:
+        """The schedule's epoch-start events (mask update, DGM restart, removal), then a fresh order."""
         if self.masks and self.epoch in update_epochs(self.epochs_per_task, self.config.sparcl.tdm):
             self.masks.update(self.last_grads, (self.task_id, self.epoch))
             self._mask_changed()
@@ -154,14 +189,89 @@ class Learner:
         if self.removal:
             self.counters.removed += len(self.removal.begin_epoch(self.epoch))
         active = self.removal.active if self.removal else np.arange(len(self.y))
-        order = self.rng.permutation(active)
-        batch = self.config.train.batch_size
-        correct = 0
-        for start in range(0, len(order), batch):
-            idx = order[start:start + batch]
-            correct += self._step(idx, keep_grads=start + batch >= len(order))
+        self.order, self.cursor, self.epoch_hits = self.rng.permutation(active), 0, 0
+
+    def _train_batch(self, batch: int) -> int:
+        """The next batch of this epoch's order; returns its size."""
+        idx = self.order[self.cursor:self.cursor + batch]
+        self.cursor += len(idx)
+        self.epoch_hits += self._step(idx, keep_grads=self.cursor >= len(self.order))
+        return len(idx)
+
+    def _finish_epoch(self) -> float:
+        accuracy = 100.0 * self.epoch_hits / max(1, len(self.order))
         self.epoch += 1
-        return 100.0 * correct / max(1, len(order))
+        self.order, self.cursor, self.epoch_hits = None, 0, 0
+        return accuracy
+
+    # -- a budgeted round ---------------------------------------------------
+    def round_memory(self, batch: int, draw: int, buffer: int) -> int:
+        """Peak-memory estimate of a step at these settings, weights stored as the kernels hold them.
+
+        Dense kernels (PyTorch) hold every weight dense, masked or not; only
+        sparse kernels hold masked layers as bitmask + values.
+        """
+        return peak_memory(self.cost, self.weight_densities(),
+                           examples_per_step=batch + self.method.draws * draw,
+                           buffer_bytes=self._buffer_bytes(buffer),
+                           sparse_storage=self.masks is not None and self.kernels.kind == "sparse").total
+
+    def train_round(self, epochs: int, budget: RoundBudget | None = None) -> RoundWork:
+        """Up to `epochs` epochs' worth of steps of the current task, within the budget.
+
+        Memory first (clients.budget.fit_memory: batch, then buffer draw, then
+        buffer); then steps until the next one would overrun the compute
+        budget. The epoch position carries over between rounds, so the task's
+        schedule (mask updates, removals, the frozen end) follows the work
+        really done. Declines, training nothing, when no setting fits the
+        memory or not one step fits the compute.
+        """
+        budget = budget or RoundBudget()
+        if self.kernels != budget.kernels:
+            self.kernels, self._costs = budget.kernels, None
+        m = self.method
+        fit = fit_memory(self.round_memory, budget.memory_bytes, self.config.train.batch_size,
+                         self.config.method.minibatch, m.buffer.capacity)
+        if fit.declined:
+            return RoundWork(fit=fit, declined=fit.declined)
+        self.batch_size, m.minibatch = fit.batch, fit.draw
+        if fit.buffer < m.buffer.capacity:
+            m.buffer.shrink(fit.buffer)
+            self.buffer_bytes = self._buffer_bytes(fit.buffer)
+        c = self.counters
+        before = (c.steps, c.examples, c.train_flops, c.kernel_flops, c.removed)
+        self._round_peak, hits, seen = 0, 0, 0
+        active = len(self.removal.active) if self.removal else len(self.y)
+        wanted = epochs * math.ceil(active / self.batch_size)
+        limited = False
+        for _ in range(wanted):
+            if self.order is None:
+                self._start_epoch()
+            n = min(self.batch_size, len(self.order) - self.cursor)
+            cost = m.step_examples(n) * self._step_costs()[1]
+            if budget.compute_flops is not None and c.kernel_flops - before[3] + cost > budget.compute_flops:
+                limited = True
+                break
+            hits_before = self.epoch_hits
+            seen += self._train_batch(n)
+            hits += self.epoch_hits - hits_before
+            if self.cursor >= len(self.order):
+                self._finish_epoch()
+        self.batch_size, m.minibatch = self.config.train.batch_size, self.config.method.minibatch
+        steps = c.steps - before[0]
+        declined = None
+        if steps == 0 and limited:
+            declined = (f"its compute budget of {budget.compute_flops / 1e9:.3g} GFLOPs fits no step "
+                        f"(one costs {cost / 1e9:.3g})")
+        return RoundWork(fit=fit, steps=steps, examples=c.examples - before[1],
+                         train_flops=c.train_flops - before[2], kernel_flops=c.kernel_flops - before[3],
+                         removed=c.removed - before[4], peak_memory_bytes=self._round_peak,
+                         compute_limited=limited, declined=declined,
+                         accuracy=100.0 * hits / max(1, seen))
+
+    def _buffer_bytes(self, capacity: int) -> int:
+        return buffer_bytes(capacity, self.input_shape, self.num_classes,
+                            with_logits=self.config.method.name in ("der", "derpp"))
 
     def _mask_changed(self) -> None:
         """New weight masks: FLOPs per example change and DGM must re-derive its pattern."""
@@ -203,22 +313,26 @@ class Learner:
             return self.dgm.densities()
         return self.masks.trainable_densities() if self.masks and self.masks.frozen else {}
 
-    def _step_costs(self) -> tuple[float, dict[str, float]]:
-        """FLOPs per example and weight densities, recomputed only when a mask changes."""
+    def _step_costs(self) -> tuple[float, float, dict[str, float]]:
+        """Counted and kernel FLOPs per example and weight densities, recomputed when a mask changes."""
         if self._costs is None:
             densities = self.weight_densities()
-            self._costs = (training_flops_per_example(self.cost, densities, self.grad_densities()), densities)
+            self._costs = (training_flops_per_example(self.cost, densities, self.grad_densities()),
+                           kernel_flops_per_example(self.cost, densities, self.kernels), densities)
         return self._costs
 
     def _account(self, examples: int) -> None:
-        flops_per_example, densities = self._step_costs()
+        flops_per_example, kernel_per_example, densities = self._step_costs()
         c = self.counters
         c.train_flops += examples * flops_per_example
+        c.kernel_flops += examples * kernel_per_example
         c.examples += examples
         c.steps += 1
-        c.peak_memory = max(c.peak_memory, self.memory(examples, densities=densities).total)
-        c.peak_memory_dense = max(c.peak_memory_dense,
-                                  self.memory(examples, sparse_storage=False, densities=densities).total)
+        sparse = self.memory(examples, densities=densities).total
+        dense = self.memory(examples, sparse_storage=False, densities=densities).total
+        c.peak_memory = max(c.peak_memory, sparse)
+        c.peak_memory_dense = max(c.peak_memory_dense, dense)
+        self._round_peak = max(self._round_peak, sparse if self.kernels.kind == "sparse" else dense)
 
     def memory(self, examples_per_step: int, sparse_storage: bool = True,
                densities: dict[str, float] | None = None) -> MemoryEstimate:
@@ -239,7 +353,8 @@ class Learner:
             "masks": self.masks.state_dict() if self.masks else None,
             "dgm": {"patterns": self.dgm.patterns, "batches": self.dgm.batches} if self.dgm else None,
             "buffer": self.method.buffer.state_dict(),
-            "task": {"task_id": self.task_id, "epoch": self.epoch, "classes": self.classes},
+            "task": {"task_id": self.task_id, "epoch": self.epoch, "classes": self.classes,
+                     "order": self.order, "cursor": self.cursor, "epoch_hits": self.epoch_hits},
             "removal": removal,
             "last_grads": self.last_grads,
             "counters": vars(self.counters).copy(),
@@ -255,8 +370,10 @@ class Learner:
         if self.dgm and state["dgm"] is not None:
             self.dgm.patterns, self.dgm.batches = state["dgm"]["patterns"], state["dgm"]["batches"]
         self.method.buffer.load_state_dict(state["buffer"])
+        self.buffer_bytes = self._buffer_bytes(self.method.buffer.capacity)
         task = state["task"]
         self.task_id, self.epoch, self.classes = task["task_id"], task["epoch"], tuple(task["classes"])
+        self.order, self.cursor, self.epoch_hits = task["order"], task["cursor"], task["epoch_hits"]
         self.method.begin_task(self.classes)
         self.removal = None
         if state["removal"] is not None and self.config.sparcl.ddr:
