@@ -17,7 +17,7 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.device import DeviceSpec, budget_metrics, run_round
+from clients.device import DeviceSpec, budget_from_config, run_round
 from clients.records import from_arrays, to_arrays
 
 STATE_KEY = "sparcl-state"
@@ -62,10 +62,13 @@ def train(msg: Message, context: Context) -> Message:
     """One round: the config carries the round, the fleet's simulated time and this device's budget."""
     config = msg.content["config"]
     spec = DeviceSpec.from_json(str(config["device-spec"]))
+    budget, fail_after = budget_from_config(dict(config))
     result = run_round(spec, device_id(context), int(config["server-round"]),
-                       from_arrays(msg.content["arrays"]), load_state(context))
-    save_state(context, result.state)
-    budget = {k: float(v) for k, v in config.items() if k.startswith("budget-")}
-    metrics = {**result.metrics, **budget_metrics(result.metrics["peak-memory-bytes"], budget)}
-    return Message(RecordDict({"arrays": to_arrays(result.update), "metrics": MetricRecord(metrics)}),
-                   reply_to=msg)
+                       from_arrays(msg.content["arrays"]), load_state(context), budget, fail_after)
+    if result.status == "ok":
+        save_state(context, result.state)
+    info = ConfigRecord({"status": result.status, "reason": result.reason, "adaptations": result.adaptations})
+    content = {"metrics": MetricRecord(result.metrics), "info": info}
+    if result.status == "ok":
+        content["arrays"] = to_arrays(result.update)
+    return Message(RecordDict(content), reply_to=msg)

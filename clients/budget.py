@@ -61,8 +61,8 @@ class KernelModel:
 
 
 def check_speedup_table(table: Sequence[Sequence[float]], what: str) -> None:
-    """Sparsities strictly increasing in [0, 1), speed-ups finite and positive."""
-    last = -math.inf
+    """Sparsities strictly increasing in [0, 1), speed-ups positive and not falling as sparsity grows."""
+    last, last_speedup = -math.inf, 0.0
     for point in table:
         if len(point) != 2:
             raise InputError(f"{what}: each point must be (sparsity, speed-up), got {point!r}")
@@ -73,7 +73,10 @@ def check_speedup_table(table: Sequence[Sequence[float]], what: str) -> None:
             raise InputError(f"{what}: sparsities must be increasing, got {sparsity} after {last}")
         if not (isinstance(speedup, (int, float)) and math.isfinite(speedup) and speedup > 0):
             raise InputError(f"{what}: speed-up {speedup!r} at sparsity {sparsity} must be a number > 0")
-        last = sparsity
+        if speedup < last_speedup:
+            raise InputError(f"{what}: speed-ups must not fall as sparsity grows, got {speedup} at {sparsity} "
+                             f"after {last_speedup} at {last}")
+        last, last_speedup = sparsity, speedup
 
 
 def kernel_flops_per_example(cost: ModelCost, densities: dict[str, float], kernels: KernelModel) -> float:

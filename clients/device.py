@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from clients import wire
+from clients.budget import KernelModel, RoundBudget
 from clients.cl.methods import MethodConfig
 from clients.errors import InputError
 from clients.data import TaskStream, load_stream, partition_indices
@@ -140,25 +141,43 @@ def build_learner(spec: DeviceSpec, device: int) -> Learner:
     return Learner(config, stream.input_shape, stream.num_classes)
 
 
-def budget_metrics(peak_memory_bytes: int, budget: dict[str, float]) -> dict[str, int]:
-    """Whether this round's estimated peak training memory fits the device's memory budget."""
-    if "budget-memory-mb" not in budget:
-        return {}
-    return {"fits-memory-budget": int(peak_memory_bytes <= budget["budget-memory-mb"] * 2**20)}
+def budget_from_config(config: dict) -> tuple[RoundBudget, float | None]:
+    """The round's budget from the `budget-*` config values, and the FLOPs after which it fails.
+
+    A device that would cross `fail-after-flops` crashes there (the world drew
+    it): its update is lost and the state it persisted before the round stays.
+    """
+    speedup = tuple(tuple(p) for p in json.loads(str(config.get("budget-speedup", "[]"))))
+    kernels = KernelModel(str(config.get("budget-kernels", "dense")), speedup)
+    compute = config.get("budget-compute-flops")
+    fail = config.get("budget-fail-after-flops")
+    memory = config.get("budget-memory-bytes")
+    cap = None if compute is None and fail is None else min(
+        float(v) for v in (compute, fail) if v is not None)
+    budget = RoundBudget(compute_flops=cap, memory_bytes=None if memory is None else float(memory),
+                         kernels=kernels)
+    return budget, None if fail is None else float(fail)
 
 
 @dataclass(frozen=True)
 class RoundResult:
-    update: dict[str, np.ndarray]   # the encoded update (wire format)
+    update: dict[str, np.ndarray]   # the encoded update (wire format); empty unless status is ok
     metrics: dict[str, float | int]
-    state: bytes                    # the device's learner state after the round
+    state: bytes | None             # the device's learner state after the round (unchanged unless ok)
+    status: str = "ok"              # ok | declined | failed
+    reason: str = ""
+    adaptations: str = ""
 
 
 def run_round(spec: DeviceSpec, device: int, server_round: int, global_update: dict[str, np.ndarray],
-              state: bytes | None) -> RoundResult:
-    """Load the global model, train this round's local epochs, return the sparse update.
+              state: bytes | None, budget: RoundBudget | None = None,
+              fail_after_flops: float | None = None) -> RoundResult:
+    """Load the global model, train what the budget allows of this round's local epochs, return
+    the sparse update.
 
-    `state` is the blob the previous round returned (None on a device's first round).
+    `state` is the blob the previous round returned (None on a device's first
+    round). A round that declines (nothing fits the budget) or fails (it
+    crossed `fail_after_flops`) returns no update and the state it was given.
     """
     task_id = spec_task(spec, device, server_round)
     x, y = device_data(spec, device, task_id)
@@ -176,24 +195,34 @@ def run_round(spec: DeviceSpec, device: int, server_round: int, global_update: d
         learner.begin_task(task_id, stream_of(spec).tasks[task_id].classes, x, y)
     else:
         learner.attach(x, y)
-    before = (learner.counters.train_flops, learner.counters.examples, learner.counters.removed)
-    accuracy = 0.0
-    for _ in range(spec.local_epochs):
-        accuracy = learner.train_epoch()
-    update = wire.encode_model(learner.weights_numpy(), learner.masks_numpy(),
-                               value_dtype=spec.value_dtype)
-    c = learner.counters
+    budget = budget or RoundBudget()
+    work = learner.train_round(spec.local_epochs, budget)
     metrics = {
         "num-examples": int(len(y)),
         "device-id": device,
         "task-id": task_id,
-        "train-flops": c.train_flops - before[0],
-        "examples-processed": c.examples - before[1],
-        "removed": c.removed - before[2],
-        "peak-memory-bytes": c.peak_memory,
-        "up-bytes": wire.model_bytes(update),
+        "train-flops": work.train_flops,
+        "kernel-flops": work.kernel_flops,
+        "examples-processed": work.examples,
+        "steps": work.steps,
+        "removed": work.removed,
+        "peak-memory-bytes": learner.counters.peak_memory,
+        "round-peak-memory-bytes": work.peak_memory_bytes,
+        "compute-limited": int(work.compute_limited),
+        "adapted": int(work.fit.adapted),
+        "batch-size": work.fit.batch,
+        "buffer-size": work.fit.buffer,
         "down-bytes": wire.model_bytes(global_update),
-        "local-accuracy": accuracy,
+        "local-accuracy": work.accuracy,
         "density": float(np.mean(list(learner.weight_densities().values()))) if learner.masks else 1.0,
     }
-    return RoundResult(update, metrics, learner.to_bytes())
+    adaptations = ", ".join(work.fit.adaptations)
+    if work.declined:
+        return RoundResult({}, metrics, state, "declined", work.declined, adaptations)
+    crashed = (fail_after_flops is not None and work.compute_limited
+               and (budget.compute_flops is None or fail_after_flops <= budget.compute_flops))
+    if crashed:
+        return RoundResult({}, metrics, state, "failed", "crashed mid-round (simulated)", adaptations)
+    update = wire.encode_model(learner.weights_numpy(), learner.masks_numpy(), value_dtype=spec.value_dtype)
+    metrics["up-bytes"] = wire.model_bytes(update)
+    return RoundResult(update, metrics, learner.to_bytes(), "ok", "", adaptations)

@@ -1,4 +1,4 @@
-"""Run outputs: rounds.csv (appended and flushed each round), summary.json, PNG plots."""
+"""Run outputs: rounds.csv (appended and flushed each round), devices.csv, summary.json, PNG plots."""
 
 from __future__ import annotations
 
@@ -31,6 +31,16 @@ class RoundsCsv:
             csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(row)
             f.flush()
             os.fsync(f.fileno())
+
+
+def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
+    """A whole table at once, atomically (temporary file, then rename)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -71,6 +81,54 @@ def plot_bytes(rows: Sequence[dict], path: Path, title: str) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3, axis="y")
     ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+STATUS_COLOURS = {"ok": "tab:green", "late": "tab:orange", "failed": "tab:red", "oom": "tab:purple",
+                  "declined": "tab:gray"}
+
+
+def plot_timeline(outcomes: Sequence, start_s: float, close_s: float, deadline_s: float | None,
+                  path: Path, title: str, labels: dict[int, str] | None = None) -> None:
+    """A Gantt chart of one round: download, compute, upload per device; close and deadline marked."""
+    outcomes = sorted(outcomes, key=lambda d: d.device_id)
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(outcomes) + 1.6))
+    phases = (("download_s", "tab:blue", "download"), ("compute_s", "tab:olive", "compute"),
+              ("upload_s", "tab:cyan", "upload"))
+    for row, d in enumerate(outcomes):
+        at = d.start_s - start_s
+        for key, colour, name in phases:
+            width = getattr(d, key)
+            ax.barh(row, width, left=at, color=colour, label=name if row == 0 else None,
+                    edgecolor=STATUS_COLOURS.get(d.status, "black"), linewidth=1.5)
+            at += width
+        ax.text(at, row, f" {d.status}", va="center", fontsize=7, color=STATUS_COLOURS.get(d.status, "black"))
+    ax.axvline(close_s - start_s, color="black", lw=1, label="round closed")
+    if deadline_s is not None:
+        ax.axvline(deadline_s, color="tab:red", ls="--", lw=1, label="deadline")
+    names = labels or {}
+    ax.set_yticks(range(len(outcomes)), [f"{d.device_id} {names.get(d.device_id, '')}" for d in outcomes],
+                  fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlabel="simulated seconds since the round started", title=title)
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_accuracy_time(curves: dict[str, Sequence[tuple[float, float]]], path: Path, title: str) -> None:
+    """Class-IL accuracy against simulated time, one line per run (a profile, a variant)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, points in curves.items():
+        if points:
+            ax.plot(*zip(*points), marker=".", label=name)
+    ax.set(xlabel="simulated time (s)", ylabel="Class-IL accuracy (%)", title=title, ylim=(0, 101))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -29,16 +29,20 @@ from clients.data import TaskStream, load_stream  # noqa: E402
 from clients.device import DeviceSpec, spec_task  # noqa: E402
 from clients.metrics import average_accuracy, task_accuracy  # noqa: E402
 from clients.sparcl.learner import Learner  # noqa: E402
-from fleet.profiles import get_budget, get_profile  # noqa: E402
-from fleet.report import RoundsCsv, plot_accuracy, plot_bytes, write_json  # noqa: E402
+from fleet.ledger import COLUMNS as DEVICE_COLUMNS, Ledger  # noqa: E402
+from fleet.profiles import get_profile  # noqa: E402
+from fleet.report import (  # noqa: E402
+    RoundsCsv, plot_accuracy, plot_accuracy_time, plot_bytes, plot_timeline, write_csv, write_json,
+)
 from fleet.scenario import Scenario  # noqa: E402
 from fleet.world import SimWorld  # noqa: E402
 from server.app import make_server_app  # noqa: E402
 from server.strategy import ServerConfig  # noqa: E402
 
-BASE_COLUMNS = ["round", "sim_time_s", "online", "sampled", "replies", "accepted", "dropped", "rejected",
-                "failed", "over_memory_budget", "upload_bytes", "download_bytes", "train_flops", "energy_j",
-                "local_accuracy", "class_il_accuracy", "tasks_reached", "wall_s"]
+BASE_COLUMNS = ["round", "sim_start_s", "sim_time_s", "online", "busy", "sampled", "replies", "accepted",
+                "dropped", "rejected", "failed", "n_offline", "n_ok", "n_late", "n_failed", "n_oom", "n_declined",
+                "n_adapted", "upload_bytes", "download_bytes", "train_flops", "wasted_train_flops", "energy_j",
+                "wasted_energy_j", "local_accuracy", "class_il_accuracy", "tasks_reached", "wall_s"]
 
 
 def device_spec(scenario: Scenario) -> DeviceSpec:
@@ -78,6 +82,7 @@ class Evaluator:
     spec: DeviceSpec
     csv: RoundsCsv
     sink: dict
+    ledger: Ledger
     on_round: object = None
     started: float = 0.0
 
@@ -89,6 +94,8 @@ class Evaluator:
         reached = tasks_reached(self.spec, server_round)
         accs = [task_accuracy(self.learner.model, t.x_test, t.y_test, t.classes)[0]
                 for t in self.stream.tasks[:reached]]
+        if strategy.last_timing is not None:
+            self.ledger.add_round(server_round, strategy.last_timing, strategy.last_reports, strategy.last_adapted)
         row = dict(strategy.last_row)
         row.update({f"acc_task_{i}": round(a, 3) for i, a in enumerate(accs)})
         row.update(class_il_accuracy=round(average_accuracy(accs), 3), tasks_reached=reached,
@@ -136,16 +143,15 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
                          max_per_class=spec.max_per_class)
     learner = Learner(spec.learner, stream.input_shape, stream.num_classes)
     config = server_config(scenario, spec, learner.masked_names)
-    world = SimWorld([get_profile(p) for p in scenario.device_profiles()], get_budget(scenario.timing.budget),
-                     deadline_s=scenario.timing.deadline_s, keep_first=scenario.timing.keep_first,
-                     offline_rate_per_s=scenario.timing.offline_rate_per_s, seed=scenario.seed)
+    world = make_world(scenario)
     # everything that can fail on bad input has run: only now touch the output folder
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "scenario.yaml").write_text(yaml.safe_dump(scenario.to_dict(), sort_keys=False))
     columns = BASE_COLUMNS + [f"acc_task_{t}" for t in range(spec.n_tasks)] + ["tasks", "statuses"]
     rounds_csv = RoundsCsv(out_dir / "rounds.csv", columns)
     sink: dict = {}
-    evaluator = Evaluator(stream, learner, spec, rounds_csv, sink, on_round, time.perf_counter())
+    ledger = Ledger(scenario.device_profiles())
+    evaluator = Evaluator(stream, learner, spec, rounds_csv, sink, ledger, on_round, time.perf_counter())
     server_app = make_server_app(config, learner.weights_numpy(),
                                  learner.masks_numpy() if config.sparsity is not None else {},
                                  world, evaluator, sink)
@@ -159,11 +165,28 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
         raise RuntimeError("the Flower run ended without a result (see the log with --verbose)")
     summary = summarise(scenario, sink["strategy"], rounds_csv.rows, wall)
     write_json(out_dir / "summary.json", summary)
+    write_csv(out_dir / "devices.csv", ledger.rows(), DEVICE_COLUMNS)
     if rounds_csv.rows:
         label = f"{scenario.name}: {spec.learner.label}"
         plot_accuracy(rounds_csv.rows, spec.n_tasks, out_dir / "accuracy.png", label)
+        plot_accuracy_time({label: summary["curve"]}, out_dir / "accuracy_time.png", label)
         plot_bytes(rounds_csv.rows, out_dir / "bytes.png", label)
+    chosen = ledger.timeline_round()
+    if chosen is not None:
+        server_round, timing = chosen
+        plot_timeline(timing.devices, timing.start_s, timing.sim_time_s, world.deadline_s,
+                      out_dir / "timeline.png", f"{scenario.name}: round {server_round} "
+                      f"({spec.learner.label}, budget {scenario.timing.budget}, {world.kernels.kind} kernels)",
+                      dict(enumerate(scenario.device_profiles())))
     return summary
+
+
+def make_world(scenario: Scenario) -> SimWorld:
+    """The simpy world of a scenario: its devices under its budget profile and kernel model."""
+    t = scenario.timing
+    return SimWorld([get_profile(p) for p in scenario.device_profiles()], scenario.budget_profile(),
+                    deadline_s=t.deadline_s, keep_first=t.keep_first, offline_rate_per_s=t.offline_rate_per_s,
+                    seed=scenario.seed, kernels=scenario.kernel_model())
 
 
 def summarise(scenario: Scenario, strategy, rows: list[dict], wall_s: float) -> dict:
@@ -184,6 +207,17 @@ def summarise(scenario: Scenario, strategy, rows: list[dict], wall_s: float) -> 
         "dropped_updates": t.dropped_updates,
         "rejected_updates": t.rejected_updates,
         "failed_replies": t.failed_replies,
+        "declined": t.declined,
+        "adapted": t.adapted,
+        "statuses": {s: sum(int(r.get(f"n_{s}", 0)) for r in rows)
+                     for s in ("ok", "late", "failed", "oom", "declined", "offline", "adapted")},
+        "wasted_train_flops": t.wasted_train_flops,
+        "wasted_upload_bytes": t.wasted_upload_bytes,
+        "wasted_energy_j": t.wasted_energy_j,
+        "budget": scenario.timing.budget,
+        "kernels": scenario.timing.kernels,
+        "curve": [[r["sim_time_s"], r["class_il_accuracy"]] for r in rows],
         "rejections": t.rejections[:50],
+        "notes": t.notes[:50],
         "wall_s": wall_s,
     }

@@ -46,6 +46,7 @@ from typing import Any, NoReturn, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from clients.backbones import BACKBONES
+from clients.budget import KERNELS, KernelModel, check_speedup_table
 from clients.cl.methods import METHODS, MethodConfig
 from clients.data import DATASETS, DEFAULT_DATA_DIRS, IDX_DATASETS, require_data_dir
 from clients.device import MASK_POLICIES, device_offset, task_of
@@ -55,7 +56,7 @@ from clients.sparcl.ddr import DDRConfig
 from clients.sparcl.dgm import DGMConfig
 from clients.sparcl.learner import LearnerConfig, SparCLConfig, TrainConfig
 from clients.sparcl.tdm import TDMConfig
-from fleet.profiles import BUDGETS, PROFILES
+from fleet.profiles import BUDGETS, PAPER_SPARSE_SPEEDUP, PROFILES, BudgetProfile
 from server.strategy import AGGREGATIONS
 
 NUM_CLASSES = {name: 10 for name in DATASETS}  # every supported dataset has 10 classes
@@ -155,10 +156,22 @@ class FederationSpec:
 
 @dataclass(frozen=True)
 class TimingSpec:
-    budget: str = rule("generous", choices=tuple(BUDGETS))
+    budget: str = "generous"  # a built-in budget profile or one named under `budgets`
     deadline_s: float | None = rule(None, gt=0)  # simulated round deadline; overrides the budget's
     keep_first: int | None = rule(None, ge=1)  # aggregate only the first K updates to arrive
-    offline_rate_per_s: float = rule(0.0, ge=0)
+    offline_rate_per_s: float = rule(0.0, ge=0)  # rate of mid-round failures per simulated second
+    kernels: str = rule("dense", choices=KERNELS)  # what a masked layer costs the devices (clients.budget)
+    speedup: dict[float, float] | None = None  # sparse kernels: sparsity -> speed-up; default the paper's
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """A user-named budget profile: scales of every device's compute, memory and bandwidth, and a deadline."""
+
+    compute_scale: float = rule(1.0, gt=0)
+    memory_scale: float = rule(1.0, gt=0)
+    bandwidth_scale: float = rule(1.0, gt=0)
+    deadline_s: float | None = rule(None, gt=0)
 
 
 # --------------------------------------------------------------------------- the scenario
@@ -178,6 +191,7 @@ class Scenario:
     sparcl: SparCLSpec = field(default_factory=SparCLSpec)
     federation: FederationSpec = field(default_factory=FederationSpec)
     timing: TimingSpec = field(default_factory=TimingSpec)
+    budgets: dict[str, BudgetSpec] | None = None  # named budget profiles (add to or replace the built-ins)
 
     # parse_scenario also stores, outside the dataclass fields (so they take no
     # part in ==, repr, asdict or to_dict): `_source`, the name used in error
@@ -242,12 +256,26 @@ class Scenario:
         """Devices sampled per round (federation.devices_per_round, always a count once parsed)."""
         return int(self.federation.devices_per_round)
 
+    def budget_profiles(self) -> dict[str, BudgetProfile]:
+        """The built-in budget profiles with this scenario's own (same name: the scenario's wins)."""
+        own = {name: BudgetProfile(name, **asdict(b)) for name, b in (self.budgets or {}).items()}
+        return {**BUDGETS, **own}
+
+    def budget_profile(self) -> BudgetProfile:
+        return self.budget_profiles()[self.timing.budget]
+
+    def kernel_model(self) -> KernelModel:
+        """The devices' kernels; sparse kernels default to the SparCL paper's phone figures."""
+        t = self.timing
+        table = tuple(t.speedup.items()) if t.speedup else PAPER_SPARSE_SPEEDUP
+        return KernelModel(t.kernels, table if t.kernels == "sparse" else ())
+
     @property
     def round_deadline_s(self) -> float | None:
         """The simulated round deadline: timing.deadline_s, else the budget's (None: wait for all)."""
         if self.timing.deadline_s is not None:
             return self.timing.deadline_s
-        return BUDGETS[self.timing.budget].deadline_s
+        return self.budget_profile().deadline_s
 
     def device_offset(self, device: int) -> int:
         """How many rounds `device` runs behind device 0 (see device_offset)."""
@@ -565,6 +593,16 @@ def _resolve(s: Scenario, fail) -> Scenario:
             min_available=fe.min_available if fe.min_available is not None else min(2, fl.devices),
         ),
     )
+    budgets = s.budget_profiles()
+    if s.timing.budget not in budgets:
+        close = difflib.get_close_matches(s.timing.budget, list(budgets), n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        fail(f"timing.budget: unknown budget profile '{s.timing.budget}' ({hint}choose from: {', '.join(budgets)})")
+    if s.timing.speedup is not None:
+        try:
+            check_speedup_table(tuple(s.timing.speedup.items()), "timing.speedup")
+        except InputError as err:
+            fail(str(err))
     if s.timing.keep_first is not None and s.timing.keep_first > s.sample_size():
         fail(f"timing.keep_first {s.timing.keep_first} exceeds the {s.sample_size()} devices sampled per round "
              "(federation.devices_per_round)")

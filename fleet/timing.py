@@ -9,15 +9,22 @@ devices dropping offline interact the way they do on a real server.
 Round model (all times absolute simulated seconds):
 
 * every device starts at `start_s` and does download -> compute -> upload;
+  compute time is the FLOPs its kernels execute (`kernel_flops`, see
+  clients.budget: dense kernels multiply the zeros) over its sustained rate;
 * a device whose peak memory exceeds its profile is "oom": it does no work and
   idles until the round closes;
-* with `offline_rate_per_s > 0` each device draws an exponential time to going
-  offline; if that comes before it finishes, it is "offline" and its work is
-  lost (the server notices at once, as a dropped connection);
+* a device that declined (its budget fits nothing) downloads, answers at once
+  and does no more: "declined";
+* a device with a failure time (`fail_at_s` after the start, drawn by the
+  world per device) that comes before it finishes is "failed": it stops there
+  and its update is lost (the server notices at once, as a dropped
+  connection); a device that reports it crashed computes until its failure;
 * the round closes at the earliest of: the deadline, the K-th accepted
-  arrival (keep_first=K), or when every working device has reported;
+  arrival (keep_first=K), or when every working device has reported; a round
+  in which no update arrives waits for its deadline all the same;
 * an arrival exactly at the deadline is in time; arrivals after the close are
-  "late" — they still finish their work (and pay its energy) but are ignored;
+  "late" — they still finish their work (and pay its energy) but are ignored,
+  and the device stays busy until it has finished;
 * accepted ("ok") devices then idle from their arrival until the close.
 """
 
@@ -35,7 +42,7 @@ from clients.errors import InputError
 from fleet.profiles import DeviceProfile
 
 MIB = 2**20  # bytes per memory_mb unit
-Status = Literal["ok", "late", "offline", "oom"]
+Status = Literal["ok", "late", "failed", "oom", "declined"]
 
 
 # --------------------------------------------------------------------------- checks
@@ -87,7 +94,11 @@ def fits_memory(peak_bytes: float, profile: DeviceProfile) -> bool:
 
 @dataclass(frozen=True)
 class DeviceWork:
-    """One device's share of a round, as measured by the real training."""
+    """One device's share of a round, as measured by the real training.
+
+    `kernel_flops` is what the device's kernels executed (its time);
+    `train_flops` the FLOPs counted the RigL way (None kernel_flops: the same).
+    """
 
     device_id: int
     profile: DeviceProfile
@@ -95,23 +106,37 @@ class DeviceWork:
     down_bytes: int
     up_bytes: int
     peak_memory_bytes: int
+    kernel_flops: float | None = None
+    fail_at_s: float = math.inf      # seconds after the round starts at which the device fails
+    declined: bool = False
+    crashed: bool = False            # it reported failing: it computed until fail_at_s
+
+    @property
+    def time_flops(self) -> float:
+        return self.train_flops if self.kernel_flops is None else self.kernel_flops
 
     def __post_init__(self) -> None:
         if isinstance(self.device_id, bool) or not isinstance(self.device_id, (int, np.integer)):
             raise InputError(f"device_id must be an int, got {self.device_id!r}")
         if not isinstance(self.profile, DeviceProfile):
             raise InputError(f"device {self.device_id}: profile must be a DeviceProfile, got {self.profile!r}")
-        for f in ("train_flops", "down_bytes", "up_bytes", "peak_memory_bytes"):
+        for f in ("train_flops", "down_bytes", "up_bytes", "peak_memory_bytes", "time_flops"):
             _non_negative(f"device {self.device_id}: {f}", getattr(self, f))
+        if not self.fail_at_s >= 0:
+            raise InputError(f"device {self.device_id}: fail_at_s must be >= 0, got {self.fail_at_s!r}")
+        if self.crashed and not math.isfinite(self.fail_at_s):
+            raise InputError(f"device {self.device_id}: a crashed device needs a finite fail_at_s")
 
 
 @dataclass(frozen=True)
 class DeviceOutcome:
     """What happened to one device in a round.
 
-    Durations are the time actually spent in each phase (an "offline" device
-    stops at its dropout, an "oom" one spends none); energy_j includes idle
+    Durations are the time actually spent in each phase (a "failed" device
+    stops at its failure, an "oom" one spends none); energy_j includes idle
     waiting for the round to close, which only "ok" and "oom" devices do.
+    end_s is when the device stopped working: after the close for a late one,
+    which stays busy until then.
     """
 
     device_id: int
@@ -179,25 +204,27 @@ SimGen = Generator[simpy.Event, Any, None]
 def _device(
     env: simpy.Environment, work: DeviceWork, inbox: simpy.Store, closed: simpy.Event, trace: _Trace
 ) -> SimGen:
-    """download -> compute -> upload; an Interrupt is the device going offline."""
+    """download -> compute -> upload, each cut short by the device's failure time."""
     p = work.profile
-    phases = (
-        ("download_s", transfer_time_s(work.down_bytes, p)),
-        ("compute_s", compute_time_s(work.train_flops, p)),
-        ("upload_s", transfer_time_s(work.up_bytes, p)),
-    )
+    fail = env.now + work.fail_at_s
+    phases = [("download_s", transfer_time_s(work.down_bytes, p))]
+    if not work.declined:
+        compute = math.inf if work.crashed else compute_time_s(work.time_flops, p)
+        phases += [("compute_s", compute), ("upload_s", transfer_time_s(work.up_bytes, p))]
     for field, duration in phases:
-        began = env.now
-        try:
-            yield env.timeout(duration)
-        except simpy.Interrupt:
-            setattr(trace, field, env.now - began)
+        if env.now + duration > fail:
+            left = fail - env.now
+            yield env.timeout(left)
+            setattr(trace, field, left)
             trace.end_s, trace.dropped = env.now, True
             yield inbox.put(_Report(work.device_id, arrived=False))
             return
+        yield env.timeout(duration)
         setattr(trace, field, duration)
     trace.end_s = env.now
-    yield inbox.put(_Report(work.device_id, arrived=True))
+    yield inbox.put(_Report(work.device_id, arrived=not work.declined))
+    if work.declined:
+        return
     yield closed  # wait (idle) for the server to close the round
     trace.waited_until = env.now
 
@@ -206,13 +233,6 @@ def _idle_until_close(env: simpy.Environment, closed: simpy.Event, trace: _Trace
     """An oom device does nothing but wait for the round to close."""
     yield closed
     trace.waited_until = env.now
-
-
-def _dropout(env: simpy.Environment, delay: float, device: simpy.Process) -> SimGen:
-    """Take a working device offline after `delay` seconds."""
-    yield env.timeout(delay)
-    if device.is_alive:
-        device.interrupt("offline")
 
 
 def _deadline(env: simpy.Environment, delay: float, inbox: simpy.Store, closed: simpy.Event) -> SimGen:
@@ -235,9 +255,14 @@ def _server(
     keep_first: int | None,
     accepted: list[int],
     closed: simpy.Event,
+    has_deadline: bool,
 ) -> SimGen:
-    """Accept arrivals until the deadline, the K-th arrival, or every device has reported."""
-    while expected:
+    """Accept arrivals until the deadline, the K-th arrival, or every device has reported.
+
+    With nothing to aggregate the server has no reason to close early: it
+    waits for the deadline.
+    """
+    while expected or (has_deadline and not accepted):
         report = yield inbox.get()
         if report is _DEADLINE:
             break
@@ -254,7 +279,9 @@ def _status(work: DeviceWork, trace: _Trace, accepted: set[int]) -> Status:
     if not fits_memory(work.peak_memory_bytes, work.profile):
         return "oom"
     if trace.dropped:
-        return "offline"
+        return "failed"
+    if work.declined:
+        return "declined"
     return "ok" if work.device_id in accepted else "late"
 
 
@@ -275,7 +302,7 @@ def _outcome(work: DeviceWork, trace: _Trace, status: Status, start_s: float) ->
 
 
 def _check_round_args(
-    works: Sequence[DeviceWork], start_s: float, deadline_s: float | None, keep_first: int | None, rate: float
+    works: Sequence[DeviceWork], start_s: float, deadline_s: float | None, keep_first: int | None
 ) -> None:
     """Reject round settings that would make the model meaningless, naming the culprit."""
     if not math.isfinite(start_s):
@@ -284,18 +311,23 @@ def _check_round_args(
         raise InputError(f"deadline_s must be a finite number > 0 or None, got {deadline_s!r}")
     if keep_first is not None and (isinstance(keep_first, bool) or not isinstance(keep_first, int) or keep_first < 1):
         raise InputError(f"keep_first must be an int >= 1 or None, got {keep_first!r}")
-    _non_negative("offline_rate_per_s", rate)
     ids = [w.device_id for w in works]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
-    if dupes:
+    if len(set(ids)) != len(ids):
+        seen: set[int] = set()
+        dupes = sorted({i for i in ids if i in seen or seen.add(i)})
         raise InputError(f"device ids must be unique in a round, repeated: {dupes}")
 
 
-def _offline_delays(n: int, rate: float, seed: int) -> list[float]:
-    """Seconds until each device (in input order) goes offline; inf when dropout is off."""
-    if rate == 0:
-        return [math.inf] * n
-    return [float(t) for t in np.random.default_rng(seed).exponential(1.0 / rate, size=n)]
+def failure_delay(rate_per_s: float, seed: int, server_round: int, device: int) -> float:
+    """Seconds into a round at which `device` fails (inf when failures are off).
+
+    Drawn from its own generator keyed by (seed, round, device), so it does
+    not depend on which other devices take part or in which order they reply.
+    """
+    _non_negative("offline_rate_per_s", rate_per_s)
+    if rate_per_s == 0:
+        return math.inf
+    return float(np.random.default_rng([seed, server_round, device, 1]).exponential(1.0 / rate_per_s))
 
 
 def simulate_round(
@@ -304,31 +336,28 @@ def simulate_round(
     start_s: float,
     deadline_s: float | None,
     keep_first: int | None,
-    seed: int,
-    offline_rate_per_s: float = 0.0,
 ) -> RoundOutcome:
     """Run one synchronous round in simpy and report each device's status, times and energy.
 
     deadline_s is seconds after start_s (None: no deadline); keep_first=K
     closes the round at the K-th in-time arrival (None: keep all in time).
-    The same seed gives the same dropouts: one exponential draw per device in
-    input order, made only when offline_rate_per_s > 0.
+    Failures come with the work (DeviceWork.fail_at_s), so the outcome is the
+    same whatever the order of `works`.
     """
-    _check_round_args(works, start_s, deadline_s, keep_first, offline_rate_per_s)
+    _check_round_args(works, start_s, deadline_s, keep_first)
+    works = sorted(works, key=lambda w: w.device_id)
     env = simpy.Environment(initial_time=start_s)
     inbox, closed = simpy.Store(env), env.event()
     accepted: list[int] = []
     traces = [_Trace(end_s=start_s) for _ in works]
     expected = 0
-    for work, trace, delay in zip(works, traces, _offline_delays(len(works), offline_rate_per_s, seed)):
+    for work, trace in zip(works, traces):
         if not fits_memory(work.peak_memory_bytes, work.profile):
             env.process(_idle_until_close(env, closed, trace))
             continue
         expected += 1
-        proc = env.process(_device(env, work, inbox, closed, trace))
-        if delay < _planned_s(work):
-            env.process(_dropout(env, delay, proc))
-    env.process(_server(env, inbox, expected, keep_first, accepted, closed))
+        env.process(_device(env, work, inbox, closed, trace))
+    env.process(_server(env, inbox, expected, keep_first, accepted, closed, deadline_s is not None))
     if deadline_s is not None:
         env.process(_deadline(env, deadline_s, inbox, closed))
     env.run()  # to the end, so late devices finish and their energy is counted
@@ -337,19 +366,7 @@ def simulate_round(
     return RoundOutcome(start_s=start_s, end_s=closed.value, devices=devices)
 
 
-def _planned_s(work: DeviceWork) -> float:
-    """Seconds the device needs to finish if nothing interrupts it."""
-    p = work.profile
-    return transfer_time_s(work.down_bytes, p) + compute_time_s(work.train_flops, p) + transfer_time_s(work.up_bytes, p)
-
-
 # --------------------------------------------------------------------------- selection
-
-
-def available(profiles: Sequence[DeviceProfile], rng: np.random.Generator) -> list[bool]:
-    """Which devices are online this round: one uniform draw per device against its availability."""
-    draws = rng.random(len(profiles))
-    return [bool(u < p.availability) for u, p in zip(draws, profiles)]
 
 
 def sample_devices(available_ids: Sequence[int], k: int, *, over_select: float = 1.3, seed: int) -> list[int]:
@@ -376,9 +393,9 @@ __all__ = [
     "DeviceWork",
     "RoundOutcome",
     "Status",
-    "available",
     "compute_time_s",
     "energy_j",
+    "failure_delay",
     "fits_memory",
     "sample_devices",
     "simulate_round",

@@ -1,10 +1,12 @@
-"""The Flower strategy: sample devices, send the sparse global model, validate,
-time, and aggregate the sparse masked updates that came back in time.
+"""The Flower strategy: sample devices, send the sparse global model with each
+device's budget, validate, settle the round's timing, and aggregate the sparse
+masked updates that came back in time.
 
 A subclass of Flower's FedAvg that overrides its two training hooks; evaluation
-is centralised (the `evaluate_fn` given to `start`). How long each device took,
-and so who made the deadline, is asked of a `World` (the fleet's simpy model);
-the server itself stays free of timing and of torch.
+is centralised (the `evaluate_fn` given to `start`). Who is free, what each
+device may spend and who made the deadline are asked of a `World` (the fleet's
+simpy model): it plans the round before anyone trains and settles it after.
+The server itself stays free of timing and of torch.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ class ServerConfig:
     device_spec: str = "{}"                # JSON sent to every device (clients.device.DeviceSpec)
 
 
+REPLY_STATUSES = ("ok", "declined", "failed")  # what a device says of its round
+
+
 @dataclass(frozen=True)
 class DeviceReport:
     """What the timing model needs to know about one device's round."""
@@ -60,38 +65,47 @@ class DeviceReport:
     down_bytes: int
     up_bytes: int
     peak_memory_bytes: int
+    kernel_flops: float | None = None   # what its kernels executed (its time); None: train_flops
+    status: str = "ok"                  # ok | declined | failed (crashed, or the app errored)
 
 
 @dataclass(frozen=True)
 class RoundTiming:
     accepted: frozenset[int]                # device ids whose update arrived in time
-    statuses: dict[int, str]                # device id -> ok | late | offline | oom
+    statuses: dict[int, str]                # device id -> ok | late | failed | oom | declined
     sim_time_s: float                       # simulated clock when the round closed
     energy_j: float                         # energy the round cost the fleet
+    start_s: float = 0.0                    # simulated clock when the round started
+    devices: tuple = ()                     # per-device outcomes (fleet.timing.DeviceOutcome)
 
 
 class World(Protocol):
-    """Who is online, and who made the deadline (fleet.world implements it with simpy)."""
+    """Plans each round before anyone trains and settles it after (fleet.world, with simpy)."""
+
+    def online(self, server_round: int, devices: list[int]) -> list[int]: ...
 
     def available(self, server_round: int, devices: list[int]) -> list[int]: ...
 
-    def budget(self, device: int) -> dict[str, float]: ...
+    def plan(self, server_round: int, devices: list[int], down_bytes: int) -> dict[int, dict]: ...
 
-    def close_round(self, server_round: int, reports: list[DeviceReport]) -> RoundTiming: ...
+    def settle(self, server_round: int, reports: list[DeviceReport]) -> RoundTiming: ...
 
 
 class InstantWorld:
-    """Every device always online and always on time: a plain Flower federation."""
+    """Every device always online, unlimited and on time: a plain Flower federation."""
+
+    def online(self, server_round: int, devices: list[int]) -> list[int]:
+        return devices
 
     def available(self, server_round: int, devices: list[int]) -> list[int]:
         return devices
 
-    def budget(self, device: int) -> dict[str, float]:
-        return {}
+    def plan(self, server_round: int, devices: list[int], down_bytes: int) -> dict[int, dict]:
+        return {d: {} for d in devices}
 
-    def close_round(self, server_round: int, reports: list[DeviceReport]) -> RoundTiming:
-        return RoundTiming(frozenset(r.device_id for r in reports),
-                           {r.device_id: "ok" for r in reports}, 0.0, 0.0)
+    def settle(self, server_round: int, reports: list[DeviceReport]) -> RoundTiming:
+        ok = [r.device_id for r in reports if r.status == "ok"]
+        return RoundTiming(frozenset(ok), {r.device_id: r.status for r in reports}, 0.0, 0.0)
 
 
 def sample_size(config: ServerConfig, available: int) -> int:
@@ -110,29 +124,49 @@ class Accepted:
     metrics: dict
 
 
+STATUS_COUNTS = ("ok", "late", "failed", "oom", "declined")
+
+
 @dataclass
 class Totals:
+    """Run totals. Useful work (aggregated updates) and wasted work (updates lost to
+    lateness or failure) are kept apart; energy_j is everything that was spent."""
+
     rejected_updates: int = 0
-    failed_replies: int = 0
-    dropped_updates: int = 0
+    failed_replies: int = 0          # the device's app crashed (an error reply)
+    dropped_updates: int = 0         # late, failed mid-round or out of memory
+    declined: int = 0                # the budget fitted nothing
+    adapted: int = 0                 # replies that shrank batch, draw or buffer to fit memory
     upload_bytes: int = 0
     download_bytes: int = 0
     train_flops: float = 0.0
     energy_j: float = 0.0
+    wasted_train_flops: float = 0.0
+    wasted_upload_bytes: int = 0
+    wasted_energy_j: float = 0.0
     rejections: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)   # declines and adaptations, with reasons
 
 
-def round_row(accepted: list[Accepted], on_time: list[Accepted], reports: list[DeviceReport],
-              timing: RoundTiming) -> dict:
-    """The per-round figures that go to rounds.csv."""
+def round_row(accepted: list[Accepted], reports: list[DeviceReport], timing: RoundTiming) -> dict:
+    """The per-round figures that go to rounds.csv (useful work only in the totals)."""
+    ok = timing.accepted
     by_device = sorted(accepted, key=lambda a: a.device_id)
+    on_time = [a for a in accepted if a.device_id in ok]
     accuracy = [a.metrics.get("local-accuracy", 0.0) for a in on_time]
+    useful = [r for r in reports if r.device_id in ok]
+    wasted = [r for r in reports if r.device_id not in ok]
+    counts = {f"n_{s}": sum(1 for v in timing.statuses.values() if v == s) for s in STATUS_COUNTS}
     return {
-        "replies": len(accepted), "accepted": len(on_time), "dropped": len(accepted) - len(on_time),
-        "sim_time_s": timing.sim_time_s, "energy_j": timing.energy_j,
-        "upload_bytes": sum(r.up_bytes for r in reports), "train_flops": sum(r.train_flops for r in reports),
+        "replies": len(reports), "accepted": len(on_time),
+        "dropped": sum(1 for r in reports if timing.statuses.get(r.device_id) in ("late", "failed", "oom")),
+        "sim_start_s": timing.start_s, "sim_time_s": timing.sim_time_s, "energy_j": timing.energy_j,
+        "upload_bytes": sum(r.up_bytes for r in useful), "train_flops": sum(r.train_flops for r in useful),
+        "wasted_train_flops": sum(r.train_flops for r in wasted),
+        "wasted_energy_j": sum(d.energy_j for d in timing.devices if d.status != "ok"),
+        **counts,
+        "n_adapted": sum(1 for a in accepted if a.metrics.get("adapted", 0)),
         "local_accuracy": float(np.mean(accuracy)) if accuracy else 0.0,
-        "over_memory_budget": sum(1 for a in accepted if a.metrics.get("fits-memory-budget", 1) == 0),
         "tasks": "|".join(str(int(a.metrics.get("task-id", -1))) for a in by_device),
         "statuses": "|".join(f"{d}:{s}" for d, s in sorted(timing.statuses.items())),
     }
@@ -148,6 +182,9 @@ class SparseFedAvg(FedAvg):
         self.devices: dict[int, int] = {}      # node id -> device id
         self.totals = Totals()
         self.last_row: dict = {}
+        self.last_timing: RoundTiming | None = None
+        self.last_reports: list[DeviceReport] = []
+        self.last_adapted: set[int] = set()
         self.sim_time_s = 0.0
         self.global_weights: dict[str, np.ndarray] = {}
         self.global_masks: dict[str, np.ndarray] = {}
@@ -165,15 +202,18 @@ class SparseFedAvg(FedAvg):
         nodes = self._wait_for_nodes(grid)
         self._identify(grid, nodes)
         by_device = {d: n for n, d in self.devices.items() if n in nodes}
-        online = self.world.available(server_round, sorted(by_device))
-        chosen = sorted(self.rng.sample(online, sample_size(self.config, len(online)))) if online else []
+        online = self.world.online(server_round, sorted(by_device))
+        free = self.world.available(server_round, sorted(by_device))
+        chosen = sorted(self.rng.sample(free, sample_size(self.config, len(free)))) if free else []
         down = model_bytes(flat)
+        plans = self.world.plan(server_round, chosen, down)
         self._sent = {d: down for d in chosen}
         self.totals.download_bytes += down * len(chosen)
-        self.last_row = {"round": server_round, "online": len(online), "sampled": len(chosen)}
+        self.last_row = {"round": server_round, "online": len(online), "busy": len(online) - len(free),
+                         "n_offline": len(by_device) - len(online), "sampled": len(chosen)}
         messages = []
         for device in chosen:
-            budget = {f"budget-{k}": float(v) for k, v in self.world.budget(device).items()}
+            budget = {f"budget-{k}": v for k, v in plans[device].items()}
             cfg = ConfigRecord({"server-round": server_round, "device-spec": self.config.device_spec,
                                 "sim-time-s": float(self.sim_time_s), **budget})
             messages.append(Message(RecordDict({"arrays": arrays, "config": cfg}),
@@ -211,30 +251,58 @@ class SparseFedAvg(FedAvg):
         t = self.totals
         rejected0, failed0 = t.rejected_updates, t.failed_replies
         accepted, reports = self._collect(server_round, list(replies))
-        timing = self.world.close_round(server_round, reports)
+        timing = self.world.settle(server_round, reports)
+        self.last_timing, self.last_reports = timing, reports
+        self.last_adapted = {a.device_id for a in accepted if a.metrics.get("adapted", 0)}
         on_time = [a for a in accepted if a.device_id in timing.accepted]
-        dropped = len(accepted) - len(on_time)
         self.sim_time_s = timing.sim_time_s
-        t.dropped_updates += dropped
+        row = self.last_row
+        row.update(round_row(accepted, reports, timing))
+        t.dropped_updates += row["dropped"]
+        t.declined += row["n_declined"]
+        t.adapted += row["n_adapted"]
         t.energy_j += timing.energy_j
+        t.upload_bytes += row["upload_bytes"]
+        t.train_flops += row["train_flops"]
+        t.wasted_train_flops += row["wasted_train_flops"]
+        t.wasted_upload_bytes += sum(r.up_bytes for r in reports if timing.statuses.get(r.device_id) == "late")
+        t.wasted_energy_j += row["wasted_energy_j"]
         weights, masks = self.aggregate([(a.weights, a.masks, a.n_examples) for a in on_time])
         flat = encode_model(weights, masks, value_dtype=self.config.value_dtype)
         self.global_weights, self.global_masks = decode_model(flat)  # what travels (fp16 included)
-        row = self.last_row
-        row.update(round_row(accepted, on_time, reports, timing))
         row.update(rejected=t.rejected_updates - rejected0, failed=t.failed_replies - failed0,
                    download_bytes=sum(self._sent.values()))
         return to_arrays(flat), MetricRecord({k: v for k, v in row.items() if isinstance(v, (int, float))})
 
     def _collect(self, server_round: int, replies: list[Message]) -> tuple[list[Accepted], list[DeviceReport]]:
-        """Validate every reply; count failures and rejections; keep the good ones."""
+        """Validate every reply; count failures, declines and rejections; keep the good updates.
+
+        Every device that answered gets a report (the world books its time and
+        energy); only valid updates are candidates for aggregation.
+        """
         accepted, reports, t = [], [], self.totals
         for reply in replies:
             device = self.devices.get(reply.metadata.src_node_id, -1)
+            down = self._sent.get(device, 0)
             if reply.has_error():
                 t.failed_replies += 1
-                reason = reply.error.reason.strip().splitlines()[-1][:200]
+                reason = reply.error.reason.strip().splitlines()[-1][:200] if reply.error.reason.strip() else "?"
                 t.rejections.append(f"round {server_round}, device {device}: failed: {reason}")
+                if device in self._sent:
+                    reports.append(DeviceReport(device, 0.0, down, 0, 0, 0.0, "failed"))
+                continue
+            metrics = dict(reply.content["metrics"]) if "metrics" in reply.content else {}
+            info = dict(reply.content["info"]) if "info" in reply.content else {}
+            status = str(info.get("status", "ok"))
+            flops = float(metrics.get("train-flops", 0.0))
+            kernel = float(metrics.get("kernel-flops", flops))
+            memory = int(metrics.get("round-peak-memory-bytes", metrics.get("peak-memory-bytes", 0)))
+            if info.get("adaptations"):
+                t.notes.append(f"round {server_round}, device {device}: adapted: {info['adaptations']}")
+            if status in ("declined", "failed"):
+                if status == "declined":
+                    t.notes.append(f"round {server_round}, device {device}: declined: {info.get('reason', '')}")
+                reports.append(DeviceReport(device, flops, down, 0, 0, kernel, status))
                 continue
             try:
                 flat = from_arrays(reply.content["arrays"])
@@ -244,13 +312,8 @@ class SparseFedAvg(FedAvg):
                 t.rejections.append(f"round {server_round}, device {device}: {err}")
                 log.warning("device %s: %s", device, err)
                 continue
-            metrics = dict(reply.content["metrics"]) if "metrics" in reply.content else {}
-            up, flops = model_bytes(flat), float(metrics.get("train-flops", 0.0))
-            t.upload_bytes += up
-            t.train_flops += flops
             accepted.append(Accepted(device, weights, masks, int(metrics.get("num-examples", 1)), metrics))
-            reports.append(DeviceReport(device, flops, self._sent.get(device, 0), up,
-                                        int(metrics.get("peak-memory-bytes", 0))))
+            reports.append(DeviceReport(device, flops, down, model_bytes(flat), memory, kernel, "ok"))
         return accepted, reports
 
     def aggregate(self, updates: list[tuple[dict, dict, int]]

@@ -41,4 +41,5 @@ def train(msg: Message, context: Context) -> Message:
         weights, _ = decode_model(flat)
         flat = weights  # plain tensors under their own names: an ordinary Flower update
     metrics = MetricRecord(dict(reply.content["metrics"]))
-    return Message(RecordDict({"arrays": to_arrays(flat), "metrics": metrics}), reply_to=msg)
+    return Message(RecordDict({"arrays": to_arrays(flat), "metrics": metrics, "info": reply.content["info"]}),
+                   reply_to=msg)

@@ -72,9 +72,38 @@ def test_update_is_sparse_and_counts_its_bytes():
     assert result.metrics["train-flops"] > 0 and result.metrics["num-examples"] > 0
 
 
-def test_budget_metrics_compare_the_memory_estimate_with_the_budget():
-    from clients.device import budget_metrics
+def test_budget_comes_from_the_config_values():
+    from clients.device import budget_from_config
 
-    assert budget_metrics(2**20, {"budget-memory-mb": 1.0}) == {"fits-memory-budget": 1}
-    assert budget_metrics(2**20 + 1, {"budget-memory-mb": 1.0}) == {"fits-memory-budget": 0}
-    assert budget_metrics(10, {}) == {}
+    budget, fail = budget_from_config({"budget-compute-flops": 5e9, "budget-memory-bytes": 2.0**20,
+                                       "budget-kernels": "sparse", "budget-speedup": "[[0.9, 2.3]]",
+                                       "budget-fail-after-flops": 3e9})
+    assert budget.compute_flops == 3e9 and fail == 3e9  # it cannot compute past its failure
+    assert budget.memory_bytes == 2.0**20 and budget.kernels.speedup == ((0.9, 2.3),)
+    budget, fail = budget_from_config({})
+    assert budget.compute_flops is None and budget.memory_bytes is None and fail is None
+
+
+def test_a_declined_round_leaves_the_state_byte_identical():
+    from clients.budget import RoundBudget
+
+    s = spec()
+    first = run_round(s, 1, 1, initial_update(s), None)
+    declined = run_round(s, 1, 2, first.update, first.state, RoundBudget(compute_flops=1.0))
+    assert declined.status == "declined" and declined.update == {}
+    assert declined.state == first.state
+    assert declined.reason.startswith("its compute budget")
+
+
+def test_a_crash_mid_round_loses_the_update_and_keeps_the_old_state():
+    from clients.budget import RoundBudget
+
+    s = spec()
+    first = run_round(s, 1, 1, initial_update(s), None)
+    full = run_round(s, 1, 2, first.update, first.state)
+    half = full.metrics["kernel-flops"] / 2
+    crashed = run_round(s, 1, 2, first.update, first.state, RoundBudget(compute_flops=half), half)
+    assert crashed.status == "failed" and crashed.update == {} and crashed.state == first.state
+    assert 0 < crashed.metrics["kernel-flops"] <= half  # the work it did before failing is reported
+    limited = run_round(s, 1, 2, first.update, first.state, RoundBudget(compute_flops=half), 10 * half)
+    assert limited.status == "ok" and limited.metrics["compute-limited"] == 1

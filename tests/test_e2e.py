@@ -47,5 +47,7 @@ def test_two_rounds_with_misbehaving_devices(tmp_path):
     rows = list(csv.DictReader((out / "rounds.csv").open()))
     assert [int(r["round"]) for r in rows] == [1, 2]
     assert all(int(r["accepted"]) == 3 for r in rows)  # device 2 (plain dense) + devices 4, 5
-    assert all(int(r["over_memory_budget"]) == 0 for r in rows)  # digits fits a Raspberry Pi 4
+    assert all(int(r["n_oom"]) == 0 and int(r["n_declined"]) == 0 for r in rows)  # digits fits a Pi 4
+    assert all(int(r["n_failed"]) == 1 for r in rows)  # the crashing device, booked by the world
+    assert (out / "devices.csv").exists() and (out / "timeline.png").stat().st_size > 0
     assert (out / "accuracy.png").stat().st_size > 0 and (out / "bytes.png").stat().st_size > 0

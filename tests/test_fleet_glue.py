@@ -59,21 +59,76 @@ def test_the_world_drops_late_and_out_of_memory_devices():
     fast = profile.train_flops_per_s * 1.0      # one second of compute
     slow = profile.train_flops_per_s * 60.0     # a minute: misses the 10 s deadline
     huge = int(profile.memory_mb * 2**20 * 2)   # twice the device's memory
-    timing = world.close_round(1, [DeviceReport(0, fast, 1000, 1000, 1000),
-                                   DeviceReport(1, slow, 1000, 1000, 1000),
-                                   DeviceReport(2, fast, 1000, 1000, huge)])
+    world.plan(1, [0, 1, 2], 1000)
+    timing = world.settle(1, [DeviceReport(0, fast, 1000, 1000, 1000),
+                              DeviceReport(1, slow, 1000, 1000, 1000),
+                              DeviceReport(2, fast, 1000, 1000, huge)])
     assert timing.accepted == frozenset({0})
     assert timing.statuses == {0: "ok", 1: "late", 2: "oom"}
     assert timing.sim_time_s == pytest.approx(10.0) and world.clock_s == pytest.approx(10.0)
     assert timing.energy_j > 0
 
 
+def test_a_device_busy_past_the_deadline_is_not_sampled_until_it_is_free():
+    profile = get_profile("rpi4")
+    world = SimWorld([profile, profile], get_budget("generous"), deadline_s=10.0, keep_first=None,
+                     offline_rate_per_s=0.0, seed=0)
+    minute, nine = profile.train_flops_per_s * 60.0, profile.train_flops_per_s * 9.0
+    world.plan(1, [0, 1], 1000)
+    world.settle(1, [DeviceReport(0, nine, 1000, 1000, 1000), DeviceReport(1, minute, 1000, 1000, 1000)])
+    assert world.busy_until[1] == pytest.approx(60.0 + 2 * (0.005 + 8000 / 940e6), rel=1e-6)
+    rounds_without_1 = 0
+    for server_round in range(2, 12):  # device 0 alone, about 9 s a round
+        free = world.available(server_round, [0, 1])
+        if 1 in free:
+            break
+        assert world.clock_s < world.busy_until[1]
+        rounds_without_1 += 1
+        world.plan(server_round, [0], 1000)
+        world.settle(server_round, [DeviceReport(0, nine, 1000, 1000, 1000)])
+    assert rounds_without_1 == 6 and world.clock_s >= world.busy_until[1]  # 10 s + 6 x 9 s >= 60 s
+
+
 def test_each_device_is_told_its_budget_after_the_budget_profile():
     rpi4 = get_profile("rpi4")
-    world = SimWorld([rpi4], get_budget("tight"), deadline_s=None, keep_first=None, offline_rate_per_s=0.0,
-                     seed=0)
     tight = get_budget("tight")
-    told = world.budget(0)
-    assert told["memory-mb"] == pytest.approx(rpi4.memory_mb * tight.memory_scale)
+    world = SimWorld([rpi4], tight, deadline_s=None, keep_first=None, offline_rate_per_s=0.0, seed=0)
+    told = world.plan(1, [0], 10**6)[0]
+    assert told["memory-bytes"] == pytest.approx(rpi4.memory_mb * tight.memory_scale * 2**20)
     assert told["gflops"] == pytest.approx(rpi4.train_flops_per_s * tight.compute_scale / 1e9)
     assert told["deadline-s"] == tight.deadline_s
+    transfer = 0.005 + 8e6 / (rpi4.bandwidth_mbps * tight.bandwidth_scale * 1e6)
+    assert told["download-s"] == pytest.approx(transfer)
+    # the compute that fits before the deadline after the download and the expected upload
+    assert told["compute-flops"] == pytest.approx((tight.deadline_s - 2 * transfer) * rpi4.train_flops_per_s
+                                                  * tight.compute_scale)
+
+
+def test_availability_and_failures_do_not_depend_on_who_else_is_asked():
+    phone = get_profile("phone")  # online half the time
+    world = SimWorld([phone] * 40, get_budget("generous"), deadline_s=None, keep_first=None,
+                     offline_rate_per_s=0.01, seed=3)
+    everyone = world.online(5, list(range(40)))
+    assert 5 < len(everyone) < 35
+    assert world.online(5, list(range(0, 40, 2))) == [d for d in everyone if d % 2 == 0]
+    assert world.online(5, list(reversed(range(40)))) == list(reversed(everyone))
+    a = world.plan(5, list(range(40)), 10**6)
+    b = world.plan(5, list(reversed(range(40))), 10**6)
+    assert a == b and any("fail-after-flops" in v for v in a.values())
+
+
+def test_shuffling_the_reply_order_leaves_the_timeline_unchanged():
+    profile = get_profile("rpi4")
+    reports = [DeviceReport(d, profile.train_flops_per_s * (d + 1), 10**6, 10**6, 1000, status=status)
+               for d, status in enumerate(["ok", "ok", "declined", "ok", "failed", "ok", "ok", "ok"])]
+
+    def timeline(order):
+        world = SimWorld([profile] * 8, get_budget("generous"), deadline_s=6.0, keep_first=4,
+                         offline_rate_per_s=0.05, seed=11)
+        world.plan(1, list(range(8)), 10**6)
+        timing = world.settle(1, [reports[i] for i in order])
+        return timing, world.busy_until
+
+    first = timeline(range(8))
+    for order in ([7, 6, 5, 4, 3, 2, 1, 0], [3, 0, 6, 1, 7, 2, 5, 4]):
+        assert timeline(order) == first

@@ -95,22 +95,56 @@ def test_resparsify_holds_the_target_density():
     assert s.global_weights["conv.weight"].tolist() == [0, 5, 3, 0]
 
 
-def test_late_devices_are_dropped_by_the_world():
-    class HalfOnTime:
-        def available(self, server_round, devices):
-            return devices
+class HalfOnTime:
+    """Even device ids make the deadline, odd ones are late."""
 
-        def close_round(self, server_round, reports: list[DeviceReport]) -> RoundTiming:
-            ok = {r.device_id for r in reports if r.device_id % 2 == 0}
-            return RoundTiming(frozenset(ok), {r.device_id: "ok" if r.device_id in ok else "late"
-                                               for r in reports}, 12.5, 3.0)
+    def settle(self, server_round, reports: list[DeviceReport]) -> RoundTiming:
+        ok = {r.device_id for r in reports if r.device_id % 2 == 0 and r.status == "ok"}
+        statuses = {r.device_id: "ok" if r.device_id in ok else ("late" if r.status == "ok" else r.status)
+                    for r in reports}
+        return RoundTiming(frozenset(ok), statuses, 12.5, 3.0, start_s=2.5)
 
+
+def test_late_devices_are_dropped_and_their_work_is_wasted_not_counted():
     s = strategy()
     s.world = HalfOnTime()
-    s.aggregate_train(1, [reply(100, good_update([2, 0, 0, 0], [True, False, False, False])),
-                          reply(101, good_update([8, 0, 0, 0], [True, False, False, False]))])
+    on_time = good_update([2, 0, 0, 0], [True, False, False, False])
+    s.aggregate_train(1, [reply(100, on_time), reply(101, good_update([8, 0, 0, 0], [True, False, False, False]))])
     assert s.totals.dropped_updates == 1
-    assert s.sim_time_s == 12.5
+    assert s.sim_time_s == 12.5 and s.last_row["sim_start_s"] == 2.5
+    assert s.global_weights["conv.weight"][0] == 2
+    # totals exclude the dropped work: only device 100's FLOPs and bytes are useful
+    from clients.wire import model_bytes
+    assert s.totals.train_flops == 1e6 and s.totals.wasted_train_flops == 1e6
+    assert s.totals.upload_bytes == model_bytes(on_time) == s.totals.wasted_upload_bytes
+    assert s.last_row["n_ok"] == 1 and s.last_row["n_late"] == 1
+
+
+def status_reply(node: int, status: str, reason: str = "", flops: float = 5e5) -> Message:
+    sent = Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=node, message_type=MessageType.TRAIN)
+    return Message(RecordDict({"metrics": MetricRecord({"train-flops": flops, "kernel-flops": 1.8 * flops}),
+                               "info": ConfigRecord({"status": status, "reason": reason, "adaptations": ""})}),
+                   reply_to=sent)
+
+
+def test_declined_and_crashed_devices_are_reported_to_the_world_and_counted():
+    seen = []
+
+    class Recorder(HalfOnTime):
+        def settle(self, server_round, reports):
+            seen.extend(reports)
+            return super().settle(server_round, reports)
+
+    s = strategy()
+    s.world = Recorder()
+    s.aggregate_train(1, [status_reply(100, "declined", "its compute budget fits no step", flops=0.0),
+                          status_reply(101, "failed"),
+                          reply(102, good_update([2, 0, 0, 0], [True, False, False, False]))])
+    assert [(r.device_id, r.status) for r in seen] == [(0, "declined"), (1, "failed"), (2, "ok")]
+    assert seen[1].kernel_flops == 9e5 and seen[1].up_bytes == 0
+    assert s.totals.declined == 1 and s.last_row["n_failed"] == 1 and s.last_row["dropped"] == 1
+    assert s.totals.train_flops == 1e6 and s.totals.wasted_train_flops == 5e5
+    assert any("declined: its compute budget fits no step" in n for n in s.totals.notes)
     assert s.global_weights["conv.weight"][0] == 2
 
 

@@ -20,9 +20,9 @@ from fleet.profiles import (
 from fleet.timing import (
     MIB,
     DeviceWork,
-    available,
     compute_time_s,
     energy_j,
+    failure_delay,
     fits_memory,
     sample_devices,
     simulate_round,
@@ -95,7 +95,7 @@ def test_formulas_reject_negative_inputs() -> None:
 
 def test_round_with_deadline_one_ok_one_late_one_oom() -> None:
     works = [work(0, 3e9), work(1, 1.5e10), work(2, 3e9, memory=MIB + 1)]
-    r = simulate_round(works, start_s=100.0, deadline_s=5.0, keep_first=None, seed=0)
+    r = simulate_round(works, start_s=100.0, deadline_s=5.0, keep_first=None)
     ok, late, oom = r.devices
     assert r.start_s == 100.0 and r.end_s == approx(105.0)  # closed by the deadline
     assert [d.status for d in r.devices] == ["ok", "late", "oom"]
@@ -115,7 +115,7 @@ def test_round_with_deadline_one_ok_one_late_one_oom() -> None:
 
 
 def test_round_closes_when_everyone_reported_before_deadline() -> None:
-    r = simulate_round([work(0, 3e9), work(1, 6e9)], start_s=0.0, deadline_s=60.0, keep_first=None, seed=0)
+    r = simulate_round([work(0, 3e9), work(1, 6e9)], start_s=0.0, deadline_s=60.0, keep_first=None)
     assert r.end_s == approx(4.1)
     assert r.accepted == (0, 1)
     assert r.devices[0].energy_j == approx(5 * 1.0 + 2 * 2.1 + 1 * 1.0)
@@ -126,14 +126,14 @@ def test_arrival_exactly_at_deadline_is_in_time() -> None:
     # 1e6 B/s link, no latency, 5e8 FLOP/s: 0.5 + 2.0 + 0.5 = 3.0 s, all exact in binary.
     exact = DeviceProfile("exact", 1.0, 0.5, 1.0, 8.0, 0.0, 1.0, 1.0, 1.0, 1.0)
     w = DeviceWork(7, exact, 1e9, down_bytes=500_000, up_bytes=500_000, peak_memory_bytes=0)
-    r = simulate_round([w], start_s=0.0, deadline_s=3.0, keep_first=None, seed=0)
+    r = simulate_round([w], start_s=0.0, deadline_s=3.0, keep_first=None)
     assert r.devices[0].end_s == 3.0
     assert r.accepted == (7,) and r.end_s == 3.0
 
 
 def test_keep_first_closes_at_kth_arrival() -> None:
     works = [work(0, 3e9), work(1, 6e9), work(2, 9e9)]  # arrive at 3.1, 4.1, 5.1 s
-    r = simulate_round(works, start_s=100.0, deadline_s=None, keep_first=2, seed=0)
+    r = simulate_round(works, start_s=100.0, deadline_s=None, keep_first=2)
     assert r.end_s == approx(104.1)
     assert [d.status for d in r.devices] == ["ok", "ok", "late"]
     assert r.accepted == (0, 1)
@@ -142,55 +142,77 @@ def test_keep_first_closes_at_kth_arrival() -> None:
 
 
 def test_keep_first_larger_than_arrivals_waits_for_all() -> None:
-    r = simulate_round([work(0, 3e9), work(1, 6e9)], start_s=0.0, deadline_s=None, keep_first=5, seed=0)
+    r = simulate_round([work(0, 3e9), work(1, 6e9)], start_s=0.0, deadline_s=None, keep_first=5)
     assert r.end_s == approx(4.1) and r.accepted == (0, 1)
 
 
-def test_all_oom_round_closes_at_once() -> None:
-    r = simulate_round([work(0, 3e9, memory=MIB + 1)], start_s=10.0, deadline_s=5.0, keep_first=None, seed=0)
-    assert r.end_s == 10.0 and r.devices[0].status == "oom" and r.devices[0].energy_j == 0.0
+def test_a_round_with_no_update_waits_for_its_deadline() -> None:
+    r = simulate_round([work(0, 3e9, memory=MIB + 1)], start_s=10.0, deadline_s=5.0, keep_first=None)
+    assert r.end_s == 15.0 and r.devices[0].status == "oom" and r.devices[0].energy_j == approx(5.0)
+    r = simulate_round([work(0, 3e9, memory=MIB + 1)], start_s=10.0, deadline_s=None, keep_first=None)
+    assert r.end_s == 10.0  # without a deadline there is nothing to wait for
 
 
-def test_no_dropout_at_rate_zero() -> None:
-    works = [work(i, 3e9) for i in range(20)]
-    r = simulate_round(works, start_s=0.0, deadline_s=None, keep_first=None, seed=123, offline_rate_per_s=0.0)
+def test_no_failure_without_a_failure_time() -> None:
+    r = simulate_round([work(i, 3e9) for i in range(20)], start_s=0.0, deadline_s=None, keep_first=None)
     assert all(d.status == "ok" for d in r.devices)
 
 
-def test_dropout_is_deterministic_for_a_seed() -> None:
-    works = [work(i, 3e9) for i in range(8)]  # each needs 3.1 s
-    kwargs = dict(start_s=50.0, deadline_s=None, keep_first=None, seed=7, offline_rate_per_s=0.3)
-    r1, r2 = simulate_round(works, **kwargs), simulate_round(works, **kwargs)
-    assert r1 == r2
-    delays = np.random.default_rng(7).exponential(1 / 0.3, size=8)  # one draw per device, input order
-    expected = ["offline" if t < 3.1 else "ok" for t in delays]
-    assert [d.status for d in r1.devices] == expected
-    assert "offline" in expected and "ok" in expected
-    for d, t in zip(r1.devices, delays):
-        if d.status == "offline":
-            assert d.end_s == approx(50.0 + t)
-            assert d.download_s + d.compute_s + d.upload_s == approx(t)
-    # Dropouts are reported, so the round closes at the last event, arrival or dropout.
-    assert r1.end_s == approx(50.0 + max(min(t, 3.1) for t in delays))
+def failing(device_id: int, flops: float, fail_at: float, **kw) -> DeviceWork:
+    return DeviceWork(device_id, HAND, flops, down_bytes=MB, up_bytes=MB, peak_memory_bytes=1000,
+                      fail_at_s=fail_at, **kw)
 
 
-def test_dropout_during_download_costs_radio_energy_only() -> None:
-    rate, seed = 1e4, 3  # mean 0.1 ms, well inside the 50 ms latency
-    r = simulate_round(
-        [work(0, 3e9)], start_s=0.0, deadline_s=None, keep_first=None, seed=seed, offline_rate_per_s=rate
-    )
-    t = np.random.default_rng(seed).exponential(1 / rate)
+def test_failures_stop_a_device_where_they_fall() -> None:
+    # each needs 1.05 + 1.0 + 1.05 = 3.1 s; failures at 0.5 (download), 2.0 (compute), 2.5 (upload), 9 (never)
+    works = [failing(0, 3e9, 0.5), failing(1, 3e9, 2.0), failing(2, 3e9, 2.5), failing(3, 3e9, 9.0)]
+    r = simulate_round(works, start_s=50.0, deadline_s=None, keep_first=None)
+    assert [d.status for d in r.devices] == ["failed", "failed", "failed", "ok"]
+    d0, d1, d2, _ = r.devices
+    assert d0.download_s == approx(0.5) and d0.compute_s == 0.0 and d0.energy_j == approx(2.0 * 0.5)
+    assert (d1.download_s, d1.compute_s, d1.upload_s) == (approx(1.05), approx(0.95), 0.0)
+    assert d2.upload_s == approx(0.45) and d2.end_s == approx(52.5)
+    assert r.end_s == approx(53.1) and r.accepted == (3,)  # failures are noticed at once
+
+
+def test_a_crashed_device_computes_until_its_failure() -> None:
+    r = simulate_round([failing(0, 1e9, 4.0, crashed=True)], start_s=0.0, deadline_s=10.0, keep_first=None)
     d = r.devices[0]
-    assert d.status == "offline" and d.compute_s == 0.0 and d.upload_s == 0.0
-    assert d.download_s == approx(t) and d.energy_j == approx(2.0 * t)
-    assert r.end_s == approx(t) and r.accepted == ()
+    assert d.status == "failed" and d.compute_s == approx(4.0 - 1.05) and d.upload_s == 0.0
+    assert r.end_s == 10.0  # nothing arrived: the server waits for its deadline
 
 
-def test_oom_device_never_goes_offline() -> None:
-    r = simulate_round(
-        [work(0, 3e9, memory=MIB + 1)], start_s=0.0, deadline_s=None, keep_first=None, seed=0, offline_rate_per_s=1e6
-    )
-    assert r.devices[0].status == "oom"
+def test_a_declined_device_only_downloads() -> None:
+    w = DeviceWork(0, HAND, 0.0, down_bytes=MB, up_bytes=0, peak_memory_bytes=0, declined=True)
+    r = simulate_round([w, work(1, 3e9)], start_s=0.0, deadline_s=60.0, keep_first=None)
+    d, ok = r.devices
+    assert d.status == "declined" and d.download_s == approx(1.05) and d.compute_s == 0.0
+    assert d.energy_j == approx(2.0 * 1.05)  # no idle waiting: it is done
+    assert ok.status == "ok" and r.end_s == approx(3.1)
+
+
+def test_time_comes_from_kernel_flops_when_given() -> None:
+    w = DeviceWork(0, HAND, 3e8, down_bytes=MB, up_bytes=MB, peak_memory_bytes=0, kernel_flops=3e9)
+    r = simulate_round([w], start_s=0.0, deadline_s=None, keep_first=None)
+    assert r.devices[0].compute_s == approx(1.0)  # the kernels ran dense: 3e9 FLOPs, not the counted 3e8
+
+
+def test_the_outcome_does_not_depend_on_the_order_of_the_work() -> None:
+    works = [failing(i, (i + 1) * 1e9, failure_delay(0.2, 7, 3, i)) for i in range(12)]
+    a = simulate_round(works, start_s=5.0, deadline_s=4.0, keep_first=3)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        shuffled = [works[i] for i in rng.permutation(len(works))]
+        assert simulate_round(shuffled, start_s=5.0, deadline_s=4.0, keep_first=3) == a
+
+
+def test_failure_delays_are_keyed_by_device_and_round() -> None:
+    assert failure_delay(0.0, 1, 1, 1) == math.inf
+    assert failure_delay(0.3, 7, 2, 5) == failure_delay(0.3, 7, 2, 5)
+    assert failure_delay(0.3, 7, 2, 5) != failure_delay(0.3, 7, 3, 5)
+    assert failure_delay(0.3, 7, 2, 5) == np.random.default_rng([7, 2, 5, 1]).exponential(1 / 0.3)
+    with pytest.raises(InputError, match="offline_rate_per_s"):
+        failure_delay(-1.0, 0, 1, 1)
 
 
 @pytest.mark.parametrize(
@@ -198,18 +220,17 @@ def test_oom_device_never_goes_offline() -> None:
     [
         (dict(deadline_s=0.0), "deadline_s"),
         (dict(keep_first=0), "keep_first"),
-        (dict(offline_rate_per_s=-1.0), "offline_rate_per_s"),
     ],
 )
 def test_round_rejects_bad_settings(kwargs: dict, culprit: str) -> None:
-    base = dict(start_s=0.0, deadline_s=None, keep_first=None, seed=0)
+    base = dict(start_s=0.0, deadline_s=None, keep_first=None)
     with pytest.raises(InputError, match=culprit):
         simulate_round([work(0, 3e9)], **{**base, **kwargs})
 
 
 def test_round_rejects_duplicate_ids() -> None:
     with pytest.raises(InputError, match=r"repeated: \[4\]"):
-        simulate_round([work(4, 1e9), work(4, 2e9)], start_s=0.0, deadline_s=None, keep_first=None, seed=0)
+        simulate_round([work(4, 1e9), work(4, 2e9)], start_s=0.0, deadline_s=None, keep_first=None)
 
 
 def test_device_work_rejects_negative_bytes() -> None:
@@ -234,15 +255,6 @@ def test_sample_devices_rejects_bad_k() -> None:
         sample_devices([1, 2], 0, seed=0)
     with pytest.raises(InputError, match="over_select"):
         sample_devices([1, 2], 1, over_select=0.5, seed=0)
-
-
-def test_available_draws_against_availability() -> None:
-    never = DeviceProfile("never", 1.0, 0.5, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1e-12)
-    flags = available([HAND, never, HAND], np.random.default_rng(0))
-    assert flags == [True, False, True]
-    draws = np.random.default_rng(5).random(3)
-    half = DeviceProfile("half", 1.0, 0.5, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.5)
-    assert available([half] * 3, np.random.default_rng(5)) == [bool(u < 0.5) for u in draws]
 
 
 # --------------------------------------------------------------------------- profiles

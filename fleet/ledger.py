@@ -1,0 +1,65 @@
+"""Per-device bookkeeping of a run: what each device did, spent and went through.
+
+Fed once a round with the world's settled outcomes; becomes devices.csv, and
+picks the round worth drawing as a timeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from server.strategy import DeviceReport, RoundTiming
+
+STATUSES = ("ok", "late", "failed", "oom", "declined")
+
+
+@dataclass
+class DeviceTotals:
+    device: int
+    profile: str
+    sampled: int = 0
+    ok: int = 0
+    late: int = 0
+    failed: int = 0
+    oom: int = 0
+    declined: int = 0
+    adapted: int = 0
+    busy_s: float = 0.0          # downloading, computing, uploading
+    energy_j: float = 0.0
+    train_flops: float = 0.0     # of aggregated updates only
+    wasted_train_flops: float = 0.0
+
+
+COLUMNS = [f.name for f in fields(DeviceTotals)]
+
+
+class Ledger:
+    def __init__(self, profiles: list[str]) -> None:
+        self.devices = [DeviceTotals(d, name) for d, name in enumerate(profiles)]
+        self.rounds: list[tuple[int, RoundTiming]] = []
+
+    def add_round(self, server_round: int, timing: RoundTiming, reports: list[DeviceReport],
+                  adapted: set[int]) -> None:
+        self.rounds.append((server_round, timing))
+        flops = {r.device_id: r.train_flops for r in reports}
+        for d in timing.devices:
+            t = self.devices[d.device_id]
+            t.sampled += 1
+            setattr(t, d.status, getattr(t, d.status) + 1)
+            t.busy_s += d.download_s + d.compute_s + d.upload_s
+            t.energy_j += d.energy_j
+            if d.status == "ok":
+                t.train_flops += flops.get(d.device_id, 0.0)
+            else:
+                t.wasted_train_flops += flops.get(d.device_id, 0.0)
+        for device in adapted:
+            self.devices[device].adapted += 1
+
+    def rows(self) -> list[dict]:
+        return [asdict(t) for t in self.devices]
+
+    def timeline_round(self) -> tuple[int, RoundTiming] | None:
+        """The first round with the most kinds of outcome (a late or declined device shows the budget)."""
+        if not self.rounds:
+            return None
+        return max(self.rounds, key=lambda item: (len({d.status for d in item[1].devices}), -item[0]))
