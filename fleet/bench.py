@@ -179,13 +179,13 @@ def format_table(report: dict) -> str:
     cfg = report["config"]
     head = (f"{report['dense_label']} vs {report['label']} on {cfg['dataset']}, sparsity {cfg['sparsity']}, "
             f"{cfg['epochs']} epochs/task, medians over seeds {cfg['seeds']} (deltas paired per seed)")
-    cols = (f"{'variant':<18}{'epochs':>7}{'Class-IL':>9}{'delta [min, max]':>23}{'Task-IL':>9}{'forget':>8}"
+    cols = (f"{'variant':<18}{'epochs':>7}{'Class-IL':>9}{'delta [min, max]':>25}{'Task-IL':>9}{'forget':>8}"
             f"{'GFLOPs':>9}{'FLOPs x':>8}{'CPU s':>8}{'CPU x':>7}{'mem MB':>8}")
     lines = [head, cols, "-" * len(cols)]
     for name, v in report["variants"].items():
         spread = f"{v['acc_delta']:+.2f} [{v['acc_delta_min']:+.2f}, {v['acc_delta_max']:+.2f}]"
         lines.append(
-            f"{name:<18}{v['epochs']:>7.0f}{v['class_il']:>9.2f}{spread:>23}{v['task_il']:>9.2f}"
+            f"{name:<18}{v['epochs']:>7.0f}{v['class_il']:>9.2f}{spread:>25}{v['task_il']:>9.2f}"
             f"{v['forgetting']:>8.2f}{v['train_flops'] / 1e9:>9.1f}{v['flops_ratio']:>8.1f}{v['cpu_s']:>8.1f}"
             f"{v['cpu_ratio']:>7.2f}{v['peak_memory_bytes'] / 2**20:>8.2f}")
     lines.append(f"flops_ratio {report['flops_ratio']:.1f}x   acc_delta {report['acc_delta']:+.2f} points "

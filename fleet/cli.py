@@ -117,18 +117,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     out_dir = Path(args.out or scenario.output)
     summary = run_with_progress(scenario, out_dir, verbose=args.verbose, quiet=args.quiet, desc=scenario.name)
+    st = summary["statuses"]
     print(f"{scenario.name}: {summary['method']}, final Class-IL accuracy {summary['final_accuracy']:.2f}%, "
           f"forgetting {summary['forgetting']:.2f}, {summary['rounds_completed']} rounds, "
           f"upload {summary['upload_bytes'] / 1e6:.2f} MB, simulated {summary['sim_time_s']:.0f} s, "
-          f"{summary['energy_j']:.0f} J, dropped {summary['dropped_updates']}, "
-          f"rejected {summary['rejected_updates']}")
-    print(f"wrote {out_dir}/summary.json, rounds.csv, accuracy.png, bytes.png")
+          f"{summary['energy_j']:.0f} J ({summary['wasted_energy_j']:.0f} J wasted)")
+    print(f"device-rounds: {st['ok']} ok, {st['late']} late, {st['failed']} failed, {st['oom']} out of memory, "
+          f"{st['declined']} declined, {st['adapted']} adapted; {st['offline']} offline; "
+          f"rejected {summary['rejected_updates']}, app errors {summary['failed_replies']}")
+    print(f"wrote {out_dir}/summary.json, rounds.csv, devices.csv, accuracy.png, accuracy_time.png, "
+          "timeline.png, bytes.png")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from fleet.compare import compare, format_table, variants
-    from fleet.report import plot_comparison
+    from fleet.report import plot_accuracy_time, plot_comparison
     from fleet.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
@@ -140,7 +144,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                                             desc=label))
     print(format_table(rows))
     plot_comparison(rows, out_dir / "comparison.png", f"{scenario.name}: variants compared")
-    print(f"wrote {out_dir}/comparison.csv, comparison.png and one folder per variant")
+    plot_accuracy_time({r["profile"]: r["curve"] for r in rows}, out_dir / "accuracy_time.png",
+                       f"{scenario.name}: accuracy against simulated time")
+    print(f"wrote {out_dir}/comparison.csv, comparison.png, accuracy_time.png and one folder per variant")
     return 0
 
 

@@ -16,9 +16,9 @@ import yaml
 from clients.errors import InputError
 from fleet.scenario import Scenario
 
-COLUMNS = ["profile", "method", "final_accuracy", "forgetting", "rounds_completed", "upload_bytes",
-           "download_bytes", "train_flops", "sim_time_s", "energy_j", "dropped_updates", "rejected_updates",
-           "wall_s"]
+COLUMNS = ["profile", "method", "kernels", "final_accuracy", "forgetting", "rounds_completed", "upload_bytes",
+           "download_bytes", "train_flops", "wasted_train_flops", "sim_time_s", "energy_j", "wasted_energy_j",
+           "dropped_updates", "declined", "adapted", "rejected_updates", "wall_s"]
 
 
 def parse_vary(text: str) -> tuple[str, list]:
@@ -36,7 +36,7 @@ def variants(scenario: Scenario, profiles: list[str] | None, vary: str | None) -
     if vary:
         key, values = parse_vary(vary)
         return {f"{key.split('.')[-1]}={v}": scenario.with_overrides({key: v}) for v in values}
-    names = profiles or ["generous", "tight", "starved"]
+    names = profiles or (list(scenario.budgets) if scenario.budgets else ["generous", "tight", "starved"])
     return {name: scenario.with_overrides({"timing.budget": name}) for name in names}
 
 
@@ -51,9 +51,9 @@ def compare(scenario: Scenario, out_dir: Path, chosen: dict[str, Scenario],
     for label, variant in chosen.items():
         summary = run(variant, out_dir / safe_name(label), label)
         row = {"profile": label, **{k: summary[k] for k in COLUMNS[1:]}}
-        rows.append(row)
+        rows.append({**row, "curve": summary["curve"]})
         with path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=COLUMNS).writerow(row)
+            csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore").writerow(row)
     return rows
 
 
@@ -63,10 +63,10 @@ def safe_name(label: str) -> str:
 
 def format_table(rows: list[dict]) -> str:
     head = f"{'variant':<26}{'Class-IL':>9}{'forget':>8}{'upload MB':>10}{'GFLOPs':>9}{'sim s':>9}" \
-           f"{'energy J':>10}{'dropped':>8}"
+           f"{'energy J':>10}{'dropped':>8}{'declined':>9}{'adapted':>8}"
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['profile']:<26}{r['final_accuracy']:>9.2f}{r['forgetting']:>8.2f}"
                      f"{r['upload_bytes'] / 1e6:>10.2f}{r['train_flops'] / 1e9:>9.1f}{r['sim_time_s']:>9.1f}"
-                     f"{r['energy_j']:>10.1f}{r['dropped_updates']:>8}")
+                     f"{r['energy_j']:>10.1f}{r['dropped_updates']:>8}{r['declined']:>9}{r['adapted']:>8}")
     return "\n".join(lines)
