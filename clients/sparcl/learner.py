@@ -318,9 +318,9 @@ class Learner:
         try:
             state = torch.load(io.BytesIO(blob), weights_only=True)
         except Exception as err:  # weights_only refuses anything but plain data; a bad file fails in many ways
-            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-            why = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else "")
-            raise InputError(f"device state is not a learner state ({type(err).__name__}: {why[:200]})") from None
+            inner = err.__context__ or err  # torch wraps the unpickler's own, precise reason in a long message
+            why = " ".join(str(inner).split())[:200] or type(inner).__name__
+            raise InputError(f"device state is not a learner state saved by to_bytes: {why}") from None
         if isinstance(state, dict) and isinstance(state.get("removal"), dict):
             state["removal"] = {k: v.numpy() if isinstance(v, torch.Tensor) else v
                                 for k, v in state["removal"].items()}
