@@ -111,7 +111,7 @@ def load_stream(
     datasets can be cut down for quick runs; the test sets are kept whole.
     """
     if name not in DATASETS:
-        raise InputError(f"dataset {name!r} is unknown (choose from: {', '.join(sorted(DATASETS))})")
+        raise InputError(f"dataset {excerpt(name)} is unknown (choose from: {', '.join(sorted(DATASETS))})")
     n_tasks = DEFAULT_TASKS if n_tasks is None else n_tasks
     _check_positive_int("n_tasks", n_tasks)
     _check_seed(seed)
@@ -203,13 +203,13 @@ def partition_indices(
 def _check_positive_int(what: str, value: object) -> None:
     """Reject non-integers (bools included) and values below one."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{what} {value!r} must be a positive integer")
+        raise InputError(f"{what} {excerpt(value)} must be a positive integer")
 
 
 def _check_seed(seed: object) -> None:
     """numpy seeds must be non-negative integers; say so in our own words."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed {seed!r} must be a non-negative integer")
+        raise InputError(f"seed {excerpt(seed)} must be a non-negative integer")
 
 
 def _check_split_inputs(

@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except InputError as err:
-        print(f"fleet: error: {err}", file=sys.stderr)
+        print(f"fleet: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except NodesUnavailable as err:
         print(f"fleet: error: {err}", file=sys.stderr)
@@ -263,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         return leave(143 if terminated else 130)
     finally:
         restore()
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """A message as one line of at most `limit` characters: a safety net behind the bounded excerpts."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def leave(code: int) -> int:
