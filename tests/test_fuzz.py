@@ -31,6 +31,19 @@ BOMB_LIMIT_S = 1.0
 MAX_LINE = 600       # one line, and a bounded one
 
 
+@pytest.fixture(autouse=True)
+def no_real_work(monkeypatch):
+    """Every CLI case here must end before any work: a run or a benchmark starting is a failure, not a wait."""
+    import fleet.bench
+    import fleet.runner
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the work started")
+
+    monkeypatch.setattr(fleet.runner, "run_scenario", refuse)
+    monkeypatch.setattr(fleet.bench, "run_bench", refuse)
+
+
 @contextlib.contextmanager
 def alarm(seconds: float):
     """Raise TimeoutError in the main thread if the block runs longer than `seconds` (a blocked open too)."""
