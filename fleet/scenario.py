@@ -743,8 +743,8 @@ def _resolve(s: Scenario, fail) -> Scenario:
         ),
     )
     if s.federation.rounds > MAX_ROUNDS:
-        fail(f"federation.rounds {s.federation.rounds} is more than {MAX_ROUNDS:,}"
-             f"{'' if fe.rounds is not None else ' (stream.rounds_per_task x dataset.n_tasks + stream.stagger_rounds)'}")
+        derived = "" if fe.rounds is not None else " (stream.rounds_per_task x dataset.n_tasks + stream.stagger_rounds)"
+        fail(f"federation.rounds {s.federation.rounds} is more than {MAX_ROUNDS:,}{derived}")
     _check_memory(s, fail)
     if s.timing.keep_first is not None and s.timing.keep_first > s.sample_size():
         fail(f"timing.keep_first {s.timing.keep_first} exceeds the {s.sample_size()} devices sampled per round "

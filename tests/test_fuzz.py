@@ -103,7 +103,8 @@ SCENARIO_CASES = [
     ("flow nesting 100000", "name: x\nseed: " + "[" * 100_000 + "\n", "nesting deeper"),
     ("block nesting 250", nested_block(250), "nesting deeper"),
     ("mapping nesting 250", "name: x\nseed: " + "{a: " * 250 + "1" + "}" * 250 + "\n", "nesting deeper"),
-    ("alias stacking depth", "a: &a [[[[[[[[[[[1]]]]]]]]]]]\nb: &b [[[[[[[[[[*a]]]]]]]]]]\nname: x\n", "nesting deeper"),
+    ("alias stacking depth", "a: &a [[[[[[[[[[[1]]]]]]]]]]]\nb: &b [[[[[[[[[[*a]]]]]]]]]]\nname: x\n",
+     "nesting deeper"),
     ("5000-digit integer", "name: x\nseed: " + "9" * 5000 + "\n", "too large"),
     ("5000-digit float field", "name: x\ntrain: {lr: " + "9" * 5000 + "}\n", "too large"),
     ("seed 2**64", f"name: x\nseed: {2**64}\n", "does not fit in 64 bits"),
@@ -327,7 +328,8 @@ def test_unwritable_out_fails_before_any_work(tmp_path, capsys):
 # --------------------------------------------------------------------------- properties (hypothesis)
 
 
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 scalars = st.one_of(
     st.none(), st.booleans(),
