@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clients.errors import InputError
+from clients.errors import InputError, excerpt
 
 DATASETS = ("digits", "synthetic", "mnist", "fashion-mnist", "cifar10")
 IDX_DATASETS = ("mnist", "fashion-mnist")  # the four standard IDX files
@@ -111,7 +111,7 @@ def load_stream(
     datasets can be cut down for quick runs; the test sets are kept whole.
     """
     if name not in DATASETS:
-        raise InputError(f"dataset {name!r} is unknown (choose from: {', '.join(sorted(DATASETS))})")
+        raise InputError(f"dataset {excerpt(name)} is unknown (choose from: {', '.join(sorted(DATASETS))})")
     n_tasks = DEFAULT_TASKS if n_tasks is None else n_tasks
     _check_positive_int("n_tasks", n_tasks)
     _check_seed(seed)
@@ -203,13 +203,13 @@ def partition_indices(
 def _check_positive_int(what: str, value: object) -> None:
     """Reject non-integers (bools included) and values below one."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{what} {value!r} must be a positive integer")
+        raise InputError(f"{what} {excerpt(value)} must be a positive integer")
 
 
 def _check_seed(seed: object) -> None:
     """numpy seeds must be non-negative integers; say so in our own words."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed {seed!r} must be a non-negative integer")
+        raise InputError(f"seed {excerpt(seed)} must be a non-negative integer")
 
 
 def _check_split_inputs(
@@ -444,18 +444,79 @@ def _load_cifar10(folder: Path) -> Raw:
     return x_train, y_train, x_test, y_test
 
 
+_CIFAR_MAX_BYTES = 256 << 20  # a batch of the standard files is 31 MB
+
+
+def _latin1(text: str, encoding: str) -> bytes:
+    """`_codecs.encode` as pickle protocol 2 uses it for bytes, and nothing more."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError("_codecs.encode is allowed only to turn text into latin1 bytes")
+    return text.encode("latin1")
+
+
+try:
+    from numpy._core.multiarray import _reconstruct
+    from numpy._core.numeric import _frombuffer
+except ImportError:  # numpy 1.x
+    from numpy.core.multiarray import _reconstruct
+    from numpy.core.numeric import _frombuffer
+
+# Everything a CIFAR-10 batch refers to by name: numpy arrays as the real files (and numpy's own
+# protocols 2 to 5) pickle them, and bytes under pickle protocol 2. dicts, lists, bytes, str and
+# ints need no name. The objects are given here, not imported from the names a file asks for.
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what a CIFAR-10 batch holds: nothing in a hostile file runs.
+
+    pickle calls only what find_class returns (REDUCE, NEWOBJ, INST and OBJ
+    take their callables from it, extension codes too), so refusing every name
+    outside _CIFAR_GLOBALS leaves a file no way to reach os.system or eval.
+    """
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _CIFAR_GLOBALS[(module, name)]
+        except (KeyError, TypeError):
+            raise pickle.UnpicklingError(f"it refers to {excerpt(f'{module}.{name}', 60)}, which a CIFAR-10 batch "
+                                         "never does") from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("it holds a persistent reference, which a CIFAR-10 batch never does")
+
+
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One pickled batch: rows of 3072 bytes (R, G, B planes, each 32x32 row-major).
 
-    pickle can run code from a hostile file; only point data_dir at data you trust.
+    Read by _CifarUnpickler (only numpy arrays, dicts, lists, bytes, str and
+    ints can come out of it), from a regular file of at most _CIFAR_MAX_BYTES.
     """
     try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise InputError(f"cifar10 file '{path}' cannot be read: {err.strerror or err}") from None
+    if size > _CIFAR_MAX_BYTES:
+        raise InputError(f"cifar10 file '{path}' is {size:,} bytes, more than the {_CIFAR_MAX_BYTES:,} "
+                         "a CIFAR-10 batch may have")
+    try:
         with path.open("rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+        if not isinstance(batch, dict):
+            raise TypeError(f"it holds {type(batch).__name__}, not a dict")
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except Exception as err:  # unpickling can fail in many ways; all mean a bad file
-        raise InputError(f"cifar10 file '{path}' is not a CIFAR-10 batch: {type(err).__name__}: {err}") from None
+        raise InputError(f"cifar10 file '{path}' is not a CIFAR-10 batch: {type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:200]}") from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),):
         raise InputError(
             f"cifar10 file '{path}' has data {data.shape} and labels {labels.shape}, expected (N, 3072) and (N,)"

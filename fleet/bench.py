@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 from clients.cl.methods import MethodConfig
 from clients.data import TaskStream, load_stream
-from clients.errors import InputError
+from clients.errors import InputError, excerpt
 from clients.experiment import StreamResult, run_stream
 from clients.sparcl.ddr import DDRConfig
 from clients.sparcl.dgm import DGMConfig
@@ -51,7 +51,7 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         if self.ablation not in ABLATIONS:
-            raise InputError(f"ablation {self.ablation!r} is unknown (choose from: {', '.join(ABLATIONS)})")
+            raise InputError(f"ablation {excerpt(self.ablation)} is unknown (choose from: {', '.join(ABLATIONS)})")
         if not self.seeds:
             raise InputError("seeds must name at least one seed")
 

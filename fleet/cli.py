@@ -1,33 +1,50 @@
 """The `fleet` command: run, compare and validate scenarios; benchmark SparCL.
 
 Thin glue: parse arguments into typed configs, call the library, print.
-Bad input ends with one line on stderr naming the culprit and exit status 2.
+Bad input ends with one line on stderr naming the culprit and exit status 2,
+before any work starts (output folders and report paths are checked first).
+Ctrl-C and SIGTERM end a run within seconds (exit 130 and 143).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 from pathlib import Path
 
-from clients.errors import InputError
+from clients.errors import InputError, excerpt
+from fleet.interrupts import Terminated, handle_sigterm
 from server.strategy import NodesUnavailable
+
+MAX_MESSAGE = 300  # characters of an argparse message, which quotes the bad argument whole
+MAX_BENCH_EPOCHS = 100_000
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but its errors are one line (no usage dump) and exit 2."""
+    """argparse, but its errors are one line (no usage dump), bounded, and exit 2."""
 
     def error(self, message: str) -> None:
+        message = " ".join(message.split())
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 3] + "..."
         raise InputError(f"{self.prog}: {message}")
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
+    """Comma-separated seeds, each in [0, 2**32) like a scenario's seed."""
+    from fleet.scenario import SEED_LIMIT
+
     try:
         seeds = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise InputError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    except ValueError:  # also the text of an integer of more than 4,300 digits
+        raise InputError(f"--seeds must be comma-separated integers, got {excerpt(text)}") from None
     if not seeds:
         raise InputError("--seeds must name at least one seed")
+    for seed in seeds:
+        if not 0 <= seed < SEED_LIMIT:
+            raise InputError(f"--seeds: seed {excerpt(seed)} is outside [0, {SEED_LIMIT})")
     return seeds
 
 
@@ -62,27 +79,46 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def check_writable(path: Path) -> None:
     """Fail before hours of work if a report could not be written at the end."""
-    import os
+    import tempfile
 
     folder = path.parent
     if path.is_dir():
         raise InputError(f"--json '{path}' is a folder, not a file path")
     if not folder.is_dir():
         raise InputError(f"--json '{path}': folder '{folder}' does not exist")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"--json '{path}': folder '{folder}' is not writable")
+    try:  # the report is written to a temporary file in this folder and renamed; try that much now
+        os.rmdir(tempfile.mkdtemp(prefix=".fleet-probe-", dir=folder))
+    except OSError as err:
+        raise InputError(f"--json '{path}': folder '{folder}' is not writable ({err.strerror or err})") from None
 
 
 def _validate_bench(config) -> None:
     """Fail fast on bad settings, before any training starts."""
+    import math
+
     from clients.cl.methods import MethodConfig
     from clients.data import load_stream
     from clients.sparcl.learner import TrainConfig
     from clients.sparcl.tdm import TDMConfig
+    from fleet.scenario import INPUT_SHAPES, MAX_WIDTH, learner_bytes, memory_limit_bytes
 
+    for flag, value in (("--sparsity", config.sparsity), ("--lr", config.lr), ("--dgm-keep", config.dgm_keep)):
+        if not math.isfinite(value):
+            raise InputError(f"{flag} must be a finite number, got {value}")
+    if config.width is not None and not 1 <= config.width <= MAX_WIDTH:
+        raise InputError(f"--width must be in [1, {MAX_WIDTH}], got {excerpt(config.width)}")
+    if config.epochs > MAX_BENCH_EPOCHS:
+        raise InputError(f"--epochs must be at most {MAX_BENCH_EPOCHS:,}, got {excerpt(config.epochs)}")
     MethodConfig(name=config.method, buffer_size=config.buffer_size)
     TDMConfig(sparsity=config.sparsity)
     TrainConfig(epochs_per_task=config.epochs, lr=config.lr)
+    if config.dataset in INPUT_SHAPES:  # an unknown name is reported by load_stream below
+        model, buffer = learner_bytes(config.dataset, "auto", config.width, config.buffer_size, config.method)
+        need, limit = 4 * model + buffer, memory_limit_bytes()  # one learner at a time: 4 model copies, a buffer
+        if need > limit:
+            culprit = f"--buffer-size {config.buffer_size}" if buffer > model else f"--width {config.width}"
+            raise InputError(f"{culprit}: a learner would need about {need / 1e9:,.1f} GB, more than the "
+                             f"{limit / 1e9:,.1f} GB (half of this machine's memory) a run may use")
     load_stream(config.dataset, data_dir=config.data_dir, seed=config.seeds[0],
                 max_per_class=config.max_per_class)
 
@@ -96,7 +132,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_with_progress(scenario, out_dir: Path, *, verbose: bool, quiet: bool, desc: str) -> dict:
+def run_with_progress(scenario, out_dir: Path, *, verbose: bool, quiet: bool, desc: str,
+                      force: bool = False) -> dict:
     """One scenario with a progress bar over rounds showing accuracy, bytes and simulated time."""
     from tqdm import tqdm
 
@@ -108,15 +145,19 @@ def run_with_progress(scenario, out_dir: Path, *, verbose: bool, quiet: bool, de
                             sim=f"{row['sim_time_s']:.0f}s", refresh=False)
             bar.update(1)
 
-        return run_scenario(scenario, out_dir, on_round=on_round, verbose=verbose)
+        return run_scenario(scenario, out_dir, on_round=on_round, verbose=verbose, force=force)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from fleet.scenario import load_scenario
 
+    from fleet.report import check_output_dir
+
     scenario = load_scenario(args.scenario)
     out_dir = Path(args.out or scenario.output)
-    summary = run_with_progress(scenario, out_dir, verbose=args.verbose, quiet=args.quiet, desc=scenario.name)
+    check_output_dir(out_dir, force=args.force)
+    summary = run_with_progress(scenario, out_dir, verbose=args.verbose, quiet=args.quiet, desc=scenario.name,
+                                force=args.force)
     st = summary["statuses"]
     print(f"{scenario.name}: {summary['method']}, final Class-IL accuracy {summary['final_accuracy']:.2f}%, "
           f"forgetting {summary['forgetting']:.2f}, {summary['rounds_completed']} rounds, "
@@ -131,17 +172,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from fleet.compare import compare, format_table, variants
-    from fleet.report import plot_accuracy_time, plot_comparison
+    from fleet.compare import compare, format_table, variant_dirs, variants
+    from fleet.report import check_output_dir, plot_accuracy_time, plot_comparison
     from fleet.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
     profiles = [p.strip() for p in args.profiles.split(",") if p.strip()] if args.profiles else None
     chosen = variants(scenario, profiles, args.vary)
     out_dir = Path(args.out or f"{scenario.output}-compare")
+    for folder in (out_dir, *variant_dirs(out_dir, chosen)):
+        check_output_dir(folder, force=args.force)
     rows = compare(scenario, out_dir, chosen,
                    lambda sc, out, label: run_with_progress(sc, out, verbose=args.verbose, quiet=args.quiet,
-                                                            desc=label))
+                                                            desc=label, force=args.force),
+                   force=args.force)
     print(format_table(rows))
     plot_comparison(rows, out_dir / "comparison.png", f"{scenario.name}: variants compared")
     plot_accuracy_time({r["profile"]: r["curve"] for r in rows}, out_dir / "accuracy_time.png",
@@ -156,6 +200,8 @@ def add_scenario_run_options(parser: argparse.ArgumentParser, default_out: str) 
     parser.add_argument("--out", default=None, help=f"output folder (default: {default_out})")
     parser.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the run an output folder already holds (refused without it)")
 
 
 def build_parser() -> ArgumentParser:
@@ -207,18 +253,38 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    restore = handle_sigterm()
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except InputError as err:
-        print(f"fleet: error: {err}", file=sys.stderr)
+        print(f"fleet: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except NodesUnavailable as err:
         print(f"fleet: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("fleet: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        print("fleet: terminated" if terminated else "fleet: interrupted", file=sys.stderr)
+        return leave(143 if terminated else 130)
+    finally:
+        restore()
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """A message as one line of at most `limit` characters: a safety net behind the bounded excerpts."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def leave(code: int) -> int:
+    """Exit now if a thread would keep the process alive (Flower's server thread waits out its round
+    timeout after an interrupt); everything a run writes is on disk by then. Else return `code`."""
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -7,26 +7,36 @@ the same scenario, seed included, in one process, one after the other.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
-from clients.errors import InputError
-from fleet.scenario import Scenario
+from clients.errors import InputError, excerpt
+from fleet.report import RoundsCsv, prepare_output_dir
+from fleet.scenario import Scenario, parse_yaml
 
 COLUMNS = ["profile", "method", "kernels", "final_accuracy", "forgetting", "rounds_completed", "upload_bytes",
            "download_bytes", "train_flops", "wasted_train_flops", "sim_time_s", "energy_j", "wasted_energy_j",
            "dropped_updates", "declined", "adapted", "rejected_updates", "wall_s"]
+MAX_VARIANTS = 100
 
 
 def parse_vary(text: str) -> tuple[str, list]:
-    """`key=v1,v2` -> (key, [v1, v2]) with YAML typing of the values (true, 0.5, fedavg)."""
+    """`key=v1,v2` -> (key, [v1, v2]) with YAML typing of the values (true, 0.5, fedavg).
+
+    The values are read as one YAML flow list, `[v1,v2]`, by the scenario
+    loader (so with its bounds), which lets a value be a mapping with commas
+    inside: `fleet.profiles={rpi4: 6, rpi5: 4},{rpi4: 10}`.
+    """
     key, sep, values = text.partition("=")
-    if not sep or not key or not values:
-        raise InputError(f"--vary must look like section.key=value1,value2, got {text!r}")
-    return key.strip(), [yaml.safe_load(v) for v in values.split(",")]
+    key = key.strip()
+    if not sep or not key or not values.strip():
+        raise InputError(f"--vary must look like section.key=value1,value2, got {excerpt(text)}")
+    parsed = parse_yaml(f"[{values}]", source=f"--vary {excerpt(key, 40)}")
+    if not isinstance(parsed, list) or not parsed:
+        raise InputError(f"--vary {excerpt(key, 40)}: the values {excerpt(values)} are not a comma-separated list")
+    if len(parsed) > MAX_VARIANTS:
+        raise InputError(f"--vary {excerpt(key, 40)}: {len(parsed)} values, more than {MAX_VARIANTS}")
+    return key, parsed
 
 
 def variants(scenario: Scenario, profiles: list[str] | None, vary: str | None) -> dict[str, Scenario]:
@@ -35,30 +45,41 @@ def variants(scenario: Scenario, profiles: list[str] | None, vary: str | None) -
         raise InputError("give either --profiles or --vary, not both")
     if vary:
         key, values = parse_vary(vary)
-        return {f"{key.split('.')[-1]}={v}": scenario.with_overrides({key: v}) for v in values}
+        return {f"{key.split('.')[-1][:40]}={_label(v)}": scenario.with_overrides({key: v}) for v in values}
     names = profiles or (list(scenario.budgets) if scenario.budgets else ["generous", "tight", "starved"])
     return {name: scenario.with_overrides({"timing.budget": name}) for name in names}
 
 
+def _label(value) -> str:
+    """A variant's value as its label shows it: YAML-like, one line, at most 40 characters."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return value if isinstance(value, str) and len(value) <= 40 else excerpt(value, 40)
+
+
 def compare(scenario: Scenario, out_dir: Path, chosen: dict[str, Scenario],
-            run: Callable[[Scenario, Path, str], dict]) -> list[dict]:
-    """Run every variant into out_dir/<label>/ and write out_dir/comparison.csv (row by row)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "comparison.csv"
-    with path.open("w", newline="") as f:
-        csv.DictWriter(f, fieldnames=COLUMNS).writeheader()
-    rows = []
+            run: Callable[[Scenario, Path, str], dict], *, force: bool = False) -> list[dict]:
+    """Run every variant into out_dir/<label>/ and write out_dir/comparison.csv (row by row).
+
+    force: out_dir may already hold a comparison (its old files are replaced).
+    """
+    prepare_output_dir(out_dir, force=force)
+    table = RoundsCsv(out_dir / "comparison.csv", COLUMNS)
     for label, variant in chosen.items():
         summary = run(variant, out_dir / safe_name(label), label)
-        row = {"profile": label, **{k: summary[k] for k in COLUMNS[1:]}}
-        rows.append({**row, "curve": summary["curve"]})
-        with path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore").writerow(row)
-    return rows
+        table.append({"profile": label, **{k: summary[k] for k in COLUMNS[1:]}, "curve": summary["curve"]})
+    return table.rows
+
+
+def variant_dirs(out_dir: Path, chosen: dict[str, Scenario]) -> list[Path]:
+    """The folder each variant writes to."""
+    return [out_dir / safe_name(label) for label in chosen]
 
 
 def safe_name(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+    """A label as one file-name component: letters, digits and -_. only, at most 100 characters, never . or .."""
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)[:100]
+    return name if name.strip(".") else f"_{name}"
 
 
 def format_table(rows: list[dict]) -> str:

@@ -1,12 +1,27 @@
-"""Run outputs: rounds.csv (appended and flushed each round), devices.csv, summary.json, PNG plots."""
+"""Run outputs: rounds.csv (appended and flushed each round), devices.csv, summary.json, PNG plots.
+
+Every file is written under a fresh temporary name in its folder and renamed
+over the target, so a reader never sees half a file, and a symlink planted at
+the target is replaced, never followed (rename acts on the link itself).
+rounds.csv is then appended with O_NOFOLLOW. A folder that already holds a run
+is refused unless the caller forces it, and forcing removes that run's files
+(by their names only), so no stale summary or plot stays beside a new run.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
-from collections.abc import Sequence
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
+
+from clients.errors import InputError
 
 import matplotlib
 
@@ -15,40 +30,136 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
+# Files a run or a comparison writes into its folder; the first three mean "this folder holds a run".
+RUN_MARKERS = ("summary.json", "rounds.csv", "comparison.csv")
+RUN_FILES = (*RUN_MARKERS, "accuracy.png", "accuracy_time.png", "bytes.png", "timeline.png", "devices.csv",
+             "scenario.yaml", "comparison.png")
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[BinaryIO]:
+    """A binary file that becomes `path` when the block ends without error (and vanishes if it fails).
+
+    It is a new file (mkstemp: O_CREAT | O_EXCL) in path's folder, fsynced, then
+    renamed over `path`; a symlink at `path` is replaced, not followed.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the permissions a plain open would
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomic, never through a symlink (see `replacing`)."""
+    with replacing(path) as f:
+        f.write(text.encode("utf-8"))
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Atomic, never through a symlink: a temporary file renamed over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(payload, indent=2, default=float))
+
+
+def check_output_dir(out_dir: Path, *, force: bool) -> None:
+    """Fail, before any work starts, if `out_dir` cannot take a run's files or holds a run and not `force`."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output folder '{out_dir}' is a file, not a folder")
+    if out_dir.is_dir() and not force:
+        held = [name for name in RUN_MARKERS if os.path.lexists(out_dir / name)]
+        if held:
+            raise InputError(f"output folder '{out_dir}' already holds a run ({held[0]}): pass --force to "
+                             "overwrite it, or choose another folder with --out")
+    anchor = out_dir
+    while not anchor.exists() and anchor != anchor.parent:  # the folder it would be created in
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        raise InputError(f"output folder '{out_dir}' cannot be created: '{anchor}' is not a folder")
+    try:  # os.access says yes to root even on a read-only file system; trying says what is true
+        os.rmdir(tempfile.mkdtemp(prefix=".fleet-probe-", dir=anchor))
+    except OSError as err:
+        raise InputError(f"output folder '{out_dir}' is not writable ('{anchor}': "
+                         f"{err.strerror or err})") from None
+
+
+def prepare_output_dir(out_dir: Path, *, force: bool) -> None:
+    """Make `out_dir` ready for a new run: checked as check_output_dir, created, an earlier run's files removed.
+
+    Only the files a run writes (RUN_FILES) are removed, by name; unlinking a
+    symlink removes the link, never what it points to.
+    """
+    check_output_dir(out_dir, force=force)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            (out_dir / name).unlink(missing_ok=True)
+    except OSError as err:
+        raise InputError(f"output folder '{out_dir}' cannot be prepared: {err.strerror or err}") from None
+
+
 class RoundsCsv:
-    """rounds.csv written one row at a time, so an interrupted run keeps every finished round."""
+    """rounds.csv written one row at a time, so an interrupted run keeps every finished round.
+
+    Appends are serialised with `close`: once a stopping run has closed the
+    file, a round that finishes late in another thread adds nothing, so the
+    file and the summary written at the stop agree.
+    """
 
     def __init__(self, path: Path, columns: Sequence[str]) -> None:
         self.path = path
         self.columns = list(columns)
         self.rows: list[dict] = []
-        with path.open("w", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.columns).writeheader()
+        self.closed = False
+        self._lock = threading.Lock()
+        header = io.StringIO()
+        csv.DictWriter(header, fieldnames=self.columns).writeheader()
+        write_text(path, header.getvalue())
 
     def append(self, row: dict) -> None:
-        self.rows.append(row)
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(row)
-            f.flush()
-            os.fsync(f.fileno())
+        line = io.StringIO()
+        csv.DictWriter(line, fieldnames=self.columns, extrasaction="ignore").writerow(row)
+        with self._lock:
+            if self.closed:
+                return
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+            with os.fdopen(fd, "wb") as f:
+                f.write(line.getvalue().encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+            self.rows.append(row)
+
+    def close(self) -> None:
+        """No more rows; waits for a row being written to finish."""
+        with self._lock:
+            self.closed = True
 
 
 def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
-    """A whole table at once, atomically (temporary file, then rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    """A whole table at once, atomically and never through a symlink."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, text.getvalue())
 
 
-def write_json(path: Path, payload: dict) -> None:
-    """Atomic: write a temporary file, then rename it over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    os.replace(tmp, path)
+def save_figure(fig, path: Path) -> None:
+    """fig as a PNG at `path`, atomically and never through a symlink; the figure is closed."""
+    try:
+        with replacing(path) as f:
+            fig.savefig(f, format="png", dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def plot_accuracy(rows: Sequence[dict], n_tasks: int, path: Path, title: str) -> None:
@@ -66,8 +177,7 @@ def plot_accuracy(rows: Sequence[dict], n_tasks: int, path: Path, title: str) ->
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_bytes(rows: Sequence[dict], path: Path, title: str) -> None:
@@ -82,8 +192,7 @@ def plot_bytes(rows: Sequence[dict], path: Path, title: str) -> None:
     ax.grid(alpha=0.3, axis="y")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 STATUS_COLOURS = {"ok": "tab:green", "late": "tab:orange", "failed": "tab:red", "oom": "tab:purple",
@@ -116,8 +225,7 @@ def plot_timeline(outcomes: Sequence, start_s: float, close_s: float, deadline_s
     ax.grid(alpha=0.3, axis="x")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_accuracy_time(curves: dict[str, Sequence[tuple[float, float]]], path: Path, title: str) -> None:
@@ -130,8 +238,7 @@ def plot_accuracy_time(curves: dict[str, Sequence[tuple[float, float]]], path: P
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_comparison(rows: Sequence[dict], path: Path, title: str) -> None:
@@ -147,5 +254,4 @@ def plot_comparison(rows: Sequence[dict], path: Path, title: str) -> None:
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -29,10 +29,12 @@ from clients.data import TaskStream, load_stream  # noqa: E402
 from clients.device import DeviceSpec, spec_task  # noqa: E402
 from clients.metrics import average_accuracy, task_accuracy  # noqa: E402
 from clients.sparcl.learner import Learner  # noqa: E402
+from fleet.interrupts import stopping  # noqa: E402
 from fleet.ledger import COLUMNS as DEVICE_COLUMNS, Ledger  # noqa: E402
 from fleet.profiles import get_profile  # noqa: E402
 from fleet.report import (  # noqa: E402
-    RoundsCsv, plot_accuracy, plot_accuracy_time, plot_bytes, plot_timeline, write_csv, write_json,
+    RoundsCsv, plot_accuracy, plot_accuracy_time, plot_bytes, plot_timeline, prepare_output_dir, write_csv,
+    write_json, write_text,
 )
 from fleet.scenario import Scenario  # noqa: E402
 from fleet.world import SimWorld  # noqa: E402
@@ -132,8 +134,13 @@ def quiet_flower(verbose: bool) -> None:
 
 
 def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: bool = False,
-                 client_app=None) -> dict:
-    """Run the scenario; return the summary (also written to out_dir/summary.json)."""
+                 client_app=None, force: bool = False) -> dict:
+    """Run the scenario; return the summary (also written to out_dir/summary.json).
+
+    force: out_dir may hold an earlier run, whose files are replaced. Ctrl-C,
+    SIGTERM or a crash still writes summary.json (status interrupted or
+    failed, with the finished rounds) and stops every process the run started.
+    """
     from flwr.simulation import run_simulation
 
     from clients.app import app as default_client_app
@@ -145,8 +152,8 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
     config = server_config(scenario, spec, learner.masked_names)
     world = make_world(scenario)
     # everything that can fail on bad input has run: only now touch the output folder
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "scenario.yaml").write_text(yaml.safe_dump(scenario.to_dict(), sort_keys=False))
+    prepare_output_dir(out_dir, force=force)
+    write_text(out_dir / "scenario.yaml", yaml.safe_dump(scenario.to_dict(), sort_keys=False))
     columns = BASE_COLUMNS + [f"acc_task_{t}" for t in range(spec.n_tasks)] + ["tasks", "statuses"]
     rounds_csv = RoundsCsv(out_dir / "rounds.csv", columns)
     sink: dict = {}
@@ -157,13 +164,20 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
                                  world, evaluator, sink)
     quiet_flower(verbose)
     started = time.perf_counter()
-    run_simulation(server_app=server_app, client_app=client_app or default_client_app,
-                   num_supernodes=scenario.fleet.devices, backend_config=backend_config(),
-                   verbose_logging=verbose)
+
+    def stopped(status: str) -> None:  # interrupted or failed: keep the finished rounds, say how it ended
+        rounds_csv.close()
+        write_json(out_dir / "summary.json",
+                   stopped_summary(scenario, sink, rounds_csv.rows, time.perf_counter() - started, status))
+
+    with stopping(stopped):
+        run_simulation(server_app=server_app, client_app=client_app or default_client_app,
+                       num_supernodes=scenario.fleet.devices, backend_config=backend_config(),
+                       verbose_logging=verbose)
+        if "result" not in sink:
+            raise RuntimeError("the Flower run ended without a result (see the log with --verbose)")
     wall = time.perf_counter() - started
-    if "result" not in sink:
-        raise RuntimeError("the Flower run ended without a result (see the log with --verbose)")
-    summary = summarise(scenario, sink["strategy"], rounds_csv.rows, wall)
+    summary = {"status": "complete", **summarise(scenario, sink["strategy"], rounds_csv.rows, wall)}
     write_json(out_dir / "summary.json", summary)
     write_csv(out_dir / "devices.csv", ledger.rows(), DEVICE_COLUMNS)
     if rounds_csv.rows:
@@ -187,6 +201,13 @@ def make_world(scenario: Scenario) -> SimWorld:
     return SimWorld([get_profile(p) for p in scenario.device_profiles()], scenario.budget_profile(),
                     deadline_s=t.deadline_s, keep_first=t.keep_first, offline_rate_per_s=t.offline_rate_per_s,
                     seed=scenario.seed, kernels=scenario.kernel_model())
+
+
+def stopped_summary(scenario: Scenario, sink: dict, rows: list[dict], wall_s: float, status: str) -> dict:
+    """summary.json of a run that did not complete: what its finished rounds show, and how it ended."""
+    if "strategy" not in sink:  # stopped before the server started
+        return {"status": status, "scenario": scenario.name, "rounds_completed": len(rows), "wall_s": wall_s}
+    return {"status": status, **summarise(scenario, sink["strategy"], rows, wall_s)}
 
 
 def summarise(scenario: Scenario, strategy, rows: list[dict], wall_s: float) -> dict:

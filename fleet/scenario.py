@@ -25,6 +25,13 @@ Conventions:
 - Relative paths (`output`, `dataset.data_dir`) are relative to the working
   directory, not to the scenario file.
 
+Bounds (a scenario file is untrusted input): the file must be a regular file of
+at most MAX_SCENARIO_BYTES; YAML nesting, alias expansion, integers and strings
+are bounded while parsing, before anything is built; `name` is one path
+component (it names runs/<name>); counts and sizes are checked against the data
+(every device needs an example of every task) and this machine's memory.
+Error messages quote a bad value through `clients.errors.excerpt`, never repr().
+
 Build scenarios through `load_scenario`, `parse_scenario` or
 `Scenario.with_overrides`: constructing the dataclasses directly skips both
 validation and the derived defaults.
@@ -37,21 +44,24 @@ import difflib
 import math
 import operator
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, NoReturn, Union, get_args, get_origin, get_type_hints
 
+import torch
 import yaml
 
-from clients.backbones import BACKBONES
+from clients.accounting import buffer_bytes
+from clients.backbones import BACKBONES, build_backbone
 from clients.budget import KERNELS, KernelModel, check_speedup_table
 from clients.cl.methods import METHODS, MethodConfig
 from clients.data import DATASETS, DEFAULT_DATA_DIRS, IDX_DATASETS, require_data_dir
 from clients.device import MASK_POLICIES, device_offset, task_of
 from clients.wire import VALUE_DTYPES
-from clients.errors import InputError
+from clients.errors import InputError, excerpt
 from clients.sparcl.ddr import DDRConfig
 from clients.sparcl.dgm import DGMConfig
 from clients.sparcl.learner import LearnerConfig, SparCLConfig, TrainConfig
@@ -60,6 +70,23 @@ from fleet.profiles import BUDGETS, PAPER_SPARSE_SPEEDUP, PROFILES, BudgetProfil
 from server.strategy import AGGREGATIONS
 
 NUM_CLASSES = {name: 10 for name in DATASETS}  # every supported dataset has 10 classes
+INPUT_SHAPES = {"digits": (1, 8, 8), "synthetic": (1, 8, 8), "mnist": (1, 28, 28),
+                "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+# Training examples of the smallest class (the standard files; digits after its 70/30 split).
+TRAIN_PER_CLASS = {"digits": 122, "synthetic": 60, "mnist": 5421, "fashion-mnist": 6000, "cifar10": 5000}
+
+# Bounds on what a scenario may ask for; each is far above any sensible run.
+MAX_SCENARIO_BYTES = 1 << 20   # a scenario is about 2 KB
+MAX_YAML_DEPTH = 20            # a scenario nests 3 deep (fleet.profiles.rpi4)
+MAX_YAML_NODES = 10_000        # values after YAML aliases are expanded (a scenario has about 60)
+MAX_INT = 2**63 - 1            # every integer fits in 64 bits
+MAX_TEXT = 4096                # characters in any string (PATH_MAX)
+MAX_NAME = 100                 # characters in `name`
+MAX_DEVICES = 10_000           # Flower's simulation holds every device's node and state in this process
+MAX_ROUNDS = 100_000
+MAX_WIDTH = 1 << 16            # keeps the size arithmetic in range; memory decides the real limit
+SEED_LIMIT = 2**32             # device seeds are seed * 1000 + device, and torch takes seeds below 2**64
+MEMORY_SHARE = 0.5             # a run may plan to use half of this machine's memory
 FILE_DATASETS = (*IDX_DATASETS, "cifar10")  # read from dataset.data_dir; the others are built in
 SCHEMES = ("iid", "dirichlet")
 
@@ -87,7 +114,7 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class FleetSpec:
-    devices: int = rule(10, ge=1)
+    devices: int = rule(10, ge=1, le=MAX_DEVICES)
     profiles: dict[str, int] | None = None  # profile name -> count; default {rpi4: devices}
 
 
@@ -126,7 +153,7 @@ class TrainSpec:
     batch_size: int = rule(32, ge=1)
     lr: float = rule(0.03, gt=0)
     backbone: str = rule("auto", choices=BACKBONES)
-    width: int | None = rule(None, ge=1)
+    width: int | None = rule(None, ge=1, le=MAX_WIDTH)
 
 
 @dataclass(frozen=True)
@@ -180,7 +207,7 @@ class BudgetSpec:
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    seed: int = rule(0, ge=0)
+    seed: int = rule(0, ge=0, lt=SEED_LIMIT)
     output: str | None = None  # default runs/<name>
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     fleet: FleetSpec = field(default_factory=FleetSpec)
@@ -211,7 +238,7 @@ class Scenario:
         sampled every round trains fewer).
         """
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise InputError(f"learner seed must be an integer >= 0, got {seed!r}")
+            raise InputError(f"learner seed must be an integer >= 0, got {excerpt(seed)}")
         sp = self.sparcl
         if sp.enabled:
             sparcl = SparCLConfig(
@@ -300,7 +327,8 @@ class Scenario:
         data = copy.deepcopy(getattr(self, "_raw", None) or self.to_dict())
         for key, value in all_changes.items():
             if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
-                raise InputError(f"{self.source}: override key {key!r} must be a dotted path like 'sparcl.enabled'")
+                raise InputError(f"{self.source}: override key {excerpt(key)} must be a dotted path like "
+                                 "'sparcl.enabled'")
             *parents, leaf = key.split(".")
             node = data
             for depth, part in enumerate(parents):
@@ -309,10 +337,10 @@ class Scenario:
                     child = node[part] = {}
                 elif not isinstance(child, dict):
                     where = ".".join(parents[: depth + 1])
-                    raise InputError(f"{self.source}: override '{key}': '{where}' is not a section")
+                    raise InputError(f"{self.source}: override {excerpt(key)}: {excerpt(where)} is not a section")
                 node = child
             node[leaf] = copy.deepcopy(value)
-        described = ", ".join(f"{k}={v!r}" for k, v in all_changes.items())
+        described = ", ".join(f"{excerpt(k, 40)}={excerpt(v, 40)}" for k, v in all_changes.items())
         return parse_scenario(data, source=f"{self.source} (with {described})" if described else self.source)
 
     def to_dict(self) -> dict[str, Any]:
@@ -324,7 +352,82 @@ class Scenario:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys (plain PyYAML keeps the last one silently)."""
+    """SafeLoader that rejects duplicate keys (plain PyYAML keeps the last one silently) and bounds the document.
+
+    Nesting is bounded while composing (PyYAML composes recursively, so deep
+    nesting would end in RecursionError); the size of the document with every
+    alias expanded is measured on the composed node graph, before any value is
+    built (an anchor bomb of 300 bytes expands to a billion values); integers
+    must fit in 64 bits (Python refuses to parse more than 4,300 digits anyway).
+    """
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _TooBig(f"nesting deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self):
+        node = super().compose_document()
+        _check_expansion(node)
+        return node
+
+
+class _TooBig(yaml.constructor.ConstructorError):
+    """A bound of _StrictLoader was exceeded (reported as a YAML error, not a syntax error)."""
+
+    def __init__(self, problem: str, mark) -> None:
+        super().__init__(None, None, problem, mark)
+
+
+def _check_expansion(root: yaml.Node | None) -> None:
+    """Fail if `root`, with its aliases expanded, nests too deep, holds too many nodes or contains itself.
+
+    Each node's expanded size and height are computed once (an alias is the
+    very node it names), so measuring takes time linear in the file.
+    """
+    measured: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes once expanded, height)
+    open_nodes: set[int] = set()
+
+    def fail(problem: str, node: yaml.Node) -> NoReturn:
+        raise _TooBig(problem, node.start_mark)
+
+    def visit(node: yaml.Node, depth: int) -> tuple[int, int]:
+        key = id(node)
+        if key in open_nodes:
+            fail("an alias refers to a node that contains it", node)
+        if key not in measured:
+            open_nodes.add(key)
+            if isinstance(node, yaml.MappingNode):
+                children = [child for pair in node.value for child in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            else:
+                children = []
+            size, height = 1, 1
+            for child in children:
+                child_size, child_height = visit(child, depth + 1)
+                size, height = size + child_size, max(height, child_height + 1)
+                if size > MAX_YAML_NODES:
+                    break
+            open_nodes.discard(key)
+            measured[key] = (size, height)
+        size, height = measured[key]
+        if size > MAX_YAML_NODES:
+            fail(f"the document expands to more than {MAX_YAML_NODES:,} values (YAML aliases)", node)
+        if depth + height - 1 > MAX_YAML_DEPTH:
+            fail(f"nesting deeper than {MAX_YAML_DEPTH} levels (YAML aliases)", node)
+        return size, height
+
+    if root is not None:
+        visit(root, 1)
 
 
 def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
@@ -335,39 +438,88 @@ def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -
         key = loader.construct_object(key_node, deep=True)
         if isinstance(key, (str, int, float, bool)) or key is None:
             if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {excerpt(key, 40)}",
+                                                        key_node.start_mark)
             seen.add(key)
     loader.flatten_mapping(node)
     return loader.construct_mapping(node, deep=True)
 
 
+def _bounded_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
+    """A YAML integer that fits in 64 bits; longer text is refused before it is parsed."""
+    if len(node.value) > 70:  # 64 binary digits with a sign, a prefix and a few underscores
+        raise _TooBig(f"integer of {len(node.value)} characters is too large (integers must fit in 64 bits)",
+                      node.start_mark)
+    value = loader.construct_yaml_int(node)
+    if not -MAX_INT - 1 <= value <= MAX_INT:
+        raise _TooBig(f"integer {excerpt(value, 30)} does not fit in 64 bits", node.start_mark)
+    return value
+
+
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _bounded_int)
+
+
+def read_scenario_text(path: str | os.PathLike) -> str:
+    """The text of the scenario file at `path`: a regular file of at most MAX_SCENARIO_BYTES, UTF-8.
+
+    The file's type is checked before it is opened (a FIFO would block the
+    open, /dev/zero would never end), and the read is bounded whatever the
+    file turns out to be.
+    """
+    source = os.fspath(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{source}: scenario file not found") from None
+    except (OSError, ValueError) as err:
+        raise InputError(f"{source}: cannot be read ({getattr(err, 'strerror', None) or err})") from None
+    _check_regular(source, info)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            _check_regular(source, os.fstat(f.fileno()))  # the same file as the one checked
+            data = f.read(MAX_SCENARIO_BYTES + 1)
+    except OSError as err:
+        raise InputError(f"{source}: cannot be read ({err.strerror or err})") from None
+    if len(data) > MAX_SCENARIO_BYTES:
+        raise InputError(f"{source}: is larger than {MAX_SCENARIO_BYTES:,} bytes, too large for a scenario file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{source}: is not UTF-8 text") from None
+
+
+def _check_regular(source: str, info: os.stat_result) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{source}: is a directory, not a scenario file")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{source}: is not a regular file (a FIFO, device or socket), not a scenario file")
+    if info.st_size > MAX_SCENARIO_BYTES:
+        raise InputError(f"{source}: is {info.st_size:,} bytes, more than the {MAX_SCENARIO_BYTES:,} a scenario "
+                         "file may have")
+
+
+def parse_yaml(text: str, *, source: str) -> Any:
+    """YAML text to plain values, strictly and within the bounds above; errors are one InputError line."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(err.problem or err.context or "invalid YAML").split())[:200]
+        kind = "YAML error" if isinstance(err, yaml.constructor.ConstructorError) else "YAML syntax error"
+        raise InputError(f"{source}: {kind}{where}: {problem}") from None
+    except yaml.YAMLError as err:
+        raise InputError(f"{source}: YAML syntax error: {' '.join(str(err).split())[:200]}") from None
+    except RecursionError:  # a safety net: the depth bound above should make this unreachable
+        raise InputError(f"{source}: YAML nesting too deep") from None
 
 
 def load_scenario(path: str | os.PathLike) -> Scenario:
     """Read, parse and validate the scenario file at `path`."""
     source = os.fspath(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{source}: scenario file not found") from None
-    except IsADirectoryError:
-        raise InputError(f"{source}: is a directory, not a scenario file") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{source}: is not UTF-8 text") from None
-    except OSError as err:
-        raise InputError(f"{source}: cannot be read ({err.strerror or err})") from None
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = " ".join(str(err.problem or err.context or "invalid YAML").split())
-        kind = "YAML error" if isinstance(err, yaml.constructor.ConstructorError) else "YAML syntax error"
-        raise InputError(f"{source}: {kind}{where}: {problem}") from None
-    except yaml.YAMLError as err:
-        raise InputError(f"{source}: YAML syntax error: {' '.join(str(err).split())}") from None
-    return parse_scenario(data, source=source)
+    return parse_scenario(parse_yaml(read_scenario_text(path), source=source), source=source)
 
 
 def parse_scenario(data: dict, *, source: str = "<scenario>") -> Scenario:
@@ -401,8 +553,9 @@ def _build(cls: type, data: Any, path: str, fail) -> Any:
     names = [f.name for f in fields(cls)]
     for key in data:
         if key not in names:
-            dotted = f"{path}.{key}" if path else str(key)
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+            shown = _key_text(key)
+            dotted = f"{path}.{shown}" if path else shown
+            close = difflib.get_close_matches(shown, names, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(names)}"
             fail(f"unknown key '{dotted}' ({hint})")
     hints = get_type_hints(cls)
@@ -435,17 +588,24 @@ def _coerce(value: Any, tp: Any, path: str, fail) -> Any:
         if not isinstance(value, Mapping):
             fail(f"{path} must be {_describe(tp)}, got {_show(value)}")
         key_type, value_type = get_args(tp)
-        return {_coerce(k, key_type, f"{path} key {k!r}", fail): _coerce(v, value_type, f"{path}.{k}", fail)
-                for k, v in value.items()}
+        return {_coerce(k, key_type, f"{path} key {excerpt(k, 40)}", fail):
+                _coerce(v, value_type, f"{path}.{_key_text(k)}", fail) for k, v in value.items()}
     if not _accepts(tp, value):
         hint = ""
         if tp is float and isinstance(value, str) and _parses_as_float(value):
             hint = " (YAML reads an exponent without a dot as text: write e.g. 3.0e-2)"
         fail(f"{path} must be {_describe(tp)}, got {_show(value)}{hint}")
+    if isinstance(value, int) and not -MAX_INT - 1 <= value <= MAX_INT:
+        fail(f"{path} must fit in 64 bits, got {excerpt(value)}")
     if tp is float:
         if not math.isfinite(value):
             fail(f"{path} must be a finite number, got {value!r}")
         return float(value)
+    if tp is str:
+        if len(value) > MAX_TEXT:
+            fail(f"{path} is {len(value):,} characters long, more than {MAX_TEXT}: {excerpt(value, 40)}")
+        if not value.isprintable():
+            fail(f"{path} holds a control character (NUL, a newline or the like): {excerpt(value)}")
     return value
 
 
@@ -468,12 +628,12 @@ def _check_rules(value: Any, rules: Mapping[str, Any], path: str, fail) -> None:
         return
     choices = rules.get("choices")
     if choices is not None and value not in choices:
-        fail(f"{path} must be one of {', '.join(choices)}; got {value!r}")
+        fail(f"{path} must be one of {', '.join(choices)}; got {excerpt(value)}")
     low = ("ge", rules["ge"]) if "ge" in rules else ("gt", rules["gt"]) if "gt" in rules else None
     high = ("le", rules["le"]) if "le" in rules else ("lt", rules["lt"]) if "lt" in rules else None
     compare = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
     if (low and not compare[low[0]](value, low[1])) or (high and not compare[high[0]](value, high[1])):
-        fail(f"{path} must be {_range_text(low, high)}, got {value!r}")
+        fail(f"{path} must be {_range_text(low, high)}, got {excerpt(value)}")
 
 
 def _range_text(low: tuple | None, high: tuple | None) -> str:
@@ -503,10 +663,14 @@ def _show(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({_kind(value)})"
+    return f"{excerpt(value)} ({_kind(value)})"
+
+
+def _key_text(key: Any) -> str:
+    """A mapping key as it appears in a dotted path: plain if short and printable, else an excerpt."""
+    if isinstance(key, str) and len(key) <= 40 and key.isprintable():
+        return key
+    return excerpt(key, 40)
 
 
 def _parses_as_float(text: str) -> bool:
@@ -533,8 +697,15 @@ def _resolve(s: Scenario, fail) -> Scenario:
     """Fill the defaults that depend on other fields, then check cross-field constraints."""
     if not s.name.strip():
         fail("name must be a non-empty string")
+    if len(s.name) > MAX_NAME:
+        fail(f"name is {len(s.name)} characters long, more than {MAX_NAME}: {excerpt(s.name, 40)}")
+    if "/" in s.name or "\\" in s.name or s.name in (".", ".."):
+        fail(f"name must not hold '/' or '\\' or be '.' or '..' (it names the folder runs/<name>), "
+             f"got {excerpt(s.name)}")
     if s.output is not None and not s.output.strip():
         fail("output must be a non-empty path")
+    if s.output is not None and any(len(part.encode()) > 255 for part in Path(s.output).parts):
+        fail(f"output has a path component longer than 255 bytes: {excerpt(s.output)}")
 
     ds = s.dataset
     classes = NUM_CLASSES[ds.name]
@@ -554,11 +725,17 @@ def _resolve(s: Scenario, fail) -> Scenario:
         if name not in PROFILES:
             close = difflib.get_close_matches(name, list(PROFILES), n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            fail(f"fleet.profiles: unknown device profile '{name}' ({hint}choose from: {', '.join(PROFILES)})")
+            fail(f"fleet.profiles: unknown device profile '{_key_text(name)}' ({hint}choose from: "
+                 f"{', '.join(PROFILES)})")
         if count < 0:
             fail(f"fleet.profiles.{name} must be >= 0, got {count}")
     if sum(profiles.values()) != fl.devices:
         fail(f"fleet.profiles counts sum to {sum(profiles.values())} but fleet.devices is {fl.devices}")
+    per_task = examples_per_task(ds.name, ds.n_tasks, ds.max_per_class)
+    if fl.devices > per_task:
+        fail(f"fleet.devices {fl.devices} exceeds the {per_task} training examples of a {ds.name} task"
+             f"{' (dataset.max_per_class ' + str(ds.max_per_class) + ')' if ds.max_per_class else ''}: "
+             "every device needs at least one")
 
     pa = s.partition
     if pa.scheme == "dirichlet" and pa.alpha is None:
@@ -603,10 +780,62 @@ def _resolve(s: Scenario, fail) -> Scenario:
             check_speedup_table(tuple(s.timing.speedup.items()), "timing.speedup")
         except InputError as err:
             fail(str(err))
+    if s.federation.rounds > MAX_ROUNDS:
+        derived = "" if fe.rounds is not None else " (stream.rounds_per_task x dataset.n_tasks + stream.stagger_rounds)"
+        fail(f"federation.rounds {s.federation.rounds} is more than {MAX_ROUNDS:,}{derived}")
+    _check_memory(s, fail)
     if s.timing.keep_first is not None and s.timing.keep_first > s.sample_size():
         fail(f"timing.keep_first {s.timing.keep_first} exceeds the {s.sample_size()} devices sampled per round "
              "(federation.devices_per_round)")
     return s
+
+
+def examples_per_task(dataset: str, n_tasks: int, max_per_class: int | None = None) -> int:
+    """At least how many training examples each task of `dataset` has (the smallest class, times its classes)."""
+    per_class = TRAIN_PER_CLASS[dataset] if max_per_class is None else min(max_per_class, TRAIN_PER_CLASS[dataset])
+    return per_class * (NUM_CLASSES[dataset] // n_tasks)
+
+
+def learner_bytes(dataset: str, backbone: str, width: int | None, buffer_size: int, method: str) -> tuple[int, int]:
+    """(model, full replay buffer) bytes of one device's learner, measured without allocating either.
+
+    The model is built on torch's meta device, which records shapes only.
+    """
+    shape, classes = INPUT_SHAPES[dataset], NUM_CLASSES[dataset]
+    with torch.device("meta"):
+        model = build_backbone(backbone, shape, classes, width)
+    values = sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
+    return 4 * values, buffer_bytes(buffer_size, shape, classes, with_logits=method in ("der", "derpp"))
+
+
+def memory_limit_bytes() -> int:
+    """What one run may plan to use: MEMORY_SHARE of this machine's physical memory (8 GiB if unknown)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        total = 8 << 30
+    return int(MEMORY_SHARE * total)
+
+
+def _check_memory(s: Scenario, fail) -> None:
+    """The fleet's memory, estimated before anything is built, must fit this machine.
+
+    The simulation keeps every device's saved state (weights, last gradients,
+    replay buffer) in memory, and one learner per CPU trains at once (weights,
+    gradients, saved gradients and masks: four model copies, plus its buffer).
+    """
+    model, buffer = learner_bytes(s.dataset.name, s.train.backbone, s.train.width, s.method.buffer_size,
+                                  s.method.name)
+    workers = min(s.fleet.devices, os.cpu_count() or 1) + 1  # the server's evaluator holds one more
+    need = s.fleet.devices * (2 * model + buffer) + workers * (4 * model + buffer)
+    limit = memory_limit_bytes()
+    if need > limit:
+        culprit = (f"method.buffer_size {s.method.buffer_size}" if buffer > model
+                   else f"train.width {s.train.width}" if s.train.width is not None
+                   else f"train.backbone {s.train.backbone}")
+        fail(f"{culprit}: the run would need about {need / 1e9:,.1f} GB ({s.fleet.devices} devices, each with a "
+             f"{model / 1e6:,.1f} MB model and a {buffer / 1e6:,.1f} MB replay buffer), more than the "
+             f"{limit / 1e9:,.1f} GB (half of this machine's memory) a run may use")
 
 
 def _devices_per_round(per_round: int | float | None, devices: int) -> int:

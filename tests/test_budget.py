@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -174,3 +175,15 @@ def test_dense_kernels_hold_dense_weights_in_the_memory_estimate(stream):
     dense_hold = learner.round_memory(8, 8, 20)
     learner.kernels = KernelModel("sparse", PAPER)
     assert learner.round_memory(8, 8, 20) < dense_hold
+
+
+def test_a_round_cut_short_resumes_from_its_saved_state(stream):
+    a, b = make(stream), make(stream)
+    budget = RoundBudget(compute_flops=3.5 * 24 * a._step_costs()[1])
+    a.train_round(2, budget)
+    assert a.order is not None and a.cursor > 0  # stopped inside an epoch
+    b.load_bytes(a.to_bytes())
+    b.attach(stream.tasks[0].x_train, stream.tasks[0].y_train)
+    assert isinstance(b.order, np.ndarray) and np.array_equal(a.order, b.order) and b.cursor == a.cursor
+    wa, wb = a.train_round(2, budget), b.train_round(2, budget)
+    assert wa.steps == wb.steps and torch.equal(a.model.stem[0].weight, b.model.stem[0].weight)

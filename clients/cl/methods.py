@@ -23,7 +23,7 @@ from torch import nn
 
 from clients.augment import crop_flip
 from clients.cl.buffer import ReservoirBuffer
-from clients.errors import InputError
+from clients.errors import InputError, excerpt
 
 METHODS = ("finetune", "er", "der", "derpp")
 
@@ -42,7 +42,7 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         if self.name not in METHODS:
-            raise InputError(f"method {self.name!r} is unknown (choose from: {', '.join(METHODS)})")
+            raise InputError(f"method {excerpt(self.name)} is unknown (choose from: {', '.join(METHODS)})")
         if self.buffer_size < 0:
             raise InputError(f"buffer_size must be >= 0, got {self.buffer_size}")
         if self.minibatch < 1:

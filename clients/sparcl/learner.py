@@ -420,9 +420,43 @@ class Learner:
         return {n: m.numpy().copy() for n, m in self.masks.masks.items()} if self.masks else {}
 
     def to_bytes(self) -> bytes:
+        """The state as a torch file of tensors, numbers, strings and containers only.
+
+        That is what torch.load(weights_only=True) accepts, so `load_bytes`
+        never unpickles code: DDR's numpy arrays travel as tensors and numpy
+        scalars as Python numbers.
+        """
         buf = io.BytesIO()
-        torch.save(self.state_dict(), buf)
+        torch.save(_plain_state(self.state_dict()), buf)
         return buf.getvalue()
 
     def load_bytes(self, blob: bytes) -> None:
-        self.load_state_dict(torch.load(io.BytesIO(blob), weights_only=False))
+        """Restore a state saved by `to_bytes`; a device keeps it in a file, so it is read as untrusted data."""
+        try:
+            state = torch.load(io.BytesIO(blob), weights_only=True)
+        except Exception as err:  # weights_only refuses anything but plain data; a bad file fails in many ways
+            inner = err.__context__ or err  # torch wraps the unpickler's own, precise reason in a long message
+            why = " ".join(str(inner).split())[:200] or type(inner).__name__
+            raise InputError(f"device state is not a learner state saved by to_bytes: {why}") from None
+        if isinstance(state, dict) and isinstance(state.get("removal"), dict):
+            state["removal"] = {k: v.numpy() if isinstance(v, torch.Tensor) else v
+                                for k, v in state["removal"].items()}
+        if isinstance(state, dict) and isinstance(state.get("task"), dict):  # the epoch's example order
+            order = state["task"].get("order")
+            state["task"]["order"] = order.numpy() if isinstance(order, torch.Tensor) else order
+        self.load_state_dict(state)
+
+
+def _plain_state(value):
+    """`value` with numpy arrays as tensors and numpy scalars as Python numbers (see Learner.to_bytes)."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        plain = {k: _plain_state(v) for k, v in value.items()}
+        # a model's state_dict (an OrderedDict with _metadata) has nothing to convert: keep it as it is
+        return value if all(plain[k] is v for k, v in value.items()) else plain
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain_state(v) for v in value)
+    return value

@@ -1,0 +1,170 @@
+"""Ending a run cleanly on Ctrl-C, SIGTERM or a crash.
+
+Flower's simulation runs the ServerApp in a thread of this process and the
+ClientApps on a Ray instance that this process starts (gcs_server, raylet,
+agents and one worker per CPU, all its descendants). Ctrl-C raises
+KeyboardInterrupt in the main thread, which unwinds Flower's simulation loop;
+SIGTERM is turned into `Terminated`, a KeyboardInterrupt, until Ray is up and
+after that into SystemExit(SIGTERM) by Ray's own handler, which `stopping`
+treats the same way.
+
+`stopping` wraps the part of a run that starts those processes: when the block
+is interrupted or fails, it first lets the caller record how the run ended
+(e.g. summary.json with status `interrupted` or `failed`), then shuts Ray down
+and ends every process the block started that is still alive. Flower's server
+thread may still be waiting out its round timeout; the CLI therefore leaves
+with os._exit once everything is written (see `fleet.cli.main`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+# Ray's C++ core prints a stack dump on SIGTERM (and other signals) in every process it runs in; SIGTERM is an
+# expected way to stop a run, which should end with one line. Read when Ray starts, so set on import.
+os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+
+STATUSES = ("complete", "interrupted", "failed")
+GRACE_S = 3.0  # how long a leftover process gets to end after SIGTERM before SIGKILL
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as a KeyboardInterrupt so that one path handles both ways of stopping a run."""
+
+
+def raise_terminated(signum: int, frame) -> None:
+    """A signal handler: SIGTERM becomes `Terminated` in the main thread."""
+    raise Terminated()
+
+
+def handle_sigterm() -> Callable[[], None]:
+    """Turn SIGTERM into `Terminated` (main thread only); returns a function that restores the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def stopping(on_stop: Callable[[str], None]) -> Iterator[None]:
+    """Run the block; if it is interrupted or fails, call on_stop(status), then re-raise.
+
+    status is "interrupted" (Ctrl-C, SIGTERM) or "failed" (any other
+    exception). Whatever happens, Ray is shut down and every process started
+    inside the block that is still alive afterwards is ended. SIGTERM comes
+    out as `Terminated`.
+    """
+    before = descendants()
+    restore = handle_sigterm()
+    try:
+        yield
+    except KeyboardInterrupt:
+        _stop(on_stop, "interrupted", before)
+        raise
+    except SystemExit as err:
+        if err.code != signal.SIGTERM:  # Ray's SIGTERM handler exits with the signal number
+            _stop(on_stop, "failed", before)
+            raise
+        _stop(on_stop, "interrupted", before)
+        raise Terminated() from None
+    except BaseException:
+        _stop(on_stop, "failed", before)
+        raise
+    finally:
+        restore()
+        end_processes(descendants() - before)
+
+
+def _stop(on_stop: Callable[[str], None], status: str, before: set[tuple[int, int]]) -> None:
+    started = descendants() - before  # before Ray's shutdown orphans its workers
+    try:
+        on_stop(status)
+    finally:
+        shutdown_ray()
+        end_processes(started)
+
+
+def shutdown_ray() -> None:
+    """ray.shutdown() if this process started Ray (it ends the processes ray.init started)."""
+    ray = sys.modules.get("ray")
+    try:
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+    except Exception:  # stopping must go on; leftover processes are ended one by one
+        pass
+
+
+# --------------------------------------------------------------------------- processes, from /proc
+
+
+def descendants(root: int | None = None) -> set[tuple[int, int]]:
+    """(pid, start time) of every live descendant of `root` (default: this process); empty without /proc.
+
+    The start time tells a process from a later one that reuses its pid.
+    """
+    root = os.getpid() if root is None else root
+    children: dict[int, list[tuple[int, int]]] = {}
+    for entry in _proc_entries():
+        pid, ppid, start, state = entry
+        if state != "Z":
+            children.setdefault(ppid, []).append((pid, start))
+    found: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child[0])
+    return found
+
+
+def alive(process: tuple[int, int]) -> bool:
+    """Whether this very process (same pid, same start time) still runs (a zombie does not count)."""
+    stat = _stat(process[0])
+    return stat is not None and stat[2] == process[1] and stat[3] != "Z"
+
+
+def end_processes(processes: set[tuple[int, int]], grace_s: float = GRACE_S) -> None:
+    """SIGTERM each process still alive, wait up to grace_s for it to end, then SIGKILL what is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        left = [p for p in processes if alive(p)]
+        for pid, _ in left:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while left and time.monotonic() < deadline:
+            time.sleep(0.05)
+            left = [p for p in left if alive(p)]
+        if not left:
+            return
+
+
+def _proc_entries() -> Iterator[tuple[int, int, int, str]]:
+    proc = Path("/proc")
+    try:
+        names = [p.name for p in proc.iterdir() if p.name.isdigit()]
+    except OSError:
+        return
+    for name in names:
+        stat = _stat(int(name))
+        if stat is not None:
+            yield stat
+
+
+def _stat(pid: int) -> tuple[int, int, int, str] | None:
+    """(pid, ppid, start time, state) from /proc/<pid>/stat, or None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2:].split()  # the command name may hold spaces and parentheses
+    return pid, int(fields[1]), int(fields[19]), fields[0]

@@ -1,0 +1,89 @@
+"""Ctrl-C ends a real `fleet run` (Flower on Ray) within seconds and leaves nothing running."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fleet.interrupts import alive, descendants
+
+pytestmark = pytest.mark.e2e
+
+STOP_LIMIT_S = 10.0
+
+
+def session_members(sid: int) -> set[tuple[int, int]]:
+    """(pid, start time) of every live, non-zombie process in session `sid` (orphans included)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            found.add((int(entry.name), int(fields[19])))
+    return found
+
+
+def wait_for(predicate, timeout_s: float, step_s: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step_s)
+    return predicate()
+
+
+def test_sigint_ends_the_run_keeps_its_rounds_and_leaves_no_process(tmp_path):
+    out = tmp_path / "out"
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(f"""name: tiny
+output: {out}
+dataset: {{name: synthetic}}
+fleet: {{devices: 2}}
+stream: {{rounds_per_task: 20}}
+method: {{name: er, buffer_size: 20}}
+train: {{local_epochs: 1, width: 4}}
+federation: {{min_available: 2}}
+""")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # its own session, so that every process it starts (orphans too) can be found, and killed if this fails
+    proc = subprocess.Popen([sys.executable, "-m", "fleet.cli", "run", str(scenario), "--quiet"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    rounds = out / "rounds.csv"
+    try:
+        assert wait_for(lambda: rounds.exists() and len(rounds.read_text().splitlines()) >= 2
+                        or proc.poll() is not None, 240), "no round finished in 240 s"
+        assert proc.poll() is None, proc.communicate()
+        started = descendants(proc.pid) | session_members(proc.pid)
+        assert started, "the run started no process (no Ray?)"
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=STOP_LIMIT_S)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert took < STOP_LIMIT_S
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "fleet: interrupted"
+    summary = json.loads((out / "summary.json").read_text())
+    rows = list(csv.DictReader(rounds.open()))
+    assert summary["status"] == "interrupted"
+    assert summary["rounds_completed"] == len(rows) >= 1
+    assert [int(r["round"]) for r in rows] == list(range(1, len(rows) + 1))
+    # nothing it started is left: neither its descendants seen before the signal nor anything in its session
+    assert wait_for(lambda: not any(alive(p) for p in started) and not session_members(proc.pid), 5), \
+        sorted(p for p in started if alive(p))
