@@ -153,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from fleet.report import check_output_dir
 
-    scenario = load_scenario(args.scenario)
+    scenario = load_scenario_with_sets(args)
     out_dir = Path(args.out or scenario.output)
     check_output_dir(out_dir, force=args.force)
     summary = run_with_progress(scenario, out_dir, verbose=args.verbose, quiet=args.quiet, desc=scenario.name,
@@ -176,7 +176,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from fleet.report import check_output_dir, plot_accuracy_time, plot_comparison
     from fleet.scenario import load_scenario
 
-    scenario = load_scenario(args.scenario)
+    scenario = load_scenario_with_sets(args)
     profiles = [p.strip() for p in args.profiles.split(",") if p.strip()] if args.profiles else None
     chosen = variants(scenario, profiles, args.vary)
     out_dir = Path(args.out or f"{scenario.output}-compare")
@@ -194,6 +194,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_scenario_with_sets(args: argparse.Namespace):
+    """The scenario file with any `--set` overrides applied (and re-validated)."""
+    from fleet.compare import parse_set
+    from fleet.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    return scenario.with_overrides(parse_set(args.set)) if args.set else scenario
+
+
 def add_scenario_run_options(parser: argparse.ArgumentParser, default_out: str) -> None:
     """The options `run` and `compare` share."""
     parser.add_argument("scenario", help="scenario YAML")
@@ -202,6 +211,8 @@ def add_scenario_run_options(parser: argparse.ArgumentParser, default_out: str) 
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--force", action="store_true",
                         help="replace the run an output folder already holds (refused without it)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one scenario value, e.g. --set timing.budget=tight (repeatable)")
 
 
 def build_parser() -> ArgumentParser:

@@ -20,7 +20,7 @@ COLUMNS = ["profile", "method", "kernels", "final_accuracy", "forgetting", "roun
 MAX_VARIANTS = 100
 
 
-def parse_vary(text: str) -> tuple[str, list]:
+def parse_vary(text: str, flag: str = "--vary") -> tuple[str, list]:
     """`key=v1,v2` -> (key, [v1, v2]) with YAML typing of the values (true, 0.5, fedavg).
 
     The values are read as one YAML flow list, `[v1,v2]`, by the scenario
@@ -30,13 +30,24 @@ def parse_vary(text: str) -> tuple[str, list]:
     key, sep, values = text.partition("=")
     key = key.strip()
     if not sep or not key or not values.strip():
-        raise InputError(f"--vary must look like section.key=value1,value2, got {excerpt(text)}")
-    parsed = parse_yaml(f"[{values}]", source=f"--vary {excerpt(key, 40)}")
+        raise InputError(f"{flag} must look like section.key=value1,value2, got {excerpt(text)}")
+    parsed = parse_yaml(f"[{values}]", source=f"{flag} {excerpt(key, 40)}")
     if not isinstance(parsed, list) or not parsed:
-        raise InputError(f"--vary {excerpt(key, 40)}: the values {excerpt(values)} are not a comma-separated list")
+        raise InputError(f"{flag} {excerpt(key, 40)}: the values {excerpt(values)} are not a comma-separated list")
     if len(parsed) > MAX_VARIANTS:
-        raise InputError(f"--vary {excerpt(key, 40)}: {len(parsed)} values, more than {MAX_VARIANTS}")
+        raise InputError(f"{flag} {excerpt(key, 40)}: {len(parsed)} values, more than {MAX_VARIANTS}")
     return key, parsed
+
+
+def parse_set(texts: list[str]) -> dict:
+    """`--set key=value` options -> {key: value}, each value read as YAML like --vary's."""
+    changes = {}
+    for text in texts:
+        key, values = parse_vary(text, "--set")
+        if len(values) != 1:
+            raise InputError(f"--set {excerpt(key, 40)} takes one value, got {len(values)}")
+        changes[key] = values[0]
+    return changes
 
 
 def variants(scenario: Scenario, profiles: list[str] | None, vary: str | None) -> dict[str, Scenario]:
