@@ -4,15 +4,7 @@
 # each .txt starts with the exact command it ran. About 10 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FLEET=${FLEET:-.venv/bin/fleet}
-
-run() {  # output folder, fleet arguments...
-  local out=$1; shift
-  local cmd=("$FLEET" "$@" --out "$out" --force --quiet)
-  mkdir -p "$out"
-  { echo "\$ ${cmd[*]}"; "${cmd[@]}"; } > "$out.txt"
-  cat "$out.txt"
-}
+source benchmarks/common.sh
 
 run results/quickstart run scenarios/quickstart.yaml
 if [[ "${1:-}" == "--all" ]]; then
