@@ -149,7 +149,6 @@ def run_with_progress(scenario, out_dir: Path, *, verbose: bool, quiet: bool, de
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fleet.scenario import load_scenario
 
     from fleet.report import check_output_dir
 
@@ -174,7 +173,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from fleet.compare import compare, format_table, variant_dirs, variants
     from fleet.report import check_output_dir, plot_accuracy_time, plot_comparison
-    from fleet.scenario import load_scenario
 
     scenario = load_scenario_with_sets(args)
     profiles = [p.strip() for p in args.profiles.split(",") if p.strip()] if args.profiles else None

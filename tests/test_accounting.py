@@ -48,7 +48,7 @@ LIN_F = 2 * 32 * 3            # 192
 
 def test_profile_hand_model():
     cost = profile_model(hand_model(), (1, 4, 4))
-    assert [(l.name, l.forward_flops, l.numel) for l in cost.layers] == [
+    assert [(c.name, c.forward_flops, c.numel) for c in cost.layers] == [
         ("0.weight", CONV_F, 18), ("3.weight", LIN_F, 96)]
     assert cost.elementwise_flops == 32  # the ReLU: one FLOP per element
     assert cost.forward_flops == CONV_F + LIN_F + 32

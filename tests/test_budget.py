@@ -18,12 +18,7 @@ from clients.sparcl.tdm import TDMConfig
 PAPER = ((0.9, 2.3), (0.95, 3.1))  # SparCL paper, Snapdragon 865 CPU
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +53,7 @@ def test_sparse_kernels_divide_masked_layers_by_the_table(stream):
     learner = make(stream, 0.9)
     kernels = KernelModel("sparse", PAPER)
     dens = {n: 0.1 for n in learner.masked_names}
-    masked = sum(l.forward_flops for l in learner.cost.layers if l.name in dens)
+    masked = sum(layer.forward_flops for layer in learner.cost.layers if layer.name in dens)
     total = kernel_flops_per_example(learner.cost, dens, kernels)
     assert total == pytest.approx(3 * (learner.cost.forward_flops - masked) + 3 * masked / 2.3)
 

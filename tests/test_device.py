@@ -11,12 +11,7 @@ from clients.device import DeviceSpec, device_data, run_round, spec_task
 from clients.sparcl.learner import Learner, LearnerConfig, TrainConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def spec(**kw) -> DeviceSpec:

@@ -21,13 +21,7 @@ FORWARD = 138400 + 9344  # convolutions and head, plus norms, ReLUs and pooling 
 PER_TASK = 40  # 20 per class, 2 classes per task
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny convolutions run fastest on one thread; several threads spin badly on a loaded box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +161,7 @@ def test_tdm_flops_match_the_density_formula(stream):
                                                                    dgm=None), epochs=1)
     learner.begin_task(0, stream.tasks[0].classes, stream.tasks[0].x_train, stream.tasks[0].y_train)
     dens = learner.weight_densities()
-    per_example = (sum(3 * dens.get(l.name, 1.0) * l.forward_flops for l in learner.cost.layers)
+    per_example = (sum(3 * dens.get(layer.name, 1.0) * layer.forward_flops for layer in learner.cost.layers)
                    + 3 * learner.cost.elementwise_flops)
     learner.train_epoch()  # epoch 0 of 1: no mask update inside
     assert learner.counters.train_flops == pytest.approx(PER_TASK * per_example, rel=1e-12)

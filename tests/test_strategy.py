@@ -159,3 +159,33 @@ def test_an_empty_round_keeps_the_global_model():
 def test_sample_size(want, online, expected):
     cfg = ServerConfig(rounds=1, devices_per_round=want, min_available=1)
     assert sample_size(cfg, online) == expected
+
+
+class OfflineOddWorld:
+    """Odd device ids are offline; even ones online, free and given a budget."""
+
+    def online(self, server_round, devices):
+        return [d for d in devices if d % 2 == 0]
+
+    available = online
+
+    def plan(self, server_round, devices, down_bytes):
+        return {d: {"compute-flops": 1e9 * (d + 1), "memory-bytes": 2.0**20} for d in devices}
+
+
+class NodesOnly:
+    """The part of Flower's Grid that configure_train uses once devices are identified."""
+
+    def get_node_ids(self):
+        return [100, 101, 102, 103]
+
+
+def test_offline_devices_get_no_message_and_the_rest_their_own_budget():
+    s = strategy()
+    s.world = OfflineOddWorld()
+    arrays = to_arrays(encode_model(*global_model()))
+    messages = list(s.configure_train(1, arrays, ConfigRecord({}), NodesOnly()))
+    assert sorted(m.metadata.dst_node_id for m in messages) == [100, 102]  # devices 0 and 2
+    budgets = {m.metadata.dst_node_id: m.content["config"]["budget-compute-flops"] for m in messages}
+    assert budgets == {100: 1e9, 102: 3e9}
+    assert s.last_row["n_offline"] == 2 and s.last_row["sampled"] == 2
