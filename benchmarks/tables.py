@@ -1,0 +1,99 @@
+"""Print the README's result tables (markdown) from what the benchmark scripts wrote in results/.
+
+    .venv/bin/python benchmarks/tables.py
+
+Nothing here measures: it reads results/fmnist/*.json (fleet bench), the fleet runs'
+summary.json and comparison.csv files, and formats them. A file that is missing is skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+LABELS = {"dense": "DER++ (dense)", "full": "SparCL-DER++, all three", "tdm": "SparCL-DER++, TDM only",
+          "tdm+ddr": "SparCL-DER++, TDM+DDR", "tdm+dgm": "SparCL-DER++, TDM+DGM",
+          "dense-equal-flops": "DER++ at SparCL's FLOPs"}
+
+
+def bench_table(path: Path) -> str:
+    report = json.loads(path.read_text())
+    cfg = report["config"]
+    lines = [f"`{path.relative_to(RESULTS.parent)}`: sparsity {cfg['sparsity']}, seeds {cfg['seeds']}",
+             "",
+             "| run | epochs/task | Class-IL % (median) | paired delta vs dense [min, max] | Task-IL % | forgetting "
+             "| FLOPs dense/run | CPU time dense/run |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, v in report["variants"].items():
+        delta = "" if name == "dense" else f"{v['acc_delta']:+.2f} [{v['acc_delta_min']:+.2f}, {v['acc_delta_max']:+.2f}]"
+        lines.append(f"| {LABELS.get(name, name)} | {v['epochs']:.0f} | {v['class_il']:.2f} | {delta} | "
+                     f"{v['task_il']:.2f} | {v['forgetting']:.2f} | {v['flops_ratio']:.1f}x | {v['cpu_ratio']:.2f}x |")
+    if "vs_equal_flops" in report:
+        e = report["vs_equal_flops"]
+        lines.append("")
+        lines.append(f"SparCL minus dense at equal FLOPs, paired: {e['median']:+.2f} points [{e['min']:+.2f}, "
+                     f"{e['max']:+.2f}].")
+    return "\n".join(lines)
+
+
+def per_seed(path: Path) -> str:
+    report = json.loads(path.read_text())
+    runs: dict[str, dict[int, float]] = {}
+    for run in report["runs"]:
+        runs.setdefault(run["variant"], {})[run["seed"]] = run["class_il"]
+    seeds = sorted(next(iter(runs.values())))
+    lines = ["| Class-IL % | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
+    for name, by_seed in runs.items():
+        lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(f"{by_seed[s]:.1f}" for s in seeds) + " |")
+    return "\n".join(lines)
+
+
+def fleet_row(label: str, summary: dict) -> str:
+    st = summary["statuses"]
+    return (f"| {label} | {summary['final_accuracy']:.2f} | {summary['forgetting']:.2f} | "
+            f"{summary['train_flops'] / 1e9:,.0f} | {summary['wasted_train_flops'] / 1e9:,.0f} | "
+            f"{summary['sim_time_s']:,.0f} | {summary['energy_j']:,.0f} | {st['ok']} | {st['late']} | "
+            f"{st['failed']} | {st['declined']} | {st['adapted']} | {st['offline']} |")
+
+
+FLEET_HEAD = ("| run | final Class-IL % | forgetting | useful GFLOPs | wasted GFLOPs | simulated s | energy J "
+              "| ok | late | failed | declined | adapted | offline |\n|---" + "|---" * 12 + "|")
+
+
+def fleet_tables() -> str:
+    out = []
+    budgets = RESULTS / "fmnist-budgets"
+    if (budgets / "comparison.csv").exists():
+        rows = [FLEET_HEAD]
+        for row in csv.DictReader((budgets / "comparison.csv").open()):
+            summary = json.loads((budgets / row["profile"] / "summary.json").read_text())
+            rows.append(fleet_row(row["profile"], summary))
+        out.append("`results/fmnist-budgets/` (SparCL-DER++, dense kernels)\n\n" + "\n".join(rows))
+    tight = [(name, RESULTS / name / "summary.json") for name in
+             ("fmnist-tight-sparcl-dense-kernels", "fmnist-tight-sparcl-sparse-kernels", "fmnist-tight-derpp")]
+    if any(p.exists() for _, p in tight):
+        rows = [FLEET_HEAD]
+        for name, path in tight:
+            if path.exists():
+                s = json.loads(path.read_text())
+                rows.append(fleet_row(f"{s['method']}, {s['kernels']} kernels", s))
+        out.append("`results/fmnist-tight-*/` (budget tight)\n\n" + "\n".join(rows))
+    quick = RESULTS / "quickstart" / "summary.json"
+    if quick.exists():
+        out.append("`results/quickstart/`\n\n" + FLEET_HEAD + "\n" + fleet_row("quickstart", json.loads(quick.read_text())))
+    return "\n\n".join(out)
+
+
+def main() -> int:
+    for path in sorted((RESULTS / "fmnist").glob("*.json")):
+        print(bench_table(path), end="\n\n")
+        print(per_seed(path), end="\n\n")
+    print(fleet_tables())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
