@@ -164,10 +164,24 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{summary['energy_j']:.0f} J ({summary['wasted_energy_j']:.0f} J wasted)")
     print(f"device-rounds: {st['ok']} ok, {st['late']} late, {st['failed']} failed, {st['oom']} out of memory, "
           f"{st['declined']} declined, {st['adapted']} adapted; {st['offline']} offline; "
-          f"rejected {summary['rejected_updates']}, app errors {summary['failed_replies']}")
+          f"rejected {summary['rejected_updates']}, app errors {summary['failed_replies']}, "
+          f"timed out {summary.get('timed_out_replies', 0)}")
     print(f"wrote {out_dir}/summary.json, rounds.csv, devices.csv, accuracy.png, accuracy_time.png, "
           "timeline.png, bytes.png")
-    return 0
+    return 1 if run_failed(summary) else 0
+
+
+def run_failed(summary: dict) -> bool:
+    """A run that aggregated nothing, or lost every update in most rounds, is not a result: say why."""
+    rounds, empty = summary["rounds_completed"], summary.get("rounds_without_update", 0)
+    if rounds and empty * 2 <= rounds:
+        return False
+    st = summary["statuses"]
+    print(f"fleet: error: {empty} of {rounds} rounds aggregated no update ({summary['rejected_updates']} rejected, "
+          f"{summary['failed_replies']} app errors, {summary.get('timed_out_replies', 0)} timed out, "
+          f"{st['late']} late, {st['failed']} failed, {st['oom']} out of memory, {st['declined']} declined): "
+          "the model did not learn from this fleet", file=sys.stderr)
+    return True
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

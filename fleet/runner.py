@@ -42,7 +42,7 @@ from server.app import make_server_app  # noqa: E402
 from server.strategy import ServerConfig  # noqa: E402
 
 BASE_COLUMNS = ["round", "sim_start_s", "sim_time_s", "online", "busy", "sampled", "replies", "accepted",
-                "dropped", "rejected", "failed", "n_offline", "n_ok", "n_late", "n_failed", "n_oom", "n_declined",
+                "dropped", "rejected", "failed", "timed_out", "n_offline", "n_ok", "n_late", "n_failed", "n_oom", "n_declined",
                 "n_adapted", "upload_bytes", "download_bytes", "train_flops", "wasted_train_flops", "energy_j",
                 "wasted_energy_j", "local_accuracy", "class_il_accuracy", "tasks_reached", "wall_s"]
 
@@ -228,6 +228,8 @@ def summarise(scenario: Scenario, strategy, rows: list[dict], wall_s: float) -> 
         "dropped_updates": t.dropped_updates,
         "rejected_updates": t.rejected_updates,
         "failed_replies": t.failed_replies,
+        "timed_out_replies": t.timed_out,
+        "rounds_without_update": sum(1 for r in rows if int(r.get("accepted", 0)) == 0),
         "declined": t.declined,
         "adapted": t.adapted,
         "statuses": {s: sum(int(r.get(f"n_{s}", 0)) for r in rows)

@@ -134,6 +134,7 @@ class Totals:
 
     rejected_updates: int = 0
     failed_replies: int = 0          # the device's app crashed (an error reply)
+    timed_out: int = 0               # sent a task, but no reply came within round_timeout_s
     dropped_updates: int = 0         # late, failed mid-round or out of memory
     declined: int = 0                # the budget fitted nothing
     adapted: int = 0                 # replies that shrank batch, draw or buffer to fit memory
@@ -250,7 +251,10 @@ class SparseFedAvg(FedAvg):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         t = self.totals
         rejected0, failed0 = t.rejected_updates, t.failed_replies
-        accepted, reports = self._collect(server_round, list(replies))
+        replies = list(replies)
+        missing = max(0, len(self._sent) - len(replies))  # Flower gave up waiting for them
+        t.timed_out += missing
+        accepted, reports = self._collect(server_round, replies)
         timing = self.world.settle(server_round, reports)
         self.last_timing, self.last_reports = timing, reports
         self.last_adapted = {a.device_id for a in accepted if a.metrics.get("adapted", 0)}
@@ -271,7 +275,7 @@ class SparseFedAvg(FedAvg):
         flat = encode_model(weights, masks, value_dtype=self.config.value_dtype)
         self.global_weights, self.global_masks = decode_model(flat)  # what travels (fp16 included)
         row.update(rejected=t.rejected_updates - rejected0, failed=t.failed_replies - failed0,
-                   download_bytes=sum(self._sent.values()))
+                   timed_out=missing, download_bytes=sum(self._sent.values()))
         return to_arrays(flat), MetricRecord({k: v for k, v in row.items() if isinstance(v, (int, float))})
 
     def _collect(self, server_round: int, replies: list[Message]) -> tuple[list[Accepted], list[DeviceReport]]:

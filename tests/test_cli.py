@@ -64,3 +64,16 @@ def test_bench_json_holds_the_promised_keys(tmp_path):
     assert {r["variant"] for r in report["runs"]} == {"dense", "full", "dense-equal-flops"}
     assert report["acc_delta_min"] <= report["acc_delta"] <= report["acc_delta_max"]
     assert "vs_equal_flops" in report
+
+
+def test_a_run_that_aggregated_nothing_is_a_failure(capsys):
+    from fleet.cli import run_failed
+
+    statuses = dict.fromkeys(("ok", "late", "failed", "oom", "declined", "offline", "adapted"), 0)
+    summary = {"rounds_completed": 4, "rounds_without_update": 3, "rejected_updates": 0, "failed_replies": 0,
+               "timed_out_replies": 2, "statuses": {**statuses, "declined": 5}}
+    assert run_failed(summary)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "3 of 4 rounds aggregated no update" in err[0] and "2 timed out" in err[0]
+    assert not run_failed({**summary, "rounds_without_update": 2})
+    assert run_failed({**summary, "rounds_completed": 0, "rounds_without_update": 0})

@@ -51,3 +51,24 @@ def test_two_rounds_with_misbehaving_devices(tmp_path):
     assert all(int(r["n_failed"]) == 1 for r in rows)  # the crashing device, booked by the world
     assert (out / "devices.csv").exists() and (out / "timeline.png").stat().st_size > 0
     assert (out / "accuracy.png").stat().st_size > 0 and (out / "bytes.png").stat().st_size > 0
+
+
+def test_a_fleet_whose_every_device_declines_exits_non_zero(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    scenario = {"name": "starving", "output": str(tmp_path / "out"), "dataset": {"name": "synthetic"},
+                "fleet": {"devices": 2, "profiles": {"rpi4": 2}}, "stream": {"rounds_per_task": 1},
+                "train": {"local_epochs": 1, "width": 4}, "federation": {"rounds": 2},
+                "budgets": {"none": {"memory_scale": 1.0e-6}}, "timing": {"budget": "none"}}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    result = subprocess.run([sys.executable, "-m", "fleet.cli", "run", str(path), "--quiet"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("fleet: error: 2 of 2 rounds aggregated no update")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["declined"] == 4 and summary["train_flops"] == 0 and summary["status"] == "complete"
+    assert summary["sim_time_s"] > 0  # declined devices still download: time passes
