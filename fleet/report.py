@@ -203,7 +203,7 @@ def plot_timeline(outcomes: Sequence, start_s: float, close_s: float, deadline_s
                   path: Path, title: str, labels: dict[int, str] | None = None) -> None:
     """A Gantt chart of one round: download, compute, upload per device; close and deadline marked."""
     outcomes = sorted(outcomes, key=lambda d: d.device_id)
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(outcomes) + 1.6))
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(outcomes) + 1.8))
     phases = (("download_s", "tab:blue", "download"), ("compute_s", "tab:olive", "compute"),
               ("upload_s", "tab:cyan", "upload"))
     for row, d in enumerate(outcomes):
@@ -223,7 +223,7 @@ def plot_timeline(outcomes: Sequence, start_s: float, close_s: float, deadline_s
     ax.invert_yaxis()
     ax.set(xlabel="simulated seconds since the round started", title=title)
     ax.grid(alpha=0.3, axis="x")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a bar
     fig.tight_layout()
     save_figure(fig, path)
 
