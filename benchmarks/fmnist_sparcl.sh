@@ -18,6 +18,11 @@ run() {  # name, extra arguments...
   cat "$OUT/$name.txt"
 }
 
+if [[ "${1:-}" == "--width-probe" ]]; then  # the seed that collapses most at width 32, at width 64
+  COMMON=(bench sparcl --dataset fashion-mnist --width 64 --max-per-class 300 --epochs 10 --quiet)
+  run width64_seed2 --sparsity 0.9 --seeds 2 --no-equal-flops
+  exit
+fi
 if [[ "${1:-}" != "--ablation-only" ]]; then
   run derpp_s090 --sparsity 0.9 --seeds 0,1,2,3,4
   run derpp_s095 --sparsity 0.95 --seeds 0,1,2,3,4
