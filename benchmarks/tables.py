@@ -28,7 +28,8 @@ def bench_table(path: Path) -> str:
              "| FLOPs dense/run | CPU time dense/run |",
              "|---|---|---|---|---|---|---|---|"]
     for name, v in report["variants"].items():
-        delta = "" if name == "dense" else f"{v['acc_delta']:+.2f} [{v['acc_delta_min']:+.2f}, {v['acc_delta_max']:+.2f}]"
+        spread = f"[{v['acc_delta_min']:+.2f}, {v['acc_delta_max']:+.2f}]"
+        delta = "" if name == "dense" else f"{v['acc_delta']:+.2f} {spread}"
         lines.append(f"| {LABELS.get(name, name)} | {v['epochs']:.0f} | {v['class_il']:.2f} | {delta} | "
                      f"{v['task_il']:.2f} | {v['forgetting']:.2f} | {v['flops_ratio']:.1f}x | {v['cpu_ratio']:.2f}x |")
     if "vs_equal_flops" in report:
@@ -83,7 +84,8 @@ def fleet_tables() -> str:
         out.append("`results/fmnist-tight-*/` (budget tight)\n\n" + "\n".join(rows))
     quick = RESULTS / "quickstart" / "summary.json"
     if quick.exists():
-        out.append("`results/quickstart/`\n\n" + FLEET_HEAD + "\n" + fleet_row("quickstart", json.loads(quick.read_text())))
+        row = fleet_row("quickstart", json.loads(quick.read_text()))
+        out.append("`results/quickstart/`\n\n" + FLEET_HEAD + "\n" + row)
     return "\n\n".join(out)
 
 

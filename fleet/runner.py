@@ -42,9 +42,10 @@ from server.app import make_server_app  # noqa: E402
 from server.strategy import ServerConfig  # noqa: E402
 
 BASE_COLUMNS = ["round", "sim_start_s", "sim_time_s", "online", "busy", "sampled", "replies", "accepted",
-                "dropped", "rejected", "failed", "timed_out", "n_offline", "n_ok", "n_late", "n_failed", "n_oom", "n_declined",
-                "n_adapted", "upload_bytes", "download_bytes", "train_flops", "wasted_train_flops", "energy_j",
-                "wasted_energy_j", "local_accuracy", "class_il_accuracy", "tasks_reached", "wall_s"]
+                "dropped", "rejected", "failed", "timed_out",
+                "n_offline", "n_ok", "n_late", "n_failed", "n_oom", "n_declined", "n_adapted",
+                "upload_bytes", "download_bytes", "train_flops", "wasted_train_flops", "energy_j", "wasted_energy_j",
+                "local_accuracy", "class_il_accuracy", "tasks_reached", "wall_s"]
 
 
 def device_spec(scenario: Scenario) -> DeviceSpec:
