@@ -149,7 +149,6 @@ def run_with_progress(scenario, out_dir: Path, *, verbose: bool, quiet: bool, de
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-
     from fleet.report import check_output_dir
 
     scenario = load_scenario_with_sets(args)

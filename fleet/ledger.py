@@ -10,9 +10,6 @@ from dataclasses import asdict, dataclass, fields
 
 from server.strategy import DeviceReport, RoundTiming
 
-STATUSES = ("ok", "late", "failed", "oom", "declined")
-
-
 @dataclass
 class DeviceTotals:
     device: int

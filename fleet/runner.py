@@ -39,7 +39,7 @@ from fleet.report import (  # noqa: E402
 from fleet.scenario import Scenario  # noqa: E402
 from fleet.world import SimWorld  # noqa: E402
 from server.app import make_server_app  # noqa: E402
-from server.strategy import ServerConfig  # noqa: E402
+from server.strategy import STATUS_COUNTS, ServerConfig  # noqa: E402
 
 BASE_COLUMNS = ["round", "sim_start_s", "sim_time_s", "online", "busy", "sampled", "replies", "accepted",
                 "dropped", "rejected", "failed", "timed_out",
@@ -234,7 +234,7 @@ def summarise(scenario: Scenario, strategy, rows: list[dict], wall_s: float) -> 
         "declined": t.declined,
         "adapted": t.adapted,
         "statuses": {s: sum(int(r.get(f"n_{s}", 0)) for r in rows)
-                     for s in ("ok", "late", "failed", "oom", "declined", "offline", "adapted")},
+                     for s in (*STATUS_COUNTS, "offline", "adapted")},
         "wasted_train_flops": t.wasted_train_flops,
         "wasted_upload_bytes": t.wasted_upload_bytes,
         "wasted_energy_j": t.wasted_energy_j,

@@ -31,6 +31,7 @@ Round model (all times absolute simulated seconds):
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -311,10 +312,8 @@ def _check_round_args(
         raise InputError(f"deadline_s must be a finite number > 0 or None, got {deadline_s!r}")
     if keep_first is not None and (isinstance(keep_first, bool) or not isinstance(keep_first, int) or keep_first < 1):
         raise InputError(f"keep_first must be an int >= 1 or None, got {keep_first!r}")
-    ids = [w.device_id for w in works]
-    if len(set(ids)) != len(ids):
-        seen: set[int] = set()
-        dupes = sorted({i for i in ids if i in seen or seen.add(i)})
+    dupes = sorted(i for i, n in Counter(w.device_id for w in works).items() if n > 1)
+    if dupes:
         raise InputError(f"device ids must be unique in a round, repeated: {dupes}")
 
 

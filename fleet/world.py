@@ -4,8 +4,8 @@ Implements server.strategy.World with the simpy round model in fleet.timing
 and the device profiles (under a budget) in fleet.profiles. A round is planned
 before anyone trains and settled after:
 
-* `available`: who is online (a draw per device keyed by seed, round and
-  device) and free (not still busy finishing a late round);
+* `online` and `free`: who is online (a draw per device keyed by seed, round
+  and device) and, of those, who is not still busy finishing a late round;
 * `plan`: for each sampled device, its download time, the compute budget that
   fits before the deadline after its expected upload (in the FLOPs its kernels
   execute), its memory budget, and when it fails if it does;
@@ -53,9 +53,9 @@ class SimWorld:
     def online(self, server_round: int, devices: list[int]) -> list[int]:
         return [d for d in devices if is_online(self.profiles[d], self.seed, server_round, d)]
 
-    def available(self, server_round: int, devices: list[int]) -> list[int]:
-        """Online and free: a device still finishing a late round cannot start a new one."""
-        return [d for d in self.online(server_round, devices) if self.busy_until.get(d, 0.0) <= self.clock_s]
+    def free(self, devices: list[int]) -> list[int]:
+        """Those not still finishing a late round: a busy device cannot start a new one."""
+        return [d for d in devices if self.busy_until.get(d, 0.0) <= self.clock_s]
 
     def plan(self, server_round: int, devices: list[int], down_bytes: int) -> dict[int, dict[str, float | str]]:
         """Each sampled device's budget, as the config values it is sent.
@@ -69,12 +69,13 @@ class SimWorld:
         for d in devices:
             p = self.profiles[d]
             down_s = transfer_time_s(down_bytes, p)
+            up_s = down_s  # the expected upload: the tensors sent, at the same density
             budget: dict[str, float | str] = {
                 "memory-bytes": float(p.memory_mb * MIB), "download-s": down_s, "kernels": self.kernels.kind,
                 "speedup": json.dumps(self.kernels.speedup), "gflops": p.train_flops_per_s / 1e9,
             }
             if self.deadline_s is not None:
-                left = self.deadline_s - down_s - transfer_time_s(down_bytes, p)
+                left = self.deadline_s - down_s - up_s
                 budget["compute-flops"] = max(0.0, left) * p.train_flops_per_s
                 budget["deadline-s"] = self.deadline_s
             fail_at = failure_delay(self.offline_rate_per_s, self.seed, server_round, d)

@@ -53,9 +53,6 @@ class ServerConfig:
     device_spec: str = "{}"                # JSON sent to every device (clients.device.DeviceSpec)
 
 
-REPLY_STATUSES = ("ok", "declined", "failed")  # what a device says of its round
-
-
 @dataclass(frozen=True)
 class DeviceReport:
     """What the timing model needs to know about one device's round."""
@@ -84,7 +81,7 @@ class World(Protocol):
 
     def online(self, server_round: int, devices: list[int]) -> list[int]: ...
 
-    def available(self, server_round: int, devices: list[int]) -> list[int]: ...
+    def free(self, devices: list[int]) -> list[int]: ...
 
     def plan(self, server_round: int, devices: list[int], down_bytes: int) -> dict[int, dict]: ...
 
@@ -97,7 +94,7 @@ class InstantWorld:
     def online(self, server_round: int, devices: list[int]) -> list[int]:
         return devices
 
-    def available(self, server_round: int, devices: list[int]) -> list[int]:
+    def free(self, devices: list[int]) -> list[int]:
         return devices
 
     def plan(self, server_round: int, devices: list[int], down_bytes: int) -> dict[int, dict]:
@@ -164,6 +161,7 @@ def round_row(accepted: list[Accepted], reports: list[DeviceReport], timing: Rou
         "sim_start_s": timing.start_s, "sim_time_s": timing.sim_time_s, "energy_j": timing.energy_j,
         "upload_bytes": sum(r.up_bytes for r in useful), "train_flops": sum(r.train_flops for r in useful),
         "wasted_train_flops": sum(r.train_flops for r in wasted),
+        "wasted_upload_bytes": sum(r.up_bytes for r in wasted if timing.statuses.get(r.device_id) == "late"),
         "wasted_energy_j": sum(d.energy_j for d in timing.devices if d.status != "ok"),
         **counts,
         "n_adapted": sum(1 for a in accepted if a.metrics.get("adapted", 0)),
@@ -204,7 +202,7 @@ class SparseFedAvg(FedAvg):
         self._identify(grid, nodes)
         by_device = {d: n for n, d in self.devices.items() if n in nodes}
         online = self.world.online(server_round, sorted(by_device))
-        free = self.world.available(server_round, sorted(by_device))
+        free = self.world.free(online)
         chosen = sorted(self.rng.sample(free, sample_size(self.config, len(free)))) if free else []
         down = model_bytes(flat)
         plans = self.world.plan(server_round, chosen, down)
@@ -269,7 +267,7 @@ class SparseFedAvg(FedAvg):
         t.upload_bytes += row["upload_bytes"]
         t.train_flops += row["train_flops"]
         t.wasted_train_flops += row["wasted_train_flops"]
-        t.wasted_upload_bytes += sum(r.up_bytes for r in reports if timing.statuses.get(r.device_id) == "late")
+        t.wasted_upload_bytes += row["wasted_upload_bytes"]
         t.wasted_energy_j += row["wasted_energy_j"]
         weights, masks = self.aggregate([(a.weights, a.masks, a.n_examples) for a in on_time])
         flat = encode_model(weights, masks, value_dtype=self.config.value_dtype)

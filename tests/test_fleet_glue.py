@@ -79,7 +79,7 @@ def test_a_device_busy_past_the_deadline_is_not_sampled_until_it_is_free():
     assert world.busy_until[1] == pytest.approx(60.0 + 2 * (0.005 + 8000 / 940e6), rel=1e-6)
     rounds_without_1 = 0
     for server_round in range(2, 12):  # device 0 alone, about 9 s a round
-        free = world.available(server_round, [0, 1])
+        free = world.free(world.online(server_round, [0, 1]))
         if 1 in free:
             break
         assert world.clock_s < world.busy_until[1]

@@ -167,7 +167,8 @@ class OfflineOddWorld:
     def online(self, server_round, devices):
         return [d for d in devices if d % 2 == 0]
 
-    available = online
+    def free(self, devices):
+        return devices
 
     def plan(self, server_round, devices, down_bytes):
         return {d: {"compute-flops": 1e9 * (d + 1), "memory-bytes": 2.0**20} for d in devices}

@@ -13,10 +13,10 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 
+import math
+
 import numpy as np
 import torch
-
-import math
 
 from clients.accounting import (
     MemoryEstimate, buffer_bytes, peak_memory, profile_model, training_flops_per_example,
@@ -133,7 +133,6 @@ class Learner:
         self.masks = WeightMasks(self.model, self.masked_names, sp.tdm, self.generator) if sp.tdm else None
         self.dgm = GradientMasks(self.model, self.masked_names, sp.dgm) if sp.dgm else None
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.train.lr)
-        self.buffer_bytes = self._buffer_bytes(self.method.buffer.capacity)
         self.batch_size = config.train.batch_size  # a memory budget may shrink it for a round
         self.kernels = KernelModel()                # what the device's kernels do with masked layers
         self.counters = Counters()
@@ -192,11 +191,12 @@ class Learner:
         self.order, self.cursor, self.epoch_hits = self.rng.permutation(active), 0, 0
 
     def _train_batch(self, batch: int) -> int:
-        """The next batch of this epoch's order; returns its size."""
+        """The next batch of this epoch's order; returns how many of it were classified right."""
         idx = self.order[self.cursor:self.cursor + batch]
         self.cursor += len(idx)
-        self.epoch_hits += self._step(idx, keep_grads=self.cursor >= len(self.order))
-        return len(idx)
+        hits = self._step(idx, keep_grads=self.cursor >= len(self.order))
+        self.epoch_hits += hits
+        return hits
 
     def _finish_epoch(self) -> float:
         accuracy = 100.0 * self.epoch_hits / max(1, len(self.order))
@@ -211,10 +211,8 @@ class Learner:
         Dense kernels (PyTorch) hold every weight dense, masked or not; only
         sparse kernels hold masked layers as bitmask + values.
         """
-        return peak_memory(self.cost, self.weight_densities(),
-                           examples_per_step=batch + self.method.draws * draw,
-                           buffer_bytes=self._buffer_bytes(buffer),
-                           sparse_storage=self.masks is not None and self.kernels.kind == "sparse").total
+        return self.memory(batch + self.method.draws * draw, sparse_storage=self.kernels.kind == "sparse",
+                           buffer_capacity=buffer).total
 
     def train_round(self, epochs: int, budget: RoundBudget | None = None) -> RoundWork:
         """Up to `epochs` epochs' worth of steps of the current task, within the budget.
@@ -235,9 +233,7 @@ class Learner:
         if fit.declined:
             return RoundWork(fit=fit, declined=fit.declined)
         self.batch_size, m.minibatch = fit.batch, fit.draw
-        if fit.buffer < m.buffer.capacity:
-            m.buffer.shrink(fit.buffer)
-            self.buffer_bytes = self._buffer_bytes(fit.buffer)
+        m.buffer.shrink(fit.buffer)  # a no-op unless the memory budget asked for a smaller buffer
         c = self.counters
         before = (c.steps, c.examples, c.train_flops, c.kernel_flops, c.removed)
         self._round_peak, hits, seen = 0, 0, 0
@@ -252,9 +248,8 @@ class Learner:
             if budget.compute_flops is not None and c.kernel_flops - before[3] + cost > budget.compute_flops:
                 limited = True
                 break
-            hits_before = self.epoch_hits
-            seen += self._train_batch(n)
-            hits += self.epoch_hits - hits_before
+            hits += self._train_batch(n)
+            seen += n
             if self.cursor >= len(self.order):
                 self._finish_epoch()
         self.batch_size, m.minibatch = self.config.train.batch_size, self.config.method.minibatch
@@ -268,10 +263,6 @@ class Learner:
                          removed=c.removed - before[4], peak_memory_bytes=self._round_peak,
                          compute_limited=limited, declined=declined,
                          accuracy=100.0 * hits / max(1, seen))
-
-    def _buffer_bytes(self, capacity: int) -> int:
-        return buffer_bytes(capacity, self.input_shape, self.num_classes,
-                            with_logits=self.config.method.name in ("der", "derpp"))
 
     def _mask_changed(self) -> None:
         """New weight masks: FLOPs per example change and DGM must re-derive its pattern."""
@@ -335,10 +326,13 @@ class Learner:
         self._round_peak = max(self._round_peak, sparse if self.kernels.kind == "sparse" else dense)
 
     def memory(self, examples_per_step: int, sparse_storage: bool = True,
-               densities: dict[str, float] | None = None) -> MemoryEstimate:
+               densities: dict[str, float] | None = None, buffer_capacity: int | None = None) -> MemoryEstimate:
+        """Peak training memory of one step; the replay buffer at its current capacity unless given."""
         densities = self.weight_densities() if densities is None else densities
-        return peak_memory(self.cost, densities, examples_per_step=examples_per_step,
-                           buffer_bytes=self.buffer_bytes,
+        capacity = self.method.buffer.capacity if buffer_capacity is None else buffer_capacity
+        buffer = buffer_bytes(capacity, self.input_shape, self.num_classes,
+                              with_logits=self.config.method.name in ("der", "derpp"))
+        return peak_memory(self.cost, densities, examples_per_step=examples_per_step, buffer_bytes=buffer,
                            sparse_storage=sparse_storage and self.masks is not None)
 
     # -- persistence (a federated device keeps this between rounds) ---------
@@ -370,7 +364,6 @@ class Learner:
         if self.dgm and state["dgm"] is not None:
             self.dgm.patterns, self.dgm.batches = state["dgm"]["patterns"], state["dgm"]["batches"]
         self.method.buffer.load_state_dict(state["buffer"])
-        self.buffer_bytes = self._buffer_bytes(self.method.buffer.capacity)
         task = state["task"]
         self.task_id, self.epoch, self.classes = task["task_id"], task["epoch"], tuple(task["classes"])
         self.order, self.cursor, self.epoch_hits = task["order"], task["cursor"], task["epoch_hits"]
