@@ -1,74 +1,86 @@
 """The Flower ClientApp: thin glue between Flower records and `clients.device.run_round`.
 
 A ClientApp keeps no Python state between rounds. A device's continual-learning
-state travels in `context.state` (simulation), and, when the node config names
-a `state-dir`, also in a file on the device's own disk, so that a real device
-that restarts (and comes back with an empty context) resumes where it was.
+state travels in `context.state` and, when the app has a state folder, also in
+a file per round on the device's disk (clients.state_store): a real device that
+restarts (and comes back with an empty context) resumes where it was, and a
+simulated fleet can be resumed from its last checkpoint.
 
 Node config keys: `partition-id` (the device id), `num-partitions`, and
-optionally `state-dir`.
+optionally `state-dir` (the state folder; `make_client_app(state_dir)` sets
+one for every node, which is how `fleet run` gives its simulated devices one).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients import state_store
 from clients.device import DeviceSpec, budget_from_config, run_round
 from clients.records import from_arrays, to_arrays
 
 STATE_KEY = "sparcl-state"
-
-app = ClientApp()
 
 
 def device_id(context: Context) -> int:
     return int(context.node_config["partition-id"])
 
 
-def state_file(context: Context) -> Path | None:
-    folder = context.node_config.get("state-dir")
-    return Path(str(folder)) / f"device-{device_id(context)}.pt" if folder else None
+def state_dir(context: Context, default: str | None) -> Path | None:
+    folder = context.node_config.get("state-dir", default)
+    return Path(str(folder)) if folder else None
 
 
-def load_state(context: Context) -> bytes | None:
+def load_state(context: Context, folder: Path | None, server_round: int) -> bytes | None:
+    """This device's state before `server_round`: from the context, else from its newest file."""
     if STATE_KEY in context.state:
         return context.state[STATE_KEY]["blob"]
-    path = state_file(context)
-    return path.read_bytes() if path and path.exists() else None
+    return state_store.load_state(folder, device_id(context), server_round) if folder else None
 
 
-def save_state(context: Context, blob: bytes) -> None:
+def save_state(context: Context, folder: Path | None, server_round: int, blob: bytes) -> None:
     context.state[STATE_KEY] = ConfigRecord({"blob": blob})
-    path = state_file(context)
-    if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(blob)
-        os.replace(tmp, path)  # atomic: a crash never leaves half a state file
+    if folder:
+        state_store.save_state(folder, device_id(context), server_round, blob)
+        state_store.prune(folder, device_id(context), server_round - 1)
 
 
-@app.query()
 def query(msg: Message, context: Context) -> Message:
     """Tell the server which device this node is (node ids are not device ids)."""
     return Message(RecordDict({"metrics": MetricRecord({"device-id": device_id(context)})}), reply_to=msg)
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
+def train(msg: Message, context: Context, default_state_dir: str | None = None) -> Message:
     """One round: the config carries the round, the fleet's simulated time and this device's budget."""
     config = msg.content["config"]
     spec = DeviceSpec.from_json(str(config["device-spec"]))
     budget, fail_after = budget_from_config(dict(config))
-    result = run_round(spec, device_id(context), int(config["server-round"]),
-                       from_arrays(msg.content["arrays"]), load_state(context), budget, fail_after)
+    server_round = int(config["server-round"])
+    folder = state_dir(context, default_state_dir)
+    result = run_round(spec, device_id(context), server_round, from_arrays(msg.content["arrays"]),
+                       load_state(context, folder, server_round), budget, fail_after)
     if result.status == "ok":
-        save_state(context, result.state)
+        save_state(context, folder, server_round, result.state)
     info = ConfigRecord({"status": result.status, "reason": result.reason, "adaptations": result.adaptations})
     content = {"metrics": MetricRecord(result.metrics), "info": info}
     if result.status == "ok":
         content["arrays"] = to_arrays(result.update)
     return Message(RecordDict(content), reply_to=msg)
+
+
+def make_client_app(default_state_dir: str | None = None) -> ClientApp:
+    """The ClientApp; `default_state_dir` serves nodes whose config names no `state-dir`."""
+    client = ClientApp()
+    client.query()(query)
+
+    @client.train()
+    def train_round(msg: Message, context: Context) -> Message:
+        return train(msg, context, default_state_dir)
+
+    return client
+
+
+app = make_client_app()

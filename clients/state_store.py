@@ -1,0 +1,82 @@
+"""A device's learner state on disk: one file per round it finished, so a run can go back to any round.
+
+A device writes `device-<id>/round-<r>.pt` after each round r whose update it
+sent, and starts round r from its newest file of an earlier round. Keeping the
+round in the name is what makes a resumed run exact: files written in a round
+that never finished (the run was killed mid-round) are newer than the run's
+last checkpoint and are discarded when it resumes (`discard_after`), and
+files older than a device's newest checkpointed state are pruned (`prune`).
+Writes go to a temporary name and are renamed into place, so a crash never
+leaves half a file; reads are bounded in size.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from clients.errors import InputError
+
+MAX_STATE_BYTES = 4 << 30  # a learner state (model, masks, buffer) far above any edge device's memory
+_NAME = re.compile(r"round-(\d{1,9})\.pt")
+
+
+def device_folder(root: Path, device: int) -> Path:
+    return Path(root) / f"device-{int(device)}"
+
+
+def state_rounds(root: Path, device: int) -> list[int]:
+    """The rounds for which this device has a state file, in order."""
+    folder = device_folder(root, device)
+    if not folder.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _NAME.fullmatch(p.name)))
+
+
+def save_state(root: Path, device: int, server_round: int, blob: bytes) -> Path:
+    """Write the state after `server_round`, atomically and never through a link."""
+    folder = device_folder(root, device)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"round-{int(server_round)}.pt"
+    tmp = folder / f".round-{int(server_round)}.pt.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(blob)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_state(root: Path, device: int, before_round: int) -> bytes | None:
+    """The newest state written before `before_round` (None on a device's first round)."""
+    rounds = [r for r in state_rounds(root, device) if r < before_round]
+    if not rounds:
+        return None
+    path = device_folder(root, device) / f"round-{rounds[-1]}.pt"
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_STATE_BYTES:
+            raise InputError(f"state file '{path}' is {size} bytes, over the {MAX_STATE_BYTES} allowed")
+        return f.read()
+
+
+def prune(root: Path, device: int, up_to_round: int) -> None:
+    """Remove every state older than the newest one written at or before `up_to_round`.
+
+    A device that has just saved round r prunes up to r - 1 and so keeps two
+    files: the new one, and the one a run checkpointed before round r would
+    resume from.
+    """
+    kept = [r for r in state_rounds(root, device) if r <= up_to_round]
+    for r in kept[:-1]:
+        (device_folder(root, device) / f"round-{r}.pt").unlink(missing_ok=True)
+
+
+def discard_after(root: Path, device: int, server_round: int) -> None:
+    """Remove the states of rounds after `server_round` (a round that never finished)."""
+    for r in state_rounds(root, device):
+        if r > server_round:
+            (device_folder(root, device) / f"round-{r}.pt").unlink(missing_ok=True)
