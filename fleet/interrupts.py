@@ -19,6 +19,7 @@ with os._exit once everything is written (see `fleet.cli.main`).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -53,14 +54,20 @@ def handle_sigterm() -> Callable[[], None]:
 
 
 @contextmanager
-def stopping(on_stop: Callable[[str], None]) -> Iterator[None]:
+def stopping(on_stop: Callable[[str], None], *, watch: bool = False,
+             scratch: Path | None = None) -> Iterator[None]:
     """Run the block; if it is interrupted or fails, call on_stop(status), then re-raise.
 
     status is "interrupted" (Ctrl-C, SIGTERM) or "failed" (any other
-    exception). Whatever happens, Ray is shut down and every process started
-    inside the block that is still alive afterwards is ended. SIGTERM comes
-    out as `Terminated`.
+    exception). Whatever happens, Ray is shut down, every process started
+    inside the block that is still alive afterwards is ended and the `scratch`
+    folder is removed. With `watch`, a watchdog process (fleet.watchdog) does
+    the same if this process is killed outright. SIGTERM comes out as
+    `Terminated`.
     """
+    from fleet import watchdog
+
+    guard = watchdog.start(scratch) if watch else None
     before = descendants()
     restore = handle_sigterm()
     try:
@@ -80,6 +87,11 @@ def stopping(on_stop: Callable[[str], None]) -> Iterator[None]:
     finally:
         restore()
         end_processes(descendants() - before)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if guard is not None:
+            guard.stdin.close()
+            guard.wait()
 
 
 def _stop(on_stop: Callable[[str], None], status: str, before: set[tuple[int, int]]) -> None:
