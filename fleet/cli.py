@@ -133,7 +133,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def run_with_progress(scenario, out_dir: Path, *, verbose: bool, quiet: bool, desc: str,
-                      force: bool = False) -> dict:
+                      force: bool = False, resume: bool = False) -> dict:
     """One scenario with a progress bar over rounds showing accuracy, bytes and simulated time."""
     from tqdm import tqdm
 
@@ -143,19 +143,27 @@ def run_with_progress(scenario, out_dir: Path, *, verbose: bool, quiet: bool, de
         def on_round(row: dict) -> None:
             bar.set_postfix(acc=f"{row['class_il_accuracy']:.1f}", up=f"{row['upload_bytes'] / 1e6:.2f}MB",
                             sim=f"{row['sim_time_s']:.0f}s", refresh=False)
-            bar.update(1)
+            bar.update(row["round"] - bar.n)  # a resumed run starts after its finished rounds
 
-        return run_scenario(scenario, out_dir, on_round=on_round, verbose=verbose, force=force)
+        return run_scenario(scenario, out_dir, on_round=on_round, verbose=verbose, force=force, resume=resume)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from fleet.report import check_output_dir
 
-    scenario = load_scenario_with_sets(args)
-    out_dir = Path(args.out or scenario.output)
-    check_output_dir(out_dir, force=args.force)
+    if args.resume:
+        scenario, out_dir = resume_target(args)
+        if scenario is None:
+            print(f"{out_dir} holds a complete run: nothing to resume")
+            return 0
+    else:
+        if args.scenario is None:
+            raise InputError("fleet run: give a scenario file, or --resume DIR")
+        scenario = load_scenario_with_sets(args)
+        out_dir = Path(args.out or scenario.output)
+        check_output_dir(out_dir, force=args.force)
     summary = run_with_progress(scenario, out_dir, verbose=args.verbose, quiet=args.quiet, desc=scenario.name,
-                                force=args.force)
+                                force=args.force, resume=bool(args.resume))
     st = summary["statuses"]
     print(f"{scenario.name}: {summary['method']}, final Class-IL accuracy {summary['final_accuracy']:.2f}%, "
           f"forgetting {summary['forgetting']:.2f}, {summary['rounds_completed']} rounds, "
@@ -165,9 +173,32 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{st['declined']} declined, {st['adapted']} adapted; {st['offline']} offline; "
           f"rejected {summary['rejected_updates']}, app errors {summary['failed_replies']}, "
           f"timed out {summary.get('timed_out_replies', 0)}")
-    print(f"wrote {out_dir}/summary.json, rounds.csv, devices.csv, accuracy.png, accuracy_time.png, "
+    print(f"wrote {out_dir}/summary.json, rounds.csv, devices.csv, model.npz, accuracy.png, accuracy_time.png, "
           "timeline.png, bytes.png")
     return 1 if run_failed(summary) else 0
+
+
+def resume_target(args: argparse.Namespace):
+    """The scenario a stopped run in `--resume DIR` ran (its scenario.yaml), and DIR; None if it is complete."""
+    import json
+
+    from fleet.scenario import load_scenario
+
+    out_dir = Path(args.resume)
+    given = [flag for flag, value in (("a scenario file", args.scenario), ("--set", args.set), ("--out", args.out),
+                                      ("--force", args.force)) if value]
+    if given:
+        raise InputError(f"fleet run --resume takes the scenario and folder from '{out_dir}': drop {given[0]}")
+    if not (out_dir / "scenario.yaml").is_file():
+        raise InputError(f"'{out_dir}' holds no run to resume (no scenario.yaml)")
+    summary = out_dir / "summary.json"
+    if summary.is_file() and summary.stat().st_size < 1 << 26 and not (out_dir / "checkpoint").exists():
+        try:
+            if json.loads(summary.read_text()).get("status") == "complete":
+                return None, out_dir
+        except (OSError, ValueError, AttributeError):
+            pass  # an unreadable summary belongs to a run that did not finish writing it: resume
+    return load_scenario(str(out_dir / "scenario.yaml")), out_dir
 
 
 def run_failed(summary: dict) -> bool:
@@ -214,9 +245,9 @@ def load_scenario_with_sets(args: argparse.Namespace):
     return scenario.with_overrides(parse_set(args.set)) if args.set else scenario
 
 
-def add_scenario_run_options(parser: argparse.ArgumentParser, default_out: str) -> None:
+def add_scenario_run_options(parser: argparse.ArgumentParser, default_out: str, resumable: bool = False) -> None:
     """The options `run` and `compare` share."""
-    parser.add_argument("scenario", help="scenario YAML")
+    parser.add_argument("scenario", nargs="?" if resumable else None, help="scenario YAML")
     parser.add_argument("--out", default=None, help=f"output folder (default: {default_out})")
     parser.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -231,7 +262,9 @@ def build_parser() -> ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     run = sub.add_parser("run", help="run a scenario on Flower's simulation engine")
-    add_scenario_run_options(run, "the scenario's `output`")
+    add_scenario_run_options(run, "the scenario's `output`", resumable=True)
+    run.add_argument("--resume", default=None, metavar="DIR",
+                     help="continue the stopped run in DIR after its last finished round (no scenario argument)")
     run.set_defaults(func=cmd_run)
 
     comp = sub.add_parser("compare", help="one scenario under several budget profiles (or other variants)")

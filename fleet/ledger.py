@@ -1,14 +1,17 @@
 """Per-device bookkeeping of a run: what each device did, spent and went through.
 
 Fed once a round with the world's settled outcomes; becomes devices.csv, and
-picks the round worth drawing as a timeline.
+keeps the round worth drawing as a timeline: the first with the most kinds of
+outcome (a late or declined device shows the budget).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from fleet.timing import DeviceOutcome
 from server.strategy import DeviceReport, RoundTiming
+
 
 @dataclass
 class DeviceTotals:
@@ -33,11 +36,12 @@ COLUMNS = [f.name for f in fields(DeviceTotals)]
 class Ledger:
     def __init__(self, profiles: list[str]) -> None:
         self.devices = [DeviceTotals(d, name) for d, name in enumerate(profiles)]
-        self.rounds: list[tuple[int, RoundTiming]] = []
+        self.timeline: tuple[int, RoundTiming] | None = None
 
     def add_round(self, server_round: int, timing: RoundTiming, reports: list[DeviceReport],
                   adapted: set[int]) -> None:
-        self.rounds.append((server_round, timing))
+        if self.timeline is None or kinds(timing) > kinds(self.timeline[1]):
+            self.timeline = (server_round, timing)
         flops = {r.device_id: r.train_flops for r in reports}
         for d in timing.devices:
             t = self.devices[d.device_id]
@@ -55,8 +59,26 @@ class Ledger:
     def rows(self) -> list[dict]:
         return [asdict(t) for t in self.devices]
 
-    def timeline_round(self) -> tuple[int, RoundTiming] | None:
-        """The first round with the most kinds of outcome (a late or declined device shows the budget)."""
-        if not self.rounds:
-            return None
-        return max(self.rounds, key=lambda item: (len({d.status for d in item[1].devices}), -item[0]))
+    def snapshot(self) -> dict:
+        timeline = None
+        if self.timeline is not None:
+            server_round, t = self.timeline
+            timeline = {"round": server_round, "start_s": t.start_s, "sim_time_s": t.sim_time_s,
+                        "energy_j": t.energy_j, "devices": [asdict(d) for d in t.devices]}
+        return {"devices": self.rows(), "timeline": timeline}
+
+    def restore(self, snapshot: dict) -> None:
+        self.devices = [DeviceTotals(**row) for row in snapshot["devices"]]
+        t = snapshot["timeline"]
+        if t is None:
+            self.timeline = None
+            return
+        devices = tuple(DeviceOutcome(**d) for d in t["devices"])
+        timing = RoundTiming(frozenset(d.device_id for d in devices if d.status == "ok"),
+                             {d.device_id: d.status for d in devices}, t["sim_time_s"], t["energy_j"],
+                             start_s=t["start_s"], devices=devices)
+        self.timeline = (t["round"], timing)
+
+
+def kinds(timing: RoundTiming) -> int:
+    return len({d.status for d in timing.devices})

@@ -14,12 +14,15 @@ import csv
 import io
 import json
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+import numpy as np
 
 from clients.errors import InputError
 
@@ -33,7 +36,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 # Files a run or a comparison writes into its folder; the first three mean "this folder holds a run".
 RUN_MARKERS = ("summary.json", "rounds.csv", "comparison.csv")
 RUN_FILES = (*RUN_MARKERS, "accuracy.png", "accuracy_time.png", "bytes.png", "timeline.png", "devices.csv",
-             "scenario.yaml", "comparison.png")
+             "scenario.yaml", "comparison.png", "model.npz")
+RUN_FOLDERS = ("checkpoint",)
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -71,6 +75,30 @@ def write_json(path: Path, payload: dict) -> None:
     write_text(path, json.dumps(payload, indent=2, default=float))
 
 
+def write_model(path: Path, weights: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> None:
+    """The global model as numpy arrays (`weights:<name>`, `masks:<name>`): np.load reads it without pickle."""
+    with replacing(path) as f:
+        np.savez(f, **{f"weights:{k}": v for k, v in weights.items()},
+                 **{f"masks:{k}": v for k, v in masks.items()})
+
+
+def read_model(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Inverse of write_model (no pickle: object arrays are refused)."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    weights = {k.split(":", 1)[1]: v for k, v in arrays.items() if k.startswith("weights:")}
+    masks = {k.split(":", 1)[1]: v for k, v in arrays.items() if k.startswith("masks:")}
+    return weights, masks
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder and what it holds; a link (there or inside) is unlinked, never followed."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
 def check_output_dir(out_dir: Path, *, force: bool) -> None:
     """Fail, before any work starts, if `out_dir` cannot take a run's files or holds a run and not `force`."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -95,14 +123,17 @@ def check_output_dir(out_dir: Path, *, force: bool) -> None:
 def prepare_output_dir(out_dir: Path, *, force: bool) -> None:
     """Make `out_dir` ready for a new run: checked as check_output_dir, created, an earlier run's files removed.
 
-    Only the files a run writes (RUN_FILES) are removed, by name; unlinking a
-    symlink removes the link, never what it points to.
+    Only the files and folders a run writes (RUN_FILES, RUN_FOLDERS) are
+    removed, by name; unlinking a symlink removes the link, never what it
+    points to.
     """
     check_output_dir(out_dir, force=force)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
             (out_dir / name).unlink(missing_ok=True)
+        for name in RUN_FOLDERS:
+            remove_tree(out_dir / name)
     except OSError as err:
         raise InputError(f"output folder '{out_dir}' cannot be prepared: {err.strerror or err}") from None
 
@@ -115,15 +146,18 @@ class RoundsCsv:
     file and the summary written at the stop agree.
     """
 
-    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+    def __init__(self, path: Path, columns: Sequence[str], rows: Sequence[dict] = ()) -> None:
+        """A new file holding the header and `rows` (those of a resumed run)."""
         self.path = path
         self.columns = list(columns)
-        self.rows: list[dict] = []
+        self.rows: list[dict] = list(rows)
         self.closed = False
         self._lock = threading.Lock()
-        header = io.StringIO()
-        csv.DictWriter(header, fieldnames=self.columns).writeheader()
-        write_text(path, header.getvalue())
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text(path, text.getvalue())
 
     def append(self, row: dict) -> None:
         line = io.StringIO()

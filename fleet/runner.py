@@ -3,7 +3,9 @@
 Builds the typed pieces from the scenario (device spec for the clients, server
 settings, the simpy world, centralised evaluation), runs the real ClientApp and
 ServerApp through `flwr.simulation.run_simulation` on a loopback-only Ray
-instance, and writes rounds.csv (after every round), summary.json and plots.
+instance, and writes rounds.csv and a checkpoint (after every round), then
+summary.json, the final model and plots. A stopped run resumes from its last
+checkpoint and reaches exactly the result of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 import logging  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -25,21 +28,25 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from flwr.app import ArrayRecord, MetricRecord  # noqa: E402
 
+from clients import state_store  # noqa: E402
 from clients.data import TaskStream, load_stream  # noqa: E402
 from clients.device import DeviceSpec, spec_task  # noqa: E402
 from clients.metrics import average_accuracy, task_accuracy  # noqa: E402
 from clients.sparcl.learner import Learner  # noqa: E402
+from fleet.checkpoint import (  # noqa: E402
+    Checkpoint, device_state_dir, read_checkpoint, remove_checkpoint, write_checkpoint,
+)
 from fleet.interrupts import stopping  # noqa: E402
 from fleet.ledger import COLUMNS as DEVICE_COLUMNS, Ledger  # noqa: E402
 from fleet.profiles import get_profile  # noqa: E402
 from fleet.report import (  # noqa: E402
     RoundsCsv, plot_accuracy, plot_accuracy_time, plot_bytes, plot_timeline, prepare_output_dir, write_csv,
-    write_json, write_text,
+    write_json, write_model, write_text,
 )
 from fleet.scenario import Scenario  # noqa: E402
 from fleet.world import SimWorld  # noqa: E402
 from server.app import make_server_app  # noqa: E402
-from server.strategy import STATUS_COUNTS, ServerConfig  # noqa: E402
+from server.strategy import STATUS_COUNTS, ServerConfig, SparseFedAvg  # noqa: E402
 
 BASE_COLUMNS = ["round", "sim_start_s", "sim_time_s", "online", "busy", "sampled", "replies", "accepted",
                 "dropped", "rejected", "failed", "timed_out",
@@ -88,6 +95,7 @@ class Evaluator:
     ledger: Ledger
     on_round: object = None
     started: float = 0.0
+    checkpoint: object = None   # called with the round once its row is written
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round == 0:
@@ -104,6 +112,8 @@ class Evaluator:
         row.update(class_il_accuracy=round(average_accuracy(accs), 3), tasks_reached=reached,
                    wall_s=round(time.perf_counter() - self.started, 2))
         self.csv.append(row)
+        if callable(self.checkpoint):
+            self.checkpoint(server_round)
         if callable(self.on_round):
             self.on_round(row)
         return MetricRecord({"class-il-accuracy": average_accuracy(accs)})
@@ -122,11 +132,19 @@ def forgetting_from_rows(rows: list[dict]) -> float:
     return float(np.mean(drops)) if drops else 0.0
 
 
-def backend_config() -> dict:
+def backend_config(ray_dir: Path | None = None) -> dict:
+    """A loopback-only local Ray instance; its session files go to `ray_dir` (removed after the run)."""
     cpus = os.cpu_count() or 1
-    return {"client_resources": {"num_cpus": 1},
-            "init_args": {"address": "local", "_node_ip_address": "127.0.0.1", "include_dashboard": False,
-                          "num_cpus": cpus, "log_to_driver": False}}
+    init = {"address": "local", "_node_ip_address": "127.0.0.1", "include_dashboard": False,
+            "num_cpus": cpus, "log_to_driver": False}
+    if ray_dir is not None:
+        init["_temp_dir"] = str(ray_dir)
+    return {"client_resources": {"num_cpus": 1}, "init_args": init}
+
+
+def ray_scratch() -> Path:
+    """A fresh folder for one run's Ray session (short: Ray's socket paths must stay under 108 bytes)."""
+    return Path(tempfile.mkdtemp(prefix="fleet-ray-", dir="/tmp" if os.path.isdir("/tmp") else None))
 
 
 def quiet_flower(verbose: bool) -> None:
@@ -135,16 +153,18 @@ def quiet_flower(verbose: bool) -> None:
 
 
 def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: bool = False,
-                 client_app=None, force: bool = False) -> dict:
+                 client_app=None, force: bool = False, resume: bool = False) -> dict:
     """Run the scenario; return the summary (also written to out_dir/summary.json).
 
-    force: out_dir may hold an earlier run, whose files are replaced. Ctrl-C,
-    SIGTERM or a crash still writes summary.json (status interrupted or
-    failed, with the finished rounds) and stops every process the run started.
+    force: out_dir may hold an earlier run, whose files are replaced. resume:
+    out_dir holds this scenario's run, stopped; continue after its last
+    checkpointed round (fleet.checkpoint), keeping its rounds. Ctrl-C, SIGTERM
+    or a crash still writes summary.json (status interrupted or failed, with
+    the finished rounds) and stops every process the run started.
     """
     from flwr.simulation import run_simulation
 
-    from clients.app import app as default_client_app
+    from clients.app import make_client_app
 
     spec = device_spec(scenario)
     stream = load_stream(spec.dataset, data_dir=spec.data_dir, n_tasks=spec.n_tasks, seed=spec.seed,
@@ -152,43 +172,68 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
     learner = Learner(spec.learner, stream.input_shape, stream.num_classes)
     config = server_config(scenario, spec, learner.masked_names)
     world = make_world(scenario)
-    # everything that can fail on bad input has run: only now touch the output folder
-    prepare_output_dir(out_dir, force=force)
-    write_text(out_dir / "scenario.yaml", yaml.safe_dump(scenario.to_dict(), sort_keys=False))
-    columns = BASE_COLUMNS + [f"acc_task_{t}" for t in range(spec.n_tasks)] + ["tasks", "statuses"]
-    rounds_csv = RoundsCsv(out_dir / "rounds.csv", columns)
-    sink: dict = {}
     ledger = Ledger(scenario.device_profiles())
-    evaluator = Evaluator(stream, learner, spec, rounds_csv, sink, ledger, on_round, time.perf_counter())
-    server_app = make_server_app(config, learner.weights_numpy(),
-                                 learner.masks_numpy() if config.sparsity is not None else {},
-                                 world, evaluator, sink)
+    ckpt = read_checkpoint(out_dir) if resume else None
+    # everything that can fail on bad input has run: only now touch the output folder
+    if ckpt is None:
+        prepare_output_dir(out_dir, force=force or resume)
+        write_text(out_dir / "scenario.yaml", yaml.safe_dump(scenario.to_dict(), sort_keys=False))
+        weights, masks, rows, done, wall0 = learner.weights_numpy(), learner.masks_numpy(), [], 0, 0.0
+        if config.sparsity is None:
+            masks = {}
+    else:
+        weights, masks, rows, done, wall0 = ckpt.weights, ckpt.masks, ckpt.state["rows"], ckpt.round, \
+            ckpt.state["wall_s"]
+        world.restore(ckpt.state["world"])
+        ledger.restore(ckpt.state["ledger"])
+        for device in range(spec.devices):  # states written in the round that never finished
+            state_store.discard_after(device_state_dir(out_dir), device, done)
+    columns = BASE_COLUMNS + [f"acc_task_{t}" for t in range(spec.n_tasks)] + ["tasks", "statuses"]
+    rounds_csv = RoundsCsv(out_dir / "rounds.csv", columns, rows)
+    sink: dict = {}
+    started = time.perf_counter() - wall0
+
+    def checkpoint(server_round: int) -> None:
+        strategy = sink["strategy"]
+        state = {"strategy": strategy.snapshot(), "world": world.snapshot(), "ledger": ledger.snapshot(),
+                 "rows": rounds_csv.rows, "wall_s": time.perf_counter() - started}
+        write_checkpoint(out_dir, Checkpoint(server_round, state, strategy.global_weights, strategy.global_masks))
+
+    evaluator = Evaluator(stream, learner, spec, rounds_csv, sink, ledger, on_round, started, checkpoint)
+    server_app = make_server_app(config, weights, masks, world, evaluator, sink,
+                                 resume=(done, ckpt.state["strategy"]) if ckpt else None)
     quiet_flower(verbose)
-    started = time.perf_counter()
 
     def stopped(status: str) -> None:  # interrupted or failed: keep the finished rounds, say how it ended
         rounds_csv.close()
         write_json(out_dir / "summary.json",
                    stopped_summary(scenario, sink, rounds_csv.rows, time.perf_counter() - started, status))
 
-    with stopping(stopped):
-        run_simulation(server_app=server_app, client_app=client_app or default_client_app,
-                       num_supernodes=scenario.fleet.devices, backend_config=backend_config(),
-                       verbose_logging=verbose)
-        if "result" not in sink:
-            raise RuntimeError("the Flower run ended without a result (see the log with --verbose)")
-    wall = time.perf_counter() - started
-    summary = {"status": "complete", **summarise(scenario, sink["strategy"], rounds_csv.rows, wall)}
+    scratch = ray_scratch()
+    with stopping(stopped, watch=True, scratch=scratch):
+        if done < config.rounds:
+            run_simulation(server_app=server_app,
+                           client_app=client_app or make_client_app(str(device_state_dir(out_dir))),
+                           num_supernodes=scenario.fleet.devices, backend_config=backend_config(scratch),
+                           verbose_logging=verbose)
+            if "result" not in sink:
+                raise RuntimeError("the Flower run ended without a result (see the log with --verbose)")
+        else:  # stopped after its last round was checkpointed, before it was written up
+            sink["strategy"] = SparseFedAvg(config, world)
+            sink["strategy"].restore(ckpt.state["strategy"], done, weights, masks)
+    strategy = sink["strategy"]
+    summary = {"status": "complete", **summarise(scenario, strategy, rounds_csv.rows, time.perf_counter() - started)}
     write_json(out_dir / "summary.json", summary)
     write_csv(out_dir / "devices.csv", ledger.rows(), DEVICE_COLUMNS)
+    write_model(out_dir / "model.npz", strategy.global_weights, strategy.global_masks)
+    remove_checkpoint(out_dir)
     if rounds_csv.rows:
         label = f"{scenario.name}: {spec.learner.label}"
         plot_accuracy(rounds_csv.rows, spec.n_tasks, out_dir / "accuracy.png", label)
         plot_accuracy_time({label: summary["curve"]}, out_dir / "accuracy_time.png", label)
         plot_bytes(rounds_csv.rows, out_dir / "bytes.png", label)
-    chosen = ledger.timeline_round()
-    if chosen is not None:
-        server_round, timing = chosen
+    if ledger.timeline is not None:
+        server_round, timing = ledger.timeline
         plot_timeline(timing.devices, timing.start_s, timing.sim_time_s, world.deadline_s,
                       out_dir / "timeline.png", f"{scenario.name}: round {server_round} "
                       f"({spec.learner.label}, budget {scenario.timing.budget}, {world.kernels.kind} kernels)",

@@ -49,6 +49,15 @@ class SimWorld:
         self.busy_until: dict[int, float] = {}
         self.fail_at: dict[int, float] = {}  # this round's failure times of the planned devices
 
+    # -- checkpoints -------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """The clock and who is still busy (every draw is keyed, so nothing else carries over)."""
+        return {"clock_s": self.clock_s, "busy_until": sorted(self.busy_until.items())}
+
+    def restore(self, snapshot: dict) -> None:
+        self.clock_s = float(snapshot["clock_s"])
+        self.busy_until = {int(d): float(t) for d, t in snapshot["busy_until"]}
+
     # -- before the round ------------------------------------------------------
     def online(self, server_round: int, devices: list[int]) -> list[int]:
         return [d for d in devices if is_online(self.profiles[d], self.seed, server_round, d)]

@@ -23,18 +23,32 @@ EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 
 def make_server_app(config: ServerConfig, initial_weights: dict[str, np.ndarray],
                     initial_masks: dict[str, np.ndarray], world: World | None = None,
-                    evaluate_fn: EvaluateFn | None = None, sink: dict | None = None) -> ServerApp:
+                    evaluate_fn: EvaluateFn | None = None, sink: dict | None = None,
+                    resume: tuple[int, dict] | None = None) -> ServerApp:
+    """`resume`: (rounds done, strategy snapshot) of a checkpoint whose global model is the initial one."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         strategy = SparseFedAvg(config, world)
+        done = 0
+        if resume is not None:
+            done, snapshot = resume
+            strategy.restore(snapshot, done, initial_weights, initial_masks)
         if sink is not None:
             sink["strategy"] = strategy
         initial = to_arrays(encode_model(initial_weights, initial_masks, value_dtype=config.value_dtype))
-        result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=config.rounds,
-                                timeout=config.round_timeout_s, evaluate_fn=evaluate_fn)
+        result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=config.rounds - done,
+                                timeout=config.round_timeout_s, evaluate_fn=shifted(evaluate_fn, done))
         if sink is not None:
             sink["result"] = result
 
     return app
+
+
+def shifted(evaluate_fn: EvaluateFn | None, done: int) -> EvaluateFn | None:
+    """Flower counts a resumed run's rounds from 1 again; the evaluation sees the run's round numbers.
+    Its round 0 (the initial model) is evaluated in a fresh run only."""
+    if evaluate_fn is None or done == 0:
+        return evaluate_fn
+    return lambda server_round, arrays: None if server_round == 0 else evaluate_fn(server_round + done, arrays)

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -187,7 +187,25 @@ class SparseFedAvg(FedAvg):
         self.sim_time_s = 0.0
         self.global_weights: dict[str, np.ndarray] = {}
         self.global_masks: dict[str, np.ndarray] = {}
+        self.round_offset = 0                  # rounds finished before this start (a resumed run)
         self._sent: dict[int, int] = {}        # device id -> bytes sent to it this round
+
+    # -- checkpoints -------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """What a resumed run needs besides the global model (JSON-able)."""
+        version, internal, gauss = self.rng.getstate()
+        return {"totals": asdict(self.totals), "rng": [version, list(internal), gauss],
+                "sim_time_s": self.sim_time_s}
+
+    def restore(self, snapshot: dict, rounds_done: int, weights: dict[str, np.ndarray],
+                masks: dict[str, np.ndarray]) -> None:
+        """Continue after `rounds_done` rounds from a `snapshot` and the global model of that round."""
+        version, internal, gauss = snapshot["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.totals = Totals(**snapshot["totals"])
+        self.sim_time_s = float(snapshot["sim_time_s"])
+        self.global_weights, self.global_masks = weights, masks
+        self.round_offset = rounds_done
 
     # -- sending ---------------------------------------------------------------
     def configure_evaluate(self, server_round, arrays, config, grid) -> Iterable[Message]:
@@ -195,6 +213,7 @@ class SparseFedAvg(FedAvg):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
+        server_round += self.round_offset
         flat = from_arrays(arrays)
         if not self.global_weights:  # the initial model; later rounds decoded it in aggregate_train
             self.global_weights, self.global_masks = decode_model(flat)
@@ -247,9 +266,11 @@ class SparseFedAvg(FedAvg):
     # -- receiving ---------------------------------------------------------------
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        server_round += self.round_offset
         t = self.totals
         rejected0, failed0 = t.rejected_updates, t.failed_replies
-        replies = list(replies)
+        # in device order, not arrival order: the average (a float sum) and the notes do not depend on timing
+        replies = sorted(replies, key=lambda r: self.devices.get(r.metadata.src_node_id, -1))
         missing = max(0, len(self._sent) - len(replies))  # Flower gave up waiting for them
         t.timed_out += missing
         accepted, reports = self._collect(server_round, replies)

@@ -87,3 +87,63 @@ federation: {{min_available: 2}}
     # nothing it started is left: neither its descendants seen before the signal nor anything in its session
     assert wait_for(lambda: not any(alive(p) for p in started) and not session_members(proc.pid), 5), \
         sorted(p for p in started if alive(p))
+
+
+def rows_without_wall_clock(path: Path) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(path.open())]
+
+
+def summary_without_wall_clock(path: Path) -> dict:
+    return {k: v for k, v in json.loads(path.read_text()).items() if k != "wall_s"}
+
+
+def test_a_run_killed_after_round_k_resumes_to_exactly_the_uninterrupted_result(tmp_path):
+    """SIGKILL (no chance to clean up) mid-run, then `fleet run --resume`: the same rows, summary and devices.
+
+    Three devices, two sampled a round (the server's draws), SparCL-ER with
+    TDM masks, a deadline that cuts training short or fits none of it, and
+    failures mid-round (the world's clock and keyed draws; devices that crash
+    or decline keep their earlier state files): all of it must carry over.
+    """
+    scenario = tmp_path / "resumable.yaml"
+    scenario.write_text("""name: resumable
+dataset: {name: synthetic}
+fleet: {devices: 3}
+stream: {rounds_per_task: 2}
+method: {name: er, buffer_size: 20}
+train: {local_epochs: 1, width: 4}
+federation: {rounds: 7, min_available: 3, devices_per_round: 2}
+timing: {budget: tight, deadline_s: 0.03, offline_rate_per_s: 15}
+""")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    fleet = [sys.executable, "-m", "fleet.cli", "run"]
+    done = subprocess.run([*fleet, str(scenario), "--out", str(straight), "--quiet"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode in (0, 1), done.stderr  # 1: a starved fleet is a finding, not a crash
+
+    proc = subprocess.Popen([*fleet, str(scenario), "--out", str(killed), "--quiet"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    rounds = killed / "rounds.csv"
+    try:
+        assert wait_for(lambda: rounds.exists() and len(rounds.read_text().splitlines()) >= 1 + 3
+                        or proc.poll() is not None, 240), "round 3 did not finish in 240 s"
+        assert proc.poll() is None
+        started = descendants(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)  # the run itself only: its watchdog must end the rest
+        proc.wait(5)
+        assert wait_for(lambda: not any(alive(p) for p in started), 15), sorted(p for p in started if alive(p))
+    finally:
+        if proc.poll() is None or session_members(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert not (killed / "summary.json").exists()  # SIGKILL: nothing got to write it
+    resumed = subprocess.run([*fleet, "--resume", str(killed), "--quiet"], env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == done.returncode, resumed.stderr
+    assert rows_without_wall_clock(killed / "rounds.csv") == rows_without_wall_clock(straight / "rounds.csv")
+    assert summary_without_wall_clock(killed / "summary.json") == summary_without_wall_clock(
+        straight / "summary.json")
+    assert (killed / "devices.csv").read_text() == (straight / "devices.csv").read_text()
+    assert not (killed / "checkpoint").exists()  # a complete run keeps its model, not its checkpoint
+    assert (killed / "model.npz").read_bytes() == (straight / "model.npz").read_bytes()

@@ -1,0 +1,99 @@
+"""Per-round checkpoints of a run, so that `fleet run --resume DIR` continues where it stopped.
+
+After each finished round k the run writes DIR/checkpoint/:
+
+* `global-<k>.npz`: the global weights and masks (numpy; read without pickle);
+* `state.json`: round k, the strategy's totals and random generator, the
+  world's clock and busy devices, the ledger, every row of rounds.csv so far
+  and the wall time spent; written last (renamed into place), so the newest
+  state.json always names a complete checkpoint.
+
+The devices write their own learner states, one file per round, under
+DIR/checkpoint/devices (clients.state_store); a resumed run discards those of
+rounds after k. Together with the keyed draws of the world, this is what lets a
+resumed run reach exactly the rows and summary of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clients.errors import InputError
+from fleet.report import RUN_FOLDERS, read_model, remove_tree, write_model, write_text
+
+CHECKPOINT = RUN_FOLDERS[0]
+STATE = "state.json"
+DEVICES = "devices"
+MAX_STATE_BYTES = 1 << 30
+_GLOBAL = re.compile(r"global-(\d{1,9})\.npz")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    round: int
+    state: dict                        # JSON: strategy, world, ledger, rows, wall_s
+    weights: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+
+
+def checkpoint_dir(out_dir: Path) -> Path:
+    return Path(out_dir) / CHECKPOINT
+
+
+def device_state_dir(out_dir: Path) -> Path:
+    """Where the simulated devices keep their learner states (absolute: Ray workers have their own cwd)."""
+    return (checkpoint_dir(out_dir) / DEVICES).resolve()
+
+
+def plain(value):
+    """json.dumps default: numpy scalars become the Python int or float they hold (exactly)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def write_checkpoint(out_dir: Path, ckpt: Checkpoint) -> None:
+    """Write the arrays, then state.json naming them, then drop older arrays."""
+    folder = checkpoint_dir(out_dir)
+    folder.mkdir(exist_ok=True)
+    name = f"global-{ckpt.round}.npz"
+    write_model(folder / name, ckpt.weights, ckpt.masks)
+    write_text(folder / STATE, json.dumps({"round": ckpt.round, "global": name, **ckpt.state}, default=plain))
+    for path in folder.iterdir():
+        if _GLOBAL.fullmatch(path.name) and path.name != name:
+            path.unlink(missing_ok=True)
+
+
+def read_checkpoint(out_dir: Path) -> Checkpoint | None:
+    """The last checkpoint in `out_dir` (None if the run finished no round); one-line errors if unreadable."""
+    folder = checkpoint_dir(out_dir)
+    path = folder / STATE
+    if not os.path.lexists(path):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            if os.fstat(f.fileno()).st_size > MAX_STATE_BYTES:
+                raise InputError(f"checkpoint '{path}' is over {MAX_STATE_BYTES} bytes")
+            state = json.loads(f.read())
+        name = state.pop("global")
+        k = state.pop("round")
+        if not (isinstance(name, str) and _GLOBAL.fullmatch(name)) or type(k) is not int or k < 1:
+            raise ValueError("it names no round or no global model")
+        weights, masks = read_model(folder / name)
+    except InputError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(f"checkpoint in '{folder}' cannot be read: {err}") from None
+    return Checkpoint(k, state, weights, masks)
+
+
+def remove_checkpoint(out_dir: Path) -> None:
+    """Remove the checkpoint folder (a link there is unlinked, never followed)."""
+    remove_tree(checkpoint_dir(out_dir))
