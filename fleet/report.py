@@ -11,6 +11,7 @@ is refused unless the caller forces it, and forcing removes that run's files
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
@@ -97,6 +98,28 @@ def remove_tree(path: Path) -> None:
         path.unlink()
     elif path.is_dir():
         shutil.rmtree(path)
+
+
+LOCK = ".fleet.lock"
+
+
+@contextmanager
+def folder_lock(out_dir: Path) -> Iterator[None]:
+    """Hold `out_dir` for one run: a second run (or a resume) into it is refused while this one lives.
+
+    An flock on a file in the folder: the kernel releases it when the process
+    ends however it ends (SIGKILL included), so a dead run never blocks a resume.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InputError(f"output folder '{out_dir}' is in use by another fleet run") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def check_output_dir(out_dir: Path, *, force: bool) -> None:

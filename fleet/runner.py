@@ -40,8 +40,8 @@ from fleet.interrupts import stopping  # noqa: E402
 from fleet.ledger import COLUMNS as DEVICE_COLUMNS, Ledger  # noqa: E402
 from fleet.profiles import get_profile  # noqa: E402
 from fleet.report import (  # noqa: E402
-    RoundsCsv, plot_accuracy, plot_accuracy_time, plot_bytes, plot_timeline, prepare_output_dir, write_csv,
-    write_json, write_model, write_text,
+    RoundsCsv, folder_lock, plot_accuracy, plot_accuracy_time, plot_bytes, plot_timeline, prepare_output_dir,
+    write_csv, write_json, write_model, write_text,
 )
 from fleet.scenario import Scenario  # noqa: E402
 from fleet.world import SimWorld  # noqa: E402
@@ -158,32 +158,40 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
 
     force: out_dir may hold an earlier run, whose files are replaced. resume:
     out_dir holds this scenario's run, stopped; continue after its last
-    checkpointed round (fleet.checkpoint), keeping its rounds. Ctrl-C, SIGTERM
-    or a crash still writes summary.json (status interrupted or failed, with
-    the finished rounds) and stops every process the run started.
+    checkpointed round (fleet.checkpoint), keeping its rounds. summary.json is
+    there from the first round on (status `running`, then `complete`; Ctrl-C,
+    SIGTERM or a crash make it `interrupted` or `failed`), and every process
+    the run started is stopped however it ends. While it runs, the folder is
+    locked against a second run.
     """
-    from flwr.simulation import run_simulation
-
-    from clients.app import make_client_app
-
     spec = device_spec(scenario)
     stream = load_stream(spec.dataset, data_dir=spec.data_dir, n_tasks=spec.n_tasks, seed=spec.seed,
                          max_per_class=spec.max_per_class)
     learner = Learner(spec.learner, stream.input_shape, stream.num_classes)
     config = server_config(scenario, spec, learner.masked_names)
-    world = make_world(scenario)
-    ledger = Ledger(scenario.device_profiles())
     ckpt = read_checkpoint(out_dir) if resume else None
     # everything that can fail on bad input has run: only now touch the output folder
+    with folder_lock(out_dir):
+        return _run(scenario, out_dir, spec, stream, learner, config, ckpt, on_round=on_round, verbose=verbose,
+                    client_app=client_app, force=force or resume)
+
+
+def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream, learner: Learner,
+         config: ServerConfig, ckpt: Checkpoint | None, *, on_round, verbose: bool, client_app, force: bool) -> dict:
+    from flwr.simulation import run_simulation
+
+    from clients.app import make_client_app
+
+    world = make_world(scenario)
+    ledger = Ledger(scenario.device_profiles())
     if ckpt is None:
-        prepare_output_dir(out_dir, force=force or resume)
+        prepare_output_dir(out_dir, force=force)
         write_text(out_dir / "scenario.yaml", yaml.safe_dump(scenario.to_dict(), sort_keys=False))
-        weights, masks, rows, done, wall0 = learner.weights_numpy(), learner.masks_numpy(), [], 0, 0.0
-        if config.sparsity is None:
-            masks = {}
+        weights, masks = learner.weights_numpy(), learner.masks_numpy() if config.sparsity is not None else {}
+        rows, done, wall0 = [], 0, 0.0
     else:
-        weights, masks, rows, done, wall0 = ckpt.weights, ckpt.masks, ckpt.state["rows"], ckpt.round, \
-            ckpt.state["wall_s"]
+        weights, masks, done = ckpt.weights, ckpt.masks, ckpt.round
+        rows, wall0 = ckpt.state["rows"], ckpt.state["wall_s"]
         world.restore(ckpt.state["world"])
         ledger.restore(ckpt.state["ledger"])
         for device in range(spec.devices):  # states written in the round that never finished
@@ -193,22 +201,26 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
     sink: dict = {}
     started = time.perf_counter() - wall0
 
+    def write_summary(status: str) -> None:
+        write_json(out_dir / "summary.json",
+                   stopped_summary(scenario, sink, rounds_csv.rows, time.perf_counter() - started, status))
+
     def checkpoint(server_round: int) -> None:
         strategy = sink["strategy"]
         state = {"strategy": strategy.snapshot(), "world": world.snapshot(), "ledger": ledger.snapshot(),
                  "rows": rounds_csv.rows, "wall_s": time.perf_counter() - started}
         write_checkpoint(out_dir, Checkpoint(server_round, state, strategy.global_weights, strategy.global_masks))
+        write_summary("running")  # a run killed outright leaves this marker: resume it
+
+    def stopped(status: str) -> None:  # interrupted or failed: keep the finished rounds, say how it ended
+        rounds_csv.close()
+        write_summary(status)
 
     evaluator = Evaluator(stream, learner, spec, rounds_csv, sink, ledger, on_round, started, checkpoint)
     server_app = make_server_app(config, weights, masks, world, evaluator, sink,
                                  resume=(done, ckpt.state["strategy"]) if ckpt else None)
     quiet_flower(verbose)
-
-    def stopped(status: str) -> None:  # interrupted or failed: keep the finished rounds, say how it ended
-        rounds_csv.close()
-        write_json(out_dir / "summary.json",
-                   stopped_summary(scenario, sink, rounds_csv.rows, time.perf_counter() - started, status))
-
+    write_summary("running")
     scratch = ray_scratch()
     with stopping(stopped, watch=True, scratch=scratch):
         if done < config.rounds:
@@ -227,18 +239,23 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
     write_csv(out_dir / "devices.csv", ledger.rows(), DEVICE_COLUMNS)
     write_model(out_dir / "model.npz", strategy.global_weights, strategy.global_masks)
     remove_checkpoint(out_dir)
-    if rounds_csv.rows:
-        label = f"{scenario.name}: {spec.learner.label}"
-        plot_accuracy(rounds_csv.rows, spec.n_tasks, out_dir / "accuracy.png", label)
+    write_plots(scenario, spec, world, ledger, rounds_csv.rows, summary, out_dir)
+    return summary
+
+
+def write_plots(scenario: Scenario, spec: DeviceSpec, world: SimWorld, ledger: Ledger, rows: list[dict],
+                summary: dict, out_dir: Path) -> None:
+    label = f"{scenario.name}: {spec.learner.label}"
+    if rows:
+        plot_accuracy(rows, spec.n_tasks, out_dir / "accuracy.png", label)
         plot_accuracy_time({label: summary["curve"]}, out_dir / "accuracy_time.png", label)
-        plot_bytes(rounds_csv.rows, out_dir / "bytes.png", label)
+        plot_bytes(rows, out_dir / "bytes.png", label)
     if ledger.timeline is not None:
         server_round, timing = ledger.timeline
         plot_timeline(timing.devices, timing.start_s, timing.sim_time_s, world.deadline_s,
                       out_dir / "timeline.png", f"{scenario.name}: round {server_round} "
                       f"({spec.learner.label}, budget {scenario.timing.budget}, {world.kernels.kind} kernels)",
                       dict(enumerate(scenario.device_profiles())))
-    return summary
 
 
 def make_world(scenario: Scenario) -> SimWorld:
@@ -250,7 +267,7 @@ def make_world(scenario: Scenario) -> SimWorld:
 
 
 def stopped_summary(scenario: Scenario, sink: dict, rows: list[dict], wall_s: float, status: str) -> dict:
-    """summary.json of a run that did not complete: what its finished rounds show, and how it ended."""
+    """summary.json of a run that has not completed: what its finished rounds show, and its status."""
     if "strategy" not in sink:  # stopped before the server started
         return {"status": status, "scenario": scenario.name, "rounds_completed": len(rows), "wall_s": wall_s}
     return {"status": status, **summarise(scenario, sink["strategy"], rows, wall_s)}

@@ -27,6 +27,7 @@ from fleet.checkpoint import Checkpoint, checkpoint_dir, read_checkpoint, remove
 from fleet.cli import main
 from fleet.ledger import Ledger
 from fleet.profiles import BUDGETS, get_profile
+from fleet.report import folder_lock
 from fleet.world import SimWorld
 from server.strategy import DeviceReport, ServerConfig, SparseFedAvg
 
@@ -228,6 +229,15 @@ def test_a_killed_run_leaves_no_process_and_no_scratch_folder(tmp_path):
         if run.poll() is None:
             run.kill()
             run.wait()
+
+
+def test_a_folder_in_use_by_a_run_is_refused_to_another(tmp_path):
+    with folder_lock(tmp_path / "out"):
+        with pytest.raises(InputError, match="in use by another fleet run"):
+            with folder_lock(tmp_path / "out"):
+                pass
+    with folder_lock(tmp_path / "out"):  # released when the run ends
+        pass
 
 
 @pytest.fixture
