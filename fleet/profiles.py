@@ -63,27 +63,30 @@ class DeviceProfile:
     """One kind of edge device; frozen so a fleet can share it safely.
 
     memory_mb counts MiB (2**20 bytes, as a "4 GB" board has 4096 of them);
-    bandwidth_mbps counts Mbit/s (1e6 bits), the unit links are sold in.
+    link rates count Mbit/s (1e6 bits), the unit links are sold in. Uplink
+    and downlink differ on most access links (Wi-Fi, LTE, ADSL).
     """
 
     name: str
     peak_gflops: float  # vendor/HPL peak
     efficiency: float  # fraction of peak that training reaches, (0, 1]
-    memory_mb: float  # RAM available for training, MiB
-    bandwidth_mbps: float  # uplink = downlink, Mbit/s
-    latency_s: float  # per transfer
+    memory_mb: float  # RAM available for training (after the OS and runtime), MiB
+    downlink_mbps: float  # server -> device, Mbit/s
+    uplink_mbps: float  # device -> server, Mbit/s
+    downlink_latency_s: float  # fixed cost of one download
+    uplink_latency_s: float  # fixed cost of one upload
     active_w: float  # power while computing
     radio_w: float  # power while transferring
     idle_w: float  # power while waiting
-    availability: float  # probability the device is online at a round, (0, 1]
+    availability: float  # probability the device is online at a round (long-run share for on/off), (0, 1]
 
     def __post_init__(self) -> None:
         owner = f"device profile '{self.name}'"
         if not isinstance(self.name, str) or not self.name:
             raise InputError(f"device profile name must be a non-empty string, got {self.name!r}")
-        for f in ("peak_gflops", "memory_mb", "bandwidth_mbps"):
+        for f in ("peak_gflops", "memory_mb", "downlink_mbps", "uplink_mbps"):
             _check_positive(owner, f, getattr(self, f))
-        for f in ("latency_s", "active_w", "radio_w", "idle_w"):
+        for f in ("downlink_latency_s", "uplink_latency_s", "active_w", "radio_w", "idle_w"):
             _check_non_negative(owner, f, getattr(self, f))
         for f in ("efficiency", "availability"):
             _check_fraction(owner, f, getattr(self, f))
@@ -105,8 +108,10 @@ PROFILES: dict[str, DeviceProfile] = {
             peak_gflops=30.0,
             efficiency=HPL_TRAIN_EFFICIENCY,
             memory_mb=4096,
-            bandwidth_mbps=940.0,
-            latency_s=0.005,
+            downlink_mbps=940.0,
+            uplink_mbps=940.0,
+            downlink_latency_s=0.005,
+            uplink_latency_s=0.005,
             active_w=11.0,
             radio_w=3.5,
             idle_w=2.7,
@@ -119,8 +124,10 @@ PROFILES: dict[str, DeviceProfile] = {
             peak_gflops=11.9,
             efficiency=HPL_TRAIN_EFFICIENCY,
             memory_mb=2048,
-            bandwidth_mbps=940.0,
-            latency_s=0.005,
+            downlink_mbps=940.0,
+            uplink_mbps=940.0,
+            downlink_latency_s=0.005,
+            uplink_latency_s=0.005,
             active_w=7.0,
             radio_w=3.4,
             idle_w=2.6,
@@ -133,8 +140,10 @@ PROFILES: dict[str, DeviceProfile] = {
             peak_gflops=11.9,
             efficiency=HPL_TRAIN_EFFICIENCY,
             memory_mb=2048,
-            bandwidth_mbps=50.0,
-            latency_s=0.02,
+            downlink_mbps=50.0,
+            uplink_mbps=50.0,
+            downlink_latency_s=0.02,
+            uplink_latency_s=0.02,
             active_w=7.0,
             radio_w=3.6,
             idle_w=2.6,
@@ -154,8 +163,10 @@ PROFILES: dict[str, DeviceProfile] = {
             peak_gflops=3.0,
             efficiency=HPL_TRAIN_EFFICIENCY,
             memory_mb=320,
-            bandwidth_mbps=20.0,
-            latency_s=0.02,
+            downlink_mbps=20.0,
+            uplink_mbps=20.0,
+            downlink_latency_s=0.02,
+            uplink_latency_s=0.02,
             active_w=2.0,
             radio_w=1.2,
             idle_w=0.6,
@@ -170,8 +181,10 @@ PROFILES: dict[str, DeviceProfile] = {
             peak_gflops=472.0,
             efficiency=0.1,
             memory_mb=4096,
-            bandwidth_mbps=940.0,
-            latency_s=0.005,
+            downlink_mbps=940.0,
+            uplink_mbps=940.0,
+            downlink_latency_s=0.005,
+            uplink_latency_s=0.005,
             active_w=10.0,
             radio_w=2.5,
             idle_w=1.5,
@@ -188,8 +201,10 @@ PROFILES: dict[str, DeviceProfile] = {
             peak_gflops=25.0,
             efficiency=0.8,
             memory_mb=3072,
-            bandwidth_mbps=20.0,
-            latency_s=0.05,
+            downlink_mbps=20.0,
+            uplink_mbps=20.0,
+            downlink_latency_s=0.05,
+            uplink_latency_s=0.05,
             active_w=5.0,
             radio_w=2.5,
             idle_w=0.5,
@@ -204,8 +219,10 @@ PROFILES: dict[str, DeviceProfile] = {
             peak_gflops=0.006,
             efficiency=0.8,
             memory_mb=0.25,
-            bandwidth_mbps=1.0,
-            latency_s=0.03,
+            downlink_mbps=1.0,
+            uplink_mbps=1.0,
+            downlink_latency_s=0.03,
+            uplink_latency_s=0.03,
             active_w=0.011,
             radio_w=0.015,
             idle_w=0.00001,
@@ -281,7 +298,8 @@ def apply_budget(device: DeviceProfile, budget: BudgetProfile) -> DeviceProfile:
         device,
         peak_gflops=device.peak_gflops * budget.compute_scale,
         memory_mb=device.memory_mb * budget.memory_scale,
-        bandwidth_mbps=device.bandwidth_mbps * budget.bandwidth_scale,
+        downlink_mbps=device.downlink_mbps * budget.bandwidth_scale,
+        uplink_mbps=device.uplink_mbps * budget.bandwidth_scale,
     )
 
 

@@ -66,9 +66,19 @@ def compute_time_s(flops: float, profile: DeviceProfile) -> float:
     return _non_negative("train_flops", flops) / profile.train_flops_per_s
 
 
-def transfer_time_s(nbytes: float, profile: DeviceProfile) -> float:
+def transfer_time_s(nbytes: float, mbps: float, latency_s: float) -> float:
     """Seconds for one transfer: fixed latency plus bits over the link rate (Mbit/s = 1e6 bit/s)."""
-    return profile.latency_s + 8 * _non_negative("nbytes", nbytes) / (profile.bandwidth_mbps * 1e6)
+    return latency_s + 8 * _non_negative("nbytes", nbytes) / (mbps * 1e6)
+
+
+def download_time_s(nbytes: float, profile: DeviceProfile) -> float:
+    """Seconds to receive `nbytes` from the server over the device's downlink."""
+    return transfer_time_s(nbytes, profile.downlink_mbps, profile.downlink_latency_s)
+
+
+def upload_time_s(nbytes: float, profile: DeviceProfile) -> float:
+    """Seconds to send `nbytes` to the server over the device's uplink."""
+    return transfer_time_s(nbytes, profile.uplink_mbps, profile.uplink_latency_s)
 
 
 def energy_j(busy_s: float, radio_s: float, idle_s: float, profile: DeviceProfile) -> float:
@@ -208,10 +218,10 @@ def _device(
     """download -> compute -> upload, each cut short by the device's failure time."""
     p = work.profile
     fail = env.now + work.fail_at_s
-    phases = [("download_s", transfer_time_s(work.down_bytes, p))]
+    phases = [("download_s", download_time_s(work.down_bytes, p))]
     if not work.declined:
         compute = math.inf if work.crashed else compute_time_s(work.time_flops, p)
-        phases += [("compute_s", compute), ("upload_s", transfer_time_s(work.up_bytes, p))]
+        phases += [("compute_s", compute), ("upload_s", upload_time_s(work.up_bytes, p))]
     for field, duration in phases:
         if env.now + duration > fail:
             left = fail - env.now
@@ -399,5 +409,7 @@ __all__ = [
     "sample_devices",
     "simulate_round",
     "staleness_weight",
+    "download_time_s",
     "transfer_time_s",
+    "upload_time_s",
 ]

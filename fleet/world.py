@@ -26,7 +26,7 @@ import numpy as np
 
 from clients.budget import KernelModel
 from fleet.profiles import BudgetProfile, DeviceProfile, apply_budget
-from fleet.timing import MIB, DeviceWork, failure_delay, simulate_round, transfer_time_s
+from fleet.timing import MIB, DeviceWork, download_time_s, failure_delay, simulate_round, upload_time_s
 from server.strategy import DeviceReport, RoundTiming
 
 
@@ -77,8 +77,8 @@ class SimWorld:
         plans = {}
         for d in devices:
             p = self.profiles[d]
-            down_s = transfer_time_s(down_bytes, p)
-            up_s = down_s  # the expected upload: the tensors sent, at the same density
+            down_s = download_time_s(down_bytes, p)
+            up_s = upload_time_s(down_bytes, p)  # the expected upload: the tensors sent, at the same density
             budget: dict[str, float | str] = {
                 "memory-bytes": float(p.memory_mb * MIB), "download-s": down_s, "kernels": self.kernels.kind,
                 "speedup": json.dumps(self.kernels.speedup), "gflops": p.train_flops_per_s / 1e9,
@@ -112,5 +112,5 @@ class SimWorld:
     def _fail_at(self, report: DeviceReport) -> float:
         """The planned failure; a device whose app crashed fails when its download ends."""
         if report.status == "failed" and not math.isfinite(self.fail_at.get(report.device_id, math.inf)):
-            return transfer_time_s(report.down_bytes, self.profiles[report.device_id])
+            return download_time_s(report.down_bytes, self.profiles[report.device_id])
         return self.fail_at.get(report.device_id, math.inf)

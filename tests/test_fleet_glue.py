@@ -97,7 +97,7 @@ def test_each_device_is_told_its_budget_after_the_budget_profile():
     assert told["memory-bytes"] == pytest.approx(rpi4.memory_mb * tight.memory_scale * 2**20)
     assert told["gflops"] == pytest.approx(rpi4.train_flops_per_s * tight.compute_scale / 1e9)
     assert told["deadline-s"] == tight.deadline_s
-    transfer = 0.005 + 8e6 / (rpi4.bandwidth_mbps * tight.bandwidth_scale * 1e6)
+    transfer = 0.005 + 8e6 / (rpi4.downlink_mbps * tight.bandwidth_scale * 1e6)
     assert told["download-s"] == pytest.approx(transfer)
     # the compute that fits before the deadline after the download and the expected upload
     assert told["compute-flops"] == pytest.approx((tight.deadline_s - 2 * transfer) * rpi4.train_flops_per_s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -27,7 +28,9 @@ from fleet.timing import (
     sample_devices,
     simulate_round,
     staleness_weight,
+    download_time_s,
     transfer_time_s,
+    upload_time_s,
 )
 
 # 10 GFLOP/s x 0.3 = 3 GFLOP/s; 10 Mbit/s = 1.25 MB/s; 1 MiB of RAM.
@@ -36,8 +39,10 @@ HAND = DeviceProfile(
     peak_gflops=10.0,
     efficiency=0.3,
     memory_mb=1.0,
-    bandwidth_mbps=10.0,
-    latency_s=0.05,
+    downlink_mbps=10.0,
+    uplink_mbps=10.0,
+    downlink_latency_s=0.05,
+    uplink_latency_s=0.05,
     active_w=5.0,
     radio_w=2.0,
     idle_w=1.0,
@@ -63,8 +68,10 @@ def test_compute_time_is_flops_over_derated_peak() -> None:
 
 
 def test_transfer_time_is_latency_plus_bits_over_rate() -> None:
-    assert transfer_time_s(MB, HAND) == approx(1.05)
-    assert transfer_time_s(0, HAND) == approx(0.05)
+    assert download_time_s(MB, HAND) == approx(1.05)
+    assert upload_time_s(0, HAND) == approx(0.05)
+    asymmetric = replace(HAND, uplink_mbps=2.0, uplink_latency_s=0.1)
+    assert download_time_s(MB, asymmetric) == approx(1.05) and upload_time_s(MB, asymmetric) == approx(5.1)
 
 
 def test_energy_is_power_times_time_per_state() -> None:
@@ -85,7 +92,7 @@ def test_formulas_reject_negative_inputs() -> None:
     with pytest.raises(InputError, match="train_flops"):
         compute_time_s(-1, HAND)
     with pytest.raises(InputError, match="nbytes"):
-        transfer_time_s(float("nan"), HAND)
+        transfer_time_s(float("nan"), 10.0, 0.05)
     with pytest.raises(InputError, match="staleness"):
         staleness_weight(-1)
 
@@ -124,7 +131,7 @@ def test_round_closes_when_everyone_reported_before_deadline() -> None:
 
 def test_arrival_exactly_at_deadline_is_in_time() -> None:
     # 1e6 B/s link, no latency, 5e8 FLOP/s: 0.5 + 2.0 + 0.5 = 3.0 s, all exact in binary.
-    exact = DeviceProfile("exact", 1.0, 0.5, 1.0, 8.0, 0.0, 1.0, 1.0, 1.0, 1.0)
+    exact = DeviceProfile("exact", 1.0, 0.5, 1.0, 8.0, 8.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0)
     w = DeviceWork(7, exact, 1e9, down_bytes=500_000, up_bytes=500_000, peak_memory_bytes=0)
     r = simulate_round([w], start_s=0.0, deadline_s=3.0, keep_first=None)
     assert r.devices[0].end_s == 3.0
@@ -264,7 +271,7 @@ def test_builtin_profiles_and_budgets() -> None:
     assert {"rpi5", "rpi4", "rpi4-wifi", "rpi-zero2w", "jetson-nano", "phone", "mcu"} <= set(PROFILES)
     assert set(BUDGETS) == {"generous", "tight", "starved"}
     assert get_profile("rpi5").train_flops_per_s == approx(30e9 * 0.3)
-    assert get_profile("rpi4-wifi").bandwidth_mbps == 50.0
+    assert get_profile("rpi4-wifi").downlink_mbps == 50.0
     assert get_budget("generous").deadline_s is None
 
 
@@ -281,18 +288,20 @@ def test_apply_budget_scales_exactly() -> None:
     dev = get_profile("rpi5")
     b = BudgetProfile("b", compute_scale=0.5, memory_scale=0.25, bandwidth_scale=0.1, deadline_s=9.0)
     scaled = apply_budget(dev, b)
-    assert (scaled.peak_gflops, scaled.memory_mb, scaled.bandwidth_mbps) == (15.0, 1024.0, 940.0 * 0.1)
+    assert (scaled.peak_gflops, scaled.memory_mb, scaled.downlink_mbps, scaled.uplink_mbps) == (
+        15.0, 1024.0, 940.0 * 0.1, 940.0 * 0.1)
     assert scaled.train_flops_per_s == approx(dev.train_flops_per_s * 0.5)
-    unchanged = ("name", "efficiency", "latency_s", "active_w", "radio_w", "idle_w", "availability")
+    unchanged = ("name", "efficiency", "downlink_latency_s", "uplink_latency_s", "active_w", "radio_w", "idle_w",
+                 "availability")
     assert all(getattr(scaled, f) == getattr(dev, f) for f in unchanged)
     assert apply_budget(dev, get_budget("generous")) == dev
 
 
 def test_profiles_validate_fields() -> None:
     with pytest.raises(InputError, match="device profile 'bad': efficiency"):
-        DeviceProfile("bad", 1.0, 1.5, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0)
-    with pytest.raises(InputError, match="device profile 'bad': bandwidth_mbps"):
-        DeviceProfile("bad", 1.0, 0.5, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0)
+        replace(HAND, name="bad", efficiency=1.5)
+    with pytest.raises(InputError, match="device profile 'bad': uplink_mbps"):
+        replace(HAND, name="bad", uplink_mbps=0.0)
     with pytest.raises(InputError, match="budget profile 'b': deadline_s"):
         BudgetProfile("b", 1.0, 1.0, 1.0, deadline_s=-1.0)
     assert math.isclose(get_profile("mcu").memory_mb * MIB, 256 * 1024)
