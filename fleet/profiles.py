@@ -28,6 +28,8 @@ HPL_TRAIN_EFFICIENCY = 0.3
 # table for `timing.kernels: sparse`; a kernel table measured on the device beats it.
 PAPER_SPARSE_SPEEDUP = ((0.9, 2.3), (0.95, 3.1))
 
+AVAILABILITY_MODELS = ("always", "bernoulli", "onoff")
+
 
 # --------------------------------------------------------------------------- checks
 
@@ -48,6 +50,13 @@ def _check_fraction(owner: str, field: str, value: float) -> None:
     """Efficiencies and probabilities live in (0, 1]; 0 would mean a device that never works."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise InputError(f"{owner}: {field} must be in (0, 1], got {value!r}")
+
+
+def _check_unit_interval(owner: str, field: str, value: float, *, closed: bool) -> None:
+    """Chances and spreads: [0, 1] (or [0, 1) where 1 would mean a device that always fails)."""
+    top_ok = value <= 1 if closed else value < 1
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value and top_ok):
+        raise InputError(f"{owner}: {field} must be in [0, 1{']' if closed else ')'}, got {value!r}")
 
 
 def _unknown(kind: str, name: object, known: dict[str, object]) -> InputError:
@@ -78,7 +87,12 @@ class DeviceProfile:
     active_w: float  # power while computing
     radio_w: float  # power while transferring
     idle_w: float  # power while waiting
-    availability: float  # probability the device is online at a round (long-run share for on/off), (0, 1]
+    availability: float  # probability the device is online at a round ("bernoulli"), (0, 1]
+    availability_model: str = "bernoulli"  # always | bernoulli (a draw each round) | onoff (alternating periods)
+    mean_on_s: float = 3600.0  # onoff: mean length of an online period, simulated seconds
+    mean_off_s: float = 600.0  # onoff: mean length of an offline period
+    failure_prob: float = 0.0  # chance that a sampled device fails mid-round, [0, 1)
+    speed_jitter: float = 0.0  # coefficient of variation of its compute speed from round to round, [0, 1]
 
     def __post_init__(self) -> None:
         owner = f"device profile '{self.name}'"
@@ -90,6 +104,13 @@ class DeviceProfile:
             _check_non_negative(owner, f, getattr(self, f))
         for f in ("efficiency", "availability"):
             _check_fraction(owner, f, getattr(self, f))
+        if self.availability_model not in AVAILABILITY_MODELS:
+            raise InputError(f"{owner}: availability_model must be one of {', '.join(AVAILABILITY_MODELS)}, "
+                             f"got {self.availability_model!r}")
+        for f in ("mean_on_s", "mean_off_s"):
+            _check_positive(owner, f, getattr(self, f))
+        _check_unit_interval(owner, "failure_prob", self.failure_prob, closed=False)
+        _check_unit_interval(owner, "speed_jitter", self.speed_jitter, closed=True)
 
     @property
     def train_flops_per_s(self) -> float:
