@@ -133,7 +133,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def run_with_progress(scenario, out_dir: Path, *, verbose: bool, quiet: bool, desc: str,
-                      force: bool = False, resume: bool = False) -> dict:
+                      force: bool = False, resume: bool = False, dry: bool = False) -> dict:
     """One scenario with a progress bar over rounds showing accuracy, bytes and simulated time."""
     from tqdm import tqdm
 
@@ -141,16 +141,23 @@ def run_with_progress(scenario, out_dir: Path, *, verbose: bool, quiet: bool, de
 
     with tqdm(total=scenario.federation.rounds, unit="round", desc=desc, disable=quiet, file=sys.stderr) as bar:
         def on_round(row: dict) -> None:
-            bar.set_postfix(acc=f"{row['class_il_accuracy']:.1f}", up=f"{row['upload_bytes'] / 1e6:.2f}MB",
+            acc = row.get("class_il_accuracy")
+            bar.set_postfix(acc="-" if acc is None else f"{acc:.1f}", up=f"{row['upload_bytes'] / 1e6:.2f}MB",
                             sim=f"{row['sim_time_s']:.0f}s", refresh=False)
             bar.update(row["round"] - bar.n)  # a resumed run starts after its finished rounds
 
+        if dry:
+            from fleet.dryrun import dry_run
+
+            return dry_run(scenario, out_dir, on_round=on_round, force=force)
         return run_scenario(scenario, out_dir, on_round=on_round, verbose=verbose, force=force, resume=resume)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from fleet.report import check_output_dir
 
+    if args.resume and args.dry_run:
+        raise InputError("fleet run: --dry-run runs no training and keeps no checkpoint: drop --resume")
     if args.resume:
         scenario, out_dir = resume_target(args)
         if scenario is None:
@@ -163,19 +170,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         out_dir = Path(args.out or scenario.output)
         check_output_dir(out_dir, force=args.force)
     summary = run_with_progress(scenario, out_dir, verbose=args.verbose, quiet=args.quiet, desc=scenario.name,
-                                force=args.force, resume=bool(args.resume))
+                                force=args.force, resume=bool(args.resume), dry=args.dry_run)
     st = summary["statuses"]
-    print(f"{scenario.name}: {summary['method']}, final Class-IL accuracy {summary['final_accuracy']:.2f}%, "
-          f"forgetting {summary['forgetting']:.2f}, {summary['rounds_completed']} rounds, "
+    learned = ("dry run (no training, no accuracy)" if summary.get("dry_run") else
+               f"final Class-IL accuracy {summary['final_accuracy']:.2f}%, forgetting {summary['forgetting']:.2f}")
+    print(f"{scenario.name}: {summary['method']}, {learned}, {summary['rounds_completed']} rounds, "
           f"upload {summary['upload_bytes'] / 1e6:.2f} MB, simulated {summary['sim_time_s']:.0f} s, "
           f"{summary['energy_j']:.0f} J ({summary['wasted_energy_j']:.0f} J wasted)")
     print(f"device-rounds: {st['ok']} ok, {st['late']} late, {st['failed']} failed, {st['oom']} out of memory, "
           f"{st['declined']} declined, {st['adapted']} adapted; {st['offline']} offline; "
           f"rejected {summary['rejected_updates']}, app errors {summary['failed_replies']}, "
           f"timed out {summary.get('timed_out_replies', 0)}")
-    print(f"wrote {out_dir}/summary.json, rounds.csv, devices.csv, model.npz, accuracy.png, accuracy_time.png, "
-          "timeline.png, bytes.png")
+    print(f"wrote {out_dir}/{', '.join(written(out_dir))}")
     return 1 if run_failed(summary) else 0
+
+
+def written(out_dir: Path) -> list[str]:
+    """The run files in `out_dir`, in the order a reader wants them."""
+    from fleet.report import RUN_FILES
+
+    return [name for name in RUN_FILES if (out_dir / name).is_file()]
 
 
 def resume_target(args: argparse.Namespace):
@@ -263,6 +277,8 @@ def build_parser() -> ArgumentParser:
 
     run = sub.add_parser("run", help="run a scenario on Flower's simulation engine")
     add_scenario_run_options(run, "the scenario's `output`", resumable=True)
+    run.add_argument("--dry-run", action="store_true",
+                     help="run the world without training: work from the model's accounting, in seconds")
     run.add_argument("--resume", default=None, metavar="DIR",
                      help="continue the stopped run in DIR after its last finished round (no scenario argument)")
     run.set_defaults(func=cmd_run)

@@ -119,10 +119,12 @@ class Evaluator:
         return MetricRecord({"class-il-accuracy": average_accuracy(accs)})
 
 
-def forgetting_from_rows(rows: list[dict]) -> float:
-    """Mean over all but the last seen task of (best accuracy over rounds - final accuracy)."""
+def forgetting_from_rows(rows: list[dict]) -> float | None:
+    """Mean over all but the last seen task of (best accuracy over rounds - final accuracy); None untrained."""
     if not rows:
         return 0.0
+    if rows[-1].get("class_il_accuracy") is None:  # a dry run
+        return None
     final = rows[-1]
     seen = final["tasks_reached"]
     drops = []
@@ -246,9 +248,10 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
 def write_plots(scenario: Scenario, spec: DeviceSpec, world: SimWorld, ledger: Ledger, rows: list[dict],
                 summary: dict, out_dir: Path) -> None:
     label = f"{scenario.name}: {spec.learner.label}"
-    if rows:
+    if rows and rows[-1].get("class_il_accuracy") is not None:  # a dry run has no accuracy
         plot_accuracy(rows, spec.n_tasks, out_dir / "accuracy.png", label)
         plot_accuracy_time({label: summary["curve"]}, out_dir / "accuracy_time.png", label)
+    if rows:
         plot_bytes(rows, out_dir / "bytes.png", label)
     if ledger.timeline is not None:
         server_round, timing = ledger.timeline
@@ -279,7 +282,7 @@ def summarise(scenario: Scenario, strategy, rows: list[dict], wall_s: float) -> 
     return {
         "scenario": scenario.name,
         "method": device_spec(scenario).learner.label,
-        "final_accuracy": final.get("class_il_accuracy", 0.0),
+        "final_accuracy": final.get("class_il_accuracy", None if rows else 0.0),  # None: a dry run
         "final_task_accuracies": [final.get(f"acc_task_{i}") for i in range(final.get("tasks_reached", 0))],
         "forgetting": forgetting_from_rows(rows),
         "rounds_completed": len(rows),
@@ -302,7 +305,7 @@ def summarise(scenario: Scenario, strategy, rows: list[dict], wall_s: float) -> 
         "wasted_energy_j": t.wasted_energy_j,
         "budget": scenario.timing.budget,
         "kernels": scenario.timing.kernels,
-        "curve": [[r["sim_time_s"], r["class_il_accuracy"]] for r in rows],
+        "curve": [[r["sim_time_s"], r.get("class_il_accuracy")] for r in rows],
         "rejections": t.rejections[:50],
         "notes": t.notes[:50],
         "wall_s": wall_s,

@@ -112,6 +112,11 @@ def sample_size(config: ServerConfig, available: int) -> int:
     return max(0, min(available, max(1, k)))
 
 
+def choose_devices(rng: random.Random, free: list[int], config: ServerConfig) -> list[int]:
+    """This round's sample of the free devices, in id order (a dry run draws the same ones)."""
+    return sorted(rng.sample(free, sample_size(config, len(free)))) if free else []
+
+
 @dataclass
 class Accepted:
     device_id: int
@@ -144,6 +149,20 @@ class Totals:
     wasted_energy_j: float = 0.0
     rejections: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)   # declines and adaptations, with reasons
+
+
+def book_round(totals: Totals, row: dict, timing: RoundTiming) -> None:
+    """Add a settled round's row (from round_row) to the run's totals."""
+    t = totals
+    t.dropped_updates += row["dropped"]
+    t.declined += row["n_declined"]
+    t.adapted += row["n_adapted"]
+    t.energy_j += timing.energy_j
+    t.upload_bytes += row["upload_bytes"]
+    t.train_flops += row["train_flops"]
+    t.wasted_train_flops += row["wasted_train_flops"]
+    t.wasted_upload_bytes += row["wasted_upload_bytes"]
+    t.wasted_energy_j += row["wasted_energy_j"]
 
 
 def round_row(accepted: list[Accepted], reports: list[DeviceReport], timing: RoundTiming) -> dict:
@@ -222,7 +241,7 @@ class SparseFedAvg(FedAvg):
         by_device = {d: n for n, d in self.devices.items() if n in nodes}
         online = self.world.online(server_round, sorted(by_device))
         free = self.world.free(online)
-        chosen = sorted(self.rng.sample(free, sample_size(self.config, len(free)))) if free else []
+        chosen = choose_devices(self.rng, free, self.config)
         down = model_bytes(flat)
         plans = self.world.plan(server_round, chosen, down)
         self._sent = {d: down for d in chosen}
@@ -281,15 +300,7 @@ class SparseFedAvg(FedAvg):
         self.sim_time_s = timing.sim_time_s
         row = self.last_row
         row.update(round_row(accepted, reports, timing))
-        t.dropped_updates += row["dropped"]
-        t.declined += row["n_declined"]
-        t.adapted += row["n_adapted"]
-        t.energy_j += timing.energy_j
-        t.upload_bytes += row["upload_bytes"]
-        t.train_flops += row["train_flops"]
-        t.wasted_train_flops += row["wasted_train_flops"]
-        t.wasted_upload_bytes += row["wasted_upload_bytes"]
-        t.wasted_energy_j += row["wasted_energy_j"]
+        book_round(t, row, timing)
         weights, masks = self.aggregate([(a.weights, a.masks, a.n_examples) for a in on_time])
         flat = encode_model(weights, masks, value_dtype=self.config.value_dtype)
         self.global_weights, self.global_masks = decode_model(flat)  # what travels (fp16 included)
