@@ -255,7 +255,7 @@ def load_scenario_with_sets(args: argparse.Namespace):
     from fleet.compare import parse_set
     from fleet.scenario import load_scenario
 
-    scenario = load_scenario(args.scenario)
+    scenario = load_scenario(args.scenario, simulate=not getattr(args, "dry_run", False))
     return scenario.with_overrides(parse_set(args.set)) if args.set else scenario
 
 

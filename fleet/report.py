@@ -256,10 +256,35 @@ STATUS_COLOURS = {"ok": "tab:green", "late": "tab:orange", "failed": "tab:red", 
                   "declined": "tab:gray"}
 
 
+TIMELINE_ROWS = 40
+
+
+def timeline_rows(outcomes: Sequence, limit: int = TIMELINE_ROWS) -> list:
+    """At most `limit` outcomes in device order: each status in proportion to its share, at least one each."""
+    outcomes = sorted(outcomes, key=lambda d: d.device_id)
+    if len(outcomes) <= limit:
+        return outcomes
+    by_status: dict[str, list] = {}
+    for d in outcomes:
+        by_status.setdefault(d.status, []).append(d)
+    quota = {k: max(1, round(limit * len(v) / len(outcomes))) for k, v in by_status.items()}
+    while sum(quota.values()) > limit:  # the rounding and the floors of one may overshoot
+        quota[max(quota, key=quota.get)] -= 1
+    chosen = [group[int(i)] for k, group in by_status.items()
+              for i in np.linspace(0, len(group) - 1, quota[k])]
+    return sorted(chosen, key=lambda d: d.device_id)
+
+
 def plot_timeline(outcomes: Sequence, start_s: float, close_s: float, deadline_s: float | None,
                   path: Path, title: str, labels: dict[int, str] | None = None) -> None:
-    """A Gantt chart of one round: download, compute, upload per device; close and deadline marked."""
-    outcomes = sorted(outcomes, key=lambda d: d.device_id)
+    """A Gantt chart of one round: download, compute, upload per device; close and deadline marked.
+
+    A large round shows TIMELINE_ROWS devices, every kind of outcome among them (see timeline_rows).
+    """
+    total = len(outcomes)
+    outcomes = timeline_rows(outcomes)
+    if len(outcomes) < total:
+        title = f"{title}\n{len(outcomes)} of its {total} devices, every outcome shown"
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(outcomes) + 1.8))
     phases = (("download_s", "tab:blue", "download"), ("compute_s", "tab:olive", "compute"),
               ("upload_s", "tab:cyan", "upload"))

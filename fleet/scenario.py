@@ -341,7 +341,8 @@ class Scenario:
                 node = child
             node[leaf] = copy.deepcopy(value)
         described = ", ".join(f"{excerpt(k, 40)}={excerpt(v, 40)}" for k, v in all_changes.items())
-        return parse_scenario(data, source=f"{self.source} (with {described})" if described else self.source)
+        return parse_scenario(data, source=f"{self.source} (with {described})" if described else self.source,
+                              simulate=getattr(self, "_simulate", True))
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, defaults resolved, as plain dicts/lists/scalars; parse_scenario reads it back."""
@@ -516,13 +517,17 @@ def parse_yaml(text: str, *, source: str) -> Any:
         raise InputError(f"{source}: YAML nesting too deep") from None
 
 
-def load_scenario(path: str | os.PathLike) -> Scenario:
-    """Read, parse and validate the scenario file at `path`."""
+def load_scenario(path: str | os.PathLike, *, simulate: bool = True) -> Scenario:
+    """Read, parse and validate the scenario file at `path`.
+
+    simulate: it is to run on Flower's simulation engine here, so the fleet's
+    memory must fit this machine (a dry run trains nothing and skips that).
+    """
     source = os.fspath(path)
-    return parse_scenario(parse_yaml(read_scenario_text(path), source=source), source=source)
+    return parse_scenario(parse_yaml(read_scenario_text(path), source=source), source=source, simulate=simulate)
 
 
-def parse_scenario(data: dict, *, source: str = "<scenario>") -> Scenario:
+def parse_scenario(data: dict, *, source: str = "<scenario>", simulate: bool = True) -> Scenario:
     """Validate a scenario given as a mapping (a parsed YAML file) and fill its defaults."""
 
     def fail(message: str) -> NoReturn:
@@ -532,12 +537,15 @@ def parse_scenario(data: dict, *, source: str = "<scenario>") -> Scenario:
         got = "an empty file" if data is None else _kind(data)
         fail(f"the top level must be a mapping of sections (name, dataset, fleet, ...), got {got}")
     scenario = _resolve(_build(Scenario, data, "", fail), fail)
+    if simulate:
+        _check_memory(scenario, fail)
     try:
         scenario.learner_config(scenario.seed)  # the learner's own checks, as a safety net
     except InputError as err:
         fail(str(err))
     object.__setattr__(scenario, "_source", source)
     object.__setattr__(scenario, "_raw", _plain(data))
+    object.__setattr__(scenario, "_simulate", simulate)
     return scenario
 
 
@@ -783,7 +791,6 @@ def _resolve(s: Scenario, fail) -> Scenario:
     if s.federation.rounds > MAX_ROUNDS:
         derived = "" if fe.rounds is not None else " (stream.rounds_per_task x dataset.n_tasks + stream.stagger_rounds)"
         fail(f"federation.rounds {s.federation.rounds} is more than {MAX_ROUNDS:,}{derived}")
-    _check_memory(s, fail)
     if s.timing.keep_first is not None and s.timing.keep_first > s.sample_size():
         fail(f"timing.keep_first {s.timing.keep_first} exceeds the {s.sample_size()} devices sampled per round "
              "(federation.devices_per_round)")

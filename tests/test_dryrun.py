@@ -104,3 +104,15 @@ timing: {budget: tight, deadline_s: 0.03, offline_rate_per_s: 15}
     assert real["statuses"] == dry["statuses"]
     assert dry["upload_bytes"] == pytest.approx(real["upload_bytes"], rel=0.05)  # a device's nnz drifts a little
     assert dry["train_flops"] == pytest.approx(real["train_flops"], rel=0.25)
+
+
+def test_a_large_rounds_timeline_keeps_every_kind_of_outcome():
+    from fleet.report import timeline_rows
+    from fleet.timing import DeviceOutcome
+
+    outcomes = [DeviceOutcome(d, "late" if d == 500 else "ok" if d % 3 else "failed", 0, 1, 1, 0, 0, 1)
+                for d in range(1000)]
+    rows = timeline_rows(outcomes, limit=40)
+    assert len(rows) <= 40 and {d.status for d in rows} == {"ok", "failed", "late"}
+    assert [d.device_id for d in rows] == sorted({d.device_id for d in rows})
+    assert timeline_rows(outcomes[:10], limit=40) == outcomes[:10]
