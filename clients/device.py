@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
@@ -196,7 +197,9 @@ def run_round(spec: DeviceSpec, device: int, server_round: int, global_update: d
     else:
         learner.attach(x, y)
     budget = budget or RoundBudget()
+    started = time.process_time()  # this process's CPU: other devices sharing the machine do not count
     work = learner.train_round(spec.local_epochs, budget)
+    compute_s = time.process_time() - started  # measured, next to the time model's prediction
     metrics = {
         "num-examples": int(len(y)),
         "device-id": device,
@@ -205,6 +208,7 @@ def run_round(spec: DeviceSpec, device: int, server_round: int, global_update: d
         "kernel-flops": work.kernel_flops,
         "examples-processed": work.examples,
         "steps": work.steps,
+        "compute-s": compute_s,
         "removed": work.removed,
         "peak-memory-bytes": learner.counters.peak_memory,
         "round-peak-memory-bytes": work.peak_memory_bytes,

@@ -64,6 +64,7 @@ class DeviceReport:
     peak_memory_bytes: int
     kernel_flops: float | None = None   # what its kernels executed (its time); None: train_flops
     status: str = "ok"                  # ok | declined | failed (crashed, or the app errored)
+    measured_compute_s: float | None = None  # the training time the device measured (a real clock)
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,17 @@ def book_round(totals: Totals, row: dict, timing: RoundTiming) -> None:
     t.wasted_energy_j += row["wasted_energy_j"]
 
 
+def compute_times(reports: list[DeviceReport], timing: RoundTiming) -> dict:
+    """Modelled and measured compute seconds of the ok devices: summed over those that measured theirs
+    (so the two compare), or the modelled alone when none did (a dry run)."""
+    ok = {d.device_id: d.compute_s for d in timing.devices if d.status == "ok"}
+    measured = {r.device_id: r.measured_compute_s for r in reports
+                if r.measured_compute_s is not None and r.device_id in ok}
+    if not measured:
+        return {"modelled_compute_s": sum(ok.values()), "measured_compute_s": None}
+    return {"modelled_compute_s": sum(ok[d] for d in measured), "measured_compute_s": sum(measured.values())}
+
+
 def round_row(accepted: list[Accepted], reports: list[DeviceReport], timing: RoundTiming) -> dict:
     """The per-round figures that go to rounds.csv (useful work only in the totals)."""
     ok = timing.accepted
@@ -182,6 +194,8 @@ def round_row(accepted: list[Accepted], reports: list[DeviceReport], timing: Rou
         "wasted_train_flops": sum(r.train_flops for r in wasted),
         "wasted_upload_bytes": sum(r.up_bytes for r in wasted if timing.statuses.get(r.device_id) == "late"),
         "wasted_energy_j": sum(d.energy_j for d in timing.devices if d.status != "ok"),
+        # the time model against the devices' own clocks, over the devices that reported both
+        **compute_times(reports, timing),
         **counts,
         "n_adapted": sum(1 for a in accepted if a.metrics.get("adapted", 0)),
         "local_accuracy": float(np.mean(accuracy)) if accuracy else 0.0,
@@ -347,7 +361,9 @@ class SparseFedAvg(FedAvg):
                 log.warning("device %s: %s", device, err)
                 continue
             accepted.append(Accepted(device, weights, masks, int(metrics.get("num-examples", 1)), metrics))
-            reports.append(DeviceReport(device, flops, down, model_bytes(flat), memory, kernel, "ok"))
+            measured = metrics.get("compute-s")
+            reports.append(DeviceReport(device, flops, down, model_bytes(flat), memory, kernel, "ok",
+                                        None if measured is None else float(measured)))
         return accepted, reports
 
     def aggregate(self, updates: list[tuple[dict, dict, int]]
