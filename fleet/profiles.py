@@ -1,10 +1,17 @@
 """Device and budget profiles: what one simulated edge device can do and costs.
 
 A DeviceProfile turns measured work (FLOPs, bytes, peak memory) into seconds and
-joules in fleet.timing. Hardware figures below are published/measured numbers
-(cited in comments, rounded); the *training efficiency* (the fraction of the
-vendor/HPL peak that a real training loop reaches) and the power of transfers
-and waiting are modelling assumptions, marked as such.
+joules in fleet.timing. Every figure of every built-in profile carries its source
+in PROFILE_SOURCES, next to the profile (`fleet profiles --sources` prints them):
+a measurement, datasheet or paper, with a URL where one exists, or
+"assumption: <why>". The *training efficiency* (the fraction of the vendor/HPL
+peak that a real training loop reaches), the power of transfers and waiting, and
+the availability and failure figures are mostly modelling assumptions, and say so.
+memory_mb is what is left for training after the firmware, the OS and the
+Python/torch/Flower runtime (training_memory_mb), not the board's total.
+
+Scenarios add their own profiles (a built-in with some figures changed, or
+every figure from scratch) under `profiles:`; see fleet.scenario.
 
 A BudgetProfile scales a device down (compute, memory, bandwidth) and may add a
 per-round deadline, so `fleet compare` can run one scenario under several
@@ -14,7 +21,8 @@ resource regimes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields, replace
 
 from clients.errors import InputError
 
@@ -118,17 +126,91 @@ class DeviceProfile:
         return self.peak_gflops * 1e9 * self.efficiency
 
 
-PROFILES: dict[str, DeviceProfile] = {
-    p.name: p
-    for p in (
-        # Raspberry Pi 5 (4 GB): HPL ~30 GFLOP/s FP64 at ~11 W under load, idle
-        # ~2.7 W; Gigabit Ethernet measures ~940 Mbit/s. Radio power (idle plus
-        # NIC/stack work) and availability are assumptions.
+FIGURES: tuple[str, ...] = tuple(f.name for f in fields(DeviceProfile) if f.name != "name")
+REQUIRED_FIGURES: tuple[str, ...] = tuple(
+    f.name for f in fields(DeviceProfile) if f.name != "name" and f.default is MISSING
+)
+
+
+# --------------------------------------------------------------------------- memory for training
+
+# The learner's peak-memory estimate (weights, gradients, activations, buffer) does not
+# count the process it runs in, so memory_mb is what is left after that process too.
+# Measured in this repository's virtualenv (x86-64, Python 3.11, torch 2.13.0+cpu,
+# flwr 1.41.0, /proc/self/status): a process that imported torch, flwr and the learner
+# holds 250 MiB resident (162 MiB anonymous); a Flower SuperNode process (flwr, grpc),
+# which starts the ClientApp as a subprocess, 66 MiB. aarch64 wheels carry no MKL, so
+# 300 MiB errs on the safe side there.
+RUNTIME_MB = 300.0
+RUNTIME_SOURCE = (f"minus {RUNTIME_MB:.0f} MiB for the runtime: measured here, a process that imported torch "
+                  "2.13+cpu, flwr 1.41 and the learner holds 250 MiB RSS, a Flower SuperNode 66 MiB "
+                  "(x86-64; aarch64 wheels are smaller)")
+
+# Raspberry Pi 4/5 on Raspberry Pi OS Lite (64-bit): the firmware keeps gpu_mem (76 MiB
+# by default on 1 GB+ boards; a Pi 5 reports ~150 MiB less than its RAM, e.g. 8048 of
+# 8192 MiB) and a Debian Bookworm server image uses ~150 MiB after boot: ~300 MiB.
+PI_SYSTEM_MB = 300.0
+PI_SYSTEM_SOURCE = ("minus 300 MiB for firmware, kernel and OS: gpu_mem defaults to 76 MiB on 1 GB+ boards "
+                    "(raspberrypi.com/documentation/computers/config_txt.html#gpu_mem), a Pi 5 reports ~150 MiB "
+                    "less than its RAM (8048 of 8192 MiB on a Pi 500, github.com/geerlingguy/sbc-reviews/issues/60), "
+                    "and a Bookworm server image uses ~150 MiB after boot (155 MiB, "
+                    "github.com/geerlingguy/sbc-reviews/issues/33); assumption: Raspberry Pi OS Lite, no desktop")
+
+
+def training_memory_mb(board_mb: float, system_mb: float, runtime_mb: float = RUNTIME_MB) -> float:
+    """RAM a device can give to training, MiB: the board's, less what firmware, kernel and OS keep, less the runtime.
+
+    A board's total is not what training gets: counting it would let a Pi Zero 2 W
+    "fit" models that the real one swaps or OOM-kills.
+    """
+    return board_mb - system_mb - runtime_mb
+
+
+# --------------------------------------------------------------------------- built-in devices
+
+# Sources shared by several profiles. Every figure of every built-in profile names one:
+# a measurement or datasheet (with a URL where one exists) or "assumption: <why>".
+HPL_EFFICIENCY_SOURCE = ("assumption: a training loop (small batches, framework overhead, memory-bound layers) "
+                         f"sustains about {HPL_TRAIN_EFFICIENCY:.0%} of the HPL peak on CPU-class devices; "
+                         "calibrate on the device")
+GIGE_SOURCE = ("iperf3 over Gigabit Ethernet on a Raspberry Pi 4/5 measures ~941 Mbit/s; full duplex, so the "
+               "same both ways (mpr-projects.com/index.php/2023/12/15/rpi-nas-part-3-network-connections/)")
+LAN_LATENCY_SOURCE = ("assumption: one gRPC message to a server on the same LAN: sub-millisecond round trip plus "
+                      "TCP slow start and framing, ~5 ms")
+WIFI_UPLINK_SOURCE = ("assumption: 0.6x the downlink; a 1x1 client with a PCB antenna transmits at lower power "
+                      "than the access point, and client uploads measure well below downloads "
+                      "(tomshardware.com/reviews/killer-wireless-n-1103-wi-fi-benchmark,3164-4.html)")
+WIFI_LATENCY_SOURCE = ("assumption: home Wi-Fi adds a few ms of round trip and airtime contention to the "
+                       "gRPC exchange, ~20 ms")
+PI_MAINS_AVAILABILITY_SOURCE = ("assumption: a board on mains is online except for updates, reboots and power "
+                                "cuts, ~15 minutes a day")
+BERNOULLI_SOURCE = "assumption: an independent draw each round (availability_model bernoulli)"
+UNUSED_ONOFF_SOURCE = "unused: availability_model is not onoff (DeviceProfile default)"
+WIRED_FAILURE_SOURCE = ("assumption: a wired board on mains rarely dies inside a round; the scenario's "
+                        "timing.offline_rate_per_s adds time-based failures to every device")
+STEADY_JITTER_SOURCE = ("assumption: 0, a dedicated board on mains with a heatsink runs the same work at the "
+                        "same speed round after round (within a few percent); an uncooled board throttles at 80 C, "
+                        "a steady slowdown that a lower efficiency models better than jitter")
+
+
+def _builtin(profile: DeviceProfile, **sources: str) -> tuple[DeviceProfile, dict[str, str]]:
+    """A built-in profile with the source of each figure; a figure without one is a bug, caught at import."""
+    missing = [f for f in FIGURES if not sources.get(f)]
+    extra = [f for f in sources if f not in FIGURES]
+    if missing or extra:
+        raise RuntimeError(f"built-in profile '{profile.name}': figures without a source {missing}, "
+                           f"sources for no figure {extra}")
+    return profile, {f: sources[f] for f in FIGURES}
+
+
+_BUILTINS = (
+    # Raspberry Pi 5 (4 GB) on Gigabit Ethernet and mains.
+    _builtin(
         DeviceProfile(
             name="rpi5",
             peak_gflops=30.0,
             efficiency=HPL_TRAIN_EFFICIENCY,
-            memory_mb=4096,
+            memory_mb=training_memory_mb(4096, PI_SYSTEM_MB),  # 3496 MiB
             downlink_mbps=940.0,
             uplink_mbps=940.0,
             downlink_latency_s=0.005,
@@ -137,71 +219,158 @@ PROFILES: dict[str, DeviceProfile] = {
             radio_w=3.5,
             idle_w=2.7,
             availability=0.99,
+            availability_model="bernoulli",
+            failure_prob=0.0,
+            speed_jitter=0.0,
         ),
-        # Raspberry Pi 4 (2 GB) at 1.8 GHz: HPL ~11.9 GFLOP/s at ~7 W, idle
-        # 2.2-3 W (2.6 used); Gigabit Ethernet ~940 Mbit/s.
+        peak_gflops="HPL 30.249 GFLOP/s (FP64) on a Pi 5 at 2.4 GHz "
+                    "(Jeff Geerling, github.com/geerlingguy/top500-benchmark/issues/18)",
+        efficiency=HPL_EFFICIENCY_SOURCE,
+        memory_mb=f"4 GB board (4096 MiB); {PI_SYSTEM_SOURCE}; {RUNTIME_SOURCE}",
+        downlink_mbps=GIGE_SOURCE,
+        uplink_mbps=GIGE_SOURCE,
+        downlink_latency_s=LAN_LATENCY_SOURCE,
+        uplink_latency_s=LAN_LATENCY_SOURCE,
+        active_w="11 W at the wall during that HPL run (github.com/geerlingguy/top500-benchmark/issues/18)",
+        radio_w="assumption: idle plus ~0.8 W for the NIC and the network stack at full rate",
+        idle_w="~2.7 W at the wall, headless, what most reviewers measure "
+               "(discussion in github.com/geerlingguy/sbc-reviews/issues/21)",
+        availability=PI_MAINS_AVAILABILITY_SOURCE,
+        availability_model=BERNOULLI_SOURCE,
+        mean_on_s=UNUSED_ONOFF_SOURCE,
+        mean_off_s=UNUSED_ONOFF_SOURCE,
+        failure_prob=WIRED_FAILURE_SOURCE,
+        speed_jitter=STEADY_JITTER_SOURCE,
+    ),
+    # Raspberry Pi 4 (2 GB) at 1.8 GHz on Gigabit Ethernet and mains.
+    _builtin(
         DeviceProfile(
             name="rpi4",
             peak_gflops=11.9,
             efficiency=HPL_TRAIN_EFFICIENCY,
-            memory_mb=2048,
+            memory_mb=training_memory_mb(2048, PI_SYSTEM_MB),  # 1448 MiB
             downlink_mbps=940.0,
             uplink_mbps=940.0,
             downlink_latency_s=0.005,
             uplink_latency_s=0.005,
-            active_w=7.0,
+            active_w=7.2,
             radio_w=3.4,
             idle_w=2.6,
             availability=0.99,
+            availability_model="bernoulli",
+            failure_prob=0.0,
+            speed_jitter=0.0,
         ),
-        # The same Pi 4 on Wi-Fi: ~50 Mbit/s and more latency (assumption for a
-        # typical indoor 802.11ac link); the radio costs a little more.
+        peak_gflops="HPL 11.889 GFLOP/s (FP64) on a Pi 4 at 1.8 GHz "
+                    "(Jeff Geerling, github.com/geerlingguy/top500-benchmark/issues/13)",
+        efficiency=HPL_EFFICIENCY_SOURCE,
+        memory_mb=f"2 GB board (2048 MiB); {PI_SYSTEM_SOURCE}; {RUNTIME_SOURCE}",
+        downlink_mbps=GIGE_SOURCE,
+        uplink_mbps=GIGE_SOURCE,
+        downlink_latency_s=LAN_LATENCY_SOURCE,
+        uplink_latency_s=LAN_LATENCY_SOURCE,
+        active_w="7.2 W at the wall during that HPL run (github.com/geerlingguy/top500-benchmark/issues/13)",
+        radio_w="assumption: idle plus ~0.8 W for the NIC and the network stack at full rate",
+        idle_w="2.2-3.0 W idle measured on a Pi 4 (chipwired.com/raspberry-pi-power-use/); 2.6 W taken",
+        availability=PI_MAINS_AVAILABILITY_SOURCE,
+        availability_model=BERNOULLI_SOURCE,
+        mean_on_s=UNUSED_ONOFF_SOURCE,
+        mean_off_s=UNUSED_ONOFF_SOURCE,
+        failure_prob=WIRED_FAILURE_SOURCE,
+        speed_jitter=STEADY_JITTER_SOURCE,
+    ),
+    # The same Pi 4 on Wi-Fi: its 1x1 802.11ac radio through a wall or two.
+    _builtin(
         DeviceProfile(
             name="rpi4-wifi",
             peak_gflops=11.9,
             efficiency=HPL_TRAIN_EFFICIENCY,
-            memory_mb=2048,
+            memory_mb=training_memory_mb(2048, PI_SYSTEM_MB),
             downlink_mbps=50.0,
-            uplink_mbps=50.0,
+            uplink_mbps=30.0,
             downlink_latency_s=0.02,
             uplink_latency_s=0.02,
-            active_w=7.0,
+            active_w=7.2,
             radio_w=3.6,
             idle_w=2.6,
             availability=0.95,
+            availability_model="bernoulli",
+            failure_prob=0.02,
+            speed_jitter=0.0,
         ),
-        # Raspberry Pi Zero 2 W: 4x Cortex-A53 at 1 GHz, 512 MB. Its published HPL
-        # figure (~0.37 GFLOP/s) comes from a run squeezed into 512 MB and says
-        # little about training. Estimate instead: a quarter of the Pi 4's 11.9
-        # (1.0 against 1.8 GHz, and the in-order A53 does about half the A72's FP
-        # work per clock), so ~3 GFLOP/s, the same HPL-like peak the 0.3 efficiency
-        # derates: 4x slower than a Pi 4, within the 3-5x its cores suggest.
-        # Calibrate on a real board when you have one. Training memory is what
-        # the OS and Python runtime leave of 512 MB: ~320 MiB. ~2 W under load,
-        # idle ~0.6 W; 2.4 GHz 802.11n gives ~20 Mbit/s in practice.
+        peak_gflops="as rpi4: HPL 11.889 GFLOP/s (github.com/geerlingguy/top500-benchmark/issues/13)",
+        efficiency=HPL_EFFICIENCY_SOURCE,
+        memory_mb=f"as rpi4: 2 GB board (2048 MiB); {PI_SYSTEM_SOURCE}; {RUNTIME_SOURCE}",
+        downlink_mbps="assumption: a typical indoor 802.11ac link through a wall or two, well below the PHY "
+                      "rate of the Pi 4's 1x1 radio (Cypress CYW43455, 433 Mbit/s at 80 MHz)",
+        uplink_mbps=WIFI_UPLINK_SOURCE,
+        downlink_latency_s=WIFI_LATENCY_SOURCE,
+        uplink_latency_s=WIFI_LATENCY_SOURCE,
+        active_w="as rpi4: 7.2 W under HPL (github.com/geerlingguy/top500-benchmark/issues/13)",
+        radio_w="assumption: idle plus ~1 W; Wi-Fi traffic raises a Pi 4's draw more than Ethernet "
+                "(chipwired.com/raspberry-pi-power-use/)",
+        idle_w="as rpi4: 2.2-3.0 W idle (chipwired.com/raspberry-pi-power-use/)",
+        availability="assumption: Wi-Fi drops and roaming take a mains-powered board offline ~5% of rounds",
+        availability_model=BERNOULLI_SOURCE,
+        mean_on_s=UNUSED_ONOFF_SOURCE,
+        mean_off_s=UNUSED_ONOFF_SOURCE,
+        failure_prob="assumption: a Wi-Fi link drops inside ~1 round in 50 (interference, roaming)",
+        speed_jitter=STEADY_JITTER_SOURCE,
+    ),
+    # Raspberry Pi Zero 2 W: 4x Cortex-A53 at 1 GHz, 512 MB, 2.4 GHz 802.11n.
+    _builtin(
         DeviceProfile(
             name="rpi-zero2w",
             peak_gflops=3.0,
             efficiency=HPL_TRAIN_EFFICIENCY,
-            memory_mb=320,
+            memory_mb=training_memory_mb(512, 128.0),  # 84 MiB
             downlink_mbps=20.0,
-            uplink_mbps=20.0,
+            uplink_mbps=12.0,
             downlink_latency_s=0.02,
             uplink_latency_s=0.02,
-            active_w=2.0,
+            active_w=2.1,
             radio_w=1.2,
             idle_w=0.6,
             availability=0.9,
+            availability_model="bernoulli",
+            failure_prob=0.03,
+            speed_jitter=0.1,
         ),
-        # NVIDIA Jetson Nano: 472 GFLOP/s FP16 peak (vendor), 10 W mode, 4 GB
-        # LPDDR4 shared by CPU, GPU and OS. Assumption: training small models
-        # reaches only ~10% of that FP16 peak (kernel launch overhead, FP32 ops,
-        # shared memory bandwidth); idle ~1.5 W.
+        peak_gflops="estimate, not a measurement: a quarter of the Pi 4's HPL 11.9 (1.0 against 1.8 GHz, and the "
+                    "in-order A53 does about half the A72's FP work per clock), 4x slower than a Pi 4, within the "
+                    "3-5x its cores suggest. Its published HPL result, 0.370 GFLOP/s "
+                    "(github.com/geerlingguy/top500-benchmark/issues/26), ran squeezed into 512 MB and says "
+                    "little about training; calibrate on a real board",
+        efficiency=HPL_EFFICIENCY_SOURCE,
+        memory_mb="512 MB board, minus 128 MiB for firmware, kernel and OS: gpu_mem defaults to 64 MiB below "
+                  "1 GB (raspberrypi.com/documentation/computers/config_txt.html#gpu_mem) and, assumption, "
+                  f"~64 MiB for the kernel and Raspberry Pi OS Lite; {RUNTIME_SOURCE}. What is left, ~84 MiB, "
+                  "is why a Zero 2 W trains only small models",
+        downlink_mbps="assumption: 2.4 GHz 802.11n, 1x1, 72 Mbit/s PHY at 20 MHz (raspberrypi.com Zero 2 W "
+                      "product brief) gives ~20 Mbit/s of TCP in a busy 2.4 GHz band",
+        uplink_mbps=WIFI_UPLINK_SOURCE,
+        downlink_latency_s=WIFI_LATENCY_SOURCE,
+        uplink_latency_s=WIFI_LATENCY_SOURCE,
+        active_w="2.1 W at the wall during HPL (github.com/geerlingguy/top500-benchmark/issues/26)",
+        radio_w="assumption: idle plus ~0.6 W for the Wi-Fi radio and stack while transferring",
+        idle_w="~120 mA at 5 V, 0.6 W, idle on Raspberry Pi OS Lite (CNX Software, "
+               "cnx-software.com/2021/12/09/raspberry-pi-zero-2-w-power-consumption)",
+        availability="assumption: 2.4 GHz Wi-Fi and the small USB supplies such boards run on take it "
+                     "offline ~10% of rounds",
+        availability_model=BERNOULLI_SOURCE,
+        mean_on_s=UNUSED_ONOFF_SOURCE,
+        mean_off_s=UNUSED_ONOFF_SOURCE,
+        failure_prob="assumption: Wi-Fi drops and under-voltage resets end ~3% of its rounds",
+        speed_jitter="assumption: without a heatsink the small package heats up under sustained load and the "
+                     "firmware throttles at 80 C, so its speed varies ~10% from round to round",
+    ),
+    # NVIDIA Jetson Nano (4 GB) in its 10 W mode, on Gigabit Ethernet and mains.
+    _builtin(
         DeviceProfile(
             name="jetson-nano",
             peak_gflops=472.0,
             efficiency=0.1,
-            memory_mb=4096,
+            memory_mb=training_memory_mb(4096, 512.0, RUNTIME_MB + 700.0),  # 2584 MiB
             downlink_mbps=940.0,
             uplink_mbps=940.0,
             downlink_latency_s=0.005,
@@ -210,47 +379,140 @@ PROFILES: dict[str, DeviceProfile] = {
             radio_w=2.5,
             idle_w=1.5,
             availability=0.98,
+            availability_model="bernoulli",
+            failure_prob=0.0,
+            speed_jitter=0.0,
         ),
-        # Phone, Snapdragon 8xx class: on-device CPU *training* measures ~15-30
-        # GFLOP/s, so peak_gflops=25 is already a training figure, not HPL;
-        # efficiency 0.8 only derates it for thermal throttling and background
-        # load (assumption). ~5 W while training; LTE ~20 Mbit/s. Per-app RAM,
-        # radio/idle power and availability (phones train when idle and
-        # charging) are assumptions.
+        peak_gflops="472 GFLOP/s FP16 peak of the 128-core Maxwell GPU (NVIDIA Jetson Nano module data sheet, "
+                    "developer.nvidia.com/embedded/jetson-nano)",
+        efficiency="assumption: training small models reaches ~10% of the FP16 peak (kernel launch overhead, "
+                   "FP32 arithmetic at half the FP16 rate, memory bandwidth of 25.6 GB/s shared with the CPU)",
+        memory_mb="4 GB LPDDR4 shared by CPU, GPU and OS (4096 MiB), minus 512 MiB for a headless L4T "
+                  f"(assumption), {RUNTIME_SOURCE}, minus 700 MiB for the CUDA context, cuBLAS and cuDNN "
+                  "(assumption: they load into the same shared RAM)",
+        downlink_mbps="Gigabit Ethernet (Jetson Nano data sheet); " + GIGE_SOURCE,
+        uplink_mbps="Gigabit Ethernet (Jetson Nano data sheet); " + GIGE_SOURCE,
+        downlink_latency_s=LAN_LATENCY_SOURCE,
+        uplink_latency_s=LAN_LATENCY_SOURCE,
+        active_w="the 10 W power mode (MAXN) of the Jetson Nano data sheet",
+        radio_w="assumption: idle plus ~1 W for the NIC and the network stack",
+        idle_w="assumption: ~1.5 W idle headless, between the 1-2 W that reviews report",
+        availability="assumption: on mains and wired, like a Pi, with a little more maintenance downtime",
+        availability_model=BERNOULLI_SOURCE,
+        mean_on_s=UNUSED_ONOFF_SOURCE,
+        mean_off_s=UNUSED_ONOFF_SOURCE,
+        failure_prob=WIRED_FAILURE_SOURCE,
+        speed_jitter=STEADY_JITTER_SOURCE,
+    ),
+    # Phone, Snapdragon 8xx class, training in the background on LTE.
+    _builtin(
         DeviceProfile(
             name="phone",
             peak_gflops=25.0,
             efficiency=0.8,
-            memory_mb=3072,
+            memory_mb=2560.0 - RUNTIME_MB,  # 2260 MiB
             downlink_mbps=20.0,
-            uplink_mbps=20.0,
+            uplink_mbps=8.0,
             downlink_latency_s=0.05,
-            uplink_latency_s=0.05,
+            uplink_latency_s=0.06,
             active_w=5.0,
             radio_w=2.5,
             idle_w=0.5,
-            availability=0.5,
+            availability=1 / 3,
+            availability_model="onoff",
+            mean_on_s=7200.0,
+            mean_off_s=14400.0,
+            failure_prob=0.08,
+            speed_jitter=0.2,
         ),
-        # Microcontroller for contrast (nRF52840 class): Cortex-M4F at 64 MHz,
-        # ~6 MFLOP/s sustained at ~11 mW, 256 KB SRAM; BLE ~1 Mbit/s radio at
-        # ~15 mW, sleep in the microwatts. 6 MFLOP/s is already a sustained
-        # figure, so efficiency 0.8 as for the phone (assumption).
+        peak_gflops="already a training figure, not HPL: the project's design reference (DESIGN.md, section 5) "
+                    "gives ~15-30 GFLOP/s for CPU training on Snapdragon 8xx phones, without a public measurement "
+                    "behind it, so treat it as an assumption (SparCL, Wang et al., NeurIPS 2022, trained on a "
+                    "Snapdragon 865 CPU but reports times, not FLOP/s); 25 taken",
+        efficiency="assumption: 0.8 only derates the training figure for thermal throttling and background load",
+        memory_mb="assumption: Android's low-memory killer ends background jobs long before RAM is full; on an "
+                  "8 GB phone a background job should stay within ~2.5 GiB (2560 MiB), " + RUNTIME_SOURCE
+                  + " (a mobile runtime is of the same order)",
+        downlink_mbps="Opensignal, State of LTE (Nov 2016): global average LTE download 17.4 Mbit/s "
+                      "(opensignal.com/blog); assumption: a little more on today's LTE, 20",
+        uplink_mbps="assumption: Opensignal's reports put 4G uploads at roughly 5-10 Mbit/s, well below "
+                    "downloads: the uplink has fewer carriers and MIMO layers, and a phone transmits at 0.2 W "
+                    "against a cell's tens of W; 8 taken",
+        downlink_latency_s="assumption: LTE round trips are typically 40-60 ms (Opensignal latency reports); "
+                           "50 ms",
+        uplink_latency_s="assumption: as the downlink plus ~10 ms for LTE's scheduling request and uplink grant "
+                         "(3GPP TS 36.213)",
+        active_w="assumption: a Snapdragon 8xx draws ~4-6 W under sustained multi-core CPU load before it "
+                 "throttles",
+        radio_w="Huang et al., 'A Close Examination of Performance and Power Characteristics of 4G LTE "
+                "Networks', MobiSys 2012: P = 1288 mW + 52 mW per Mbit/s down (+ 438 per Mbit/s up), so ~2.3 W "
+                "for a 20 Mbit/s download; uploads at 8 Mbit/s draw ~4.8 W, but they carry far fewer bytes "
+                "(sparse updates), so 2.5 W",
+        idle_w="assumption: awake and waiting with the radio in connected-mode DRX, ~0.5 W",
+        availability="assumption: the stationary share of the on/off process, 2 h / (2 h + 4 h) = 1/3 "
+                     "(used if a world draws a bernoulli availability instead)",
+        availability_model="phones train only when idle, charging and on an unmetered network (Bonawitz et al., "
+                           "'Towards Federated Learning at Scale: System Design', MLSys 2019, "
+                           "arxiv.org/abs/1902.01046), so they come and go in periods",
+        mean_on_s="assumption: an idle-and-charging window lasts ~2 h on average (Bonawitz et al. 2019 show "
+                  "a strong daily cycle of eligible devices)",
+        mean_off_s="assumption: ~4 h between windows on average, so a phone is eligible a third of the time",
+        failure_prob="Bonawitz et al. 2019 (arxiv.org/abs/1902.01046): 6-10% of the devices that start a round "
+                     "drop out (errors, network, losing eligibility); 8% taken",
+        speed_jitter="assumption: phone SoCs throttle under sustained load and share the CPU with other apps, "
+                     "so speed varies ~20% from round to round",
+    ),
+    # Microcontroller for contrast: nRF52840 (Cortex-M4F at 64 MHz, 256 KB RAM) on BLE.
+    _builtin(
         DeviceProfile(
             name="mcu",
             peak_gflops=0.006,
             efficiency=0.8,
-            memory_mb=0.25,
-            downlink_mbps=1.0,
-            uplink_mbps=1.0,
+            memory_mb=training_memory_mb(256 / 1024, 24 / 1024, 32 / 1024),  # 200 KiB
+            downlink_mbps=0.7,
+            uplink_mbps=0.7,
             downlink_latency_s=0.03,
             uplink_latency_s=0.03,
             active_w=0.011,
             radio_w=0.015,
             idle_w=0.00001,
             availability=0.9,
+            availability_model="bernoulli",
+            failure_prob=0.05,
+            speed_jitter=0.0,
         ),
-    )
-}
+        peak_gflops="assumption from the project's design reference (DESIGN.md, section 5): ~6 MFLOP/s "
+                    "sustained by a Cortex-M4F at 64 MHz; its single-precision FPU issues one operation a cycle "
+                    "at most, and loads, stores and flash wait states cost the rest; already a sustained figure",
+        efficiency="assumption: 0.8, as for the phone, since the peak is already a sustained figure",
+        memory_mb="256 KB SRAM (nRF52840 Product Specification, nordicsemi.com), minus 24 KiB for the SoftDevice "
+                  "BLE stack (its RAM grows with links and buffers: S140 SoftDevice Specification; assumption "
+                  "for one link) and, assumption, 32 KiB for the firmware's stack, heap and training code: "
+                  "200 KiB",
+        downlink_mbps="Bluetooth LE 1M PHY: 1 Mbit/s on the air, the same both ways (Bluetooth Core "
+                      "Specification); assumption: with data length extension and a 247-byte ATT MTU an "
+                      "application gets ~0.7 Mbit/s at best (the ballpark of Nordic's nRF Connect SDK Bluetooth "
+                      "throughput sample); 0.7 both ways",
+        uplink_mbps="as downlink_mbps: the BLE link layer gives both directions the same connection events",
+        downlink_latency_s="assumption: one or two connection intervals of 15-30 ms",
+        uplink_latency_s="assumption: one or two connection intervals of 15-30 ms",
+        active_w="nRF52840 Product Specification: ~3.3 mA with the CPU running from flash at 64 MHz "
+                 "(DC/DC, 3 V), ~10-11 mW",
+        radio_w="nRF52840 Product Specification: TX at 0 dBm 4.8 mA and RX at 1 Mbit/s 4.6 mA (DC/DC, 3 V), "
+                "~15 mW",
+        idle_w="nRF52840 Product Specification: System ON sleep with RAM retained draws a few uA, ~10 uW at 3 V",
+        availability="assumption: the BLE link to its gateway is up ~90% of rounds",
+        availability_model=BERNOULLI_SOURCE,
+        mean_on_s=UNUSED_ONOFF_SOURCE,
+        mean_off_s=UNUSED_ONOFF_SOURCE,
+        failure_prob="assumption: BLE links drop (range, interference, a gateway busy elsewhere) in ~5% of rounds",
+        speed_jitter="assumption: 0, a microcontroller without an OS, DVFS or a data cache runs the same code in "
+                     "the same cycles every round",
+    ),
+)
+
+PROFILES: dict[str, DeviceProfile] = {p.name: p for p, _ in _BUILTINS}
+PROFILE_SOURCES: dict[str, dict[str, str]] = {p.name: sources for p, sources in _BUILTINS}
 
 
 def get_profile(name: str) -> DeviceProfile:
@@ -259,6 +521,70 @@ def get_profile(name: str) -> DeviceProfile:
         return PROFILES[name]
     except (KeyError, TypeError):
         raise _unknown("device profile", name, PROFILES) from None
+
+
+def profile_sources(name: str) -> dict[str, str]:
+    """Figure name -> where a built-in profile's figure comes from (a copy: callers may annotate it)."""
+    get_profile(name)
+    return dict(PROFILE_SOURCES[name])
+
+
+# --------------------------------------------------------------------------- printing
+
+TABLE_COLUMNS = ("profile", "peak GF/s", "eff", "train GF/s", "mem MiB", "down Mb/s", "up Mb/s", "down s", "up s",
+                 "active W", "radio W", "idle W", "availability", "fail p", "jitter")
+
+
+def _num(value: float) -> str:
+    """Whole numbers as they are (14400 s, not 1.44e+04), others to four significant digits."""
+    if float(value).is_integer() and abs(value) < 1e12:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def availability_text(p: DeviceProfile) -> str:
+    """The availability process in a few characters: always, bernoulli 0.99, onoff 7200/14400 s."""
+    if p.availability_model == "always":
+        return "always"
+    if p.availability_model == "bernoulli":
+        return f"bernoulli {_num(p.availability)}"
+    return f"onoff {_num(p.mean_on_s)}/{_num(p.mean_off_s)} s"
+
+
+def profile_row(p: DeviceProfile) -> tuple[str, ...]:
+    """One profile's key figures, as the columns of TABLE_COLUMNS."""
+    return (p.name, _num(p.peak_gflops), _num(p.efficiency), _num(p.train_flops_per_s / 1e9), _num(p.memory_mb),
+            _num(p.downlink_mbps), _num(p.uplink_mbps), _num(p.downlink_latency_s), _num(p.uplink_latency_s),
+            _num(p.active_w), _num(p.radio_w), _num(p.idle_w), availability_text(p), _num(p.failure_prob),
+            _num(p.speed_jitter))
+
+
+def format_profile_table(profiles: Mapping[str, DeviceProfile]) -> str:
+    """A plain-text table of the profiles' key figures, one row each, columns aligned."""
+    rows = [TABLE_COLUMNS, *(profile_row(p) for p in profiles.values())]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(w) if i in (0, 12) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    lines.append("GF/s: GFLOP/s (train = peak x eff); Mb/s: Mbit/s; down/up s: fixed seconds per transfer; "
+                 "availability: bernoulli p per round or onoff mean on/off s; fleet profiles --sources: where "
+                 "each figure comes from")
+    return "\n".join(lines)
+
+
+def format_profile_sources(profiles: Mapping[str, DeviceProfile], sources: Mapping[str, Mapping[str, str]]) -> str:
+    """Per profile, each figure with its value and its source (or 'no source given')."""
+    width = max(len(f) for f in FIGURES)
+    blocks = []
+    for name, p in profiles.items():
+        lines = [f"{name}:"]
+        for f in FIGURES:
+            value = getattr(p, f)
+            shown = value if isinstance(value, str) else _num(value)
+            lines.append(f"  {f:<{width}}  {shown:>9}  {sources.get(name, {}).get(f, 'no source given')}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 # --------------------------------------------------------------------------- budgets
@@ -326,13 +652,21 @@ def apply_budget(device: DeviceProfile, budget: BudgetProfile) -> DeviceProfile:
 
 __all__ = [
     "BUDGETS",
+    "FIGURES",
     "HPL_TRAIN_EFFICIENCY",
     "PAPER_SPARSE_SPEEDUP",
     "PROFILES",
+    "PROFILE_SOURCES",
+    "REQUIRED_FIGURES",
+    "RUNTIME_MB",
     "BudgetProfile",
     "DeviceProfile",
     "apply_budget",
+    "format_profile_sources",
+    "format_profile_table",
     "get_budget",
     "get_profile",
+    "profile_sources",
+    "training_memory_mb",
 ]
 
