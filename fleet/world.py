@@ -4,16 +4,36 @@ Implements server.strategy.World with the simpy round model in fleet.timing
 and the device profiles (under a budget) in fleet.profiles. A round is planned
 before anyone trains and settled after:
 
-* `online` and `free`: who is online (a draw per device keyed by seed, round
-  and device) and, of those, who is not still busy finishing a late round;
+* `online` and `free`: who is online (fleet.availability: `always`, a keyed
+  `bernoulli` draw per round, or `onoff` periods that simpy processes play
+  out up to the clock) and, of those, who is not still busy finishing a late
+  round;
 * `plan`: for each sampled device, its download time, the compute budget that
   fits before the deadline after its expected upload (in the FLOPs its kernels
-  execute), its memory budget, and when it fails if it does;
-* `settle`: the round replayed with the work really done; statuses, the
-  simulated clock, energy, and who stays busy past the close.
+  execute, at its nominal speed: a device does not know its jitter in
+  advance), its memory budget, and when it fails if it does;
+* `settle`: the round replayed with the work really done, at each device's
+  jittered speed and over the shared server link if there is one; statuses,
+  the simulated clock, energy, and who stays busy past the close.
 
-Every draw is keyed by device, so the timeline does not depend on the order in
-which replies arrive.
+Failures: a device fails at the earlier of a Poisson failure
+(`offline_rate_per_s`, fleet.timing.failure_delay) and its profile's
+`failure_prob` failure, which falls uniformly over its planned work: from the
+round's start to download + planned compute + expected upload. The planned
+compute is the compute budget under a deadline, or the device's expected
+compute if that is less: the kernel FLOPs of the last round it completed (a
+device not seen yet: the mean of the last round in which any completed; none
+yet: the budget, or nothing without a deadline), at its jittered speed (the
+world, unlike the device, knows it). A failure during training reaches the
+device as `fail-after-flops` (the FLOPs its jittered speed does by then); a
+device that did less than planned and so finished training before its
+failure point fails during its upload instead, at the same fraction of it.
+So failure_prob is the share of working devices that fail (one that declines
+or runs out of memory does no work to fail in).
+
+Every draw is keyed by device (fleet.draws), so the timeline does not depend
+on the order in which replies arrive, and a snapshot holds all a resumed run
+needs to continue exactly.
 """
 
 from __future__ import annotations
@@ -25,42 +45,70 @@ from collections.abc import Sequence
 import numpy as np
 
 from clients.budget import KernelModel
+from fleet.availability import Availability
+from fleet.draws import ONLINE, keyed_uniforms
+from fleet.link import fair_shares
 from fleet.profiles import BudgetProfile, DeviceProfile, apply_budget
-from fleet.timing import MIB, DeviceWork, download_time_s, failure_delay, simulate_round, upload_time_s
+from fleet.timing import (
+    MIB, DeviceWork, compute_time_s, download_time_s, failure_delay, failure_fraction, fits_memory, simulate_round,
+    speed_factor, upload_time_s,
+)
 from server.strategy import DeviceReport, RoundTiming
 
 
 def is_online(profile: DeviceProfile, seed: int, server_round: int, device: int) -> bool:
-    """One uniform draw per device and round against its availability, keyed by (seed, round, device)."""
-    return bool(np.random.default_rng([seed, server_round, device, 0]).random() < profile.availability)
+    """A `bernoulli` device's draw: one uniform against its availability, keyed by (seed, round, device)."""
+    return bool(keyed_uniforms(seed, server_round, [device], ONLINE)[0] < profile.availability)
 
 
 class SimWorld:
     def __init__(self, profiles: Sequence[DeviceProfile], budget: BudgetProfile, *, deadline_s: float | None,
                  keep_first: int | None, offline_rate_per_s: float, seed: int,
-                 kernels: KernelModel | None = None) -> None:
-        self.profiles = [apply_budget(p, budget) for p in profiles]
+                 kernels: KernelModel | None = None, server_ingress_mbps: float | None = None) -> None:
+        scaled: dict[DeviceProfile, DeviceProfile] = {}  # a fleet has few kinds: scale each once
+        self.profiles = [scaled[p] if p in scaled else scaled.setdefault(p, apply_budget(p, budget)) for p in profiles]
         self.deadline_s = deadline_s if deadline_s is not None else budget.deadline_s
         self.keep_first = keep_first
         self.offline_rate_per_s = offline_rate_per_s
+        self.server_ingress_mbps = server_ingress_mbps
         self.seed = seed
         self.kernels = kernels or KernelModel()
+        self.availability = Availability(self.profiles, seed)
+        self.jitter = np.array([p.speed_jitter for p in self.profiles], dtype=np.float64)
+        self.failure_prob = np.array([p.failure_prob for p in self.profiles], dtype=np.float64)
+        self.tracks_work = bool((self.failure_prob > 0).any())  # the expected compute places failures
         self.clock_s = 0.0
         self.busy_until: dict[int, float] = {}
+        self.expected_flops: dict[int, float] = {}  # kernel FLOPs of each device's last completed round
+        self.mean_flops: float | None = None        # their mean over the last round in which any completed
         self.fail_at: dict[int, float] = {}  # this round's failure times of the planned devices
+        self.poisson_at: dict[int, float] = {}  # of which the Poisson failures
+        self.chance_at: dict[int, tuple[float, float]] = {}  # and failure_prob's: (fraction of the work, time)
 
     # -- checkpoints -------------------------------------------------------------
     def snapshot(self) -> dict:
-        """The clock and who is still busy (every draw is keyed, so nothing else carries over)."""
-        return {"clock_s": self.clock_s, "busy_until": sorted(self.busy_until.items())}
+        """The clock, who is still busy and (with failure_prob) the expected compute; JSON-able.
+
+        Every draw is keyed and the on/off processes replay from time 0, so
+        nothing else carries over.
+        """
+        snap: dict = {"clock_s": self.clock_s, "busy_until": sorted(self.busy_until.items())}
+        if self.tracks_work:
+            snap.update(expected_flops=sorted(self.expected_flops.items()), mean_flops=self.mean_flops)
+        return snap
 
     def restore(self, snapshot: dict) -> None:
         self.clock_s = float(snapshot["clock_s"])
         self.busy_until = {int(d): float(t) for d, t in snapshot["busy_until"]}
+        self.expected_flops = {int(d): float(f) for d, f in snapshot.get("expected_flops", [])}
+        mean = snapshot.get("mean_flops")
+        self.mean_flops = None if mean is None else float(mean)
+        self.availability.reset()  # the on/off processes replay to the restored clock on the next round
 
     # -- before the round ------------------------------------------------------
     def online(self, server_round: int, devices: list[int]) -> list[int]:
-        return [d for d in devices if is_online(self.profiles[d], self.seed, server_round, d)]
+        """Those online at the start of the round (which starts at the clock), in the order given."""
+        return self.availability.online(server_round, devices, self.clock_s)
 
     def free(self, devices: list[int]) -> list[int]:
         """Those not still finishing a late round: a busy device cannot start a new one."""
@@ -70,15 +118,20 @@ class SimWorld:
         """Each sampled device's budget, as the config values it is sent.
 
         The expected upload is the size of the model sent (the same tensors at
-        the same density); the compute budget is what the device's sustained
-        rate does in the time left before the deadline (none without one).
+        the same density), over the device's uplink or, with a server link,
+        at its fair share of that link among the sampled devices (with a
+        binding deadline they all upload at once); the compute budget is what
+        the device's nominal sustained rate does in the time left before the
+        deadline (none without one).
         """
-        self.fail_at = {}
-        plans = {}
-        for d in devices:
+        self.fail_at, self.poisson_at, self.chance_at = {}, {}, {}
+        plans: dict[int, dict[str, float | str]] = {}
+        speeds = speed_factor(self.jitter[devices], self.seed, server_round, devices) if devices else []
+        fractions = failure_fraction(self.failure_prob[devices], self.seed, server_round, devices) if devices else []
+        uploads = self._expected_uploads(devices, down_bytes)
+        for d, speed, fraction, up_s in zip(devices, speeds, fractions, uploads):
             p = self.profiles[d]
             down_s = download_time_s(down_bytes, p)
-            up_s = upload_time_s(down_bytes, p)  # the expected upload: the tensors sent, at the same density
             budget: dict[str, float | str] = {
                 "memory-bytes": float(p.memory_mb * MIB), "download-s": down_s, "kernels": self.kernels.kind,
                 "speedup": json.dumps(self.kernels.speedup), "gflops": p.train_flops_per_s / 1e9,
@@ -87,30 +140,78 @@ class SimWorld:
                 left = self.deadline_s - down_s - up_s
                 budget["compute-flops"] = max(0.0, left) * p.train_flops_per_s
                 budget["deadline-s"] = self.deadline_s
-            fail_at = failure_delay(self.offline_rate_per_s, self.seed, server_round, d)
+            fail_at = self.poisson_at[d] = failure_delay(self.offline_rate_per_s, self.seed, server_round, d)
+            if math.isfinite(fraction):
+                planned = self._planned_flops(d, budget.get("compute-flops"))
+                point = float(fraction) * (down_s + planned / (p.train_flops_per_s * speed) + up_s)
+                self.chance_at[d] = (float(fraction), point)
+                fail_at = min(fail_at, point)
             self.fail_at[d] = fail_at
             if math.isfinite(fail_at):
-                budget["fail-after-flops"] = max(0.0, fail_at - down_s) * p.train_flops_per_s
+                budget["fail-after-flops"] = max(0.0, fail_at - down_s) * p.train_flops_per_s * float(speed)
             plans[d] = budget
         return plans
+
+    def _expected_uploads(self, devices: list[int], up_bytes: int) -> list[float]:
+        """Each device's expected upload time: its own link, or its fair share of the server's."""
+        if self.server_ingress_mbps is None:
+            return [upload_time_s(up_bytes, self.profiles[d]) for d in devices]
+        caps = [self.profiles[d].uplink_mbps for d in devices]
+        shares = fair_shares(caps, self.server_ingress_mbps)
+        return [self.profiles[d].uplink_latency_s + 8 * up_bytes / (rate * 1e6) for d, rate in zip(devices, shares)]
+
+    def _planned_flops(self, device: int, budget_flops: float | None) -> float:
+        """The compute a device is expected to do: its last completed round's, never more than its budget."""
+        expected = self.expected_flops.get(device, self.mean_flops)
+        known = [f for f in (budget_flops, expected) if f is not None]
+        return min(known) if known else 0.0
 
     # -- after the round -------------------------------------------------------
     def settle(self, server_round: int, reports: list[DeviceReport]) -> RoundTiming:
         """Replay the round with the work really done; advance the clock; book who stays busy."""
+        ids = [r.device_id for r in reports]
+        speeds = speed_factor(self.jitter[ids], self.seed, server_round, ids) if ids else []
         works = [DeviceWork(r.device_id, self.profiles[r.device_id], r.train_flops, r.down_bytes, r.up_bytes,
                             r.peak_memory_bytes, kernel_flops=r.kernel_flops,
-                            fail_at_s=self._fail_at(r), declined=r.status == "declined",
-                            crashed=r.status == "failed") for r in reports]
+                            fail_at_s=self._fail_at(r, float(s)), declined=r.status == "declined",
+                            crashed=r.status == "failed", speed_factor=float(s)) for r, s in zip(reports, speeds)]
         start = self.clock_s
-        outcome = simulate_round(works, start_s=start, deadline_s=self.deadline_s, keep_first=self.keep_first)
+        outcome = simulate_round(works, start_s=start, deadline_s=self.deadline_s, keep_first=self.keep_first,
+                                 ingress_mbps=self.server_ingress_mbps)
         self.clock_s = outcome.end_s
         for d in outcome.devices:
             self.busy_until[d.device_id] = max(d.end_s, outcome.end_s)
+        if self.tracks_work:
+            self._remember_work(works)
         return RoundTiming(frozenset(outcome.accepted), {d.device_id: d.status for d in outcome.devices},
                            outcome.end_s, outcome.energy_j, start_s=start, devices=outcome.devices)
 
-    def _fail_at(self, report: DeviceReport) -> float:
-        """The planned failure; a device whose app crashed fails when its download ends."""
-        if report.status == "failed" and not math.isfinite(self.fail_at.get(report.device_id, math.inf)):
-            return download_time_s(report.down_bytes, self.profiles[report.device_id])
-        return self.fail_at.get(report.device_id, math.inf)
+    def _remember_work(self, works: list[DeviceWork]) -> None:
+        """Book the compute of the devices that completed their training (in device order: the mean is a sum)."""
+        done = sorted((w.device_id, float(w.time_flops)) for w in works
+                      if not (w.declined or w.crashed) and fits_memory(w.peak_memory_bytes, w.profile))
+        self.expected_flops.update(done)
+        if done:
+            self.mean_flops = math.fsum(f for _, f in done) / len(done)
+
+    def _fail_at(self, report: DeviceReport, speed: float) -> float:
+        """The planned failure; a device whose app crashed fails when its download ends.
+
+        A device that trained in full but would have delivered before its
+        failure_prob failure came (it did less than planned) fails in its
+        upload instead, at the same fraction of it: so failure_prob is the
+        share of the devices that work which fail, whatever their work.
+        """
+        d = report.device_id
+        if report.status == "failed" and not math.isfinite(self.fail_at.get(d, math.inf)):
+            return download_time_s(report.down_bytes, self.profiles[d])
+        if report.status != "ok" or d not in self.chance_at:
+            return self.fail_at.get(d, math.inf)
+        fraction, point = self.chance_at[d]
+        p = self.profiles[d]
+        flops = report.train_flops if report.kernel_flops is None else report.kernel_flops
+        upload_from = download_time_s(report.down_bytes, p) + compute_time_s(flops, p) / speed
+        upload_s = upload_time_s(report.up_bytes, p)  # its own link's: a shared link only makes it longer
+        if point >= upload_from + upload_s:
+            point = upload_from + fraction * upload_s
+        return min(self.poisson_at[d], point)
