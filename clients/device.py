@@ -221,12 +221,13 @@ def run_round(spec: DeviceSpec, device: int, server_round: int, global_update: d
         "density": float(np.mean(list(learner.weight_densities().values()))) if learner.masks else 1.0,
     }
     adaptations = ", ".join(work.fit.adaptations)
-    if work.declined:
-        return RoundResult({}, metrics, state, "declined", work.declined, adaptations)
+    # the failure bound before the budget did: it crashed, even before its first step ended
     crashed = (fail_after_flops is not None and work.compute_limited
                and (budget.compute_flops is None or fail_after_flops <= budget.compute_flops))
     if crashed:
         return RoundResult({}, metrics, state, "failed", "crashed mid-round (simulated)", adaptations)
+    if work.declined:
+        return RoundResult({}, metrics, state, "declined", work.declined, adaptations)
     update = wire.encode_model(learner.weights_numpy(), learner.masks_numpy(), value_dtype=spec.value_dtype)
     metrics["up-bytes"] = wire.model_bytes(update)
     return RoundResult(update, metrics, learner.to_bytes(), "ok", "", adaptations)

@@ -33,6 +33,7 @@ from clients.budget import RoundBudget
 from clients.data import load_stream
 from clients.errors import InputError
 from clients.sparcl.learner import Learner, LearnerConfig
+from fleet.profiles import PROFILES
 from fleet.report import write_csv, write_text
 from fleet.scenario import Scenario
 
@@ -123,11 +124,9 @@ def profile_entry(scenario: Scenario, found: list[Measurement], *, base: str, th
     """A `profiles:` entry for this machine: the scenario's learner's measured rate at its batch size."""
     batch = scenario.train.batch_size
     rates = median_rates(found)
-    if ("scenario", batch) not in rates:
-        raise InputError(f"calibrate: the scenario's batch size {batch} must be among --batches")
     gflops = rates["scenario", batch][0]
     host = platform.node() or "this-machine"
-    name = "calibrated-" + "".join(c if c.isalnum() or c in "-." else "-" for c in host)[:28]
+    name = "calibrated-" + "".join(c if c.isascii() and (c.isalnum() or c in "-.") else "-" for c in host)[:28]
     when = datetime.date.today().isoformat()
     source = (f"measured by `fleet calibrate` on {host} ({platform.machine()}, torch {torch.__version__}, "
               f"{threads} thread{'s' * (threads != 1)}) on {when}: kernel FLOPs over process CPU time, median of "
@@ -143,9 +142,11 @@ def calibrate(scenario: Scenario, out_dir: Path, *, batches: tuple[int, ...], re
               threads: int, base: str, progress=None) -> dict:
     """Measure, then write calibration.csv, profile.yaml (a `profiles:` block) and scenario.yaml (the
     scenario with every device on the measured profile, ready for `fleet run`)."""
-    table = scenario.device_profile_table()
-    if base not in table:
-        raise InputError(f"calibrate: --base '{base}' is not a device profile (choose from: {', '.join(table)})")
+    if scenario.train.batch_size not in batches:
+        raise InputError(f"calibrate: the scenario's batch size {scenario.train.batch_size} must be among --batches")
+    if base not in PROFILES:  # a user profile's own base would not carry over into profile.yaml
+        raise InputError(f"calibrate: --base '{base}' is not a built-in device profile "
+                         f"(choose from: {', '.join(PROFILES)})")
     found = measure(scenario, batches=batches, repeats=repeats, chunk_s=chunk_s, threads=threads,
                     progress=progress)
     name, entry = profile_entry(scenario, found, base=base, threads=threads)

@@ -4,7 +4,9 @@ After each finished round k the run writes DIR/checkpoint/:
 
 * `global-<k>.npz`: the global weights and masks (numpy; read without pickle);
 * `state.json`: round k, the strategy's totals and random generator, the
-  world's clock and busy devices, the ledger, every row of rounds.csv so far
+  world's snapshot (its clock, busy devices, and what failures are planned
+  from; on/off availability replays from the keys), the ledger, every row of
+  rounds.csv so far
   and the wall time spent; written last (renamed into place), so the newest
   state.json always names a complete checkpoint.
 

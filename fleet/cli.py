@@ -123,6 +123,39 @@ def _validate_bench(config) -> None:
                 max_per_class=config.max_per_class)
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from fleet.calibrate import VARIANTS, calibrate
+    from fleet.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario, simulate=False)
+    batches = parse_positive_ints(args.batches, "--batches")
+    out_dir = Path(args.out or f"{scenario.output}-calibration")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output folder '{out_dir}' is a file, not a folder")
+    with tqdm(total=args.repeats * len(batches) * len(VARIANTS), unit="run", desc="calibrate",
+              disable=args.quiet, file=sys.stderr) as bar:
+        result = calibrate(scenario, out_dir, batches=batches, repeats=args.repeats, chunk_s=args.seconds,
+                           threads=args.threads, base=args.base, progress=lambda: bar.update(1))
+    print(f"training speed on {scenario.name}'s model, kernel GFLOP/s (median [min, max] of {args.repeats}):")
+    for (variant, batch), (median, low, high) in sorted(result["rates"].items()):
+        print(f"  {variant:6s} batch {batch:4d}: {median:7.3f} [{low:.3f}, {high:.3f}]")
+    print(f"profile {result['profile']}: {result['entry']['peak_gflops']} GFLOP/s sustained (base {args.base})")
+    print(f"wrote {out_dir}/calibration.csv, profile.yaml, scenario.yaml (run it: fleet run {out_dir}/scenario.yaml)")
+    return 0
+
+
+def parse_positive_ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"{flag} must be comma-separated integers, got {excerpt(text)}") from None
+    if not values or min(values) < 1 or max(values) > 65536:
+        raise InputError(f"{flag} must name integers in [1, 65536], got {excerpt(text)}")
+    return values
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from fleet.scenario import load_scenario
 
@@ -132,8 +165,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profiles(args: argparse.Namespace) -> int:
+    """The built-in device profiles (and a scenario's own) as a table, or each figure with its source."""
+    from fleet.profiles import PROFILE_SOURCES, PROFILES, format_profile_sources, format_profile_table
+
+    table, sources = PROFILES, PROFILE_SOURCES
+    if args.scenario is not None:
+        from fleet.scenario import load_scenario
+
+        scenario = load_scenario(args.scenario, simulate=False)  # listing trains nothing: no memory bound
+        table, sources = scenario.device_profile_table(), scenario.profile_sources()
+    try:
+        print(format_profile_sources(table, sources) if args.sources else format_profile_table(table), flush=True)
+    except BrokenPipeError:  # `fleet profiles --sources | head` has read what it wants: no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
 def run_with_progress(scenario, out_dir: Path, *, verbose: bool, quiet: bool, desc: str,
-                      force: bool = False, resume: bool = False, dry: bool = False) -> dict:
+                      force: bool = False, resume: bool = False, dry: bool = False,
+                      ray_address: str | None = None) -> dict:
     """One scenario with a progress bar over rounds showing accuracy, bytes and simulated time."""
     from tqdm import tqdm
 
@@ -150,7 +201,8 @@ def run_with_progress(scenario, out_dir: Path, *, verbose: bool, quiet: bool, de
             from fleet.dryrun import dry_run
 
             return dry_run(scenario, out_dir, on_round=on_round, force=force)
-        return run_scenario(scenario, out_dir, on_round=on_round, verbose=verbose, force=force, resume=resume)
+        return run_scenario(scenario, out_dir, on_round=on_round, verbose=verbose, force=force, resume=resume,
+                            ray_address=ray_address)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -170,7 +222,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         out_dir = Path(args.out or scenario.output)
         check_output_dir(out_dir, force=args.force)
     summary = run_with_progress(scenario, out_dir, verbose=args.verbose, quiet=args.quiet, desc=scenario.name,
-                                force=args.force, resume=bool(args.resume), dry=args.dry_run)
+                                force=args.force, resume=bool(args.resume), dry=args.dry_run,
+                                ray_address=args.ray_address)
     st = summary["statuses"]
     learned = ("dry run (no training, no accuracy)" if summary.get("dry_run") else
                f"final Class-IL accuracy {summary['final_accuracy']:.2f}%, forgetting {summary['forgetting']:.2f}")
@@ -277,6 +330,8 @@ def build_parser() -> ArgumentParser:
 
     run = sub.add_parser("run", help="run a scenario on Flower's simulation engine")
     add_scenario_run_options(run, "the scenario's `output`", resumable=True)
+    run.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                     help="train the devices on this existing Ray cluster (one CPU each) instead of a local Ray")
     run.add_argument("--dry-run", action="store_true",
                      help="run the world without training: work from the model's accounting, in seconds")
     run.add_argument("--resume", default=None, metavar="DIR",
@@ -291,9 +346,26 @@ def build_parser() -> ArgumentParser:
                       "section.key=v1,v2 (e.g. federation.aggregation=mask-aware,fedavg)")
     comp.set_defaults(func=cmd_compare)
 
+    cal = sub.add_parser("calibrate", help="measure this machine's training speed on a scenario's model; "
+                         "write a device profile of it")
+    cal.add_argument("scenario", help="scenario YAML (its model, data and batch size)")
+    cal.add_argument("--out", default=None, help="output folder (default: <scenario output>-calibration)")
+    cal.add_argument("--batches", default="8,32,128", help="batch sizes to time (the scenario's must be one)")
+    cal.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every measurement")
+    cal.add_argument("--seconds", type=float, default=1.0, help="length of one timed run")
+    cal.add_argument("--threads", type=int, default=1, help="torch threads (a simulated device gets one CPU)")
+    cal.add_argument("--base", default="rpi4", help="profile whose other figures (memory, links, power) it keeps")
+    cal.add_argument("--quiet", action="store_true", help="no progress bar")
+    cal.set_defaults(func=cmd_calibrate)
+
     validate = sub.add_parser("validate", help="check a scenario without running it")
     validate.add_argument("scenario", help="scenario YAML")
     validate.set_defaults(func=cmd_validate)
+
+    profiles = sub.add_parser("profiles", help="the device profiles' figures (--sources: where each comes from)")
+    profiles.add_argument("scenario", nargs="?", default=None, help="scenario YAML: list its own `profiles:` too")
+    profiles.add_argument("--sources", action="store_true", help="print each figure with its source")
+    profiles.set_defaults(func=cmd_profiles)
 
     bench = sub.add_parser("bench", help="dense method vs its SparCL version on one device")
     bench.add_argument("target", help="what to benchmark: sparcl")

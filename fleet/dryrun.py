@@ -110,14 +110,15 @@ def round_work(cost: StepCost, examples: int, epochs: int, book: DeviceBook, pla
     step_kernel = (fit.batch + replay) * per_example_kernel
     done = wanted_examples
     limited = cap is not None and wanted_examples * per_example_kernel > cap
+    crashed = limited and fail is not None and (compute is None or fail <= compute)
     if limited:
         steps = int(cap // step_kernel)
-        if steps == 0:
+        if steps == 0 and not crashed:
             return Work("declined", 0.0, 0.0, fit.memory_bytes, fit.adapted,
                         f"its compute budget of {cap / 1e9:.3g} GFLOPs fits no step")
         done = min(wanted_examples, steps * (fit.batch + replay))
     book.seen += int(done * examples / (examples + steps_per_epoch * replay))  # current-task examples only
-    status = "failed" if limited and fail is not None and (compute is None or fail <= compute) else "ok"
+    status = "failed" if crashed else "ok"
     return Work(status, done * cost.train_flops_per_example, done * per_example_kernel, fit.memory_bytes,
                 fit.adapted, "crashed mid-round (simulated)" if status == "failed" else "")
 
@@ -201,7 +202,7 @@ def dry_round(server_round: int, spec: DeviceSpec, config, world, rng: random.Ra
            "n_offline": spec.devices - len(online), "sampled": len(chosen),
            **round_row(accepted, reports, timing), "rejected": 0, "failed": 0, "timed_out": 0,
            "download_bytes": model_size * len(chosen), "tasks_reached": tasks_reached(spec, server_round)}
-    row["local_accuracy"] = None
+    row.update(local_accuracy=None, class_il_accuracy=None)  # nothing was trained
     book_round(strategy.totals, row, timing)
     strategy.totals.download_bytes += row["download_bytes"]
     ledger.add_round(server_round, timing, reports, {a.device_id for a in accepted if a.metrics["adapted"]})

@@ -38,7 +38,6 @@ from fleet.checkpoint import (  # noqa: E402
 )
 from fleet.interrupts import stopping  # noqa: E402
 from fleet.ledger import COLUMNS as DEVICE_COLUMNS, Ledger  # noqa: E402
-from fleet.profiles import get_profile  # noqa: E402
 from fleet.report import (  # noqa: E402
     RoundsCsv, folder_lock, plot_accuracy, plot_accuracy_time, plot_bytes, plot_timeline, prepare_output_dir,
     write_csv, write_json, write_model, write_text,
@@ -52,6 +51,7 @@ BASE_COLUMNS = ["round", "sim_start_s", "sim_time_s", "online", "busy", "sampled
                 "dropped", "rejected", "failed", "timed_out",
                 "n_offline", "n_ok", "n_late", "n_failed", "n_oom", "n_declined", "n_adapted",
                 "upload_bytes", "download_bytes", "train_flops", "wasted_train_flops", "energy_j", "wasted_energy_j",
+                "modelled_compute_s", "measured_compute_s",
                 "local_accuracy", "class_il_accuracy", "tasks_reached", "wall_s"]
 
 
@@ -96,10 +96,18 @@ class Evaluator:
     on_round: object = None
     started: float = 0.0
     checkpoint: object = None   # called with the round once its row is written
+    spent_s: float = 0.0        # wall seconds evaluating (and checkpointing)
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round == 0:
             return None
+        began = time.perf_counter()
+        try:
+            return self._evaluate(server_round)
+        finally:
+            self.spent_s += time.perf_counter() - began
+
+    def _evaluate(self, server_round: int) -> MetricRecord:
         strategy = self.sink["strategy"]  # it holds `arrays` decoded already
         self.learner.load_weights(strategy.global_weights, strategy.global_masks if self.learner.masks else None)
         reached = tasks_reached(self.spec, server_round)
@@ -123,7 +131,7 @@ def forgetting_from_rows(rows: list[dict]) -> float | None:
     """Mean over all but the last seen task of (best accuracy over rounds - final accuracy); None untrained."""
     if not rows:
         return 0.0
-    if rows[-1].get("class_il_accuracy") is None:  # a dry run
+    if rows[-1].get("class_il_accuracy", 0.0) is None:  # a dry run
         return None
     final = rows[-1]
     seen = final["tasks_reached"]
@@ -134,14 +142,22 @@ def forgetting_from_rows(rows: list[dict]) -> float | None:
     return float(np.mean(drops)) if drops else 0.0
 
 
-def backend_config(ray_dir: Path | None = None) -> dict:
-    """A loopback-only local Ray instance; its session files go to `ray_dir` (removed after the run)."""
-    cpus = os.cpu_count() or 1
+def backend_config(ray_dir: Path | None = None, ray_address: str | None = None,
+                   client_resources: dict | None = None) -> dict:
+    """Flower's Ray backend: a loopback-only local Ray instance whose session files go to `ray_dir`
+    (removed after the run), or the existing cluster at `ray_address`, whose nodes host the clients.
+
+    client_resources: what each simulated device reserves (default one CPU), so a cluster of N CPUs
+    trains N devices at once, spread over its nodes.
+    """
+    resources = dict(client_resources or {"num_cpus": 1})
+    if ray_address is not None:
+        return {"client_resources": resources, "init_args": {"address": ray_address, "log_to_driver": False}}
     init = {"address": "local", "_node_ip_address": "127.0.0.1", "include_dashboard": False,
-            "num_cpus": cpus, "log_to_driver": False}
+            "num_cpus": os.cpu_count() or 1, "log_to_driver": False}
     if ray_dir is not None:
         init["_temp_dir"] = str(ray_dir)
-    return {"client_resources": {"num_cpus": 1}, "init_args": init}
+    return {"client_resources": resources, "init_args": init}
 
 
 def ray_scratch() -> Path:
@@ -155,11 +171,13 @@ def quiet_flower(verbose: bool) -> None:
 
 
 def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: bool = False,
-                 client_app=None, force: bool = False, resume: bool = False) -> dict:
+                 client_app=None, force: bool = False, resume: bool = False, ray_address: str | None = None) -> dict:
     """Run the scenario; return the summary (also written to out_dir/summary.json).
 
-    force: out_dir may hold an earlier run, whose files are replaced. resume:
-    out_dir holds this scenario's run, stopped; continue after its last
+    force: out_dir may hold an earlier run, whose files are replaced.
+    ray_address: the devices train on this existing Ray cluster instead of a
+    local instance. resume: out_dir holds this scenario's run, stopped;
+    continue after its last
     checkpointed round (fleet.checkpoint), keeping its rounds. summary.json is
     there from the first round on (status `running`, then `complete`; Ctrl-C,
     SIGTERM or a crash make it `interrupted` or `failed`), and every process
@@ -175,11 +193,12 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
     # everything that can fail on bad input has run: only now touch the output folder
     with folder_lock(out_dir):
         return _run(scenario, out_dir, spec, stream, learner, config, ckpt, on_round=on_round, verbose=verbose,
-                    client_app=client_app, force=force or resume)
+                    client_app=client_app, force=force or resume, ray_address=ray_address)
 
 
 def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream, learner: Learner,
-         config: ServerConfig, ckpt: Checkpoint | None, *, on_round, verbose: bool, client_app, force: bool) -> dict:
+         config: ServerConfig, ckpt: Checkpoint | None, *, on_round, verbose: bool, client_app, force: bool,
+         ray_address: str | None) -> dict:
     from flwr.simulation import run_simulation
 
     from clients.app import make_client_app
@@ -223,12 +242,14 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
                                  resume=(done, ckpt.state["strategy"]) if ckpt else None)
     quiet_flower(verbose)
     write_summary("running")
+    run_started = time.perf_counter()
     scratch = ray_scratch()
     with stopping(stopped, watch=True, scratch=scratch):
         if done < config.rounds:
             run_simulation(server_app=server_app,
                            client_app=client_app or make_client_app(str(device_state_dir(out_dir))),
-                           num_supernodes=scenario.fleet.devices, backend_config=backend_config(scratch),
+                           num_supernodes=scenario.fleet.devices,
+                           backend_config=backend_config(scratch, ray_address),
                            verbose_logging=verbose)
             if "result" not in sink:
                 raise RuntimeError("the Flower run ended without a result (see the log with --verbose)")
@@ -236,13 +257,26 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
             sink["strategy"] = SparseFedAvg(config, world)
             sink["strategy"].restore(ckpt.state["strategy"], done, weights, masks)
     strategy = sink["strategy"]
-    summary = {"status": "complete", **summarise(scenario, strategy, rounds_csv.rows, time.perf_counter() - started)}
+    summary = {"status": "complete", **summarise(scenario, strategy, rounds_csv.rows, time.perf_counter() - started),
+               "wall_breakdown_s": wall_breakdown(strategy, evaluator, run_started, time.perf_counter())}
     write_json(out_dir / "summary.json", summary)
     write_csv(out_dir / "devices.csv", ledger.rows(), DEVICE_COLUMNS)
     write_model(out_dir / "model.npz", strategy.global_weights, strategy.global_masks)
     remove_checkpoint(out_dir)
     write_plots(scenario, spec, world, ledger, rounds_csv.rows, summary, out_dir)
     return summary
+
+
+def wall_breakdown(strategy: SparseFedAvg, evaluator: Evaluator, started: float, ended: float) -> dict:
+    """Where this process's wall time went: starting Ray and Flower until the first round was configured,
+    the world (simpy), aggregation (validation included), evaluation (and checkpoints), and training (the
+    rest: waiting for the devices, Flower's messaging included)."""
+    total = ended - started
+    startup = (strategy.started_s - started) if strategy.started_s is not None else total
+    parts = {"startup": startup, "world": strategy.spent["world"], "aggregation": strategy.spent["aggregation"],
+             "evaluation": evaluator.spent_s}
+    return {**{k: round(v, 3) for k, v in parts.items()}, "training": round(total - sum(parts.values()), 3),
+            "total": round(total, 3)}
 
 
 def write_plots(scenario: Scenario, spec: DeviceSpec, world: SimWorld, ledger: Ledger, rows: list[dict],
@@ -264,9 +298,10 @@ def write_plots(scenario: Scenario, spec: DeviceSpec, world: SimWorld, ledger: L
 def make_world(scenario: Scenario) -> SimWorld:
     """The simpy world of a scenario: its devices under its budget profile and kernel model."""
     t = scenario.timing
-    return SimWorld([get_profile(p) for p in scenario.device_profiles()], scenario.budget_profile(),
+    return SimWorld(scenario.resolved_device_profiles(), scenario.budget_profile(),
                     deadline_s=t.deadline_s, keep_first=t.keep_first, offline_rate_per_s=t.offline_rate_per_s,
-                    seed=scenario.seed, kernels=scenario.kernel_model())
+                    seed=scenario.seed, kernels=scenario.kernel_model(),
+                    server_ingress_mbps=t.server_ingress_mbps)
 
 
 def stopped_summary(scenario: Scenario, sink: dict, rows: list[dict], wall_s: float, status: str) -> dict:

@@ -24,6 +24,10 @@ Conventions:
   `federation.min_available`) may be written as null to mean "derive it".
 - Relative paths (`output`, `dataset.data_dir`) are relative to the working
   directory, not to the scenario file.
+- `profiles:` names the scenario's own device profiles (ProfileSpec): a
+  built-in `base` with the figures it names changed, or every required figure
+  from scratch. A built-in name cannot be reused (say `base: rpi4` under a new
+  name), so a name in `fleet.profiles` always means one thing.
 
 Bounds (a scenario file is untrusted input): the file must be a regular file of
 at most MAX_SCENARIO_BYTES; YAML nesting, alias expansion, integers and strings
@@ -44,6 +48,7 @@ import difflib
 import math
 import operator
 import os
+import re
 import stat
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
@@ -66,7 +71,17 @@ from clients.sparcl.ddr import DDRConfig
 from clients.sparcl.dgm import DGMConfig
 from clients.sparcl.learner import LearnerConfig, SparCLConfig, TrainConfig
 from clients.sparcl.tdm import TDMConfig
-from fleet.profiles import BUDGETS, PAPER_SPARSE_SPEEDUP, PROFILES, BudgetProfile
+from fleet.profiles import (
+    AVAILABILITY_MODELS,
+    BUDGETS,
+    FIGURES,
+    PAPER_SPARSE_SPEEDUP,
+    PROFILE_SOURCES,
+    PROFILES,
+    REQUIRED_FIGURES,
+    BudgetProfile,
+    DeviceProfile,
+)
 from server.strategy import AGGREGATIONS
 
 NUM_CLASSES = {name: 10 for name in DATASETS}  # every supported dataset has 10 classes
@@ -189,6 +204,7 @@ class TimingSpec:
     offline_rate_per_s: float = rule(0.0, ge=0)  # rate of mid-round failures per simulated second
     kernels: str = rule("dense", choices=KERNELS)  # what a masked layer costs the devices (clients.budget)
     speedup: dict[float, float] | None = None  # sparse kernels: sparsity -> speed-up; default the paper's
+    server_ingress_mbps: float | None = rule(None, gt=0)  # the server link all uploads share; None: unlimited
 
 
 @dataclass(frozen=True)
@@ -199,6 +215,58 @@ class BudgetSpec:
     memory_scale: float = rule(1.0, gt=0)
     bandwidth_scale: float = rule(1.0, gt=0)
     deadline_s: float | None = rule(None, gt=0)
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """A user-named device profile: a built-in `base` with the figures it names changed, or (no base) every
+    required figure from scratch. Fields mirror fleet.profiles.DeviceProfile, with the same bounds, so a bad
+    value is reported at its dotted path; None means "not given" (the base's figure, or DeviceProfile's default).
+    `sources` records where the figures it sets come from, for `fleet profiles --sources`.
+    """
+
+    base: str | None = None
+    peak_gflops: float | None = rule(None, gt=0)
+    efficiency: float | None = rule(None, gt=0, le=1)
+    memory_mb: float | None = rule(None, gt=0)
+    downlink_mbps: float | None = rule(None, gt=0)
+    uplink_mbps: float | None = rule(None, gt=0)
+    downlink_latency_s: float | None = rule(None, ge=0)
+    uplink_latency_s: float | None = rule(None, ge=0)
+    active_w: float | None = rule(None, ge=0)
+    radio_w: float | None = rule(None, ge=0)
+    idle_w: float | None = rule(None, ge=0)
+    availability: float | None = rule(None, gt=0, le=1)
+    availability_model: str | None = rule(None, choices=AVAILABILITY_MODELS)
+    mean_on_s: float | None = rule(None, gt=0)
+    mean_off_s: float | None = rule(None, gt=0)
+    failure_prob: float | None = rule(None, ge=0, lt=1)
+    speed_jitter: float | None = rule(None, ge=0, le=1)
+    sources: dict[str, str] | None = None  # figure -> where it comes from
+
+    def given(self) -> dict[str, Any]:
+        """The figures this profile sets itself."""
+        return {f: getattr(self, f) for f in FIGURES if getattr(self, f) is not None}
+
+
+# A user profile's name: it labels devices.csv rows and plots, so short and plain.
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
+
+
+def _figure_source(name: str, spec: ProfileSpec, figure: str) -> str:
+    """Where a user profile's figure comes from: its own `sources`, else whether it set it or its base did."""
+    if getattr(spec, figure) is not None:
+        return (spec.sources or {}).get(figure) or f"set in the scenario's profiles.{name} (no source given)"
+    if spec.base is not None:
+        return f"from {spec.base}: {PROFILE_SOURCES[spec.base][figure]}"
+    return "DeviceProfile default (not set in the scenario)"
+
+
+def build_profile(name: str, spec: ProfileSpec) -> DeviceProfile:
+    """A validated ProfileSpec as a DeviceProfile: its base's figures with its own in their place."""
+    if spec.base is not None:
+        return replace(PROFILES[spec.base], name=name, **spec.given())
+    return DeviceProfile(name=name, **spec.given())
 
 
 # --------------------------------------------------------------------------- the scenario
@@ -219,6 +287,7 @@ class Scenario:
     federation: FederationSpec = field(default_factory=FederationSpec)
     timing: TimingSpec = field(default_factory=TimingSpec)
     budgets: dict[str, BudgetSpec] | None = None  # named budget profiles (add to or replace the built-ins)
+    profiles: dict[str, ProfileSpec] | None = None  # named device profiles (add to the built-ins)
 
     # parse_scenario also stores, outside the dataclass fields (so they take no
     # part in ==, repr, asdict or to_dict): `_source`, the name used in error
@@ -278,6 +347,23 @@ class Scenario:
             credit[pick] -= total
             order.append(pick)
         return order
+
+    def device_profile_table(self) -> dict[str, DeviceProfile]:
+        """Every device profile this scenario can name: the built-ins, then its own `profiles:`."""
+        own = {name: build_profile(name, spec) for name, spec in (self.profiles or {}).items()}
+        return {**PROFILES, **own}
+
+    def resolved_device_profiles(self) -> list[DeviceProfile]:
+        """The DeviceProfile of each device, in device order (device_profiles() gives their names)."""
+        table = self.device_profile_table()
+        return [table[name] for name in self.device_profiles()]
+
+    def profile_sources(self) -> dict[str, dict[str, str]]:
+        """Profile -> figure -> where it comes from, for the built-ins and this scenario's own profiles."""
+        table = {name: dict(sources) for name, sources in PROFILE_SOURCES.items()}
+        for name, spec in (self.profiles or {}).items():
+            table[name] = {f: _figure_source(name, spec, f) for f in FIGURES}
+        return table
 
     def sample_size(self) -> int:
         """Devices sampled per round (federation.devices_per_round, always a count once parsed)."""
@@ -345,8 +431,16 @@ class Scenario:
                               simulate=getattr(self, "_simulate", True))
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field, defaults resolved, as plain dicts/lists/scalars; parse_scenario reads it back."""
-        return asdict(self)
+        """Every field, defaults resolved, as plain dicts/lists/scalars; parse_scenario reads it back.
+
+        A user profile keeps only the fields it gives: null would read back the same, but a base
+        with every figure listed as null would hide which ones the profile changes.
+        """
+        data = asdict(self)
+        if data["profiles"]:
+            data["profiles"] = {name: {k: v for k, v in spec.items() if v is not None}
+                                for name, spec in data["profiles"].items()}
+        return data
 
 
 # --------------------------------------------------------------------------- loading
@@ -727,14 +821,17 @@ def _resolve(s: Scenario, fail) -> Scenario:
         except InputError as err:
             fail(f"dataset.data_dir: {err}")
 
+    for name, spec in (s.profiles or {}).items():
+        _check_user_profile(name, spec, fail)
+    known = [*PROFILES, *(s.profiles or {})]
     fl = s.fleet
     profiles = {"rpi4": fl.devices} if fl.profiles is None else fl.profiles
     for name, count in profiles.items():
-        if name not in PROFILES:
-            close = difflib.get_close_matches(name, list(PROFILES), n=1, cutoff=0.6)
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'? " if close else ""
             fail(f"fleet.profiles: unknown device profile '{_key_text(name)}' ({hint}choose from: "
-                 f"{', '.join(PROFILES)})")
+                 f"{', '.join(known)})")
         if count < 0:
             fail(f"fleet.profiles.{name} must be >= 0, got {count}")
     if sum(profiles.values()) != fl.devices:
@@ -795,6 +892,35 @@ def _resolve(s: Scenario, fail) -> Scenario:
         fail(f"timing.keep_first {s.timing.keep_first} exceeds the {s.sample_size()} devices sampled per round "
              "(federation.devices_per_round)")
     return s
+
+
+def _check_user_profile(name: str, spec: ProfileSpec, fail) -> None:
+    """What the field rules cannot see: the name, the base, a complete from-scratch profile, the sources."""
+    where = f"profiles.{_key_text(name)}"
+    if not PROFILE_NAME.fullmatch(name):
+        fail(f"{where}: a profile name is 1-40 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    if name in PROFILES:
+        fail(f"{where}: '{name}' is a built-in profile; give yours another name and start from it with "
+             f"base: {name}")
+    if spec.base is not None and spec.base not in PROFILES:
+        close = difflib.get_close_matches(spec.base, list(PROFILES), n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        fail(f"{where}.base: unknown built-in profile {excerpt(spec.base, 40)} ({hint}choose from: "
+             f"{', '.join(PROFILES)})")
+    if spec.base is None:
+        missing = [f for f in REQUIRED_FIGURES if getattr(spec, f) is None]
+        if missing:
+            fail(f"{where}: a profile without base must give every required figure; missing: "
+                 f"{', '.join(missing)} (or start from a built-in with base: NAME)")
+    for figure in spec.sources or {}:
+        if figure not in FIGURES:
+            fail(f"{where}.sources: unknown figure {excerpt(figure, 40)} (figures: {', '.join(FIGURES)})")
+        if getattr(spec, figure) is None:
+            fail(f"{where}.sources.{figure}: the profile does not set {figure}, so it has no source to give")
+    try:  # a safety net: the field rules above mirror DeviceProfile's checks
+        build_profile(name, spec)
+    except InputError as err:
+        fail(f"{where}: {err}")
 
 
 def examples_per_task(dataset: str, n_tasks: int, max_per_class: int | None = None) -> int:
@@ -864,11 +990,13 @@ __all__ = [
     "FleetSpec",
     "MethodSpec",
     "PartitionSpec",
+    "ProfileSpec",
     "Scenario",
     "SparCLSpec",
     "StreamSpec",
     "TimingSpec",
     "TrainSpec",
+    "build_profile",
     "device_offset",
     "load_scenario",
     "parse_scenario",

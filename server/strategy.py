@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
@@ -221,7 +223,17 @@ class SparseFedAvg(FedAvg):
         self.global_weights: dict[str, np.ndarray] = {}
         self.global_masks: dict[str, np.ndarray] = {}
         self.round_offset = 0                  # rounds finished before this start (a resumed run)
+        self.spent: Counter = Counter()        # wall seconds in the world and in aggregation (where time goes)
+        self.started_s: float | None = None    # perf_counter when the first round was configured
         self._sent: dict[int, int] = {}        # device id -> bytes sent to it this round
+
+    @contextmanager
+    def timed(self, key: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spent[key] += time.perf_counter() - start
 
     # -- checkpoints -------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -253,11 +265,14 @@ class SparseFedAvg(FedAvg):
         nodes = self._wait_for_nodes(grid)
         self._identify(grid, nodes)
         by_device = {d: n for n, d in self.devices.items() if n in nodes}
-        online = self.world.online(server_round, sorted(by_device))
-        free = self.world.free(online)
-        chosen = choose_devices(self.rng, free, self.config)
-        down = model_bytes(flat)
-        plans = self.world.plan(server_round, chosen, down)
+        if self.started_s is None:
+            self.started_s = time.perf_counter()
+        with self.timed("world"):
+            online = self.world.online(server_round, sorted(by_device))
+            free = self.world.free(online)
+            chosen = choose_devices(self.rng, free, self.config)
+            down = model_bytes(flat)
+            plans = self.world.plan(server_round, chosen, down)
         self._sent = {d: down for d in chosen}
         self.totals.download_bytes += down * len(chosen)
         self.last_row = {"round": server_round, "online": len(online), "busy": len(online) - len(free),
@@ -306,8 +321,10 @@ class SparseFedAvg(FedAvg):
         replies = sorted(replies, key=lambda r: self.devices.get(r.metadata.src_node_id, -1))
         missing = max(0, len(self._sent) - len(replies))  # Flower gave up waiting for them
         t.timed_out += missing
-        accepted, reports = self._collect(server_round, replies)
-        timing = self.world.settle(server_round, reports)
+        with self.timed("aggregation"):
+            accepted, reports = self._collect(server_round, replies)
+        with self.timed("world"):
+            timing = self.world.settle(server_round, reports)
         self.last_timing, self.last_reports = timing, reports
         self.last_adapted = {a.device_id for a in accepted if a.metrics.get("adapted", 0)}
         on_time = [a for a in accepted if a.device_id in timing.accepted]
@@ -315,9 +332,10 @@ class SparseFedAvg(FedAvg):
         row = self.last_row
         row.update(round_row(accepted, reports, timing))
         book_round(t, row, timing)
-        weights, masks = self.aggregate([(a.weights, a.masks, a.n_examples) for a in on_time])
-        flat = encode_model(weights, masks, value_dtype=self.config.value_dtype)
-        self.global_weights, self.global_masks = decode_model(flat)  # what travels (fp16 included)
+        with self.timed("aggregation"):
+            weights, masks = self.aggregate([(a.weights, a.masks, a.n_examples) for a in on_time])
+            flat = encode_model(weights, masks, value_dtype=self.config.value_dtype)
+            self.global_weights, self.global_masks = decode_model(flat)  # what travels (fp16 included)
         row.update(rejected=t.rejected_updates - rejected0, failed=t.failed_replies - failed0,
                    timed_out=missing, download_bytes=sum(self._sent.values()))
         return to_arrays(flat), MetricRecord({k: v for k, v in row.items() if isinstance(v, (int, float))})

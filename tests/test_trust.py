@@ -265,7 +265,8 @@ def test_force_replaces_an_earlier_run_and_only_its_files(tmp_path, monkeypatch,
     (out / "notes.txt").write_text("mine")
     seen = {}
 
-    def fake_run(scenario, out_dir, *, on_round=None, verbose=False, client_app=None, force=False, resume=False):
+    def fake_run(scenario, out_dir, *, on_round=None, verbose=False, client_app=None, force=False, resume=False,
+                 ray_address=None):
         seen["force"] = force
         prepare_output_dir(out_dir, force=force)
         seen["left"] = sorted(p.name for p in out_dir.iterdir())
