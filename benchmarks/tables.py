@@ -89,11 +89,45 @@ def fleet_tables() -> str:
     return "\n\n".join(out)
 
 
+def timed_figures(path: Path) -> str:
+    """The last line of a timed .txt (/usr/bin/time's wall, CPU and memory)."""
+    return path.read_text().strip().splitlines()[-1] if path.exists() else "(not run)"
+
+
+def scale_tables() -> str:
+    scale = RESULTS / "fleet-scale"
+    if not scale.exists():
+        return ""
+    out = [f"`results/fleet-scale/world.txt`\n\n```\n{(scale / 'world.txt').read_text().split(chr(10), 1)[1]}```"]
+    lines = ["| run | devices | rounds | this machine |", "|---|---|---|---|"]
+    for name, devices, rounds in (("dry-1k", "1,000", 100), ("dry-10k", "10,000", 100), ("fleet-1k", "1,000", 10)):
+        lines.append(f"| `{name}` | {devices} | {rounds} | {timed_figures(scale / (name + '.txt'))} |")
+    out.append("\n".join(lines))
+    summary = scale / "fleet-1k" / "summary.json"
+    if summary.exists():
+        b = json.loads(summary.read_text()).get("wall_breakdown_s") or {"(run not complete)": 0}
+        out.append("Where the real 1,000-device run's wall time went (s): " +
+                   ", ".join(f"{k} {v:,.1f}" for k, v in b.items()))
+    return "\n\n".join(out)
+
+
+def calibration_table() -> str:
+    path = RESULTS / "calibrate.txt"
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    rates = text.split("\n", 1)[1].split("wrote ", 1)[0]
+    summary = [line for line in text.splitlines() if line.startswith("modelled/measured per round")]
+    return f"`results/calibrate.txt`\n\n```\n{rates}```\n\n" + "\n".join(summary)
+
+
 def main() -> int:
     for path in sorted((RESULTS / "fmnist").glob("*.json")):
         print(bench_table(path), end="\n\n")
         print(per_seed(path), end="\n\n")
-    print(fleet_tables())
+    print(fleet_tables(), end="\n\n")
+    print(scale_tables(), end="\n\n")
+    print(calibration_table())
     return 0
 
 

@@ -2,8 +2,9 @@
 
 The time model turns the FLOPs a device's kernels execute into seconds at the
 profile's sustained rate. Here that rate is measured, not looked up: the
-project's own learner trains the scenario's model on its first task: as the
-scenario configures it, dense, and with SparCL's weight masks alone (TDM), at
+project's own learner trains the scenario's model in the shape of a device's
+round (one device's share of the first task, `local_epochs` epochs at a time):
+as the scenario configures it, dense, and with SparCL's weight masks alone (TDM), at
 a few batch sizes, interleaved and repeated, on the torch threads one simulated
 device gets. The rate is kernel FLOPs (clients.budget's count: dense kernels
 multiply the zeros) over the CPU seconds of `train_round`, so everything a
@@ -30,7 +31,7 @@ import torch
 import yaml
 
 from clients.budget import RoundBudget
-from clients.data import load_stream
+from clients.device import device_data, stream_of
 from clients.errors import InputError
 from clients.sparcl.learner import Learner, LearnerConfig
 from fleet.profiles import PROFILES
@@ -76,21 +77,23 @@ def measure(scenario: Scenario, *, batches: tuple[int, ...], repeats: int = 3, c
     """Time training chunks of about `chunk_s`, every (variant, batch) once per repeat, interleaved."""
     if threads < 1 or repeats < 1 or chunk_s <= 0 or not batches or min(batches) < 1:
         raise InputError("calibrate: --threads, --repeats, --seconds and every batch size must be positive")
+    from fleet.runner import device_spec
+
     torch.set_num_threads(threads)
-    stream = load_stream(scenario.dataset.name, data_dir=scenario.dataset.data_dir, n_tasks=scenario.dataset.n_tasks,
-                         seed=scenario.seed, max_per_class=scenario.dataset.max_per_class)
-    task = stream.tasks[0]
+    spec = device_spec(scenario)
+    stream = stream_of(spec)
+    x, y = device_data(spec, 0, 0)  # a device's share of the first task: its rounds' shape
     learners = {}
     for variant in VARIANTS:
         for batch in batches:
             learner = Learner(config_for(scenario, variant, batch), stream.input_shape, stream.num_classes)
-            learner.begin_task(0, task.classes, task.x_train, task.y_train)
+            learner.begin_task(0, stream.tasks[0].classes, x, y)
             learner.train_round(1, RoundBudget(compute_flops=_one_step(learner, batch)))  # warm up
             learners[variant, batch] = learner
     found = []
     for repeat in range(repeats):
         for (variant, batch), learner in learners.items():
-            found.append(_time_chunk(learner, variant, batch, repeat, chunk_s))
+            found.append(_time_chunk(learner, variant, batch, repeat, chunk_s, spec.local_epochs))
             if callable(progress):
                 progress()
     return found
@@ -101,11 +104,14 @@ def _one_step(learner: Learner, batch: int) -> float:
     return learner._step_costs()[1] * batch * 3
 
 
-def _time_chunk(learner: Learner, variant: str, batch: int, repeat: int, chunk_s: float) -> Measurement:
+def _time_chunk(learner: Learner, variant: str, batch: int, repeat: int, chunk_s: float,
+                epochs: int) -> Measurement:
+    """Whole device rounds (`epochs` epochs of its share) for about `chunk_s`: the per-epoch work
+    (mask updates, removals, shuffles) weighs on a device's few examples as it does in a run."""
     examples, flops = 0, 0.0
     cpu0, wall0 = time.process_time(), time.perf_counter()
     while time.perf_counter() - wall0 < chunk_s:
-        work = learner.train_round(1)
+        work = learner.train_round(epochs)
         examples += work.examples
         flops += work.kernel_flops
     return Measurement(variant, batch, repeat, examples, flops, time.perf_counter() - wall0,
@@ -131,7 +137,7 @@ def profile_entry(scenario: Scenario, found: list[Measurement], *, base: str, th
     source = (f"measured by `fleet calibrate` on {host} ({platform.machine()}, torch {torch.__version__}, "
               f"{threads} thread{'s' * (threads != 1)}) on {when}: kernel FLOPs over process CPU time, median of "
               f"{len(set(m.repeat for m in found))} runs of {scenario.learner_config(scenario.seed).label} at batch "
-              f"{batch} on {scenario.dataset.name}")
+              f"{batch} on a device's share of {scenario.dataset.name}, {scenario.train.local_epochs} epochs a round")
     entry = {"base": base, "peak_gflops": round(gflops, 4), "efficiency": 1.0,
              "sources": {"peak_gflops": source,
                          "efficiency": "measured: the rate above is already what training sustains"}}

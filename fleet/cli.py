@@ -134,6 +134,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     out_dir = Path(args.out or f"{scenario.output}-calibration")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output folder '{out_dir}' is a file, not a folder")
+    if (out_dir / "calibration.csv").exists() and not args.force:
+        raise InputError(f"output folder '{out_dir}' already holds a calibration: pass --force to replace it")
     with tqdm(total=args.repeats * len(batches) * len(VARIANTS), unit="run", desc="calibrate",
               disable=args.quiet, file=sys.stderr) as bar:
         result = calibrate(scenario, out_dir, batches=batches, repeats=args.repeats, chunk_s=args.seconds,
@@ -355,6 +357,7 @@ def build_parser() -> ArgumentParser:
     cal.add_argument("--seconds", type=float, default=1.0, help="length of one timed run")
     cal.add_argument("--threads", type=int, default=1, help="torch threads (a simulated device gets one CPU)")
     cal.add_argument("--base", default="rpi4", help="profile whose other figures (memory, links, power) it keeps")
+    cal.add_argument("--force", action="store_true", help="replace a calibration the folder already holds")
     cal.add_argument("--quiet", action="store_true", help="no progress bar")
     cal.set_defaults(func=cmd_calibrate)
 
