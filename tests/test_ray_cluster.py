@@ -1,10 +1,13 @@
 """`fleet run --ray-address`: the same simulation on an existing two-node Ray cluster, clients on both nodes.
 
 A Ray cluster of more than one node binds every interface, so the test runs
-it in a network namespace of its own (`unshare -rn`) whose only interface is
-loopback: the head and the worker node are real `ray start` processes that
-can be reached from 127.0.0.1 only. Skipped, with the reason, where user and
-network namespaces are not allowed.
+it in namespaces of its own (`unshare -rn --pid --fork --mount-proc`): a
+network namespace whose only interface is loopback, so the head and the worker
+node (real `ray start` processes) can be reached from 127.0.0.1 only; and a
+PID namespace, so `ray stop` sees (and stops) this cluster alone, never a Ray
+that something else on the machine runs, and the kernel ends whatever is left
+when the namespace's first process exits. Skipped, with the reason, where
+these namespaces are not allowed.
 """
 
 from __future__ import annotations
@@ -21,16 +24,17 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
+UNSHARE = ["unshare", "-rn", "--pid", "--fork", "--mount-proc"]
 
 
 def namespaces_allowed() -> bool:
     try:
-        return subprocess.run(["unshare", "-rn", "true"], capture_output=True, timeout=10).returncode == 0
+        return subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
 
-@pytest.mark.skipif(not namespaces_allowed(), reason="needs `unshare -rn` (user and network namespaces)")
+@pytest.mark.skipif(not namespaces_allowed(), reason="needs `unshare -rn --pid` (user, network, PID namespaces)")
 def test_two_rounds_on_a_two_node_cluster_place_clients_on_both_nodes(tmp_path):
     out = tmp_path / "out"
     scenario = tmp_path / "s.yaml"
@@ -65,7 +69,7 @@ federation: {{rounds: 2, devices_per_round: 4}}
         {ray} stop --force >/dev/null 2>&1
         exit $code
         """)
-    proc = subprocess.Popen(["unshare", "-rn", "bash", "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*UNSHARE, "bash", "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=300)
