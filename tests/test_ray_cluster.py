@@ -29,12 +29,15 @@ UNSHARE = ["unshare", "-rn", "--pid", "--fork", "--mount-proc"]
 
 def namespaces_allowed() -> bool:
     try:
-        return subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=10).returncode == 0
+        probe = subprocess.run([*UNSHARE, "sh", "-c", "ip link set lo up && pgrep -x sh >/dev/null"],
+                               capture_output=True, timeout=10)
+        return probe.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
 
-@pytest.mark.skipif(not namespaces_allowed(), reason="needs `unshare -rn --pid` (user, network, PID namespaces)")
+@pytest.mark.skipif(not namespaces_allowed(),
+                    reason="needs `unshare -rn --pid` (user, network and PID namespaces) and `ip` to bring up loopback")
 def test_two_rounds_on_a_two_node_cluster_place_clients_on_both_nodes(tmp_path):
     out = tmp_path / "out"
     scenario = tmp_path / "s.yaml"
