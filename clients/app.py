@@ -55,7 +55,11 @@ def query(msg: Message, context: Context) -> Message:
 
 def train(msg: Message, context: Context, default_state_dir: str | None = None) -> Message:
     """One round: the config carries the round, the fleet's simulated time and this device's budget."""
-    config = msg.content["config"]
+    config = msg.content["config"] if "config" in msg.content else {}
+    if "device-spec" not in config or "server-round" not in config:
+        raise ValueError("this is a sparcl-fleet ClientApp: it needs the sparcl-fleet server (server.app, "
+                         "SparseFedAvg), which sends each device its spec, round and budget; a stock Flower "
+                         "strategy sends none of them")
     spec = DeviceSpec.from_json(str(config["device-spec"]))
     budget, fail_after = budget_from_config(dict(config))
     server_round = int(config["server-round"])

@@ -71,8 +71,16 @@ def _is_plain(flat: dict[str, np.ndarray]) -> bool:
     return bool(plain)
 
 
+def _drop_counters(flat: Arrays, reference: Arrays) -> Arrays:
+    """A plain client sends its whole state_dict(); integer buffers the global model does not carry
+    (BatchNorm's num_batches_tracked) are bookkeeping, not weights, and are set aside."""
+    return {k: v for k, v in flat.items()
+            if k in reference or not (isinstance(v, np.ndarray) and v.dtype.kind in "iub")}
+
+
 def _decode_plain(flat: Arrays, reference: Arrays) -> tuple[Arrays, Arrays]:
     """Names first, then each tensor as a plain dense array."""
+    flat = _drop_counters(flat, reference)
     _check_names(set(flat), reference)
     pairs = {name: _plain_dense(flat[name], name) for name in reference}
     return {n: p[0] for n, p in pairs.items()}, {n: p[1] for n, p in pairs.items()}
@@ -91,7 +99,8 @@ def validate_update(flat: Arrays, reference: Arrays) -> tuple[Arrays, Arrays]:
     """Decode a client's update and check it against the global model.
 
     Accepts the flat wire format of clients.wire.encode_model, or a plain dense
-    update keyed by the model's tensor names (all-ones masks). Returns
+    update keyed by the model's tensor names (all-ones masks; a full
+    state_dict's integer counters are set aside). Returns
     (float32 weights, bool masks); raises UpdateRejected otherwise.
     """
     if not isinstance(flat, dict):

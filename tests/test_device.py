@@ -102,3 +102,20 @@ def test_a_crash_mid_round_loses_the_update_and_keeps_the_old_state():
     assert 0 < crashed.metrics["kernel-flops"] <= half  # the work it did before failing is reported
     limited = run_round(s, 1, 2, first.update, first.state, RoundBudget(compute_flops=half), 10 * half)
     assert limited.status == "ok" and limited.metrics["compute-limited"] == 1
+
+
+def test_the_client_app_under_a_stock_strategy_says_what_it_needs(monkeypatch):
+    """A stock FedAvg sends no device spec: one clear message instead of a bare KeyError."""
+    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from clients.app import train
+
+    for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):  # what a ServerApp process has
+        monkeypatch.setattr(TaskIdentity, attr, value)
+
+    msg = Message(RecordDict({"arrays": ArrayRecord(), "config": ConfigRecord({"lr": 0.1})}), dst_node_id=1,
+                  message_type="train")
+    context = Context(run_id=1, node_id=1, node_config={"partition-id": 0}, state=RecordDict(), run_config={})
+    with pytest.raises(ValueError, match="needs the sparcl-fleet server"):
+        train(msg, context)

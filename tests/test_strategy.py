@@ -71,14 +71,16 @@ def test_bad_updates_are_rejected_and_counted_and_the_round_goes_on():
     assert s.global_masks["conv.weight"].tolist() == [True, False, True, False]
 
 
-def test_plain_dense_update_from_an_ordinary_flower_client_counts_as_all_ones():
+def test_plain_dense_update_from_an_ordinary_flower_client_counts_where_the_global_mask_keeps():
     s = strategy()
     plain = {"conv.weight": np.array([4, 4, 4, 4], np.float32), "head.bias": np.ones(2, np.float32)}
     sparse = good_update([2, 0, 0, 0], [True, False, False, False])
     s.aggregate_train(1, [reply(100, plain, n=10), reply(101, sparse, n=30)])
     assert s.totals.rejected_updates == 0
-    # element 0: (10*4 + 30*2) / 40 = 2.5; elements 1..3 only the dense client kept: 4
-    assert np.allclose(s.global_weights["conv.weight"], [2.5, 4, 4, 4])
+    # projected onto the global mask [T, T, F, F]: element 0: (10*4 + 30*2) / 40 = 2.5; element 1 only the
+    # plain client kept: 4; elements 2, 3 stay pruned instead of taking the plain client's dense values
+    assert np.allclose(s.global_weights["conv.weight"], [2.5, 4, 0, 0])
+    assert s.global_masks["conv.weight"].tolist() == [True, True, False, False]
 
 
 def test_naive_fedavg_shrinks_where_masks_disagree():
@@ -190,3 +192,16 @@ def test_offline_devices_get_no_message_and_the_rest_their_own_budget():
     budgets = {m.metadata.dst_node_id: m.content["config"]["budget-compute-flops"] for m in messages}
     assert budgets == {100: 1e9, 102: 3e9}
     assert s.last_row["n_offline"] == 2 and s.last_row["sampled"] == 2
+
+
+def test_a_plain_dense_update_is_projected_onto_the_global_mask():
+    """Averaged as it came, one dense client would make the re-sparsified mask its own top magnitudes."""
+    from server.strategy import project_onto
+
+    rng = np.random.default_rng(0)
+    dense = {"conv.weight": rng.standard_normal((8, 4)).astype(np.float32), "fc.bias": np.ones(3, np.float32)}
+    mask = rng.random((8, 4)) < 0.2
+    weights, masks = project_onto(dense, {"conv.weight": mask}, ("conv.weight",))
+    np.testing.assert_array_equal(masks["conv.weight"], mask)
+    np.testing.assert_array_equal(weights["conv.weight"], dense["conv.weight"] * mask)
+    assert "fc.bias" not in masks and np.array_equal(weights["fc.bias"], dense["fc.bias"])

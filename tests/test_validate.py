@@ -69,6 +69,16 @@ def test_accepts_plain_dense_update_as_all_ones(reference, model) -> None:
         np.testing.assert_array_equal(out_w[name], w.astype(np.float32))
 
 
+def test_a_full_state_dict_sets_its_integer_counters_aside(reference, model) -> None:
+    """What an ordinary Flower client sends: model.state_dict(), BatchNorm's num_batches_tracked included."""
+    weights, _ = model
+    full = {**weights, "bn.num_batches_tracked": np.array(12, dtype=np.int64)}
+    out_w, _ = validate_update(full, reference)
+    assert set(out_w) == set(reference)
+    with rejected("update rejected: unexpected tensor 'bn.running_mean'"):
+        validate_update({**full, "bn.running_mean": np.zeros(3, np.float32)}, reference)  # floats still count
+
+
 def test_nan_at_a_pruned_position_is_not_sent(reference, model) -> None:
     weights, masks = model
     weights["fc.weight"][~masks["fc.weight"]] = np.nan
