@@ -121,7 +121,7 @@ def project_onto(weights: dict[str, np.ndarray], global_masks: dict[str, np.ndar
 
     Averaged as it came, its dense values would count everywhere and the
     re-sparsification would pick the top magnitudes of a dense tensor: one
-    plain client would replace the fleet's mask (measured: 96.8% -> 6.5%).
+    plain client would replace the fleet's mask (issue 9 reports 96.8% falling to 6.5%).
     Projected, it trains the sparse model the SparCL devices train.
     """
     masks = {n: global_masks[n].astype(bool) for n in masked if n in global_masks}
