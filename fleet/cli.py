@@ -207,8 +207,25 @@ def run_with_progress(scenario, out_dir: Path, *, verbose: bool, quiet: bool, de
                             ray_address=ray_address)
 
 
+def check_ray_address(text: str) -> str:
+    """HOST:PORT of a Ray cluster's head that answers, checked before any work (a bad one is one line)."""
+    import socket
+
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"--ray-address must be HOST:PORT of a Ray head node, got {excerpt(text)}")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise InputError(f"--ray-address {excerpt(text)}: no Ray head answers there ({err.strerror or err})") from None
+    return text
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from fleet.report import check_output_dir
+
+    if args.ray_address is not None:
+        check_ray_address(args.ray_address)
 
     if args.resume and args.dry_run:
         raise InputError("fleet run: --dry-run runs no training and keeps no checkpoint: drop --resume")

@@ -77,3 +77,17 @@ def test_a_run_that_aggregated_nothing_is_a_failure(capsys):
     assert len(err) == 1 and "3 of 4 rounds aggregated no update" in err[0] and "2 timed out" in err[0]
     assert not run_failed({**summary, "rounds_without_update": 2})
     assert run_failed({**summary, "rounds_completed": 0, "rounds_without_update": 0})
+
+
+@pytest.mark.parametrize("address,culprit", [
+    ("garbage", "must be HOST:PORT"),
+    ("127.0.0.1:70000", "must be HOST:PORT"),
+    ("127.0.0.1:1", "no Ray head answers there"),
+])
+def test_a_bad_ray_address_is_one_line_before_any_work(tmp_path, capsys, address, culprit):
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("name: t\ndataset: {name: synthetic}\nfleet: {devices: 2}\n")
+    assert main(["run", str(scenario), "--out", str(tmp_path / "out"), "--ray-address", address]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and culprit in err[0], err
+    assert not (tmp_path / "out").exists()
