@@ -60,16 +60,13 @@ class Measurement:
 def config_for(scenario: Scenario, variant: str, batch: int) -> LearnerConfig:
     """The scenario's learner at this batch size: as configured, dense, or masked by TDM alone."""
     config = scenario.learner_config(scenario.seed)
-    if variant == "scenario":
-        pass
-    elif variant == "dense":
+    if variant == "dense":
         config = replace(config, sparcl=replace(config.sparcl, tdm=None, ddr=None, dgm=None))
-    else:
+    elif variant == "masked":
         tdm = config.sparcl.tdm or scenario.with_overrides({"sparcl.enabled": True}).learner_config(
             scenario.seed).sparcl.tdm
         config = replace(config, sparcl=replace(config.sparcl, tdm=tdm, ddr=None, dgm=None))
-    config = replace(config, train=replace(config.train, batch_size=batch))
-    return config
+    return replace(config, train=replace(config.train, batch_size=batch))
 
 
 def measure(scenario: Scenario, *, batches: tuple[int, ...], repeats: int = 3, chunk_s: float = 1.0,
@@ -101,7 +98,7 @@ def measure(scenario: Scenario, *, batches: tuple[int, ...], repeats: int = 3, c
 
 def _one_step(learner: Learner, batch: int) -> float:
     """Kernel FLOPs of about one step, so the warm-up trains once."""
-    return learner._step_costs()[1] * batch * 3
+    return learner.step_costs()[1] * batch * 3
 
 
 def _time_chunk(learner: Learner, variant: str, batch: int, repeat: int, chunk_s: float,

@@ -127,13 +127,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from fleet.calibrate import VARIANTS, calibrate
+    from fleet.report import check_output_dir
     from fleet.scenario import load_scenario
 
     scenario = load_scenario(args.scenario, simulate=False)
     batches = parse_positive_ints(args.batches, "--batches")
     out_dir = Path(args.out or f"{scenario.output}-calibration")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"output folder '{out_dir}' is a file, not a folder")
+    check_output_dir(out_dir, force=True)  # a folder, or one that can be created, and writable
     if (out_dir / "calibration.csv").exists() and not args.force:
         raise InputError(f"output folder '{out_dir}' already holds a calibration: pass --force to replace it")
     with tqdm(total=args.repeats * len(batches) * len(VARIANTS), unit="run", desc="calibrate",
@@ -268,6 +268,7 @@ def resume_target(args: argparse.Namespace):
     """The scenario a stopped run in `--resume DIR` ran (its scenario.yaml), and DIR; None if it is complete."""
     import json
 
+    from fleet.checkpoint import checkpoint_dir
     from fleet.scenario import load_scenario
 
     out_dir = Path(args.resume)
@@ -278,7 +279,7 @@ def resume_target(args: argparse.Namespace):
     if not (out_dir / "scenario.yaml").is_file():
         raise InputError(f"'{out_dir}' holds no run to resume (no scenario.yaml)")
     summary = out_dir / "summary.json"
-    if summary.is_file() and summary.stat().st_size < 1 << 26 and not (out_dir / "checkpoint").exists():
+    if summary.is_file() and summary.stat().st_size < 1 << 26 and not checkpoint_dir(out_dir).exists():
         try:
             if json.loads(summary.read_text()).get("status") == "complete":
                 return None, out_dir

@@ -28,14 +28,16 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from clients.accounting import training_flops_per_example
-from clients.budget import Fit, fit_memory, kernel_flops_per_example
+from clients.budget import Fit, KernelModel, fit_memory
 from clients.data import TaskStream, load_stream, partition_indices
 from clients.device import DeviceSpec, spec_task
 from clients.sparcl.learner import Learner
 from clients.wire import encode_model, model_bytes
 from fleet.ledger import COLUMNS as DEVICE_COLUMNS, Ledger
 from fleet.report import RoundsCsv, folder_lock, prepare_output_dir, write_csv, write_json, write_text
+from fleet.runner import (
+    device_spec, make_world, round_columns, server_config, summarise, tasks_reached, write_plots,
+)
 from fleet.scenario import Scenario
 from server.strategy import Accepted, DeviceReport, Totals, book_round, choose_devices, round_row
 
@@ -79,14 +81,13 @@ class DryStrategy:
     sim_time_s: float = 0.0
 
 
-def step_cost(spec: DeviceSpec, learner: Learner, kernels) -> StepCost:
-    learner.kernels, learner._costs = kernels, None
-    densities = learner.weight_densities()
+def step_cost(spec: DeviceSpec, learner: Learner, kernels: KernelModel) -> StepCost:
+    """The learner's own per-example costs under the world's kernel model, and its memory estimate."""
+    learner.use_kernels(kernels)
+    train_flops, kernel_flops, _ = learner.step_costs()
     m = learner.method
-    return StepCost(training_flops_per_example(learner.cost, densities, learner.grad_densities()),
-                    kernel_flops_per_example(learner.cost, densities, kernels),
-                    spec.learner.train.batch_size, spec.learner.method.minibatch, m.draws, m.buffer.capacity,
-                    learner.round_memory)
+    return StepCost(train_flops, kernel_flops, spec.learner.train.batch_size, spec.learner.method.minibatch,
+                    m.draws, m.buffer.capacity, learner.round_memory)
 
 
 def round_work(cost: StepCost, examples: int, epochs: int, book: DeviceBook, plan: dict) -> Work:
@@ -142,8 +143,6 @@ def partition_sizes(spec: DeviceSpec) -> tuple[np.ndarray, TaskStream]:
 
 def dry_run(scenario: Scenario, out_dir: Path, *, on_round=None, force: bool = False) -> dict:
     """Run the scenario's world for every round without training; write the run's files; return the summary."""
-    from fleet.runner import BASE_COLUMNS, device_spec, make_world, server_config, summarise, write_plots
-
     spec = device_spec(scenario)
     sizes, stream = partition_sizes(spec)
     learner = Learner(spec.learner, stream.input_shape, stream.num_classes)
@@ -155,8 +154,7 @@ def dry_run(scenario: Scenario, out_dir: Path, *, on_round=None, force: bool = F
     with folder_lock(out_dir):
         prepare_output_dir(out_dir, force=force)
         write_text(out_dir / "scenario.yaml", yaml.safe_dump(scenario.to_dict(), sort_keys=False))
-        columns = BASE_COLUMNS + [f"acc_task_{t}" for t in range(spec.n_tasks)] + ["tasks", "statuses"]
-        rows_csv = RoundsCsv(out_dir / "rounds.csv", columns)
+        rows_csv = RoundsCsv(out_dir / "rounds.csv", round_columns(spec.n_tasks))
         ledger = Ledger(scenario.device_profiles())
         strategy, rng = DryStrategy(), random.Random(config.seed)
         books = [DeviceBook() for _ in range(spec.devices)]
@@ -179,8 +177,6 @@ def dry_run(scenario: Scenario, out_dir: Path, *, on_round=None, force: bool = F
 def dry_round(server_round: int, spec: DeviceSpec, config, world, rng: random.Random, books: list[DeviceBook],
               sizes: np.ndarray, cost: StepCost, model_size: int, strategy: DryStrategy, ledger: Ledger) -> dict:
     """One round: sample as the strategy does, work out each device's round, settle it in the world."""
-    from fleet.runner import tasks_reached
-
     everyone = list(range(spec.devices))
     online = world.online(server_round, everyone)
     free = world.free(online)

@@ -55,6 +55,11 @@ BASE_COLUMNS = ["round", "sim_start_s", "sim_time_s", "online", "busy", "sampled
                 "local_accuracy", "class_il_accuracy", "tasks_reached", "wall_s"]
 
 
+def round_columns(n_tasks: int) -> list[str]:
+    """rounds.csv's columns: the round's figures, then accuracy per task, then who trained which task and how."""
+    return BASE_COLUMNS + [f"acc_task_{t}" for t in range(n_tasks)] + ["tasks", "statuses"]
+
+
 def device_spec(scenario: Scenario) -> DeviceSpec:
     s = scenario
     return DeviceSpec(
@@ -142,15 +147,14 @@ def forgetting_from_rows(rows: list[dict]) -> float | None:
     return float(np.mean(drops)) if drops else 0.0
 
 
-def backend_config(ray_dir: Path | None = None, ray_address: str | None = None,
-                   client_resources: dict | None = None) -> dict:
+def backend_config(ray_dir: Path | None = None, ray_address: str | None = None) -> dict:
     """Flower's Ray backend: a loopback-only local Ray instance whose session files go to `ray_dir`
     (removed after the run), or the existing cluster at `ray_address`, whose nodes host the clients.
 
-    client_resources: what each simulated device reserves (default one CPU), so a cluster of N CPUs
-    trains N devices at once, spread over its nodes.
+    Each simulated device reserves one CPU, so a cluster of N CPUs trains N devices at once, spread
+    over its nodes.
     """
-    resources = dict(client_resources or {"num_cpus": 1})
+    resources = {"num_cpus": 1}
     if ray_address is not None:
         return {"client_resources": resources, "init_args": {"address": ray_address, "log_to_driver": False}}
     init = {"address": "local", "_node_ip_address": "127.0.0.1", "include_dashboard": False,
@@ -177,8 +181,8 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
     force: out_dir may hold an earlier run, whose files are replaced.
     ray_address: the devices train on this existing Ray cluster instead of a
     local instance. resume: out_dir holds this scenario's run, stopped;
-    continue after its last
-    checkpointed round (fleet.checkpoint), keeping its rounds. summary.json is
+    continue after its last checkpointed round (fleet.checkpoint), keeping
+    its rounds. summary.json is
     there from the first round on (status `running`, then `complete`; Ctrl-C,
     SIGTERM or a crash make it `interrupted` or `failed`), and every process
     the run started is stopped however it ends. While it runs, the folder is
@@ -217,8 +221,7 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
         ledger.restore(ckpt.state["ledger"])
         for device in range(spec.devices):  # states written in the round that never finished
             state_store.discard_after(device_state_dir(out_dir), device, done)
-    columns = BASE_COLUMNS + [f"acc_task_{t}" for t in range(spec.n_tasks)] + ["tasks", "statuses"]
-    rounds_csv = RoundsCsv(out_dir / "rounds.csv", columns, rows)
+    rounds_csv = RoundsCsv(out_dir / "rounds.csv", round_columns(spec.n_tasks), rows)
     sink: dict = {}
     started = time.perf_counter() - wall0
 
@@ -243,7 +246,7 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
     quiet_flower(verbose)
     write_summary("running")
     run_started = time.perf_counter()
-    scratch = ray_scratch()
+    scratch = None if ray_address else ray_scratch()  # a cluster of the user's keeps its own files
     with stopping(stopped, watch=True, scratch=scratch):
         if done < config.rounds:
             run_simulation(server_app=server_app,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -13,3 +15,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def binding_deadline_scenario(path: Path, name: str, rounds: int) -> Path:
+    """Three devices, two sampled a round, SparCL-ER with TDM masks, a deadline that cuts training short
+    or fits none of it, and failures mid-round: a small fleet where every kind of outcome happens."""
+    path.write_text(f"""name: {name}
+dataset: {{name: synthetic}}
+fleet: {{devices: 3}}
+stream: {{rounds_per_task: 2}}
+method: {{name: er, buffer_size: 20}}
+train: {{local_epochs: 1, width: 4}}
+federation: {{rounds: {rounds}, min_available: 3, devices_per_round: 2}}
+timing: {{budget: tight, deadline_s: 0.03, offline_rate_per_s: 15}}
+""")
+    return path

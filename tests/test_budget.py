@@ -124,7 +124,7 @@ def test_a_device_given_c_flops_does_at_most_c(stream):
 
 def test_the_epoch_position_carries_over_between_rounds(stream):
     a, b = make(stream), make(stream)
-    per_round = [a.train_round(2, RoundBudget(compute_flops=3.5 * 24 * a._step_costs()[1])).steps
+    per_round = [a.train_round(2, RoundBudget(compute_flops=3.5 * 24 * a.step_costs()[1])).steps
                  for _ in range(3)]
     assert all(0 < s < 5 for s in per_round)  # each round stops inside an epoch
     for _ in range(sum(per_round)):  # the same steps without rounds
@@ -174,7 +174,7 @@ def test_dense_kernels_hold_dense_weights_in_the_memory_estimate(stream):
 
 def test_a_round_cut_short_resumes_from_its_saved_state(stream):
     a, b = make(stream), make(stream)
-    budget = RoundBudget(compute_flops=3.5 * 24 * a._step_costs()[1])
+    budget = RoundBudget(compute_flops=3.5 * 24 * a.step_costs()[1])
     a.train_round(2, budget)
     assert a.order is not None and a.cursor > 0  # stopped inside an epoch
     b.load_bytes(a.to_bytes())

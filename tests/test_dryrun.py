@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from conftest import binding_deadline_scenario
 from fleet.cli import main
 from fleet.dryrun import DeviceBook, StepCost, round_work
 from fleet.runner import BASE_COLUMNS
@@ -84,17 +85,7 @@ def test_a_dry_run_predicts_the_real_runs_draws_statuses_and_bytes(tmp_path):
     from fleet.dryrun import dry_run
     from fleet.scenario import load_scenario
 
-    path = tmp_path / "s.yaml"
-    path.write_text("""name: twin
-dataset: {name: synthetic}
-fleet: {devices: 3}
-stream: {rounds_per_task: 2}
-method: {name: er, buffer_size: 20}
-train: {local_epochs: 1, width: 4}
-federation: {rounds: 5, min_available: 3, devices_per_round: 2}
-timing: {budget: tight, deadline_s: 0.03, offline_rate_per_s: 15}
-""")
-    scenario = load_scenario(str(path))
+    scenario = load_scenario(binding_deadline_scenario(tmp_path / "s.yaml", "twin", rounds=5))
     real = run_scenario(scenario, tmp_path / "real")
     dry = dry_run(scenario, tmp_path / "dry")
     real_rows = list(csv.DictReader((tmp_path / "real" / "rounds.csv").open()))

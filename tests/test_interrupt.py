@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import binding_deadline_scenario
 from fleet.interrupts import alive, descendants
 
 pytestmark = pytest.mark.e2e
@@ -106,16 +107,7 @@ def test_a_run_killed_after_round_k_resumes_to_exactly_the_uninterrupted_result(
     failures mid-round (the world's clock and keyed draws; devices that crash
     or decline keep their earlier state files): all of it must carry over.
     """
-    scenario = tmp_path / "resumable.yaml"
-    scenario.write_text("""name: resumable
-dataset: {name: synthetic}
-fleet: {devices: 3}
-stream: {rounds_per_task: 2}
-method: {name: er, buffer_size: 20}
-train: {local_epochs: 1, width: 4}
-federation: {rounds: 7, min_available: 3, devices_per_round: 2}
-timing: {budget: tight, deadline_s: 0.03, offline_rate_per_s: 15}
-""")
+    scenario = binding_deadline_scenario(tmp_path / "resumable.yaml", "resumable", rounds=7)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     fleet = [sys.executable, "-m", "fleet.cli", "run"]

@@ -146,7 +146,7 @@ class Learner:
         self.order: np.ndarray | None = None  # this epoch's example order; None between epochs
         self.cursor = 0                       # examples of `order` already trained
         self.epoch_hits = 0
-        self._costs: tuple[float, float, dict[str, float]] | None = None  # see _step_costs
+        self._costs: tuple[float, float, dict[str, float]] | None = None  # see step_costs
         self._round_peak = 0
 
     # -- the task schedule -------------------------------------------------
@@ -225,8 +225,7 @@ class Learner:
         memory or not one step fits the compute.
         """
         budget = budget or RoundBudget()
-        if self.kernels != budget.kernels:
-            self.kernels, self._costs = budget.kernels, None
+        self.use_kernels(budget.kernels)
         m = self.method
         fit = fit_memory(self.round_memory, budget.memory_bytes, self.config.train.batch_size,
                          self.config.method.minibatch, m.buffer.capacity)
@@ -244,7 +243,7 @@ class Learner:
             if self.order is None:
                 self._start_epoch()
             n = min(self.batch_size, len(self.order) - self.cursor)
-            cost = m.step_examples(n) * self._step_costs()[1]
+            cost = m.step_examples(n) * self.step_costs()[1]
             if budget.compute_flops is not None and c.kernel_flops - before[3] + cost > budget.compute_flops:
                 limited = True
                 break
@@ -304,7 +303,12 @@ class Learner:
             return self.dgm.densities()
         return self.masks.trainable_densities() if self.masks and self.masks.frozen else {}
 
-    def _step_costs(self) -> tuple[float, float, dict[str, float]]:
+    def use_kernels(self, kernels: KernelModel) -> None:
+        """The kernel model the device runs (what a masked layer costs it); costs are worked out again."""
+        if self.kernels != kernels:
+            self.kernels, self._costs = kernels, None
+
+    def step_costs(self) -> tuple[float, float, dict[str, float]]:
         """Counted and kernel FLOPs per example and weight densities, recomputed when a mask changes."""
         if self._costs is None:
             densities = self.weight_densities()
@@ -313,7 +317,7 @@ class Learner:
         return self._costs
 
     def _account(self, examples: int) -> None:
-        flops_per_example, kernel_per_example, densities = self._step_costs()
+        flops_per_example, kernel_per_example, densities = self.step_costs()
         c = self.counters
         c.train_flops += examples * flops_per_example
         c.kernel_flops += examples * kernel_per_example
