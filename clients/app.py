@@ -18,7 +18,7 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import state_store
+from clients import state_store, stock
 from clients.device import DeviceSpec, budget_from_config, run_round
 from clients.records import from_arrays, to_arrays
 
@@ -75,13 +75,26 @@ def train(msg: Message, context: Context, default_state_dir: str | None = None) 
     return Message(RecordDict(content), reply_to=msg)
 
 
-def make_client_app(default_state_dir: str | None = None) -> ClientApp:
-    """The ClientApp; `default_state_dir` serves nodes whose config names no `state-dir`."""
+def make_client_app(default_state_dir: str | None = None, stock_devices: frozenset[int] = frozenset()
+                    ) -> ClientApp:
+    """The ClientApp; `default_state_dir` serves nodes whose config names no `state-dir`.
+
+    `stock_devices`: device ids that run Flower's stock ClientApp (clients.stock) instead, as it
+    is, query included (it has no handler, so the server hears an error and treats the node as
+    a plain Flower client): a simulated fleet that mixes both.
+    """
     client = ClientApp()
-    client.query()(query)
+
+    @client.query()
+    def query_node(msg: Message, context: Context) -> Message:
+        if device_id(context) in stock_devices:
+            return stock.app(msg, context)
+        return query(msg, context)
 
     @client.train()
     def train_round(msg: Message, context: Context) -> Message:
+        if device_id(context) in stock_devices:
+            return stock.app(msg, context)
         return train(msg, context, default_state_dir)
 
     return client

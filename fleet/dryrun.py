@@ -146,7 +146,7 @@ def dry_run(scenario: Scenario, out_dir: Path, *, on_round=None, force: bool = F
     spec = device_spec(scenario)
     sizes, stream = partition_sizes(spec)
     learner = Learner(spec.learner, stream.input_shape, stream.num_classes)
-    config = server_config(scenario, spec, learner.masked_names)
+    config = server_config(scenario, spec, learner)
     world = make_world(scenario)
     cost = step_cost(spec, learner, world.kernels)
     masks = learner.masks_numpy() if config.sparsity is not None else {}

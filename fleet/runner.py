@@ -72,14 +72,17 @@ def device_spec(scenario: Scenario) -> DeviceSpec:
     )
 
 
-def server_config(scenario: Scenario, spec: DeviceSpec, masked_names: list[str]) -> ServerConfig:
-    f, sp = scenario.federation, scenario.sparcl
+def server_config(scenario: Scenario, spec: DeviceSpec, learner: Learner) -> ServerConfig:
+    f, sp, t = scenario.federation, scenario.sparcl, scenario.train
     sparse = sp.enabled and sp.tdm
+    counters = tuple(n for n, v in learner.model.state_dict().items() if not v.is_floating_point())
     return ServerConfig(
         rounds=f.rounds, devices_per_round=scenario.sample_size(), min_available=f.min_available,
         aggregation=f.aggregation, resparsify=f.resparsify, sparsity=sp.sparsity if sparse else None,
-        masked_names=tuple(masked_names) if sparse else (), value_dtype=f.value_dtype,
-        round_timeout_s=f.round_timeout_s, seed=scenario.seed, device_spec=spec.to_json(),
+        masked_names=tuple(learner.masked_names) if sparse else (), value_dtype=f.value_dtype,
+        round_timeout_s=f.round_timeout_s, seed=scenario.seed, devices=scenario.fleet.devices,
+        device_spec=spec.to_json(), counters=counters,
+        plain_config={"lr": t.lr, "local-epochs": t.local_epochs, "batch-size": t.batch_size},
     )
 
 
@@ -192,7 +195,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
     stream = load_stream(spec.dataset, data_dir=spec.data_dir, n_tasks=spec.n_tasks, seed=spec.seed,
                          max_per_class=spec.max_per_class)
     learner = Learner(spec.learner, stream.input_shape, stream.num_classes)
-    config = server_config(scenario, spec, learner.masked_names)
+    config = server_config(scenario, spec, learner)
     ckpt = read_checkpoint(out_dir) if resume else None
     # everything that can fail on bad input has run: only now touch the output folder
     with folder_lock(out_dir):
@@ -250,7 +253,8 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
     with stopping(stopped, watch=True, scratch=scratch):
         if done < config.rounds:
             run_simulation(server_app=server_app,
-                           client_app=client_app or make_client_app(str(device_state_dir(out_dir))),
+                           client_app=client_app or make_client_app(str(device_state_dir(out_dir)),
+                                                                    scenario.fleet.stock_devices()),
                            num_supernodes=scenario.fleet.devices,
                            backend_config=backend_config(scratch, ray_address),
                            verbose_logging=verbose)

@@ -131,6 +131,11 @@ class DatasetSpec:
 class FleetSpec:
     devices: int = rule(10, ge=1, le=MAX_DEVICES)
     profiles: dict[str, int] | None = None  # profile name -> count; default {rpi4: devices}
+    stock_clients: int = rule(0, ge=0)     # the last this many devices run Flower's stock ClientApp
+
+    def stock_devices(self) -> frozenset[int]:
+        """Ids of the devices that run clients.stock (dense, plain Flower) instead of the learner."""
+        return frozenset(range(self.devices - self.stock_clients, self.devices))
 
 
 @dataclass(frozen=True)
@@ -836,6 +841,8 @@ def _resolve(s: Scenario, fail) -> Scenario:
             fail(f"fleet.profiles.{name} must be >= 0, got {count}")
     if sum(profiles.values()) != fl.devices:
         fail(f"fleet.profiles counts sum to {sum(profiles.values())} but fleet.devices is {fl.devices}")
+    if fl.stock_clients > fl.devices:
+        fail(f"fleet.stock_clients {fl.stock_clients} exceeds fleet.devices {fl.devices}")
     per_task = examples_per_task(ds.name, ds.n_tasks, ds.max_per_class)
     if fl.devices > per_task:
         fail(f"fleet.devices {fl.devices} exceeds the {per_task} training examples of a {ds.name} task"

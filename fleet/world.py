@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -114,8 +114,12 @@ class SimWorld:
         """Those not still finishing a late round: a busy device cannot start a new one."""
         return [d for d in devices if self.busy_until.get(d, 0.0) <= self.clock_s]
 
-    def plan(self, server_round: int, devices: list[int], down_bytes: int) -> dict[int, dict[str, float | str]]:
+    def plan(self, server_round: int, devices: list[int], down_bytes: int | Mapping[int, int]
+             ) -> dict[int, dict[str, float | str]]:
         """Each sampled device's budget, as the config values it is sent.
+
+        `down_bytes`: the model sent, to all alike or per device (a plain
+        Flower client gets the dense model).
 
         The expected upload is the size of the model sent (the same tensors at
         the same density), over the device's uplink or, with a server link,
@@ -128,10 +132,11 @@ class SimWorld:
         plans: dict[int, dict[str, float | str]] = {}
         speeds = speed_factor(self.jitter[devices], self.seed, server_round, devices) if devices else []
         fractions = failure_fraction(self.failure_prob[devices], self.seed, server_round, devices) if devices else []
-        uploads = self._expected_uploads(devices, down_bytes)
+        sizes = down_bytes if isinstance(down_bytes, Mapping) else dict.fromkeys(devices, down_bytes)
+        uploads = self._expected_uploads(devices, sizes)
         for d, speed, fraction, up_s in zip(devices, speeds, fractions, uploads):
             p = self.profiles[d]
-            down_s = download_time_s(down_bytes, p)
+            down_s = download_time_s(sizes[d], p)
             budget: dict[str, float | str] = {
                 "memory-bytes": float(p.memory_mb * MIB), "download-s": down_s, "kernels": self.kernels.kind,
                 "speedup": json.dumps(self.kernels.speedup), "gflops": p.train_flops_per_s / 1e9,
@@ -152,13 +157,15 @@ class SimWorld:
             plans[d] = budget
         return plans
 
-    def _expected_uploads(self, devices: list[int], up_bytes: int) -> list[float]:
-        """Each device's expected upload time: its own link, or its fair share of the server's."""
+    def _expected_uploads(self, devices: list[int], up_bytes: Mapping[int, int]) -> list[float]:
+        """Each device's expected upload time (as big as what it was sent): its own link, or its fair
+        share of the server's."""
         if self.server_ingress_mbps is None:
-            return [upload_time_s(up_bytes, self.profiles[d]) for d in devices]
+            return [upload_time_s(up_bytes[d], self.profiles[d]) for d in devices]
         caps = [self.profiles[d].uplink_mbps for d in devices]
         shares = fair_shares(caps, self.server_ingress_mbps)
-        return [self.profiles[d].uplink_latency_s + 8 * up_bytes / (rate * 1e6) for d, rate in zip(devices, shares)]
+        return [self.profiles[d].uplink_latency_s + 8 * up_bytes[d] / (rate * 1e6)
+                for d, rate in zip(devices, shares)]
 
     def _planned_flops(self, device: int, budget_flops: float | None) -> float:
         """The compute a device is expected to do: its last completed round's, never more than its budget."""

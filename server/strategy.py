@@ -52,7 +52,13 @@ class ServerConfig:
     round_timeout_s: float = 600.0
     connect_timeout_s: float = 120.0
     seed: int = 0
+    devices: int = 0                       # the fleet's size (device ids 0..devices-1); 0: unknown
     device_spec: str = "{}"                # JSON sent to every device (clients.device.DeviceSpec)
+    # for plain Flower clients (nodes that do not answer the device query): the model's integer
+    # buffers (BatchNorm's num_batches_tracked), sent as zeros so that a strict load_state_dict
+    # takes the arrays, and the training settings sent in their config (lr, local-epochs)
+    counters: tuple[str, ...] = ()
+    plain_config: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ class World(Protocol):
 
     def free(self, devices: list[int]) -> list[int]: ...
 
-    def plan(self, server_round: int, devices: list[int], down_bytes: int) -> dict[int, dict]: ...
+    def plan(self, server_round: int, devices: list[int], down_bytes: int | dict[int, int]) -> dict[int, dict]: ...
 
     def settle(self, server_round: int, reports: list[DeviceReport]) -> RoundTiming: ...
 
@@ -100,7 +106,7 @@ class InstantWorld:
     def free(self, devices: list[int]) -> list[int]:
         return devices
 
-    def plan(self, server_round: int, devices: list[int], down_bytes: int) -> dict[int, dict]:
+    def plan(self, server_round: int, devices: list[int], down_bytes: int | dict[int, int]) -> dict[int, dict]:
         return {d: {} for d in devices}
 
     def settle(self, server_round: int, reports: list[DeviceReport]) -> RoundTiming:
@@ -126,6 +132,12 @@ def project_onto(weights: dict[str, np.ndarray], global_masks: dict[str, np.ndar
     """
     masks = {n: global_masks[n].astype(bool) for n in masked if n in global_masks}
     return {n: (w * masks[n] if n in masks else w) for n, w in weights.items()}, masks
+
+
+def plain_model(weights: dict[str, np.ndarray], counters: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The global model as an ordinary Flower client loads it: dense tensors under their own names
+    (pruned weights are zeros), plus zeroed integer counters so that a strict load_state_dict fits."""
+    return {**weights, **{name: np.zeros((), np.int64) for name in counters}}
 
 
 def choose_devices(rng: random.Random, free: list[int], config: ServerConfig) -> list[int]:
@@ -197,7 +209,7 @@ def round_row(accepted: list[Accepted], reports: list[DeviceReport], timing: Rou
     ok = timing.accepted
     by_device = sorted(accepted, key=lambda a: a.device_id)
     on_time = [a for a in accepted if a.device_id in ok]
-    accuracy = [a.metrics.get("local-accuracy", 0.0) for a in on_time]
+    accuracy = [a.metrics["local-accuracy"] for a in on_time if "local-accuracy" in a.metrics]  # not stock
     useful = [r for r in reports if r.device_id in ok]
     wasted = [r for r in reports if r.device_id not in ok]
     counts = {f"n_{s}": sum(1 for v in timing.statuses.values() if v == s) for s in STATUS_COUNTS}
@@ -227,6 +239,7 @@ class SparseFedAvg(FedAvg):
         self.world = world or InstantWorld()
         self.rng = random.Random(config.seed)
         self.devices: dict[int, int] = {}      # node id -> device id
+        self.plain: set[int] = set()           # device ids of plain Flower clients (dense arrays, no budget)
         self.totals = Totals()
         self.last_row: dict = {}
         self.last_timing: RoundTiming | None = None
@@ -284,18 +297,26 @@ class SparseFedAvg(FedAvg):
             online = self.world.online(server_round, sorted(by_device))
             free = self.world.free(online)
             chosen = choose_devices(self.rng, free, self.config)
-            down = model_bytes(flat)
-            plans = self.world.plan(server_round, chosen, down)
-        self._sent = {d: down for d in chosen}
-        self.totals.download_bytes += down * len(chosen)
+            dense = plain_model(self.global_weights, self.config.counters) if self.plain else {}
+            plain = to_arrays(dense) if dense else None
+            sizes = {"wire": model_bytes(flat), "plain": model_bytes(dense)}
+            self._sent = {d: sizes["plain" if d in self.plain else "wire"] for d in chosen}
+            plans = self.world.plan(server_round, chosen, self._sent)
+        self.totals.download_bytes += sum(self._sent.values())
         self.last_row = {"round": server_round, "online": len(online), "busy": len(online) - len(free),
                          "n_offline": len(by_device) - len(online), "sampled": len(chosen)}
         messages = []
         for device in chosen:
-            budget = {f"budget-{k}": v for k, v in plans[device].items()}
-            cfg = ConfigRecord({"server-round": server_round, "device-spec": self.config.device_spec,
-                                "sim-time-s": float(self.sim_time_s), **budget})
-            messages.append(Message(RecordDict({"arrays": arrays, "config": cfg}),
+            if device in self.plain:  # what a stock Flower ClientApp reads: arrays to load, its settings
+                content = {"arrays": plain, "config": ConfigRecord({
+                    "server-round": server_round, "device-spec": self.config.device_spec,
+                    **self.config.plain_config})}
+            else:
+                budget = {f"budget-{k}": v for k, v in plans[device].items()}
+                content = {"arrays": arrays, "config": ConfigRecord({
+                    "server-round": server_round, "device-spec": self.config.device_spec,
+                    "sim-time-s": float(self.sim_time_s), **budget})}
+            messages.append(Message(RecordDict(content),
                                     dst_node_id=by_device[device], message_type=MessageType.TRAIN,
                                     group_id=str(server_round)))
         return messages
@@ -310,19 +331,39 @@ class SparseFedAvg(FedAvg):
         return nodes
 
     def _identify(self, grid: Grid, nodes: set[int]) -> None:
-        """Ask new nodes which device they are; a node that cannot say gets the next free id."""
+        """Ask new nodes which device they are.
+
+        A node that cannot say runs a plain Flower ClientApp (it has no query
+        handler): it gets the next free device id, and from then on dense
+        arrays it can `load_state_dict` instead of the wire format.
+        """
         new = sorted(nodes - set(self.devices))
         if not new:
             return
         queries = [Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=n,
                            message_type=MessageType.QUERY) for n in new]
+        plain = []
         for reply in grid.send_and_receive(queries, timeout=self.config.connect_timeout_s):
             node = reply.metadata.src_node_id
-            if not reply.has_error() and "metrics" in reply.content:
+            if not reply.has_error() and "metrics" in reply.content and "device-id" in reply.content["metrics"]:
                 self.devices[node] = int(reply.content["metrics"]["device-id"])
+            elif reply.has_error():
+                plain.append(node)
         for node in new:
             if node not in self.devices:
-                self.devices[node] = max(self.devices.values(), default=-1) + 1
+                self.devices[node] = self._free_id()
+                if node in plain:
+                    self.plain.add(self.devices[node])
+                    self.totals.notes.append(f"device {self.devices[node]} is a plain Flower client (it does not "
+                                             "answer the device query): it gets dense arrays, and its training "
+                                             "time and energy are unknown to the world (only its transfers count)")
+
+    def _free_id(self) -> int:
+        """An id for a node that did not say its own: the highest one free in the fleet (SparCL devices
+        claim theirs from 0 up), or the next after all known ones when the fleet's size is unknown."""
+        taken = set(self.devices.values())
+        free = [d for d in range(self.config.devices - 1, -1, -1) if d not in taken]
+        return free[0] if free else max(taken, default=-1) + 1
 
     # -- receiving ---------------------------------------------------------------
     def aggregate_train(self, server_round: int, replies: Iterable[Message]

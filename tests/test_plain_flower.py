@@ -1,0 +1,143 @@
+"""Plain Flower on both sides, in one process with the real ClientApps (no Ray): a stock
+ClientApp (clients.stock, as Flower's quickstart writes one) among SparCL devices is
+identified by its missing query handler, gets dense arrays a strict `load_state_dict`
+takes, and its full `state_dict()` comes back projected onto the global mask."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import yaml
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
+
+from clients import stock
+from clients.app import make_client_app
+from clients.device import DeviceSpec
+from clients.records import from_arrays, to_arrays
+from clients.sparcl.learner import Learner
+from clients.wire import decode_model, encode_model
+from fleet.runner import device_spec, server_config
+from fleet.scenario import parse_scenario
+from server.strategy import SparseFedAvg
+
+SCENARIO = """
+name: plain
+dataset: {name: digits, n_tasks: 5, max_per_class: 20}
+fleet: {devices: 4, stock_clients: 1}
+train: {local_epochs: 1, batch_size: 16, width: 8}
+stream: {rounds_per_task: 1}
+federation: {rounds: 1, devices_per_round: 4, min_available: 4}
+"""
+
+
+@pytest.fixture(autouse=True)
+def task_identity(monkeypatch):
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, attr, value)
+
+
+class InProcessGrid:
+    """Nodes 100..103 are devices 0..3, each running the mixed ClientApp as a SuperNode would:
+    an exception in the app becomes an error reply."""
+
+    def __init__(self, app, devices: int) -> None:
+        self.app = app
+        self.contexts = {100 + d: Context(run_id=1, node_id=100 + d, state=RecordDict(), run_config={},
+                                          node_config={"partition-id": d, "num-partitions": devices})
+                         for d in range(devices)}
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def deliver(self, msg: Message) -> Message:
+        try:
+            return self.app(msg, self.contexts[msg.metadata.dst_node_id])
+        except Exception as err:  # what the SuperNode sends back
+            return Message(Error(code=0, reason=f"{type(err).__name__}: {err}"), reply_to=msg)
+
+    def send_and_receive(self, messages, timeout=None):
+        return [self.deliver(m) for m in messages]
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    scenario = parse_scenario(yaml.safe_load(SCENARIO))
+    spec = device_spec(scenario)
+    learner = Learner(spec.learner, (1, 8, 8), 10)
+    config = server_config(scenario, spec, learner)
+    strategy = SparseFedAvg(config)
+    grid = InProcessGrid(make_client_app(str(tmp_path), scenario.fleet.stock_devices()), scenario.fleet.devices)
+    initial = to_arrays(encode_model(learner.weights_numpy(), learner.masks_numpy()))
+    return strategy, grid, initial, learner
+
+
+def test_the_stock_client_is_identified_and_sent_arrays_its_strict_load_state_dict_takes(fleet):
+    strategy, grid, initial, learner = fleet
+    messages = {m.metadata.dst_node_id: m for m in strategy.configure_train(1, initial, ConfigRecord({}), grid)}
+    assert strategy.devices == {100: 0, 101: 1, 102: 2, 103: 3} and strategy.plain == {3}
+    assert any("device 3 is a plain Flower client" in n for n in strategy.totals.notes)
+    plain = messages[103].content
+    assert set(plain["arrays"]) == set(learner.model.state_dict())  # BatchNorm counters included
+    assert "budget-compute-flops" not in plain["config"] and plain["config"]["lr"] == pytest.approx(0.03)
+    assert all("/" in k for k in messages[100].content["arrays"])  # SparCL devices keep the wire format
+    # the stock app loads it strictly (it raises on any missing or unexpected key) and trains
+    reply = grid.deliver(messages[103])
+    assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
+    assert "num_batches_tracked" in "".join(reply.content["arrays"])
+
+
+@pytest.mark.parametrize("resparsify", [True, False])
+def test_a_full_state_dict_comes_back_projected_onto_the_global_mask(fleet, resparsify):
+    strategy, grid, initial, _ = fleet
+    strategy.config = replace(strategy.config, resparsify=resparsify)
+    messages = list(strategy.configure_train(1, initial, ConfigRecord({}), grid))
+    replies = [grid.deliver(m) for m in messages]
+    assert not any(r.has_error() for r in replies)
+    kept = {n: strategy.global_masks[n].copy() for n in strategy.config.masked_names}
+    for r in replies:  # what the SparCL devices kept (TDM regrows within the round)
+        if r.metadata.src_node_id != 103:
+            _, masks = decode_model(from_arrays(r.content["arrays"]))
+            kept = {n: kept[n] | masks[n] for n in kept}
+    strategy.aggregate_train(1, replies)
+    assert strategy.totals.rejected_updates == 0 and strategy.last_row["accepted"] == 4
+    for name in strategy.config.masked_names:
+        mask = strategy.global_masks[name]
+        if resparsify:
+            assert mask.mean() == pytest.approx(0.1, abs=0.01)  # the target density
+        assert not np.any(mask & ~kept[name])  # no weight that only the dense stock client trained
+
+
+def test_the_stock_client_trains_pruned_weights_which_the_projection_drops(fleet):
+    """Unprojected, its dense magnitudes would pick the re-sparsified mask (issue 9: 96.8% to 6.5%)."""
+    import server.strategy as strategy_module
+
+    strategy, grid, initial, _ = fleet
+    messages = list(strategy.configure_train(1, initial, ConfigRecord({}), grid))
+    replies = [grid.deliver(m) for m in messages]
+    stock_reply = next(r for r in replies if r.metadata.src_node_id == 103)
+    dense = {k: a.numpy() for k, a in stock_reply.content["arrays"].items()}
+    projected, _ = strategy_module.project_onto(dense, strategy.global_masks, strategy.config.masked_names)
+    for name in strategy.config.masked_names:
+        mask = strategy.global_masks[name]
+        assert np.count_nonzero(dense[name][~mask]) > 0          # it trains pruned weights...
+        assert np.count_nonzero(projected[name][~mask]) == 0     # ...which the projection drops
+
+
+def test_our_client_app_under_stock_fedavg_says_what_it_needs():
+    """The other direction: a stock strategy's message gets one clear message, not a KeyError."""
+    app = make_client_app()
+    msg = Message(RecordDict({"arrays": to_arrays({}), "config": ConfigRecord({"lr": 0.1})}), dst_node_id=1,
+                  message_type="train")
+    context = Context(run_id=1, node_id=1, node_config={"partition-id": 0}, state=RecordDict(), run_config={})
+    with pytest.raises(ValueError, match="needs the sparcl-fleet server"):
+        app(msg, context)
+
+
+def test_the_stock_client_reads_the_spec_the_server_sends():
+    spec = DeviceSpec.from_json(device_spec(parse_scenario(yaml.safe_load(SCENARIO))).to_json())
+    loader = stock.load_data(spec, 3, 1, batch_size=16)
+    assert len(loader.dataset) > 0 and set(loader.dataset.tensors[1].tolist()) <= {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
