@@ -8,11 +8,15 @@ simulated fleet can be resumed from its last checkpoint.
 
 Node config keys: `partition-id` (the device id), `num-partitions`, and
 optionally `state-dir` (the state folder; `make_client_app(state_dir)` sets
-one for every node, which is how `fleet run` gives its simulated devices one).
+one for every node, which is how `fleet run` gives its simulated devices one),
+`data-dir` (where this device finds its data set, overriding the scenario's)
+and `real` (true on a device's own hardware: its measured time, memory and
+energy are reported as its own, next to the model's).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -48,9 +52,15 @@ def save_state(context: Context, folder: Path | None, server_round: int, blob: b
         state_store.prune(folder, device_id(context), server_round - 1)
 
 
+def is_real(context: Context) -> bool:
+    """A device on its own hardware (node config `real`), whose measured figures are its own."""
+    return str(context.node_config.get("real", "false")).lower() in ("true", "1", "yes")
+
+
 def query(msg: Message, context: Context) -> Message:
-    """Tell the server which device this node is (node ids are not device ids)."""
-    return Message(RecordDict({"metrics": MetricRecord({"device-id": device_id(context)})}), reply_to=msg)
+    """Tell the server which device this node is (node ids are not device ids), and whether it is real."""
+    metrics = MetricRecord({"device-id": device_id(context), "real": int(is_real(context))})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 
 def train(msg: Message, context: Context, default_state_dir: str | None = None) -> Message:
@@ -61,6 +71,8 @@ def train(msg: Message, context: Context, default_state_dir: str | None = None) 
                          "SparseFedAvg), which sends each device its spec, round and budget; a stock Flower "
                          "strategy sends none of them")
     spec = DeviceSpec.from_json(str(config["device-spec"]))
+    if "data-dir" in context.node_config:  # the device's own copy of the data set
+        spec = replace(spec, data_dir=str(context.node_config["data-dir"]))
     budget, fail_after = budget_from_config(dict(config))
     server_round = int(config["server-round"])
     folder = state_dir(context, default_state_dir)

@@ -23,8 +23,9 @@ import torch
 from clients import wire
 from clients.budget import KernelModel, RoundBudget
 from clients.cl.methods import MethodConfig
-from clients.errors import InputError
 from clients.data import TaskStream, load_stream, partition_indices
+from clients.errors import InputError
+from clients.measure import EnergyMeter, peak_rss_bytes
 from clients.sparcl.ddr import DDRConfig
 from clients.sparcl.dgm import DGMConfig
 from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainConfig
@@ -197,9 +198,12 @@ def run_round(spec: DeviceSpec, device: int, server_round: int, global_update: d
     else:
         learner.attach(x, y)
     budget = budget or RoundBudget()
+    meter = EnergyMeter()
+    meter.start()
     started = time.process_time()  # this process's CPU: other devices sharing the machine do not count
     work = learner.train_round(spec.local_epochs, budget)
     compute_s = time.process_time() - started  # measured, next to the time model's prediction
+    energy_j = meter.stop()
     metrics = {
         "num-examples": int(len(y)),
         "device-id": device,
@@ -209,6 +213,7 @@ def run_round(spec: DeviceSpec, device: int, server_round: int, global_update: d
         "examples-processed": work.examples,
         "steps": work.steps,
         "compute-s": compute_s,
+        "process-peak-rss-bytes": peak_rss_bytes(),  # measured; next to the estimate below
         "removed": work.removed,
         "peak-memory-bytes": learner.counters.peak_memory,
         "round-peak-memory-bytes": work.peak_memory_bytes,
@@ -220,6 +225,8 @@ def run_round(spec: DeviceSpec, device: int, server_round: int, global_update: d
         "local-accuracy": work.accuracy,
         "density": float(np.mean(list(learner.weight_densities().values()))) if learner.masks else 1.0,
     }
+    if energy_j is not None:
+        metrics["energy-j"] = energy_j
     adaptations = ", ".join(work.fit.adaptations)
     # the failure bound before the budget did: it crashed, even before its first step ended
     crashed = (fail_after_flops is not None and work.compute_limited

@@ -37,7 +37,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 # Files a run or a comparison writes into its folder; the first three mean "this folder holds a run".
 RUN_MARKERS = ("summary.json", "rounds.csv", "comparison.csv")
 RUN_FILES = (*RUN_MARKERS, "accuracy.png", "accuracy_time.png", "bytes.png", "timeline.png", "devices.csv",
-             "scenario.yaml", "comparison.png", "model.npz")
+             "device_rounds.csv", "scenario.yaml", "comparison.png", "model.npz")
 RUN_FOLDERS = ("checkpoint",)
 
 _UMASK = os.umask(0o022)

@@ -45,7 +45,7 @@ from fleet.report import (  # noqa: E402
 from fleet.scenario import Scenario  # noqa: E402
 from fleet.world import SimWorld  # noqa: E402
 from server.app import make_server_app  # noqa: E402
-from server.strategy import STATUS_COUNTS, ServerConfig, SparseFedAvg  # noqa: E402
+from server.strategy import DEVICE_ROUND_COLUMNS, STATUS_COUNTS, ServerConfig, SparseFedAvg  # noqa: E402
 
 BASE_COLUMNS = ["round", "sim_start_s", "sim_time_s", "online", "busy", "sampled", "replies", "accepted",
                 "dropped", "rejected", "failed", "timed_out",
@@ -105,6 +105,7 @@ class Evaluator:
     started: float = 0.0
     checkpoint: object = None   # called with the round once its row is written
     spent_s: float = 0.0        # wall seconds evaluating (and checkpointing)
+    device_csv: RoundsCsv | None = None  # device_rounds.csv: modelled next to measured, per device
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round == 0:
@@ -127,6 +128,8 @@ class Evaluator:
         row.update({f"acc_task_{i}": round(a, 3) for i, a in enumerate(accs)})
         row.update(class_il_accuracy=round(average_accuracy(accs), 3), tasks_reached=reached,
                    wall_s=round(time.perf_counter() - self.started, 2))
+        for device_row in strategy.last_device_rows if self.device_csv is not None else ():
+            self.device_csv.append(device_row)
         self.csv.append(row)
         if callable(self.checkpoint):
             self.checkpoint(server_round)
@@ -216,15 +219,16 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
         prepare_output_dir(out_dir, force=force)
         write_text(out_dir / "scenario.yaml", yaml.safe_dump(scenario.to_dict(), sort_keys=False))
         weights, masks = learner.weights_numpy(), learner.masks_numpy() if config.sparsity is not None else {}
-        rows, done, wall0 = [], 0, 0.0
+        rows, device_rows, done, wall0 = [], [], 0, 0.0
     else:
         weights, masks, done = ckpt.weights, ckpt.masks, ckpt.round
-        rows, wall0 = ckpt.state["rows"], ckpt.state["wall_s"]
+        rows, device_rows, wall0 = ckpt.state["rows"], ckpt.state.get("device_rows", []), ckpt.state["wall_s"]
         world.restore(ckpt.state["world"])
         ledger.restore(ckpt.state["ledger"])
         for device in range(spec.devices):  # states written in the round that never finished
             state_store.discard_after(device_state_dir(out_dir), device, done)
     rounds_csv = RoundsCsv(out_dir / "rounds.csv", round_columns(spec.n_tasks), rows)
+    device_csv = RoundsCsv(out_dir / "device_rounds.csv", DEVICE_ROUND_COLUMNS, device_rows)
     sink: dict = {}
     started = time.perf_counter() - wall0
 
@@ -235,15 +239,17 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
     def checkpoint(server_round: int) -> None:
         strategy = sink["strategy"]
         state = {"strategy": strategy.snapshot(), "world": world.snapshot(), "ledger": ledger.snapshot(),
-                 "rows": rounds_csv.rows, "wall_s": time.perf_counter() - started}
+                 "rows": rounds_csv.rows, "device_rows": device_csv.rows, "wall_s": time.perf_counter() - started}
         write_checkpoint(out_dir, Checkpoint(server_round, state, strategy.global_weights, strategy.global_masks))
         write_summary("running")  # a run killed outright leaves this marker: resume it
 
     def stopped(status: str) -> None:  # interrupted or failed: keep the finished rounds, say how it ended
         rounds_csv.close()
+        device_csv.close()
         write_summary(status)
 
-    evaluator = Evaluator(stream, learner, spec, rounds_csv, sink, ledger, on_round, started, checkpoint)
+    evaluator = Evaluator(stream, learner, spec, rounds_csv, sink, ledger, on_round, started, checkpoint,
+                          device_csv=device_csv)
     server_app = make_server_app(config, weights, masks, world, evaluator, sink,
                                  resume=(done, ckpt.state["strategy"]) if ckpt else None)
     quiet_flower(verbose)

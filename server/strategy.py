@@ -73,6 +73,8 @@ class DeviceReport:
     kernel_flops: float | None = None   # what its kernels executed (its time); None: train_flops
     status: str = "ok"                  # ok | declined | failed (crashed, or the app errored)
     measured_compute_s: float | None = None  # the training time the device measured (a real clock)
+    measured_peak_rss_bytes: int | None = None  # its process's peak memory (clients.measure)
+    measured_energy_j: float | None = None      # from its energy counter, where it has one
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,13 @@ def project_onto(weights: dict[str, np.ndarray], global_masks: dict[str, np.ndar
     """
     masks = {n: global_masks[n].astype(bool) for n in masked if n in global_masks}
     return {n: (w * masks[n] if n in masks else w) for n, w in weights.items()}, masks
+
+
+def measured_figures(metrics: dict) -> tuple[float | None, int | None, float | None]:
+    """What the device measured itself: compute seconds, its process's peak memory, energy (or None)."""
+    def get(key, kind):
+        return None if metrics.get(key) is None else kind(metrics[key])
+    return get("compute-s", float), get("process-peak-rss-bytes", int), get("energy-j", float)
 
 
 def plain_model(weights: dict[str, np.ndarray], counters: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -204,6 +213,32 @@ def compute_times(reports: list[DeviceReport], timing: RoundTiming) -> dict:
     return {"modelled_compute_s": sum(ok[d] for d in measured), "measured_compute_s": sum(measured.values())}
 
 
+DEVICE_ROUND_COLUMNS = ["round", "device", "real", "client", "status", "train_flops",
+                        "modelled_compute_s", "measured_compute_s", "estimated_peak_memory_bytes",
+                        "measured_peak_rss_bytes", "modelled_energy_j", "measured_energy_j", "down_bytes", "up_bytes"]
+
+
+def device_rows(server_round: int, reports: list[DeviceReport], timing: RoundTiming, real: set[int],
+                plain: set[int]) -> list[dict]:
+    """One row per device that answered: the time model's figures next to what the device measured
+    (a real device's are its hardware's; a simulated device's are this machine's)."""
+    outcomes = {d.device_id: d for d in timing.devices}
+    rows = []
+    for r in sorted(reports, key=lambda r: r.device_id):
+        o = outcomes.get(r.device_id)
+        rows.append({
+            "round": server_round, "device": r.device_id, "real": int(r.device_id in real),
+            "client": "stock" if r.device_id in plain else "sparcl",
+            "status": timing.statuses.get(r.device_id, r.status), "train_flops": r.train_flops,
+            "modelled_compute_s": None if o is None else o.compute_s, "measured_compute_s": r.measured_compute_s,
+            "estimated_peak_memory_bytes": r.peak_memory_bytes or None,
+            "measured_peak_rss_bytes": r.measured_peak_rss_bytes,
+            "modelled_energy_j": None if o is None else o.energy_j, "measured_energy_j": r.measured_energy_j,
+            "down_bytes": r.down_bytes, "up_bytes": r.up_bytes,
+        })
+    return rows
+
+
 def round_row(accepted: list[Accepted], reports: list[DeviceReport], timing: RoundTiming) -> dict:
     """The per-round figures that go to rounds.csv (useful work only in the totals)."""
     ok = timing.accepted
@@ -240,6 +275,8 @@ class SparseFedAvg(FedAvg):
         self.rng = random.Random(config.seed)
         self.devices: dict[int, int] = {}      # node id -> device id
         self.plain: set[int] = set()           # device ids of plain Flower clients (dense arrays, no budget)
+        self.real: set[int] = set()            # device ids on their own hardware (node config `real`)
+        self.last_device_rows: list[dict] = []
         self.totals = Totals()
         self.last_row: dict = {}
         self.last_timing: RoundTiming | None = None
@@ -346,7 +383,10 @@ class SparseFedAvg(FedAvg):
         for reply in grid.send_and_receive(queries, timeout=self.config.connect_timeout_s):
             node = reply.metadata.src_node_id
             if not reply.has_error() and "metrics" in reply.content and "device-id" in reply.content["metrics"]:
-                self.devices[node] = int(reply.content["metrics"]["device-id"])
+                answer = reply.content["metrics"]
+                self.devices[node] = int(answer["device-id"])
+                if int(answer.get("real", 0)):
+                    self.real.add(self.devices[node])
             elif reply.has_error():
                 plain.append(node)
         for node in new:
@@ -380,6 +420,7 @@ class SparseFedAvg(FedAvg):
         with self.timed("world"):
             timing = self.world.settle(server_round, reports)
         self.last_timing, self.last_reports = timing, reports
+        self.last_device_rows = device_rows(server_round, reports, timing, self.real, self.plain)
         self.last_adapted = {a.device_id for a in accepted if a.metrics.get("adapted", 0)}
         on_time = [a for a in accepted if a.device_id in timing.accepted]
         self.sim_time_s = timing.sim_time_s
@@ -436,9 +477,8 @@ class SparseFedAvg(FedAvg):
             if self.config.sparsity is not None and plain:
                 weights, masks = project_onto(weights, self.global_masks, self.config.masked_names)
             accepted.append(Accepted(device, weights, masks, int(metrics.get("num-examples", 1)), metrics))
-            measured = metrics.get("compute-s")
             reports.append(DeviceReport(device, flops, down, model_bytes(flat), memory, kernel, "ok",
-                                        None if measured is None else float(measured)))
+                                        *measured_figures(metrics)))
         return accepted, reports
 
     def aggregate(self, updates: list[tuple[dict, dict, int]]

@@ -141,3 +141,18 @@ def test_the_stock_client_reads_the_spec_the_server_sends():
     spec = DeviceSpec.from_json(device_spec(parse_scenario(yaml.safe_load(SCENARIO))).to_json())
     loader = stock.load_data(spec, 3, 1, batch_size=16)
     assert len(loader.dataset) > 0 and set(loader.dataset.tensors[1].tolist()) <= {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+
+
+def test_each_device_round_puts_what_the_device_measured_next_to_the_model(fleet):
+    strategy, grid, initial, _ = fleet
+    grid.contexts[101].node_config["real"] = "true"  # device 1 runs on its own hardware
+    messages = list(strategy.configure_train(1, initial, ConfigRecord({}), grid))
+    strategy.aggregate_train(1, [grid.deliver(m) for m in messages])
+    rows = {r["device"]: r for r in strategy.last_device_rows}
+    assert strategy.real == {1} and [rows[d]["real"] for d in range(4)] == [0, 1, 0, 0]
+    assert [rows[d]["client"] for d in range(4)] == ["sparcl"] * 3 + ["stock"]
+    for d in range(3):
+        assert rows[d]["measured_compute_s"] > 0 and rows[d]["measured_peak_rss_bytes"] > 2**20
+        assert rows[d]["estimated_peak_memory_bytes"] > 0 and rows[d]["up_bytes"] > 0
+    assert rows[3]["measured_compute_s"] is None  # a stock client measures nothing
+    assert rows[3]["down_bytes"] > rows[0]["down_bytes"]  # it got the dense model
