@@ -16,6 +16,7 @@ energy are reported as its own, next to the model's).
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,9 +34,19 @@ def device_id(context: Context) -> int:
     return int(context.node_config["partition-id"])
 
 
-def state_dir(context: Context, default: str | None) -> Path | None:
-    folder = context.node_config.get("state-dir", default)
-    return Path(str(folder)) if folder else None
+def state_dir(context: Context, default: str | None, run_key: str = "") -> Path | None:
+    """The device's state folder: the node's own `state-dir`, one subfolder per run (`run_key`: the
+    server names the run, so a resumed run finds its states and a new one starts afresh), else
+    the app's default (a simulated fleet's, inside its run folder already)."""
+    if "state-dir" in context.node_config:
+        folder = Path(str(context.node_config["state-dir"]))
+        return folder / run_key if run_key else folder
+    return Path(default) if default else None
+
+
+def safe_key(key: str) -> str:
+    """A run key as one plain folder name (it comes over the network)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", key)[:80].lstrip(".")
 
 
 def load_state(context: Context, folder: Path | None, server_round: int) -> bytes | None:
@@ -75,7 +86,7 @@ def train(msg: Message, context: Context, default_state_dir: str | None = None) 
         spec = replace(spec, data_dir=str(context.node_config["data-dir"]))
     budget, fail_after = budget_from_config(dict(config))
     server_round = int(config["server-round"])
-    folder = state_dir(context, default_state_dir)
+    folder = state_dir(context, default_state_dir, safe_key(str(config.get("run-key", ""))))
     result = run_round(spec, device_id(context), server_round, from_arrays(msg.content["arrays"]),
                        load_state(context, folder, server_round), budget, fail_after)
     if result.status == "ok":

@@ -80,3 +80,37 @@ def discard_after(root: Path, device: int, server_round: int) -> None:
     for r in state_rounds(root, device):
         if r > server_round:
             (device_folder(root, device) / f"round-{r}.pt").unlink(missing_ok=True)
+
+
+def describe(blob: bytes) -> dict:
+    """What a saved learner state holds, for people: task position, buffer, mask density, work so far.
+
+    Read as untrusted data (torch.load with weights_only). `fingerprint` hashes the masks
+    and the buffer, so two states can be compared at a glance.
+    """
+    import hashlib
+    import io
+
+    import torch
+
+    try:
+        state = torch.load(io.BytesIO(blob), weights_only=True)
+        task, buffer, counters = state["task"], state["buffer"], state["counters"]
+    except Exception as err:
+        raise InputError(f"not a learner state: {' '.join(str(err).split())[:200]}") from None
+    masks = state.get("masks") or {}
+    digest = hashlib.sha256()
+    for name in sorted(masks):
+        digest.update(name.encode() + masks[name].numpy().tobytes())
+    for key in ("examples", "labels"):
+        if key in buffer:
+            digest.update(buffer[key].numpy().tobytes())
+    kept = sum(int(m.sum()) for m in masks.values())
+    total = sum(m.numel() for m in masks.values())
+    return {
+        "task": int(task["task_id"]), "epoch": int(task["epoch"]), "classes": list(task["classes"]),
+        "buffer_seen": int(buffer["num_seen"]), "buffer_held": int(len(buffer.get("labels", ()))),
+        "mask_density": round(kept / total, 4) if total else None,
+        "examples": int(counters["examples"]), "steps": int(counters["steps"]),
+        "train_flops": float(counters["train_flops"]), "fingerprint": digest.hexdigest()[:16],
+    }

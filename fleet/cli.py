@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from clients.errors import InputError, excerpt
+from fleet.deployment import DeploymentError
 from fleet.interrupts import Terminated, handle_sigterm
 from server.strategy import NodesUnavailable
 
@@ -323,6 +324,71 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    from fleet.certs import make_certs
+
+    written = make_certs(Path(args.out), args.host, args.nodes)
+    print(f"wrote {len(written)} files to {args.out}: ca.crt (every device), server.crt/.key (the coordinator), "
+          f"node-<i>.key (device i only) and node-<i>.pub (registered by `fleet coordinator`)")
+    return 0
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    from fleet.deployment import Coordinator, run_coordinator
+
+    if args.insecure:
+        print("fleet: warning: --insecure: no TLS and no device authentication; anyone who reaches "
+              f"{args.host}:{args.port} can join the fleet and read the model", file=sys.stderr)
+    return run_coordinator(Coordinator(host=args.host, port=args.port, insecure=args.insecure, home=Path(args.home),
+                                       certs=Path(args.certs).expanduser().resolve() if args.certs else None))
+
+
+def cmd_device(args: argparse.Namespace) -> int:
+    from fleet.deployment import Device, run_device
+
+    if args.insecure:
+        print("fleet: warning: --insecure: this device sends its updates unencrypted and joins unauthenticated",
+              file=sys.stderr)
+
+    def path(value):
+        return Path(value).expanduser().resolve() if value else None
+
+    return run_device(Device(superlink=args.superlink, device_id=args.device_id, devices=args.devices,
+                             state_dir=path(args.state_dir), ca=path(args.ca), key=path(args.key),
+                             data_dir=path(args.data_dir), profile=args.profile, real=not args.stand_in,
+                             port=args.port, home=path(args.home), insecure=args.insecure, threads=args.threads,
+                             rejoin_wait_s=args.rejoin_wait))
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from fleet.deployment import submit
+    from fleet.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario, simulate=False)  # bad input fails here, before the coordinator
+    out = Path(args.out or scenario.output)
+    return submit(Path(args.scenario), out, args.connection, resume=args.resume, force=args.force)
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    from clients import state_store
+
+    root = Path(args.state_dir)
+    folders = sorted(root.rglob("device-*")) if root.is_dir() else []
+    rows = []
+    for folder in folders:
+        device = int(folder.name.split("-", 1)[1]) if folder.name.split("-", 1)[1].isdigit() else None
+        rounds = state_store.state_rounds(folder.parent, device) if device is not None else []
+        if rounds:
+            blob = state_store.load_state(folder.parent, device, rounds[-1] + 1)
+            rows.append({"folder": str(folder.relative_to(root)), "round": rounds[-1],
+                         **state_store.describe(blob)})
+    if not rows:
+        raise InputError(f"no device state under '{root}' (a device writes device-<id>/round-<r>.pt)")
+    for row in rows:
+        print(" ".join(f"{k}={v}" for k, v in row.items()))
+    return 0
+
+
 def load_scenario_with_sets(args: argparse.Namespace):
     """The scenario file with any `--set` overrides applied (and re-validated)."""
     from fleet.compare import parse_set
@@ -388,6 +454,54 @@ def build_parser() -> ArgumentParser:
     profiles.add_argument("--sources", action="store_true", help="print each figure with its source")
     profiles.set_defaults(func=cmd_profiles)
 
+    certs = sub.add_parser("certs", help="development TLS certificates and device keys for a secured fleet")
+    certs.add_argument("out", help="folder to write them to (must not hold them already)")
+    certs.add_argument("--host", action="append", default=[], metavar="ADDRESS",
+                       help="the coordinator's address as devices dial it (repeatable; loopback is always in)")
+    certs.add_argument("--nodes", type=int, default=2, help="device key pairs to make (node-0 ... node-<n-1>)")
+    certs.set_defaults(func=cmd_certs)
+
+    coord = sub.add_parser("coordinator", help="run the SuperLink (TLS, registered devices only) for real devices")
+    coord.add_argument("--certs", default=None, help="folder from `fleet certs` (its node-*.pub are registered)")
+    coord.add_argument("--host", default="127.0.0.1", help="address to listen on (devices on a LAN: its LAN address)")
+    coord.add_argument("--port", type=int, default=9092, help="the one port devices and `fleet submit` use")
+    coord.add_argument("--home", default="coordinator", help="the SuperLink's folder (database, installed apps)")
+    coord.add_argument("--insecure", action="store_true", help="no TLS, no authentication: loopback trials only")
+    coord.set_defaults(func=cmd_coordinator)
+
+    device = sub.add_parser("device", help="run this machine as one device of the fleet (a Flower SuperNode)")
+    device.add_argument("--superlink", required=True, metavar="HOST:PORT", help="the coordinator")
+    device.add_argument("--device-id", type=int, required=True, help="this device's id in the scenario")
+    device.add_argument("--devices", type=int, required=True, help="the fleet's size (the scenario's fleet.devices)")
+    device.add_argument("--state-dir", required=True, help="where its learning state survives restarts")
+    device.add_argument("--ca", default=None, help="the coordinator's ca.crt")
+    device.add_argument("--key", default=None, help="this device's node-<id>.key")
+    device.add_argument("--data-dir", default=None, help="its copy of the data set (default: the scenario's)")
+    device.add_argument("--profile", default=None, help="what hardware this is (reported with its figures)")
+    device.add_argument("--stand-in", action="store_true",
+                        help="a stand-in on the coordinator: its figures are not a real device's")
+    device.add_argument("--port", type=int, default=9094, help="its local API port (127.0.0.1)")
+    device.add_argument("--home", default=None, help="its Flower folder (default: <state-dir>/flwr)")
+    device.add_argument("--threads", type=int, default=None,
+                        help="torch threads per round (default: all cores; stand-ins sharing a machine: 1)")
+    device.add_argument("--insecure", action="store_true", help="no TLS, no authentication: loopback trials only")
+    device.add_argument("--rejoin-wait", type=float, default=120.0, metavar="SECONDS",
+                        help="keep trying this long when the coordinator refuses it (after a restart it holds "
+                             "the old connection for about a minute)")
+    device.set_defaults(func=cmd_device)
+
+    sub_run = sub.add_parser("submit", help="run a scenario on the coordinator's devices (flwr run, checked)")
+    sub_run.add_argument("scenario", help="scenario YAML")
+    sub_run.add_argument("--out", default=None, help="output folder on the coordinator (default: the scenario's)")
+    sub_run.add_argument("--connection", default="sparcl-fleet", help="the Flower connection to submit to")
+    sub_run.add_argument("--resume", action="store_true", help="continue the stopped run in the output folder")
+    sub_run.add_argument("--force", action="store_true", help="replace the run the output folder holds")
+    sub_run.set_defaults(func=cmd_submit)
+
+    state = sub.add_parser("state", help="what a device's state folder holds: task, buffer, masks, work done")
+    state.add_argument("state_dir", help="a device's --state-dir (or a run's checkpoint/devices folder)")
+    state.set_defaults(func=cmd_state)
+
     bench = sub.add_parser("bench", help="dense method vs its SparCL version on one device")
     bench.add_argument("target", help="what to benchmark: sparcl")
     bench.add_argument("--dataset", default="digits",
@@ -424,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"fleet: error: {one_line(str(err))}", file=sys.stderr)
         return 2
-    except NodesUnavailable as err:
+    except (NodesUnavailable, DeploymentError) as err:
         print(f"fleet: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:

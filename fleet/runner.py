@@ -21,12 +21,14 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 import logging  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from flwr.app import ArrayRecord, MetricRecord  # noqa: E402
+from flwr.serverapp import ServerApp  # noqa: E402
 
 from clients import state_store  # noqa: E402
 from clients.data import TaskStream, load_stream  # noqa: E402
@@ -55,6 +57,9 @@ BASE_COLUMNS = ["round", "sim_start_s", "sim_time_s", "online", "busy", "sampled
                 "local_accuracy", "class_il_accuracy", "tasks_reached", "wall_s"]
 
 
+Launch = Callable[[ServerApp], None]  # runs a ServerApp on an engine
+
+
 def round_columns(n_tasks: int) -> list[str]:
     """rounds.csv's columns: the round's figures, then accuracy per task, then who trained which task and how."""
     return BASE_COLUMNS + [f"acc_task_{t}" for t in range(n_tasks)] + ["tasks", "statuses"]
@@ -76,14 +81,22 @@ def server_config(scenario: Scenario, spec: DeviceSpec, learner: Learner) -> Ser
     f, sp, t = scenario.federation, scenario.sparcl, scenario.train
     sparse = sp.enabled and sp.tdm
     counters = tuple(n for n, v in learner.model.state_dict().items() if not v.is_floating_point())
+    statistics = tuple(n for n, b in learner.model.named_buffers() if b.is_floating_point())
     return ServerConfig(
         rounds=f.rounds, devices_per_round=scenario.sample_size(), min_available=f.min_available,
         aggregation=f.aggregation, resparsify=f.resparsify, sparsity=sp.sparsity if sparse else None,
         masked_names=tuple(learner.masked_names) if sparse else (), value_dtype=f.value_dtype,
         round_timeout_s=f.round_timeout_s, seed=scenario.seed, devices=scenario.fleet.devices,
-        device_spec=spec.to_json(), counters=counters,
+        device_spec=spec.to_json(), counters=counters, statistics=statistics,
         plain_config={"lr": t.lr, "local-epochs": t.local_epochs, "batch-size": t.batch_size},
     )
+
+
+def run_key(scenario: Scenario, out_dir: Path) -> str:
+    """Names a run to its devices: the scenario and where its results go (a resumed run keeps it)."""
+    import hashlib
+
+    return f"{scenario.name}-{hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:8]}"
 
 
 def tasks_reached(spec: DeviceSpec, server_round: int) -> int:
@@ -181,7 +194,8 @@ def quiet_flower(verbose: bool) -> None:
 
 
 def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: bool = False,
-                 client_app=None, force: bool = False, resume: bool = False, ray_address: str | None = None) -> dict:
+                 client_app=None, force: bool = False, resume: bool = False, ray_address: str | None = None,
+                 launch: Launch | None = None) -> dict:
     """Run the scenario; return the summary (also written to out_dir/summary.json).
 
     force: out_dir may hold an earlier run, whose files are replaced.
@@ -193,26 +207,26 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
     SIGTERM or a crash make it `interrupted` or `failed`), and every process
     the run started is stopped however it ends. While it runs, the folder is
     locked against a second run.
+
+    launch: runs the ServerApp on an engine that is already there (the
+    deployment engine: fleet.deploy hands in its Grid); None starts Flower's
+    simulation engine with the scenario's devices.
     """
     spec = device_spec(scenario)
     stream = load_stream(spec.dataset, data_dir=spec.data_dir, n_tasks=spec.n_tasks, seed=spec.seed,
                          max_per_class=spec.max_per_class)
     learner = Learner(spec.learner, stream.input_shape, stream.num_classes)
-    config = server_config(scenario, spec, learner)
+    config = replace(server_config(scenario, spec, learner), run_key=run_key(scenario, out_dir))
     ckpt = read_checkpoint(out_dir) if resume else None
     # everything that can fail on bad input has run: only now touch the output folder
     with folder_lock(out_dir):
         return _run(scenario, out_dir, spec, stream, learner, config, ckpt, on_round=on_round, verbose=verbose,
-                    client_app=client_app, force=force or resume, ray_address=ray_address)
+                    client_app=client_app, force=force or resume, ray_address=ray_address, launch=launch)
 
 
 def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream, learner: Learner,
          config: ServerConfig, ckpt: Checkpoint | None, *, on_round, verbose: bool, client_app, force: bool,
-         ray_address: str | None) -> dict:
-    from flwr.simulation import run_simulation
-
-    from clients.app import make_client_app
-
+         ray_address: str | None, launch: Launch | None) -> dict:
     world = make_world(scenario)
     ledger = Ledger(scenario.device_profiles())
     if ckpt is None:
@@ -255,15 +269,13 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
     quiet_flower(verbose)
     write_summary("running")
     run_started = time.perf_counter()
-    scratch = None if ray_address else ray_scratch()  # a cluster of the user's keeps its own files
-    with stopping(stopped, watch=True, scratch=scratch):
+    # a cluster of the user's, or the deployment engine, keeps its own files
+    scratch = None if ray_address or launch else ray_scratch()
+    with stopping(stopped, watch=launch is None, scratch=scratch):
         if done < config.rounds:
-            run_simulation(server_app=server_app,
-                           client_app=client_app or make_client_app(str(device_state_dir(out_dir)),
-                                                                    scenario.fleet.stock_devices()),
-                           num_supernodes=scenario.fleet.devices,
-                           backend_config=backend_config(scratch, ray_address),
-                           verbose_logging=verbose)
+            if launch is None:
+                launch = simulation(scenario, out_dir, client_app, backend_config(scratch, ray_address), verbose)
+            launch(server_app)
             if "result" not in sink:
                 raise RuntimeError("the Flower run ended without a result (see the log with --verbose)")
         else:  # stopped after its last round was checkpointed, before it was written up
@@ -278,6 +290,18 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
     remove_checkpoint(out_dir)
     write_plots(scenario, spec, world, ledger, rounds_csv.rows, summary, out_dir)
     return summary
+
+
+def simulation(scenario: Scenario, out_dir: Path, client_app, backend: dict, verbose: bool) -> Launch:
+    """Flower's simulation engine: one SuperNode per device, each with its own state folder."""
+    from flwr.simulation import run_simulation
+
+    from clients.app import make_client_app
+
+    app = client_app or make_client_app(str(device_state_dir(out_dir)), scenario.fleet.stock_devices())
+    return lambda server_app: run_simulation(server_app=server_app, client_app=app,
+                                             num_supernodes=scenario.fleet.devices, backend_config=backend,
+                                             verbose_logging=verbose)
 
 
 def wall_breakdown(strategy: SparseFedAvg, evaluator: Evaluator, started: float, ended: float) -> dict:

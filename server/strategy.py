@@ -54,10 +54,12 @@ class ServerConfig:
     seed: int = 0
     devices: int = 0                       # the fleet's size (device ids 0..devices-1); 0: unknown
     device_spec: str = "{}"                # JSON sent to every device (clients.device.DeviceSpec)
+    run_key: str = ""                      # names the run to devices (their state subfolder)
     # for plain Flower clients (nodes that do not answer the device query): the model's integer
     # buffers (BatchNorm's num_batches_tracked), sent as zeros so that a strict load_state_dict
     # takes the arrays, and the training settings sent in their config (lr, local-epochs)
     counters: tuple[str, ...] = ()
+    statistics: tuple[str, ...] = ()       # floating buffers (BatchNorm running mean and variance)
     plain_config: dict = field(default_factory=dict)
 
 
@@ -124,15 +126,19 @@ def sample_size(config: ServerConfig, available: int) -> int:
 
 
 def project_onto(weights: dict[str, np.ndarray], global_masks: dict[str, np.ndarray],
-                 masked: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+                 masked: tuple[str, ...], statistics: tuple[str, ...] = ()
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """A dense update from a plain client, kept only where the global mask keeps weights.
 
     Averaged as it came, its dense values would count everywhere and the
     re-sparsification would pick the top magnitudes of a dense tensor: one
     plain client would replace the fleet's mask (issue 9 reports 96.8% falling to 6.5%).
-    Projected, it trains the sparse model the SparCL devices train.
+    Projected, it trains the sparse model the SparCL devices train. Its
+    normalisation `statistics` (BatchNorm's running mean and variance) were
+    measured on its dense network, not on the sparse one: they count for nothing.
     """
     masks = {n: global_masks[n].astype(bool) for n in masked if n in global_masks}
+    masks.update({n: np.zeros(np.shape(weights[n]), bool) for n in statistics if n in weights})
     return {n: (w * masks[n] if n in masks else w) for n, w in weights.items()}, masks
 
 
@@ -352,7 +358,7 @@ class SparseFedAvg(FedAvg):
                 budget = {f"budget-{k}": v for k, v in plans[device].items()}
                 content = {"arrays": arrays, "config": ConfigRecord({
                     "server-round": server_round, "device-spec": self.config.device_spec,
-                    "sim-time-s": float(self.sim_time_s), **budget})}
+                    "run-key": self.config.run_key, "sim-time-s": float(self.sim_time_s), **budget})}
             messages.append(Message(RecordDict(content),
                                     dst_node_id=by_device[device], message_type=MessageType.TRAIN,
                                     group_id=str(server_round)))
@@ -475,7 +481,8 @@ class SparseFedAvg(FedAvg):
                 log.warning("device %s: %s", device, err)
                 continue
             if self.config.sparsity is not None and plain:
-                weights, masks = project_onto(weights, self.global_masks, self.config.masked_names)
+                weights, masks = project_onto(weights, self.global_masks, self.config.masked_names,
+                                              self.config.statistics)
             accepted.append(Accepted(device, weights, masks, int(metrics.get("num-examples", 1)), metrics))
             reports.append(DeviceReport(device, flops, down, model_bytes(flat), memory, kernel, "ok",
                                         *measured_figures(metrics)))
