@@ -205,3 +205,14 @@ def test_a_plain_dense_update_is_projected_onto_the_global_mask():
     np.testing.assert_array_equal(masks["conv.weight"], mask)
     np.testing.assert_array_equal(weights["conv.weight"], dense["conv.weight"] * mask)
     assert "fc.bias" not in masks and np.array_equal(weights["fc.bias"], dense["fc.bias"])
+
+
+def test_a_plain_clients_normalisation_statistics_count_for_nothing_in_a_sparse_run():
+    """Measured on its dense network, its BatchNorm running statistics do not describe the sparse one."""
+    from server.strategy import project_onto
+
+    dense = {"conv.weight": np.ones((2, 2), np.float32), "bn.running_mean": np.full(3, 5.0, np.float32)}
+    weights, masks = project_onto(dense, {"conv.weight": np.eye(2, dtype=bool)}, ("conv.weight",),
+                                  statistics=("bn.running_mean",))
+    assert not masks["bn.running_mean"].any() and not weights["bn.running_mean"].any()
+    np.testing.assert_array_equal(weights["conv.weight"], np.eye(2, dtype=np.float32))
