@@ -4,7 +4,6 @@ configuration they write, the certificates they make, and their one-line errors.
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 
 import pytest
 from cryptography import x509
