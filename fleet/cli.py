@@ -54,8 +54,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from fleet.bench import BenchConfig, format_table, run_bench, total_epochs
 
-    if args.target != "sparcl":
-        raise InputError(f"bench target {args.target!r} is unknown (choose from: sparcl)")
     config = BenchConfig(
         dataset=args.dataset, data_dir=args.data_dir, method=args.method, sparsity=args.sparsity,
         seeds=parse_seeds(args.seeds), epochs=args.epochs, lr=args.lr, buffer_size=args.buffer_size,
@@ -75,6 +73,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         write_json(Path(args.json), report)
         print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_bench_kernels(args: argparse.Namespace) -> int:
+    """`fleet bench kernels`: measured speed-ups of sparse variants of the scenario's model (fleet.kernels_bench)."""
+    import shlex
+
+    from tqdm import tqdm
+
+    from fleet.kernels_bench import KernelsConfig, check_kernels_dir, format_table, parse_densities, run_kernels
+    from fleet.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario, simulate=False)
+    config = KernelsConfig(densities=parse_densities(args.densities),
+                           batch=scenario.train.batch_size if args.batch is None else args.batch,
+                           repeats=args.repeats, seconds=args.seconds, threads=args.threads)
+    out_dir = Path(args.out or f"{scenario.output}-kernels")
+    check_kernels_dir(out_dir, force=args.force)
+    command = shlex.join(["fleet", "bench", "kernels", args.scenario,
+                          "--densities", ",".join(f"{d:g}" for d in config.densities), "--batch", str(config.batch),
+                          "--repeats", str(config.repeats), "--seconds", f"{config.seconds:g}",
+                          "--threads", str(config.threads)])
+    with tqdm(unit="run", desc="kernels", disable=args.quiet, file=sys.stderr) as bar:
+        def on_start(total: int) -> None:
+            bar.reset(total=total)
+
+        report = run_kernels(scenario, config, out_dir, command=command, progress=lambda: bar.update(1),
+                             on_start=on_start)
+    print(format_table(report))
+    print(f"wrote {out_dir}/kernels.csv, kernels.json, speedup.yaml")
     return 0
 
 
@@ -502,8 +530,10 @@ def build_parser() -> ArgumentParser:
     state.add_argument("state_dir", help="a device's --state-dir (or a run's checkpoint/devices folder)")
     state.set_defaults(func=cmd_state)
 
-    bench = sub.add_parser("bench", help="dense method vs its SparCL version on one device")
-    bench.add_argument("target", help="what to benchmark: sparcl")
+    bench_sub = sub.add_parser("bench", help="benchmarks: sparcl (dense method vs its SparCL version on one "
+                               "device), kernels (measured sparse speed-ups for the time model)")
+    targets = bench_sub.add_subparsers(dest="target", required=True, metavar="TARGET", parser_class=ArgumentParser)
+    bench = targets.add_parser("sparcl", help="dense method vs its SparCL version on one device")
     bench.add_argument("--dataset", default="digits",
                        help="digits (embedded), synthetic, mnist, fashion-mnist, cifar10")
     bench.add_argument("--data-dir", default=None,
@@ -527,6 +557,20 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--json", default=None, help="write the report here")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(func=cmd_bench)
+
+    kernels = targets.add_parser("kernels", help="time dense, weight-masked and channel-compacted training of a "
+                                 "scenario's model; write a speed-up table for timing.kernels: sparse")
+    kernels.add_argument("scenario", help="scenario YAML (its model, data set and batch size)")
+    kernels.add_argument("--densities", default="1.0,0.5,0.25,0.1,0.05",
+                         help="comma-separated densities in (0, 1] (the share of weights or channels kept)")
+    kernels.add_argument("--batch", type=int, default=None, help="batch size (default: the scenario's)")
+    kernels.add_argument("--repeats", type=int, default=5, help="interleaved repeats of every measurement")
+    kernels.add_argument("--seconds", type=float, default=1.0, help="length of one timed run")
+    kernels.add_argument("--threads", type=int, default=1, help="torch threads (a simulated device gets one CPU)")
+    kernels.add_argument("--out", default=None, help="output folder (default: <scenario output>-kernels)")
+    kernels.add_argument("--force", action="store_true", help="replace a kernels benchmark the folder already holds")
+    kernels.add_argument("--quiet", action="store_true", help="no progress bar")
+    kernels.set_defaults(func=cmd_bench_kernels)
     return parser
 
 
