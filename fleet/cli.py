@@ -1,4 +1,4 @@
-"""The `fleet` command: run, compare and validate scenarios; benchmark SparCL.
+"""The `fleet` command: run, compare and validate scenarios; run real devices; benchmark SparCL and kernels.
 
 Thin glue: parse arguments into typed configs, call the library, print.
 Bad input ends with one line on stderr naming the culprit and exit status 2,
