@@ -13,6 +13,13 @@ affine), ReLU 1, max pooling k*k per output, average pooling 1 per input; their
 training cost is 3x forward like the rest. Every example pushed through the
 model counts, buffer draws included; removed (DDR) examples do not.
 
+A layer run compacted (channel masks on the SmallCNN: only live output and
+input channels are computed) has effective density c = live_out share x
+live_in share (`compacted_densities`) and costs (c + c + min(g, c)) F: every
+one of its three passes runs on the compacted tensor. Its norms, activations
+and pooling are still counted dense (a slight overcount, small beside the
+convolutions).
+
 Memory is an estimate of peak training memory as on-device training work writes
 it: weights + gradients of the updated weights + optimizer state + saved
 activations + replay buffer. Masked layers are modelled as stored sparse
@@ -111,14 +118,36 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...]) -> ModelCost:
 
 
 def training_flops_per_example(cost: ModelCost, weight_density: dict[str, float],
-                               grad_density: dict[str, float]) -> float:
-    """RigL training FLOPs of one example: sum over layers of (d + d + g) x F, plus the dense rest."""
+                               grad_density: dict[str, float],
+                               compacted: dict[str, float] | None = None) -> float:
+    """RigL training FLOPs of one example: sum over layers of (d + d + g) x F, plus the dense rest.
+
+    `compacted`: layer name -> effective density of each layer run compacted
+    (see compacted_densities); such a layer costs (c + c + min(g, c)) x F.
+    """
     total = 3.0 * cost.elementwise_flops
+    compacted = compacted or {}
     for layer in cost.layers:
+        if layer.name in compacted:
+            c = compacted[layer.name]
+            total += (2.0 * c + min(grad_density.get(layer.name, c), c)) * layer.forward_flops
+            continue
         d = weight_density.get(layer.name, 1.0)
         g = grad_density.get(layer.name, d)
         total += (2.0 * d + g) * layer.forward_flops
     return total
+
+
+def compacted_densities(channel_density: dict[str, float], inputs: dict[str, str | None]) -> dict[str, float]:
+    """Effective density of each compacted layer: its live output share x its live input share.
+
+    `inputs` (clients.backbones.compacted_inputs) names, per compacted layer,
+    the masked layer whose live channels are its input (None: whole input);
+    `channel_density` is each masked layer's live channel share (a layer not
+    in it, such as the head, keeps all its output channels).
+    """
+    return {name: channel_density.get(name, 1.0) * (1.0 if source is None else channel_density.get(source, 1.0))
+            for name, source in inputs.items()}
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,22 @@
 As in the SparCL reference, only 3x3 convolutions are masked. The stem, the 1x1
 shortcuts, the classifier head and the norms stay dense: they are a small share
 of the FLOPs and pruning them hurts accuracy most.
+
+Under channel masks (clients.sparcl.tdm, granularity `channel`) the SmallCNN can
+run compacted: given each masked convolution's live output channels
+(`set_live_channels`), its forward uses only those channels, so the FLOPs saved
+are really skipped even on dense kernels. It indexes the full parameters
+(index_select), so autograd gives gradients on the full tensors (zero for dead
+entries) and the optimizer and masks keep working on them. The ResNets run the
+masked dense step under channel masks: a residual addition joins channels of
+two paths, so one block's dead channels are not the next one's, and compacting
+them is a different problem.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from clients.errors import InputError
@@ -43,9 +54,74 @@ class SmallCNN(nn.Module):
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
         self.head = nn.Linear(2 * width, num_classes)
+        self.live_channels: dict[str, torch.Tensor] | None = None  # see set_live_channels
+
+    def set_live_channels(self, live: dict[str, torch.Tensor] | None) -> None:
+        """Run compacted from now on: masked conv weight name -> indices of its live output channels
+        (None: dense). Only the caller knows when masks change, so it calls this after each change."""
+        self.live_channels = None if live is None else {name: idx.clone() for name, idx in live.items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.live_channels is not None:
+            return self._compact_forward(x)
         return self.head(self.features(self.stem(x)))
+
+    def _compact_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function as the dense forward on channel-masked weights, computed on live channels only.
+
+        A dead channel outputs exactly 0 there (its weights and its norm's scale
+        and shift are 0), and the next layer's weights on it multiply 0: leaving
+        both out changes nothing but the work.
+        """
+        x = self.stem(x)
+        live_in: torch.Tensor | None = None  # the channels x holds, as indices into the full layer; None: all
+        for i, block in enumerate(self.features):
+            if not isinstance(block, nn.Sequential):  # pooling, flatten: per channel
+                x = block(x)
+                continue
+            conv, norm, act = block
+            live_out = self.live_channels.get(f"features.{i}.0.weight")
+            x = F.conv2d(x, compact_weight(conv.weight, live_out, live_in), None, conv.stride, conv.padding)
+            x = act(compact_batch_norm(norm, x, live_out))
+            live_in = live_out
+        return F.linear(x, compact_weight(self.head.weight, None, live_in), self.head.bias)
+
+
+def compact_weight(weight: torch.Tensor, live_out: torch.Tensor | None,
+                   live_in: torch.Tensor | None) -> torch.Tensor:
+    """weight[live_out][:, live_in], differentiable into the full weight (None: all of that dimension)."""
+    if live_out is not None:
+        weight = weight.index_select(0, live_out)
+    if live_in is not None:
+        weight = weight.index_select(1, live_in)
+    return weight
+
+
+def compact_batch_norm(norm: nn.BatchNorm2d, x: torch.Tensor, live: torch.Tensor | None) -> torch.Tensor:
+    """`norm` on the live channels `x` holds, its statistics kept as the dense step keeps them.
+
+    In training the live channels' running statistics are updated from the
+    batch and written back into the full buffers; a dead channel's batch mean
+    and variance are 0 in the dense step, so its running statistics decay by
+    the momentum factor, as here.
+    """
+    if live is None:
+        return norm(x)
+    weight, bias = norm.weight.index_select(0, live), norm.bias.index_select(0, live)
+    if not norm.track_running_stats:
+        return F.batch_norm(x, None, None, weight, bias, True, 0.0, norm.eps)
+    if not norm.training:
+        return F.batch_norm(x, norm.running_mean[live], norm.running_var[live], weight, bias, False, 0.0, norm.eps)
+    norm.num_batches_tracked.add_(1)
+    factor = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked)
+    mean, var = norm.running_mean[live], norm.running_var[live]  # copies, updated by batch_norm
+    out = F.batch_norm(x, mean, var, weight, bias, True, factor, norm.eps)
+    with torch.no_grad():
+        norm.running_mean.mul_(1.0 - factor)
+        norm.running_var.mul_(1.0 - factor)
+        norm.running_mean[live] = mean
+        norm.running_var[live] = var
+    return out
 
 
 class BasicBlock(nn.Module):
@@ -113,3 +189,38 @@ def masked_parameter_names(model: nn.Module) -> list[str]:
         and module.kernel_size == (3, 3)
         and not name.startswith("stem")
     ]
+
+
+def norm_after(model: nn.Module) -> dict[str, str]:
+    """Masked conv weight name -> the name of the BatchNorm that normalises its output.
+
+    From the backbones' structure: conv_bn_relu's `i.0` is followed by `i.1`, a
+    BasicBlock's conv1 by bn1 and conv2 by bn2. A masked conv without one (none
+    in these backbones) is left out.
+    """
+    modules = dict(model.named_modules())
+    pairs = {}
+    for weight_name in masked_parameter_names(model):
+        conv_name = weight_name.removesuffix(".weight")
+        parent, _, leaf = conv_name.rpartition(".")
+        follower = {"conv1": "bn1", "conv2": "bn2"}.get(leaf) or (str(int(leaf) + 1) if leaf.isdigit() else None)
+        norm_name = f"{parent}.{follower}" if parent else str(follower)
+        norm = modules.get(norm_name)
+        if isinstance(norm, nn.BatchNorm2d) and norm.num_features == modules[conv_name].out_channels:
+            pairs[weight_name] = norm_name
+    return pairs
+
+
+def compacted_inputs(model: nn.Module) -> dict[str, str | None]:
+    """For a model that runs compacted: each layer it compacts -> the masked conv whose live
+    channels are that layer's input (None: its input is whole). Empty for models that do not."""
+    if not isinstance(model, SmallCNN):
+        return {}
+    chain: dict[str, str | None] = {}
+    previous = None
+    for i, block in enumerate(model.features):
+        if isinstance(block, nn.Sequential):
+            chain[f"features.{i}.0.weight"] = previous
+            previous = f"features.{i}.0.weight"
+    chain["head.weight"] = previous
+    return chain

@@ -37,15 +37,24 @@ MIN_BUFFER = 16    # the smallest replay buffer it shrinks to (a shrunk buffer s
 
 @dataclass(frozen=True)
 class KernelModel:
-    """How a device's kernels turn a masked layer's density into time."""
+    """How a device's kernels turn a masked layer's density into time.
+
+    `compaction`: the speed-up of a layer run compacted (channel masks: a
+    physically smaller dense layer), by the share of its FLOPs it no longer
+    runs. Small layers run at a lower rate than big ones, so a layer with a
+    tenth of the FLOPs is not ten times faster; `fleet bench kernels`
+    measures the table. Empty: the ideal, 1 / (FLOPs share).
+    """
 
     kind: str = "dense"
     speedup: tuple[tuple[float, float], ...] = ()  # (sparsity, speed-up over dense), increasing sparsity
+    compaction: tuple[tuple[float, float], ...] = ()  # (FLOPs sparsity, speed-up) of compacted layers
 
     def __post_init__(self) -> None:
         if self.kind not in KERNELS:
             raise InputError(f"kernels {self.kind!r} is unknown (choose from: {', '.join(KERNELS)})")
         check_speedup_table(self.speedup, "speedup")
+        check_speedup_table(self.compaction, "compaction speedup")
         if self.kind == "sparse" and not self.speedup:
             raise InputError("kernels 'sparse' needs a speedup table of (sparsity, speed-up) points")
 
@@ -53,12 +62,22 @@ class KernelModel:
         """How many times faster than dense a masked layer of this density runs."""
         if self.kind == "dense" or not self.speedup:
             return 1.0
-        sparsity = 1.0 - density
-        points = ((0.0, 1.0), *self.speedup)
-        for (s0, v0), (s1, v1) in zip(points, points[1:]):
-            if sparsity <= s1:
-                return v0 + (v1 - v0) * max(0.0, sparsity - s0) / (s1 - s0)
-        return points[-1][1]
+        return table_speedup(self.speedup, 1.0 - density)
+
+    def compacted_speedup(self, share: float) -> float:
+        """How many times faster than dense a compacted layer that runs `share` of its FLOPs is."""
+        if not self.compaction:
+            return 1.0 / max(share, 1e-12)
+        return min(table_speedup(self.compaction, 1.0 - share), 1.0 / max(share, 1e-12))
+
+
+def table_speedup(table: Sequence[Sequence[float]], sparsity: float) -> float:
+    """A speed-up table read at `sparsity`: piecewise linear through (0, 1); the last point holds beyond."""
+    points = ((0.0, 1.0), *table)
+    for (s0, v0), (s1, v1) in zip(points, points[1:]):
+        if sparsity <= s1:
+            return v0 + (v1 - v0) * max(0.0, sparsity - s0) / (s1 - s0)
+    return points[-1][1]
 
 
 def check_speedup_table(table: Sequence[Sequence[float]], what: str) -> None:
@@ -80,14 +99,24 @@ def check_speedup_table(table: Sequence[Sequence[float]], what: str) -> None:
         last, last_speedup = sparsity, speedup
 
 
-def kernel_flops_per_example(cost: ModelCost, densities: dict[str, float], kernels: KernelModel) -> float:
+def kernel_flops_per_example(cost: ModelCost, densities: dict[str, float], kernels: KernelModel,
+                             compacted: dict[str, float] | None = None) -> float:
     """FLOPs the device's kernels execute per training example: what its time is made of.
 
     Every layer costs 3F (forward, input gradient, weight gradient) as dense
-    kernels run it; a masked layer under sparse kernels costs 3F / speedup.
+    kernels run it; a masked layer under sparse kernels costs 3F / speedup. A
+    layer run compacted (`compacted`: name -> live_out x live_in share, see
+    clients.accounting.compacted_densities) costs 3F / the kernel model's
+    compaction speed-up for that share under any kernels: its smaller tensors
+    are dense, so the saving is real on dense kernels, though smaller than the
+    FLOPs saved.
     """
     total = 3.0 * cost.elementwise_flops
+    compacted = compacted or {}
     for layer in cost.layers:
+        if layer.name in compacted:
+            total += 3.0 * layer.forward_flops / kernels.compacted_speedup(compacted[layer.name])
+            continue
         d = densities.get(layer.name)
         total += 3.0 * layer.forward_flops / (1.0 if d is None else kernels.layer_speedup(d))
     return total

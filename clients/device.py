@@ -150,7 +150,8 @@ def budget_from_config(config: dict) -> tuple[RoundBudget, float | None]:
     it): its update is lost and the state it persisted before the round stays.
     """
     speedup = tuple(tuple(p) for p in json.loads(str(config.get("budget-speedup", "[]"))))
-    kernels = KernelModel(str(config.get("budget-kernels", "dense")), speedup)
+    compaction = tuple(tuple(p) for p in json.loads(str(config.get("budget-compaction", "[]"))))
+    kernels = KernelModel(str(config.get("budget-kernels", "dense")), speedup, compaction)
     compute = config.get("budget-compute-flops")
     fail = config.get("budget-fail-after-flops")
     memory = config.get("budget-memory-bytes")

@@ -48,6 +48,7 @@ class BenchConfig:
     mask_other_classes: bool = True
     max_per_class: int | None = None
     equal_flops: bool = True  # also run the dense method at SparCL's FLOPs (fewer epochs)
+    granularity: str = "weight"  # TDM masks single weights, or whole channels (compacted where the model can)
 
     def __post_init__(self) -> None:
         if self.ablation not in ABLATIONS:
@@ -58,7 +59,7 @@ class BenchConfig:
 
 def sparcl_variants(config: BenchConfig) -> dict[str, SparCLConfig]:
     """The SparCL configurations an ablation setting asks for, by component label."""
-    tdm = TDMConfig(sparsity=config.sparsity)
+    tdm = TDMConfig(sparsity=config.sparsity, granularity=config.granularity)
     ddr, dgm = DDRConfig(), DGMConfig(keep=config.dgm_keep)
     variants = {
         "tdm": SparCLConfig(tdm=tdm, ddr=None, dgm=None),

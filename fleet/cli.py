@@ -59,7 +59,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         seeds=parse_seeds(args.seeds), epochs=args.epochs, lr=args.lr, buffer_size=args.buffer_size,
         width=args.width, ablation=args.ablation, dgm_keep=args.dgm_keep,
         mask_other_classes=not args.no_class_mask, max_per_class=args.max_per_class,
-        equal_flops=not args.no_equal_flops,
+        equal_flops=not args.no_equal_flops, granularity=args.granularity,
     )
     _validate_bench(config)
     if args.json:
@@ -139,7 +139,7 @@ def _validate_bench(config) -> None:
     if config.epochs > MAX_BENCH_EPOCHS:
         raise InputError(f"--epochs must be at most {MAX_BENCH_EPOCHS:,}, got {excerpt(config.epochs)}")
     MethodConfig(name=config.method, buffer_size=config.buffer_size)
-    TDMConfig(sparsity=config.sparsity)
+    TDMConfig(sparsity=config.sparsity, granularity=config.granularity)
     TrainConfig(epochs_per_task=config.epochs, lr=config.lr)
     if config.dataset in INPUT_SHAPES:  # an unknown name is reported by load_stream below
         model, buffer = learner_bytes(config.dataset, "auto", config.width, config.buffer_size, config.method)
@@ -548,6 +548,8 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--buffer-size", type=int, default=200)
     bench.add_argument("--width", type=int, default=None, help="backbone width (default per backbone)")
     bench.add_argument("--ablation", default="full", help="full, tdm, tdm+ddr, tdm+dgm, or all (each in turn)")
+    bench.add_argument("--granularity", default="weight",
+                       help="TDM masks: weight (single weights, the reference) or channel (whole output channels)")
     bench.add_argument("--dgm-keep", type=float, default=0.2, help="share of gradient entries DGM keeps")
     bench.add_argument("--no-class-mask", action="store_true",
                        help="do not mask other tasks' logits in the current-task loss")

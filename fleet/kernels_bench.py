@@ -1,8 +1,11 @@
 """`fleet bench kernels`: how much faster a sparse network really trains on this machine, for the time model.
 
-The time model (clients.budget.KernelModel) needs a table of speed-ups by
-sparsity for `kernels: sparse`; the built-in one is the SparCL paper's phone
-figures. This measures one for the machine it runs on, on the scenario's model:
+The time model (clients.budget.KernelModel) needs to know how much faster a
+layer run compacted (`sparcl.granularity: channel`) trains: small dense layers
+run at a lower rate than big ones, so a tenth of the FLOPs is not a tenth of
+the time. This measures the table (`timing.compaction_speedup`; the built-in
+one, fleet.profiles.MEASURED_COMPACTION_SPEEDUP, came from here) for the
+machine it runs on, on the scenario's model:
 
 - `dense`: the model as built, the reference.
 - `weight-masked`: unstructured magnitude masks on every masked 3x3 convolution
@@ -23,8 +26,9 @@ is timed once per repeat, round-robin, so machine noise hits all alike.
 Channel compaction at channel density d leaves the middle convolutions about d^2
 of their weights and FLOPs, so a speed-up is keyed by `kernel_sparsity`: the
 share of the masked convolutions' FLOPs the variant no longer runs (for the
-weight masks, the weight sparsity). That is the sparsity KernelModel's table
-means (what a masked layer's density saves), so speedup.yaml uses it, not 1 - d.
+weight masks, the weight sparsity). That is the sparsity KernelModel's
+compaction table means (the share of a compacted layer's FLOPs it saves), so
+speedup.yaml uses it, not 1 - d.
 """
 
 from __future__ import annotations
@@ -373,8 +377,8 @@ def speedup_yaml(table: Sequence[tuple[float, float]], source: Sequence[str]) ->
     head = "".join(f"# {' '.join(line.split())}\n" for line in source)
     if not table:
         return head + "# no density below 1 was measured: no speed-up table to give\n"
-    KernelModel("sparse", tuple(table))  # what the scenario will build from it
-    body = {"timing": {"kernels": "sparse", "speedup": {s: v for s, v in table}}}
+    KernelModel(compaction=tuple(table))  # what the scenario will build from it
+    body = {"timing": {"compaction_speedup": {s: v for s, v in table}}}
     return head + yaml.safe_dump(body, sort_keys=False)
 
 

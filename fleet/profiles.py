@@ -36,6 +36,14 @@ HPL_TRAIN_EFFICIENCY = 0.3
 # table for `timing.kernels: sparse`; a kernel table measured on the device beats it.
 PAPER_SPARSE_SPEEDUP = ((0.9, 2.3), (0.95, 3.1))
 
+# Speed-ups of compacted (channel-masked) layers over dense, by the share of their FLOPs they
+# no longer run: measured with `fleet bench kernels scenarios/quickstart.yaml` (the quickstart's
+# SmallCNN, batch 32, one torch 2.13 thread on this project's 2-core AMD EPYC, median of 5;
+# results/kernels/). Whole-model ratios (the stem and norms stay dense), so a layer alone gains
+# a little more. The default for `sparcl.granularity: channel`; `timing.compaction_speedup`
+# takes a table measured on the device (`fleet bench kernels` writes one).
+MEASURED_COMPACTION_SPEEDUP = ((0.7273, 2.437), (0.9205, 4.589), (0.9828, 6.338), (0.9937, 7.065))
+
 AVAILABILITY_MODELS = ("always", "bernoulli", "onoff")
 
 
@@ -655,6 +663,7 @@ __all__ = [
     "FIGURES",
     "HPL_TRAIN_EFFICIENCY",
     "PAPER_SPARSE_SPEEDUP",
+    "MEASURED_COMPACTION_SPEEDUP",
     "PROFILES",
     "PROFILE_SOURCES",
     "REQUIRED_FIGURES",

@@ -85,7 +85,8 @@ def server_config(scenario: Scenario, spec: DeviceSpec, learner: Learner) -> Ser
     return ServerConfig(
         rounds=f.rounds, devices_per_round=scenario.sample_size(), min_available=f.min_available,
         aggregation=f.aggregation, resparsify=f.resparsify, sparsity=sp.sparsity if sparse else None,
-        masked_names=tuple(learner.masked_names) if sparse else (), value_dtype=f.value_dtype,
+        masked_names=tuple(learner.masked_names) if sparse else (), granularity=sp.granularity,
+        value_dtype=f.value_dtype,
         round_timeout_s=f.round_timeout_s, seed=scenario.seed, devices=scenario.fleet.devices,
         device_spec=spec.to_json(), counters=counters, statistics=statistics,
         plain_config={"lr": t.lr, "local-epochs": t.local_epochs, "batch-size": t.batch_size},

@@ -70,11 +70,12 @@ from clients.errors import InputError, excerpt
 from clients.sparcl.ddr import DDRConfig
 from clients.sparcl.dgm import DGMConfig
 from clients.sparcl.learner import LearnerConfig, SparCLConfig, TrainConfig
-from clients.sparcl.tdm import TDMConfig
+from clients.sparcl.tdm import GRANULARITIES, TDMConfig
 from fleet.profiles import (
     AVAILABILITY_MODELS,
     BUDGETS,
     FIGURES,
+    MEASURED_COMPACTION_SPEEDUP,
     PAPER_SPARSE_SPEEDUP,
     PROFILE_SOURCES,
     PROFILES,
@@ -184,6 +185,8 @@ class SparCLSpec:
     ddr: bool = True  # dynamic data removal
     dgm: bool = True  # dynamic gradient masking
     dgm_keep: float = rule(0.2, gt=0, le=1)
+    # TDM masks single weights, or whole output channels (the SmallCNN then trains compacted)
+    granularity: str = rule("weight", choices=GRANULARITIES)
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,7 @@ class TimingSpec:
     offline_rate_per_s: float = rule(0.0, ge=0)  # rate of mid-round failures per simulated second
     kernels: str = rule("dense", choices=KERNELS)  # what a masked layer costs the devices (clients.budget)
     speedup: dict[float, float] | None = None  # sparse kernels: sparsity -> speed-up; default the paper's
+    compaction_speedup: dict[float, float] | None = None  # channel masks: FLOPs sparsity -> speed-up
     server_ingress_mbps: float | None = rule(None, gt=0)  # the server link all uploads share; None: unlimited
 
 
@@ -316,7 +320,7 @@ class Scenario:
         sp = self.sparcl
         if sp.enabled:
             sparcl = SparCLConfig(
-                tdm=TDMConfig(sparsity=sp.sparsity) if sp.tdm else None,
+                tdm=TDMConfig(sparsity=sp.sparsity, granularity=sp.granularity) if sp.tdm else None,
                 ddr=DDRConfig() if sp.ddr else None,
                 dgm=DGMConfig(keep=sp.dgm_keep) if sp.dgm else None,
             )
@@ -383,10 +387,12 @@ class Scenario:
         return self.budget_profiles()[self.timing.budget]
 
     def kernel_model(self) -> KernelModel:
-        """The devices' kernels; sparse kernels default to the SparCL paper's phone figures."""
+        """The devices' kernels; sparse kernels default to the SparCL paper's phone figures, compacted
+        (channel-masked) layers to the speed-ups `fleet bench kernels` measured here."""
         t = self.timing
         table = tuple(t.speedup.items()) if t.speedup else PAPER_SPARSE_SPEEDUP
-        return KernelModel(t.kernels, table if t.kernels == "sparse" else ())
+        compaction = tuple(t.compaction_speedup.items()) if t.compaction_speedup else MEASURED_COMPACTION_SPEEDUP
+        return KernelModel(t.kernels, table if t.kernels == "sparse" else (), compaction)
 
     @property
     def round_deadline_s(self) -> float | None:
@@ -858,6 +864,8 @@ def _resolve(s: Scenario, fail) -> Scenario:
     sp = s.sparcl
     if sp.enabled and not (sp.tdm or sp.ddr or sp.dgm):
         fail("sparcl.enabled is true but tdm, ddr and dgm are all false (set sparcl.enabled: false)")
+    if sp.granularity == "channel" and not (sp.enabled and sp.tdm):
+        fail("sparcl.granularity channel shapes TDM's masks: it needs sparcl.enabled and sparcl.tdm true")
 
     fe = s.federation
     per_round = fe.devices_per_round
@@ -887,6 +895,11 @@ def _resolve(s: Scenario, fail) -> Scenario:
         close = difflib.get_close_matches(s.timing.budget, list(budgets), n=1, cutoff=0.6)
         hint = f"did you mean '{close[0]}'? " if close else ""
         fail(f"timing.budget: unknown budget profile '{s.timing.budget}' ({hint}choose from: {', '.join(budgets)})")
+    if s.timing.compaction_speedup is not None:
+        try:
+            check_speedup_table(tuple(s.timing.compaction_speedup.items()), "timing.compaction_speedup")
+        except InputError as err:
+            fail(str(err))
     if s.timing.speedup is not None:
         try:
             check_speedup_table(tuple(s.timing.speedup.items()), "timing.speedup")

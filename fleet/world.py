@@ -139,7 +139,8 @@ class SimWorld:
             down_s = download_time_s(sizes[d], p)
             budget: dict[str, float | str] = {
                 "memory-bytes": float(p.memory_mb * MIB), "download-s": down_s, "kernels": self.kernels.kind,
-                "speedup": json.dumps(self.kernels.speedup), "gflops": p.train_flops_per_s / 1e9,
+                "speedup": json.dumps(self.kernels.speedup), "compaction": json.dumps(self.kernels.compaction),
+                "gflops": p.train_flops_per_s / 1e9,
             }
             if self.deadline_s is not None:
                 left = self.deadline_s - down_s - up_s

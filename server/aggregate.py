@@ -147,13 +147,39 @@ def top_k_mask(w: np.ndarray, k: int) -> np.ndarray:
     return mask.reshape(np.shape(w))
 
 
-def resparsify(weights: Weights, masked_names: list[str], sparsity: float) -> tuple[Weights, Masks]:
+GRANULARITIES = ("weight", "channel")
+
+
+def channel_keep_count(channels: int, sparsity: float) -> int:
+    """How many output channels survive: round(C_out * (1 - sparsity)), at least one as on the devices
+    (clients.sparcl.tdm.keep_count): a layer with no channel left would cut the network."""
+    return min(channels, max(1, round(channels * (1.0 - sparsity))))
+
+
+def top_k_channels(w: np.ndarray, k: int) -> np.ndarray:
+    """Mask of exactly the k output channels (axis 0) with the largest L1 norm, whole;
+    ties go to the lower channel index."""
+    w = np.asarray(w)
+    norms = np.abs(w.astype(np.float64)).reshape(w.shape[0], -1).sum(axis=1)
+    keep = np.zeros(w.shape[0], dtype=bool)
+    keep[np.argsort(-norms, kind="stable")[:k]] = True
+    return np.broadcast_to(keep.reshape(-1, *([1] * (w.ndim - 1))), w.shape).copy()
+
+
+def resparsify(weights: Weights, masked_names: list[str], sparsity: float,
+               granularity: str = "weight") -> tuple[Weights, Masks]:
     """Re-prune the named tensors to `sparsity` by magnitude after averaging.
 
     Averaging over clients densifies the model (the union of their masks); this
-    restores the target density. Returns (all weights, copied; masks of the named tensors).
+    restores the target density. `weight` keeps the largest-|w| entries;
+    `channel` keeps whole output channels, those with the largest L1 norm
+    (for channel-granular TDM; each device zeroes the norms of the dropped
+    channels when it applies the masks). Returns (all weights, copied; masks of
+    the named tensors).
     """
     s = _check_sparsity(sparsity)
+    if granularity not in GRANULARITIES:
+        raise InputError(f"granularity {granularity!r} is unknown (choose from: {', '.join(GRANULARITIES)})")
     unknown = [name for name in masked_names if name not in weights]
     if unknown:
         raise InputError(f"cannot resparsify unknown tensor {unknown[0]!r}")
@@ -163,6 +189,11 @@ def resparsify(weights: Weights, masked_names: list[str], sparsity: float) -> tu
         w = out[name]
         if not np.all(np.isfinite(w)):
             raise InputError(f"cannot resparsify {name!r}: it holds NaN or Inf")
-        masks[name] = top_k_mask(w, keep_count(w.size, s))
+        if granularity == "channel":
+            if w.ndim == 0 or w.shape[0] == 0:
+                raise InputError(f"cannot resparsify {name!r} by channel: it has no output channels")
+            masks[name] = top_k_channels(w, channel_keep_count(w.shape[0], s))
+        else:
+            masks[name] = top_k_mask(w, keep_count(w.size, s))
         w[~masks[name]] = 0
     return out, masks

@@ -48,6 +48,7 @@ class ServerConfig:
     resparsify: bool = True
     sparsity: float | None = None          # target for re-sparsifying; None: a dense method
     masked_names: tuple[str, ...] = ()
+    granularity: str = "weight"            # re-sparsify single weights or whole output channels
     value_dtype: str = "float32"
     round_timeout_s: float = 600.0
     connect_timeout_s: float = 120.0
@@ -500,6 +501,6 @@ class SparseFedAvg(FedAvg):
         if self.config.sparsity is None or not names:
             return weights, {}
         if self.config.resparsify:
-            return resparsify(weights, names, self.config.sparsity)
+            return resparsify(weights, names, self.config.sparsity, self.config.granularity)
         union = union_mask([{n: m[n] for n in names} for _, m, _ in updates])
         return {n: (w * union[n] if n in union else w) for n, w in weights.items()}, union

@@ -182,3 +182,31 @@ def test_a_round_cut_short_resumes_from_its_saved_state(stream):
     assert isinstance(b.order, np.ndarray) and np.array_equal(a.order, b.order) and b.cursor == a.cursor
     wa, wb = a.train_round(2, budget), b.train_round(2, budget)
     assert wa.steps == wb.steps and torch.equal(a.model.stem[0].weight, b.model.stem[0].weight)
+
+
+def test_a_compacted_layer_is_as_fast_as_measured_never_faster_than_its_flops():
+    from clients.budget import table_speedup
+
+    measured = KernelModel(compaction=((0.75, 2.5), (0.9, 4.5)))
+    assert measured.compacted_speedup(0.1) == pytest.approx(4.5)        # 90% of the FLOPs saved: measured 4.5x
+    assert measured.compacted_speedup(0.175) == pytest.approx(3.5)      # between the points
+    assert measured.compacted_speedup(0.01) == pytest.approx(4.5)       # beyond the table: the last point
+    assert KernelModel(compaction=((0.5, 3.0),)).compacted_speedup(0.5) == pytest.approx(2.0)  # capped at 1/share
+    assert KernelModel().compacted_speedup(0.25) == pytest.approx(4.0)  # no table: the ideal
+    assert table_speedup(((0.9, 2.3),), 0.0) == 1.0
+
+
+def test_scenarios_cost_compacted_layers_by_the_measured_table_by_default():
+    import yaml
+
+    from fleet.profiles import MEASURED_COMPACTION_SPEEDUP
+    from fleet.scenario import parse_scenario
+
+    base = {"name": "c", "sparcl": {"granularity": "channel"}}
+    assert parse_scenario(base).kernel_model().compaction == MEASURED_COMPACTION_SPEEDUP
+    own = parse_scenario({**base, "timing": {"compaction_speedup": {0.5: 1.5}}}).kernel_model()
+    assert own.compaction == ((0.5, 1.5),)
+    with pytest.raises(InputError, match="timing.compaction_speedup"):
+        parse_scenario({**base, "timing": {"compaction_speedup": {0.5: 2.0, 0.9: 1.0}}})
+    with pytest.raises(InputError, match="sparcl.granularity channel"):
+        parse_scenario(yaml.safe_load("name: c\nsparcl: {granularity: channel, tdm: false}"))

@@ -6,6 +6,10 @@ off it is the dense rehearsal method. Training runs task by task and epoch by
 epoch (`begin_task`, `train_epoch`), so a federated client can train a few
 epochs per round and keep its place in the task between rounds; schedules are
 fractions of a task's epochs, so they work at 5 or at 50 epochs per task.
+
+Under channel-granular TDM a backbone that can (the SmallCNN) runs compacted,
+on its live channels only: the learner hands it the live channels after every
+mask change and counts the FLOPs the compacted layers really run.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ import numpy as np
 import torch
 
 from clients.accounting import (
-    MemoryEstimate, buffer_bytes, peak_memory, profile_model, training_flops_per_example,
+    MemoryEstimate, buffer_bytes, compacted_densities, peak_memory, profile_model, training_flops_per_example,
 )
 from clients.budget import Fit, KernelModel, RoundBudget, fit_memory, kernel_flops_per_example
-from clients.backbones import build_backbone, masked_parameter_names
+from clients.backbones import build_backbone, compacted_inputs, masked_parameter_names
 from clients.cl.methods import MethodConfig, build_method
 from clients.errors import InputError
 from clients.sparcl.ddr import DataRemoval, DDRConfig
@@ -131,6 +135,9 @@ class Learner:
         self.masked_names = masked_parameter_names(self.model)
         sp = config.sparcl
         self.masks = WeightMasks(self.model, self.masked_names, sp.tdm, self.generator) if sp.tdm else None
+        # layers run compacted -> the masked layer whose live channels are their input (empty: none)
+        self.compacted_inputs = compacted_inputs(self.model) if self.masks and self.masks.channel else {}
+        self._sync_compaction()
         self.dgm = GradientMasks(self.model, self.masked_names, sp.dgm) if sp.dgm else None
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.train.lr)
         self.batch_size = config.train.batch_size  # a memory budget may shrink it for a round
@@ -266,8 +273,14 @@ class Learner:
     def _mask_changed(self) -> None:
         """New weight masks: FLOPs per example change and DGM must re-derive its pattern."""
         self._costs = None
+        self._sync_compaction()
         if self.dgm:
             self.dgm.restart()
+
+    def _sync_compaction(self) -> None:
+        """A compacting backbone learns the live channels of the current masks."""
+        if self.compacted_inputs:
+            self.model.set_live_channels(self.masks.live_channels())
 
     # -- one optimisation step ---------------------------------------------
     def _step(self, idx: np.ndarray, keep_grads: bool) -> int:
@@ -312,8 +325,9 @@ class Learner:
         """Counted and kernel FLOPs per example and weight densities, recomputed when a mask changes."""
         if self._costs is None:
             densities = self.weight_densities()
-            self._costs = (training_flops_per_example(self.cost, densities, self.grad_densities()),
-                           kernel_flops_per_example(self.cost, densities, self.kernels), densities)
+            compacted = compacted_densities(densities, self.compacted_inputs)  # channel masks: live shares
+            self._costs = (training_flops_per_example(self.cost, densities, self.grad_densities(), compacted),
+                           kernel_flops_per_example(self.cost, densities, self.kernels, compacted), densities)
         return self._costs
 
     def _account(self, examples: int) -> None:
@@ -384,6 +398,7 @@ class Learner:
         self.generator.set_state(state["generator"])
         self.rng.bit_generator.state = state["rng"]
         self._costs = None
+        self._sync_compaction()
 
     def attach(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Give a restored learner its current task's training data."""
@@ -414,7 +429,10 @@ class Learner:
                 if t.is_floating_point()}
 
     def masks_numpy(self) -> dict[str, np.ndarray]:
-        return {n: m.numpy().copy() for n, m in self.masks.masks.items()} if self.masks else {}
+        """The weight masks, and under channel granularity the live channels of the norms after them."""
+        if not self.masks:
+            return {}
+        return {n: m.numpy().copy() for n, m in {**self.masks.masks, **self.masks.norm_masks()}.items()}
 
     def to_bytes(self) -> bytes:
         """The state as a torch file of tensors, numbers, strings and containers only.
