@@ -32,7 +32,7 @@ background() {  # background NAME COMMAND...: in its own process group, output t
   PIDS+=("$LAST")
 }
 wait_for() {  # wait_for FILE TEXT
-  until grep -q "$2" "$1" 2>/dev/null; do sleep 1; done
+  until grep -aq "$2" "$1" 2>/dev/null; do sleep 1; done
 }
 device() {  # device ID EXTRA...
   local id=$1; shift
@@ -49,28 +49,29 @@ exec > >(sed -u "s|$WORK|<work>|g" | tee "$OUT.txt") 2>&1
   background coordinator "$FLEET" coordinator --certs "$WORK/certs" --host 127.0.0.1 --port "$PORT" \
     --home "$WORK/coordinator"
   wait_for "$WORK/coordinator.log" "coordinator ready"
-  grep -v "INFO\|WARNING\|^ " "$WORK/coordinator.log"
+  grep -av "INFO\|WARNING\|^ " "$WORK/coordinator.log"
 
   echo; echo "# the devices (on a Pi: copy ca.crt and its node-<id>.key there first)"
   device 0 --profile rpi4
   device 1 --profile rpi4 --stand-in
   DEVICE1=$LAST
   wait_for "$WORK/device-0.log" "SuperNode ID"; wait_for "$WORK/device-1.log" "SuperNode ID"
-  grep -h "torch\|^\\$" "$WORK/device-0.log"
+  grep -ah "torch\|^\\$" "$WORK/device-0.log"
 
   echo; echo "# the run"
   background submit "$FLEET" submit scenarios/pi_pair.yaml --out "$OUT"
   until (( $(rows) >= 4 )); do sleep 1; done
   echo; echo "# after round 4: device 1's newest state, then it is killed (SIGKILL) and restarted"
   say fleet state pi-1/state; "$FLEET" state "$WORK/pi-1/state"
-  say "kill -KILL <device 1>"; kill -KILL -- "-$DEVICE1"
+  say "kill -KILL <device 1's SuperNode and its wrapper>"  # a crash: no goodbye to the coordinator
+  pkill -KILL -P "$DEVICE1" || true; kill -KILL -- "-$DEVICE1"
   device 1 --profile rpi4 --stand-in
   started=$(date +%s)
-  until grep -q "^run .*: " "$WORK/submit.log"; do sleep 1; done
+  until grep -aq "^run .*: " "$WORK/submit.log"; do sleep 1; done
   grep "sparcl-fleet: \|^run " "$WORK/submit.log" | sed 's/^.*sparcl-fleet: /  /'
   echo; echo "# device 1's state at the end (it went on from the state above, not from scratch)"
   say fleet state pi-1/state; "$FLEET" state "$WORK/pi-1/state"
-  grep -h "refused\|SuperNode ID" "$WORK/device-1.log" | sed 's/^.*INFO[^:]*: */  /'
+  grep -ah "refused\|SuperNode ID" "$WORK/device-1.log" | sed 's/^.*INFO[^:]*: */  /'
   echo "  restart to end of run: $(( $(date +%s) - started )) s"
   echo; echo "# measured next to modelled (device_rounds.csv; device 0 real, device 1 a stand-in)"
   column -s, -t < "$OUT/device_rounds.csv" | cut -c1-200

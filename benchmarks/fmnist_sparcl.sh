@@ -23,6 +23,10 @@ if [[ "${1:-}" == "--width-probe" ]]; then  # the seed that collapses most at wi
   run width64_seed2 --sparsity 0.9 --seeds 2 --no-equal-flops
   exit
 fi
+if [[ "${1:-}" == "--granularity" ]]; then  # issue 10: e.g. --granularity channel 0.9 s090 (about 25 minutes)
+  run "$2_$4" --granularity "$2" --sparsity "$3" --seeds 0,1,2,3,4
+  exit
+fi
 if [[ "${1:-}" != "--ablation-only" ]]; then
   run derpp_s090 --sparsity 0.9 --seeds 0,1,2,3,4
   run derpp_s095 --sparsity 0.95 --seeds 0,1,2,3,4

@@ -74,13 +74,15 @@ def fleet_tables() -> str:
             rows.append(fleet_row(row["profile"], summary))
         out.append("`results/fmnist-budgets/` (SparCL-DER++, dense kernels)\n\n" + "\n".join(rows))
     tight = [(name, RESULTS / name / "summary.json") for name in
-             ("fmnist-tight-sparcl-dense-kernels", "fmnist-tight-sparcl-sparse-kernels", "fmnist-tight-derpp")]
+             ("fmnist-tight-sparcl-dense-kernels", "fmnist-tight-sparcl-sparse-kernels", "fmnist-tight-sparcl-channel",
+              "fmnist-tight-derpp")]
     if any(p.exists() for _, p in tight):
         rows = [FLEET_HEAD]
         for name, path in tight:
             if path.exists():
                 s = json.loads(path.read_text())
-                rows.append(fleet_row(f"{s['method']}, {s['kernels']} kernels", s))
+                masks = ", channel masks (compacted)" if name.endswith("channel") else ""
+                rows.append(fleet_row(f"{s['method']}, {s['kernels']} kernels{masks}", s))
         out.append("`results/fmnist-tight-*/` (budget tight)\n\n" + "\n".join(rows))
     quick = RESULTS / "quickstart" / "summary.json"
     if quick.exists():

@@ -82,9 +82,16 @@ class Fleet:
             self.seen |= {(process.pid, 0)} | descendants(process.pid)
 
     def kill(self, name: str) -> None:
+        """A crash: SIGKILL the device's SuperNode and everything under it, then its wrapper."""
         self.track()
-        os.killpg(self.processes[name].pid, signal.SIGKILL)
-        self.processes[name].wait()
+        process = self.processes[name]
+        for pid, _ in descendants(process.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
     def close(self) -> None:
         self.track()
