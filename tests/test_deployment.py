@@ -171,7 +171,9 @@ def test_secured_devices_join_an_unregistered_one_is_refused_and_a_killed_one_re
     per_device = data_rows(out / "device_rounds.csv")
     assert summary["status"] == "complete" and summary["rounds_completed"] == 5
     assert all(int(r["accepted"]) >= 1 for r in rounds)  # device 0 carried every round
-    assert sum(int(r["failed"]) + int(r["timed_out"]) for r in rounds) >= 1  # device 1's lost round
+    # a crash, not a goodbye: the coordinator still held device 1's connection and refused it at first;
+    # its messages wait under its registered node id, or come back as errors if its heartbeat ran out first
+    assert "the coordinator refused this device" in deployment.log("device-1")
     real = [r for r in per_device if r["device"] == "0"]
     assert len(real) == 5 and all(r["real"] == "1" and float(r["measured_compute_s"]) > 0
                                   and int(r["measured_peak_rss_bytes"]) > 2**20 for r in real)
