@@ -5,6 +5,8 @@ that the model can be checked against hardware.
 Peak memory is the process's high-water mark (getrusage's ru_maxrss). On a real device
 a SuperNode starts a fresh ClientApp process per message, so it is that round's peak;
 in simulation a Ray worker serves several devices and the figure is the worker's.
+Linux keeps ru_maxrss across fork and exec, so a process starts at its parent's
+mark: a ClientApp's peak (about 500 MB) is well above its launcher's.
 
 Energy comes from the Linux powercap interface (Intel RAPL: package energy in
 microjoules, wrapping at max_energy_range_uj). A Raspberry Pi has no energy counter

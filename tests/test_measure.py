@@ -20,13 +20,14 @@ def rapl(root: Path, name: str, energy_uj: int, range_uj: int = 262_143_328_850)
 
 
 def test_peak_rss_grows_with_what_the_process_touches():
-    """In a fresh process: a test process's high-water mark is whatever earlier tests reached."""
+    """In a fresh process, which starts with its parent's high-water mark (Linux keeps ru_maxrss across
+    fork and exec): it writes more than that mark, and the figure follows."""
     script = ("import numpy as np; from clients.measure import peak_rss_bytes; before = peak_rss_bytes(); "
-              "block = np.ones(256 * 2**20 // 8); print(before, peak_rss_bytes())")
+              "block = np.ones((before + 128 * 2**20) // 8); print(before, peak_rss_bytes())")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                           cwd=Path(__file__).parents[1])
     before, after = map(int, done.stdout.split())
-    assert before > 10 * 2**20 and after >= before + 192 * 2**20  # 256 MiB written
+    assert before > 10 * 2**20 and after >= before + 64 * 2**20
     assert peak_rss_bytes() > 10 * 2**20
 
 
