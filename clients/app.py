@@ -25,7 +25,7 @@ from flwr.clientapp import ClientApp
 
 from clients import state_store, stock
 from clients.device import DeviceSpec, budget_from_config, run_round
-from clients.records import from_arrays, to_arrays
+from clients.records import config_flag, from_arrays, to_arrays
 
 STATE_KEY = "sparcl-state"
 
@@ -65,7 +65,7 @@ def save_state(context: Context, folder: Path | None, server_round: int, blob: b
 
 def is_real(context: Context) -> bool:
     """A device on its own hardware (node config `real`), whose measured figures are its own."""
-    return str(context.node_config.get("real", "false")).lower() in ("true", "1", "yes")
+    return config_flag(context.node_config.get("real", False))
 
 
 def query(msg: Message, context: Context) -> Message:

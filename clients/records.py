@@ -1,4 +1,4 @@
-"""The wire format in Flower records: flat numpy dicts to and from an ArrayRecord.
+"""The wire format in Flower records: flat numpy dicts to and from an ArrayRecord, and config flags.
 
 Shared by the ClientApp and the server's strategy so that both sides convert
 the same way (ArrayRecord takes `Array`s, not bare numpy arrays).
@@ -16,3 +16,8 @@ def to_arrays(flat: dict[str, np.ndarray]) -> ArrayRecord:
 
 def from_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {k: a.numpy() for k, a in record.items()}
+
+
+def config_flag(value: object) -> bool:
+    """A yes/no value from a node or run config (TOML gives a bool; a command line may give text)."""
+    return str(value).lower() in ("true", "1", "yes")

@@ -20,10 +20,19 @@ from clients.errors import InputError
 
 MAX_STATE_BYTES = 4 << 30  # a learner state (model, masks, buffer) far above any edge device's memory
 _NAME = re.compile(r"round-(\d{1,9})\.pt")
+_DEVICE = re.compile(r"device-(\d{1,9})")
 
 
 def device_folder(root: Path, device: int) -> Path:
     return Path(root) / f"device-{int(device)}"
+
+
+def device_folders(root: Path) -> list[tuple[Path, int]]:
+    """(state root, device id) of every device folder anywhere under `root` (a run key may nest them)."""
+    if not Path(root).is_dir():
+        return []
+    return [(p.parent, int(m.group(1))) for p in sorted(Path(root).rglob("device-*"))
+            if p.is_dir() and (m := _DEVICE.fullmatch(p.name))]
 
 
 def state_rounds(root: Path, device: int) -> list[int]:

@@ -401,15 +401,13 @@ def cmd_state(args: argparse.Namespace) -> int:
     from clients import state_store
 
     root = Path(args.state_dir)
-    folders = sorted(root.rglob("device-*")) if root.is_dir() else []
     rows = []
-    for folder in folders:
-        device = int(folder.name.split("-", 1)[1]) if folder.name.split("-", 1)[1].isdigit() else None
-        rounds = state_store.state_rounds(folder.parent, device) if device is not None else []
+    for parent, device in state_store.device_folders(root):
+        rounds = state_store.state_rounds(parent, device)
         if rounds:
-            blob = state_store.load_state(folder.parent, device, rounds[-1] + 1)
-            rows.append({"folder": str(folder.relative_to(root)), "round": rounds[-1],
-                         **state_store.describe(blob)})
+            blob = state_store.load_state(parent, device, rounds[-1] + 1)
+            rows.append({"folder": str(state_store.device_folder(parent, device).relative_to(root)),
+                         "round": rounds[-1], **state_store.describe(blob)})
     if not rows:
         raise InputError(f"no device state under '{root}' (a device writes device-<id>/round-<r>.pt)")
     for row in rows:
@@ -436,6 +434,13 @@ def add_scenario_run_options(parser: argparse.ArgumentParser, default_out: str, 
                         help="replace the run an output folder already holds (refused without it)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one scenario value, e.g. --set timing.budget=tight (repeatable)")
+
+
+def add_timing_options(parser: argparse.ArgumentParser, repeats: int) -> None:
+    """The options of the commands that time training on this machine (calibrate, bench kernels)."""
+    parser.add_argument("--repeats", type=int, default=repeats, help="interleaved repeats of every measurement")
+    parser.add_argument("--seconds", type=float, default=1.0, help="length of one timed run")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (a simulated device gets one CPU)")
 
 
 def build_parser() -> ArgumentParser:
@@ -465,9 +470,7 @@ def build_parser() -> ArgumentParser:
     cal.add_argument("scenario", help="scenario YAML (its model, data and batch size)")
     cal.add_argument("--out", default=None, help="output folder (default: <scenario output>-calibration)")
     cal.add_argument("--batches", default="8,32,128", help="batch sizes to time (the scenario's must be one)")
-    cal.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every measurement")
-    cal.add_argument("--seconds", type=float, default=1.0, help="length of one timed run")
-    cal.add_argument("--threads", type=int, default=1, help="torch threads (a simulated device gets one CPU)")
+    add_timing_options(cal, repeats=3)
     cal.add_argument("--base", default="rpi4", help="profile whose other figures (memory, links, power) it keeps")
     cal.add_argument("--force", action="store_true", help="replace a calibration the folder already holds")
     cal.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -566,9 +569,7 @@ def build_parser() -> ArgumentParser:
     kernels.add_argument("--densities", default="1.0,0.5,0.25,0.1,0.05",
                          help="comma-separated densities in (0, 1] (the share of weights or channels kept)")
     kernels.add_argument("--batch", type=int, default=None, help="batch size (default: the scenario's)")
-    kernels.add_argument("--repeats", type=int, default=5, help="interleaved repeats of every measurement")
-    kernels.add_argument("--seconds", type=float, default=1.0, help="length of one timed run")
-    kernels.add_argument("--threads", type=int, default=1, help="torch threads (a simulated device gets one CPU)")
+    add_timing_options(kernels, repeats=5)
     kernels.add_argument("--out", default=None, help="output folder (default: <scenario output>-kernels)")
     kernels.add_argument("--force", action="store_true", help="replace a kernels benchmark the folder already holds")
     kernels.add_argument("--quiet", action="store_true", help="no progress bar")

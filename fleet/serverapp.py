@@ -23,6 +23,8 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from clients.records import config_flag
+
 APP_DIR = Path(__file__).resolve().parents[1]
 log = logging.getLogger("flwr")
 
@@ -32,10 +34,6 @@ def resolve_scenario(name: str) -> Path:
     if path.is_absolute() or path.exists():
         return path
     return APP_DIR / path
-
-
-def truthy(value) -> bool:
-    return str(value).lower() in ("true", "1", "yes")
 
 
 app = ServerApp()
@@ -56,7 +54,8 @@ def main(grid: Grid, context: Context) -> None:
         log.info("sparcl-fleet: round %s: %s of %s sampled devices accepted, Class-IL %s%%", row["round"],
                  row["accepted"], row["sampled"], row.get("class_il_accuracy"))
 
-    summary = run_scenario(scenario, out, on_round=on_round, verbose=True, force=truthy(config.get("force")),
-                           resume=truthy(config.get("resume")), launch=lambda server_app: server_app(grid, context))
+    summary = run_scenario(scenario, out, on_round=on_round, verbose=True,
+                           force=config_flag(config.get("force")), resume=config_flag(config.get("resume")),
+                           launch=lambda server_app: server_app(grid, context))
     log.info("sparcl-fleet: %s, final Class-IL %s%% after %s rounds; wrote %s", summary["status"],
              summary["final_accuracy"], summary["rounds_completed"], out)

@@ -82,3 +82,16 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_starts(tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") <= 2, err  # an --insecure warning may precede it
     assert not (tmp_path / "x" / "superlink.db").exists()
+
+
+def test_fleet_state_describes_each_devices_newest_state_under_run_folders(tmp_path, capsys):
+    from clients import state_store
+    from clients.sparcl.learner import Learner, LearnerConfig
+
+    learner = Learner(LearnerConfig(width=4), (1, 8, 8), 10)
+    for r in (1, 2):
+        state_store.save_state(tmp_path / "run-abc", 3, r, learner.to_bytes())
+    (tmp_path / "run-abc" / "device-x").mkdir()  # not a device folder
+    assert main(["state", str(tmp_path)]) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith("folder=run-abc/device-3 round=2 task=") and "buffer_seen=0" in line
