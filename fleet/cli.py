@@ -331,12 +331,15 @@ def run_failed(summary: dict) -> bool:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from fleet.compare import compare, format_table, variant_dirs, variants
-    from fleet.report import check_output_dir, plot_accuracy_time, plot_comparison
+    from fleet.compare import (compare, format_paired, format_table, over_seeds, paired_over_seeds, variant_dirs,
+                               variants)
+    from fleet.report import check_output_dir, plot_accuracy_time, plot_comparison, write_csv
 
     scenario = load_scenario_with_sets(args)
     profiles = [p.strip() for p in args.profiles.split(",") if p.strip()] if args.profiles else None
-    chosen = variants(scenario, profiles, args.vary)
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    labels = variants(scenario, profiles, args.vary)
+    chosen = over_seeds(labels, seeds) if seeds else labels
     out_dir = Path(args.out or f"{scenario.output}-compare")
     for folder in (out_dir, *variant_dirs(out_dir, chosen)):
         check_output_dir(folder, force=args.force)
@@ -348,7 +351,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     plot_comparison(rows, out_dir / "comparison.png", f"{scenario.name}: variants compared")
     plot_accuracy_time({r["profile"]: r["curve"] for r in rows}, out_dir / "accuracy_time.png",
                        f"{scenario.name}: accuracy against simulated time")
-    print(f"wrote {out_dir}/comparison.csv, comparison.png, accuracy_time.png and one folder per variant")
+    written = "comparison.csv, comparison.png, accuracy_time.png"
+    if seeds:
+        summary = paired_over_seeds(rows, list(labels), seeds)
+        print(format_paired(summary))
+        write_csv(out_dir / "paired.csv", summary, list(summary[0]))
+        written += ", paired.csv"
+    print(f"wrote {out_dir}/{written} and one folder per variant")
     return 0
 
 
@@ -463,6 +472,8 @@ def build_parser() -> ArgumentParser:
                       "(default: generous,tight,starved)")
     comp.add_argument("--vary", default=None, help="instead of profiles, vary one value: "
                       "section.key=v1,v2 (e.g. federation.aggregation=mask-aware,fedavg)")
+    comp.add_argument("--seeds", default=None, help="run every variant once per seed, e.g. 0,1,2,3,4, and add "
+                      "medians and differences from the first variant paired by seed")
     comp.set_defaults(func=cmd_compare)
 
     cal = sub.add_parser("calibrate", help="measure this machine's training speed on a scenario's model; "

@@ -2,15 +2,19 @@
 
 A variant is a budget profile (`--profiles tight,starved`) or any scenario
 value (`--vary federation.aggregation=mask-aware,fedavg`). Every variant runs
-the same scenario, seed included, in one process, one after the other.
+the same scenario, seed included, in one process, one after the other. With
+`--seeds` every variant runs once per seed, and the table adds each variant's
+median accuracy and its paired difference from the first variant, seed by seed:
+one seed's final round moves by points on its own (issue 9's mixed fleet).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from clients.errors import InputError, excerpt
+from fleet.bench import paired
 from fleet.report import RoundsCsv, prepare_output_dir
 from fleet.scenario import Scenario, parse_yaml
 
@@ -59,6 +63,44 @@ def variants(scenario: Scenario, profiles: list[str] | None, vary: str | None) -
         return {f"{key.split('.')[-1][:40]}={_label(v)}": scenario.with_overrides({key: v}) for v in values}
     names = profiles or (list(scenario.budgets) if scenario.budgets else ["generous", "tight", "starved"])
     return {name: scenario.with_overrides({"timing.budget": name}) for name in names}
+
+
+def seeded(label: str, seed: int) -> str:
+    """The label of one variant's run under one seed."""
+    return f"{label} seed={seed}"
+
+
+def over_seeds(chosen: dict[str, Scenario], seeds: Sequence[int]) -> dict[str, Scenario]:
+    """Every variant once per seed, seed by seed (so an interrupted comparison has whole seeds)."""
+    return {seeded(label, s): sc.with_overrides({"seed": s}) for s in seeds for label, sc in chosen.items()}
+
+
+def paired_over_seeds(rows: Sequence[dict], labels: Sequence[str], seeds: Sequence[int]) -> list[dict]:
+    """Per variant: median final accuracy and forgetting over the seeds, and the median, min and max of
+    its accuracy minus the first variant's under the same seed."""
+    by_label = {r["profile"]: r for r in rows}
+    base = [float(by_label[seeded(labels[0], s)]["final_accuracy"]) for s in seeds]
+    out = []
+    for label in labels:
+        runs = [by_label[seeded(label, s)] for s in seeds]
+        accuracy = [float(r["final_accuracy"]) for r in runs]
+        delta = paired([a - b for a, b in zip(accuracy, base)])
+        out.append({"variant": label, "seeds": len(seeds), "median_accuracy": paired(accuracy)["median"],
+                    "min_accuracy": min(accuracy), "max_accuracy": max(accuracy),
+                    "median_forgetting": paired([float(r["forgetting"]) for r in runs])["median"],
+                    "median_delta": delta["median"], "min_delta": delta["min"], "max_delta": delta["max"]})
+    return out
+
+
+def format_paired(summary: Sequence[dict]) -> str:
+    base = summary[0]["variant"]
+    head = f"{'variant':<26}{'seeds':>6}{'Class-IL':>9}{'[min, max]':>17}{'forget':>8}  vs {base} (paired)"
+    lines = ["medians over seeds; the difference is taken seed by seed", head, "-" * len(head)]
+    for r in summary:
+        lines.append(f"{r['variant']:<26}{r['seeds']:>6}{r['median_accuracy']:>9.2f}"
+                     f"   [{r['min_accuracy']:>6.2f}, {r['max_accuracy']:>6.2f}]{r['median_forgetting']:>8.2f}"
+                     f"  {r['median_delta']:+.2f} [{r['min_delta']:+.2f}, {r['max_delta']:+.2f}]")
+    return "\n".join(lines)
 
 
 def _label(value) -> str:

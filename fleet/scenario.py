@@ -83,7 +83,7 @@ from fleet.profiles import (
     BudgetProfile,
     DeviceProfile,
 )
-from server.strategy import AGGREGATIONS
+from server.strategy import AGGREGATIONS, PLAIN_WEIGHTS
 
 NUM_CLASSES = {name: 10 for name in DATASETS}  # every supported dataset has 10 classes
 INPUT_SHAPES = {"digits": (1, 8, 8), "synthetic": (1, 8, 8), "mnist": (1, 28, 28),
@@ -202,6 +202,9 @@ class FederationSpec:
     resparsify: bool = True  # re-sparsify the global model after aggregation (ignored when dense)
     value_dtype: str = rule("float32", choices=VALUE_DTYPES)
     round_timeout_s: float = rule(600.0, gt=0)  # wall-clock safety net
+    # a plain Flower client's projected update counts for its examples times the share of its
+    # change inside the global mask ("in-mask"), or for its examples alone ("examples")
+    plain_weight: str = rule("in-mask", choices=PLAIN_WEIGHTS)
 
 
 @dataclass(frozen=True)

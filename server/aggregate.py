@@ -107,6 +107,21 @@ def zero_filled_fedavg(updates: list[Update], previous: Weights) -> Weights:
     return out
 
 
+def in_mask_share(weights: Weights, previous: Weights, masks: Masks) -> float:
+    """The share of an update's squared change, over the masked tensors, that falls where `masks`
+    keep weights (1.0 for an update that did not change them).
+
+    A plain dense client grows weights the sparse model does not have; projected onto the mask,
+    only this share of its step survives, and it was taken together with the part that did not.
+    """
+    inside = total = 0.0
+    for name, m in masks.items():
+        change = np.square(np.asarray(weights[name], np.float64) - np.asarray(previous[name], np.float64))
+        inside += float(change[m].sum())
+        total += float(change.sum())
+    return 1.0 if total == 0.0 else inside / total
+
+
 # --------------------------------------------------------------------------- masks
 
 

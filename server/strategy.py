@@ -27,12 +27,13 @@ from flwr.serverapp.strategy import FedAvg
 
 from clients.records import from_arrays, to_arrays
 from clients.wire import SEP, decode_model, encode_model, model_bytes
-from server.aggregate import mask_aware_average, resparsify, union_mask, zero_filled_fedavg
+from server.aggregate import in_mask_share, mask_aware_average, resparsify, union_mask, zero_filled_fedavg
 from server.validate import UpdateRejected, validate_update
 
 log = logging.getLogger(__name__)
 
 AGGREGATIONS = ("mask-aware", "fedavg")
+PLAIN_WEIGHTS = ("in-mask", "examples")
 
 
 class NodesUnavailable(RuntimeError):
@@ -62,6 +63,9 @@ class ServerConfig:
     counters: tuple[str, ...] = ()
     statistics: tuple[str, ...] = ()       # floating buffers (BatchNorm running mean and variance)
     plain_config: dict = field(default_factory=dict)
+    # how a plain client's projected update counts: "in-mask" weighs its examples by the share of
+    # its change that the sparse model keeps (server.aggregate.in_mask_share); "examples" as FedAvg
+    plain_weight: str = "in-mask"
 
 
 @dataclass(frozen=True)
@@ -222,17 +226,20 @@ def compute_times(reports: list[DeviceReport], timing: RoundTiming) -> dict:
 
 DEVICE_ROUND_COLUMNS = ["round", "device", "real", "client", "status", "train_flops",
                         "modelled_compute_s", "measured_compute_s", "estimated_peak_memory_bytes",
-                        "measured_peak_rss_bytes", "modelled_energy_j", "measured_energy_j", "down_bytes", "up_bytes"]
+                        "measured_peak_rss_bytes", "modelled_energy_j", "measured_energy_j", "down_bytes", "up_bytes",
+                        "num_examples", "counted_examples", "in_mask_share"]
 
 
 def device_rows(server_round: int, reports: list[DeviceReport], timing: RoundTiming, real: set[int],
-                plain: set[int]) -> list[dict]:
+                plain: set[int], accepted: list[Accepted] = ()) -> list[dict]:
     """One row per device that answered: the time model's figures next to what the device measured
-    (a real device's are its hardware's; a simulated device's are this machine's)."""
+    (a real device's are its hardware's; a simulated device's are this machine's), and what its
+    update counted for in the average."""
     outcomes = {d.device_id: d for d in timing.devices}
+    updates = {a.device_id: a for a in accepted}
     rows = []
     for r in sorted(reports, key=lambda r: r.device_id):
-        o = outcomes.get(r.device_id)
+        o, a = outcomes.get(r.device_id), updates.get(r.device_id)
         rows.append({
             "round": server_round, "device": r.device_id, "real": int(r.device_id in real),
             "client": "stock" if r.device_id in plain else "sparcl",
@@ -242,6 +249,9 @@ def device_rows(server_round: int, reports: list[DeviceReport], timing: RoundTim
             "measured_peak_rss_bytes": r.measured_peak_rss_bytes,
             "modelled_energy_j": None if o is None else o.energy_j, "measured_energy_j": r.measured_energy_j,
             "down_bytes": r.down_bytes, "up_bytes": r.up_bytes,
+            "num_examples": None if a is None else a.metrics.get("num-examples"),
+            "counted_examples": None if a is None else a.n_examples,
+            "in_mask_share": None if a is None else a.metrics.get("in-mask-share"),
         })
     return rows
 
@@ -427,7 +437,7 @@ class SparseFedAvg(FedAvg):
         with self.timed("world"):
             timing = self.world.settle(server_round, reports)
         self.last_timing, self.last_reports = timing, reports
-        self.last_device_rows = device_rows(server_round, reports, timing, self.real, self.plain)
+        self.last_device_rows = device_rows(server_round, reports, timing, self.real, self.plain, accepted)
         self.last_adapted = {a.device_id for a in accepted if a.metrics.get("adapted", 0)}
         on_time = [a for a in accepted if a.device_id in timing.accepted]
         self.sim_time_s = timing.sim_time_s
@@ -481,13 +491,22 @@ class SparseFedAvg(FedAvg):
                 t.rejections.append(f"round {server_round}, device {device}: {err}")
                 log.warning("device %s: %s", device, err)
                 continue
+            n_examples = int(metrics.get("num-examples", 1))
             if self.config.sparsity is not None and plain:
+                n_examples, metrics["in-mask-share"] = self.plain_count(weights, n_examples)
                 weights, masks = project_onto(weights, self.global_masks, self.config.masked_names,
                                               self.config.statistics)
-            accepted.append(Accepted(device, weights, masks, int(metrics.get("num-examples", 1)), metrics))
+            accepted.append(Accepted(device, weights, masks, n_examples, metrics))
             reports.append(DeviceReport(device, flops, down, model_bytes(flat), memory, kernel, "ok",
                                         *measured_figures(metrics)))
         return accepted, reports
+
+    def plain_count(self, weights: dict[str, np.ndarray], n_examples: int) -> tuple[int, float]:
+        """What a plain client's dense update counts for once projected, and the share it keeps."""
+        masks = {n: self.global_masks[n].astype(bool) for n in self.config.masked_names if n in self.global_masks}
+        share = in_mask_share(weights, self.global_weights, masks)
+        weight = share if self.config.plain_weight == "in-mask" else 1.0
+        return int(round(n_examples * weight)), share
 
     def aggregate(self, updates: list[tuple[dict, dict, int]]
                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -7,6 +7,7 @@ import pytest
 
 from clients.errors import InputError
 from server.aggregate import (
+    in_mask_share,
     mask_aware_average,
     resparsify,
     union_mask,
@@ -175,3 +176,14 @@ def test_resparsify_rejects_unknown_name() -> None:
 def test_zero_dim_tensor_stays_an_array(fn) -> None:
     out = fn([({"s": np.array(5, dtype=np.float32)}, {}, 2)], {"s": np.array(3, dtype=np.float32)})
     assert isinstance(out["s"], np.ndarray) and out["s"].shape == () and out["s"] == 5
+
+
+# --------------------------------------------------------------------------- plain clients
+
+
+def test_in_mask_share_is_the_squared_change_where_the_mask_keeps_weights(previous) -> None:
+    dense = {"w": f32(13, 20, 30, 44), "bias": f32(0, 0)}  # changes 3 (kept), 4 (pruned); bias unmasked
+    assert in_mask_share(dense, previous, {"w": b(T, T, F, F)}) == pytest.approx(9 / 25)
+    assert in_mask_share(dense, previous, {"w": b(T, T, T, T)}) == pytest.approx(1.0)
+    assert in_mask_share(dense, previous, {"w": b(F, T, T, F)}) == pytest.approx(0.0)
+    assert in_mask_share(previous, previous, {"w": b(T, F, F, F)}) == 1.0  # no change: nothing lost

@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from clients.errors import InputError
-from fleet.compare import parse_vary, variants
+from fleet.compare import over_seeds, paired_over_seeds, parse_vary, variants
 from fleet.profiles import get_budget, get_profile
 from fleet.report import RoundsCsv, plot_accuracy, plot_bytes
 from fleet.runner import forgetting_from_rows
@@ -50,6 +50,24 @@ def test_compare_variants_are_validated_before_anything_runs():
         variants(scenario, ["nope"], None)
     with pytest.raises(InputError, match="--vary"):
         parse_vary("no-equals-sign")
+
+
+def test_compare_over_seeds_pairs_each_variant_with_the_first_seed_by_seed():
+    scenario = load_scenario("scenarios/quickstart.yaml")
+    labels = variants(scenario, None, "fleet.stock_clients=0,1")
+    chosen = over_seeds(labels, [3, 7])
+    assert list(chosen) == ["stock_clients=0 seed=3", "stock_clients=1 seed=3",
+                            "stock_clients=0 seed=7", "stock_clients=1 seed=7"]
+    assert [c.seed for c in chosen.values()] == [3, 3, 7, 7]
+    assert [c.fleet.stock_clients for c in chosen.values()] == [0, 1, 0, 1]
+    accuracy = {"stock_clients=0 seed=3": 90.0, "stock_clients=1 seed=3": 85.0,
+                "stock_clients=0 seed=7": 70.0, "stock_clients=1 seed=7": 72.0}
+    rows = [{"profile": k, "final_accuracy": a, "forgetting": 1.0} for k, a in accuracy.items()]
+    base, stock = paired_over_seeds(rows, list(labels), [3, 7])
+    assert base["median_delta"] == 0.0 and base["median_accuracy"] == 80.0
+    # paired: -5 under seed 3, +2 under seed 7 (unpaired medians would say -1.5 as well, but not the spread)
+    assert (stock["median_delta"], stock["min_delta"], stock["max_delta"]) == (-1.5, -5.0, 2.0)
+    assert (stock["min_accuracy"], stock["max_accuracy"]) == (72.0, 85.0)
 
 
 def test_the_world_drops_late_and_out_of_memory_devices():
@@ -132,3 +150,29 @@ def test_shuffling_the_reply_order_leaves_the_timeline_unchanged():
     first = timeline(range(8))
     for order in ([7, 6, 5, 4, 3, 2, 1, 0], [3, 0, 6, 1, 7, 2, 5, 4]):
         assert timeline(order) == first
+
+
+def test_compare_with_seeds_writes_the_paired_table(tmp_path, monkeypatch, capsys):
+    """The CLI glue around over_seeds: one run per variant and seed, then paired.csv (runs faked here:
+    the runs themselves are the e2e tests' business)."""
+    import fleet.cli
+    from fleet.compare import COLUMNS
+
+    ran = []
+
+    def fake_run(scenario, out_dir, *, desc, **_):
+        ran.append((desc, scenario.seed))
+        out_dir.mkdir(parents=True)
+        accuracy = 90.0 - 4.0 * scenario.fleet.stock_clients + scenario.seed
+        return {**{k: 0 for k in COLUMNS[1:]}, "final_accuracy": accuracy, "forgetting": 1.0,
+                "curve": [[0.0, accuracy]]}
+
+    monkeypatch.setattr(fleet.cli, "run_with_progress", fake_run)
+    code = fleet.cli.main(["compare", "scenarios/mixed_fleet.yaml", "--vary", "fleet.stock_clients=0,1",
+                           "--seeds", "1,2", "--out", str(tmp_path / "cmp"), "--quiet"])
+    assert code == 0 and [seed for _, seed in ran] == [1, 1, 2, 2]
+    rows = list(csv.DictReader((tmp_path / "cmp" / "paired.csv").open()))
+    assert [(r["variant"], float(r["median_delta"])) for r in rows] == [("stock_clients=0", 0.0),
+                                                                        ("stock_clients=1", -4.0)]
+    assert "-4.00 [-4.00, -4.00]" in capsys.readouterr().out
+    assert fleet.cli.main(["compare", "scenarios/mixed_fleet.yaml", "--seeds", "1,x"]) == 2

@@ -127,6 +127,20 @@ def test_the_stock_client_trains_pruned_weights_which_the_projection_drops(fleet
         assert np.count_nonzero(projected[name][~mask]) == 0     # ...which the projection drops
 
 
+@pytest.mark.parametrize("plain_weight", ["in-mask", "examples"])
+def test_the_stock_update_counts_for_the_share_of_its_change_the_sparse_model_keeps(fleet, plain_weight):
+    strategy, grid, initial, _ = fleet
+    strategy.config = replace(strategy.config, plain_weight=plain_weight)
+    replies = [grid.deliver(m) for m in strategy.configure_train(1, initial, ConfigRecord({}), grid)]
+    accepted, _ = strategy._collect(1, replies)
+    stock, sparcl = accepted[-1], accepted[:-1]
+    share, examples = stock.metrics["in-mask-share"], stock.metrics["num-examples"]
+    assert stock.device_id == 3 and 0.0 < share < 1.0  # it trained pruned weights too
+    expected = round(examples * share) if plain_weight == "in-mask" else examples
+    assert stock.n_examples == expected and expected <= examples
+    assert all(a.n_examples == a.metrics["num-examples"] for a in sparcl)  # SparCL updates count as sent
+
+
 def test_our_client_app_under_stock_fedavg_says_what_it_needs():
     """The other direction: a stock strategy's message gets one clear message, not a KeyError."""
     app = make_client_app()
