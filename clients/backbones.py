@@ -13,6 +13,9 @@ entries) and the optimizer and masks keep working on them. The ResNets run the
 masked dense step under channel masks: a residual addition joins channels of
 two paths, so one block's dead channels are not the next one's, and compacting
 them is a different problem.
+
+Under weight masks the SmallCNN can run its masked convolutions on SparseProp's
+unstructured sparse kernels (`set_sparse_kernels`, clients.sparcl.sparse_kernels).
 """
 
 from __future__ import annotations
@@ -55,16 +58,38 @@ class SmallCNN(nn.Module):
         )
         self.head = nn.Linear(2 * width, num_classes)
         self.live_channels: dict[str, torch.Tensor] | None = None  # see set_live_channels
+        self.sparse_plans: dict = {}  # see set_sparse_kernels
 
     def set_live_channels(self, live: dict[str, torch.Tensor] | None) -> None:
         """Run compacted from now on: masked conv weight name -> indices of its live output channels
         (None: dense). Only the caller knows when masks change, so it calls this after each change."""
         self.live_channels = None if live is None else {name: idx.clone() for name, idx in live.items()}
 
+    def set_sparse_kernels(self, plans: dict) -> None:
+        """Run these masked convolutions (weight name -> clients.sparcl.sparse_kernels.SparsePlan) on
+        SparseProp's sparse kernels from now on; {}: dense kernels. Called after each mask change."""
+        self.sparse_plans = dict(plans)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.live_channels is not None:
             return self._compact_forward(x)
+        if self.sparse_plans:
+            return self._sparse_forward(x)
         return self.head(self.features(self.stem(x)))
+
+    def _sparse_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The dense forward with the planned convolutions on sparse kernels (the same function)."""
+        from clients.sparcl.sparse_kernels import sparse_conv2d
+
+        x = self.stem(x)
+        for i, block in enumerate(self.features):
+            if not isinstance(block, nn.Sequential):
+                x = block(x)
+                continue
+            conv, norm, act = block
+            p = self.sparse_plans.get(f"features.{i}.0.weight")
+            x = act(norm(conv(x) if p is None else sparse_conv2d(x, conv.weight, p)))
+        return self.head(x)
 
     def _compact_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The same function as the dense forward on channel-masked weights, computed on live channels only.

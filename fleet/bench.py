@@ -49,6 +49,7 @@ class BenchConfig:
     max_per_class: int | None = None
     equal_flops: bool = True  # also run the dense method at SparCL's FLOPs (fewer epochs)
     granularity: str = "weight"  # TDM masks single weights, or whole channels (compacted where the model can)
+    sparse_kernels: bool = False  # weight masks on SparseProp's kernels where faster (clients.sparcl.sparse_kernels)
 
     def __post_init__(self) -> None:
         if self.ablation not in ABLATIONS:
@@ -59,7 +60,7 @@ class BenchConfig:
 
 def sparcl_variants(config: BenchConfig) -> dict[str, SparCLConfig]:
     """The SparCL configurations an ablation setting asks for, by component label."""
-    tdm = TDMConfig(sparsity=config.sparsity, granularity=config.granularity)
+    tdm = TDMConfig(sparsity=config.sparsity, granularity=config.granularity, sparse_kernels=config.sparse_kernels)
     ddr, dgm = DDRConfig(), DGMConfig(keep=config.dgm_keep)
     variants = {
         "tdm": SparCLConfig(tdm=tdm, ddr=None, dgm=None),

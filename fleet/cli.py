@@ -59,7 +59,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         seeds=parse_seeds(args.seeds), epochs=args.epochs, lr=args.lr, buffer_size=args.buffer_size,
         width=args.width, ablation=args.ablation, dgm_keep=args.dgm_keep,
         mask_other_classes=not args.no_class_mask, max_per_class=args.max_per_class,
-        equal_flops=not args.no_equal_flops, granularity=args.granularity,
+        equal_flops=not args.no_equal_flops, granularity=args.granularity, sparse_kernels=args.sparse_kernels,
     )
     _validate_bench(config)
     if args.json:
@@ -128,6 +128,7 @@ def _validate_bench(config) -> None:
     from clients.cl.methods import MethodConfig
     from clients.data import load_stream
     from clients.sparcl.learner import TrainConfig
+    from clients.sparcl import sparse_kernels
     from clients.sparcl.tdm import TDMConfig
     from fleet.scenario import INPUT_SHAPES, MAX_WIDTH, learner_bytes, memory_limit_bytes
 
@@ -139,7 +140,9 @@ def _validate_bench(config) -> None:
     if config.epochs > MAX_BENCH_EPOCHS:
         raise InputError(f"--epochs must be at most {MAX_BENCH_EPOCHS:,}, got {excerpt(config.epochs)}")
     MethodConfig(name=config.method, buffer_size=config.buffer_size)
-    TDMConfig(sparsity=config.sparsity, granularity=config.granularity)
+    TDMConfig(sparsity=config.sparsity, granularity=config.granularity, sparse_kernels=config.sparse_kernels)
+    if config.sparse_kernels:
+        sparse_kernels.require()
     TrainConfig(epochs_per_task=config.epochs, lr=config.lr)
     if config.dataset in INPUT_SHAPES:  # an unknown name is reported by load_stream below
         model, buffer = learner_bytes(config.dataset, "auto", config.width, config.buffer_size, config.method)
@@ -564,6 +567,8 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--ablation", default="full", help="full, tdm, tdm+ddr, tdm+dgm, or all (each in turn)")
     bench.add_argument("--granularity", default="weight",
                        help="TDM masks: weight (single weights, the reference) or channel (whole output channels)")
+    bench.add_argument("--sparse-kernels", action="store_true",
+                       help="run the weight masks on SparseProp's sparse kernels where faster (optional extra)")
     bench.add_argument("--dgm-keep", type=float, default=0.2, help="share of gradient entries DGM keeps")
     bench.add_argument("--no-class-mask", action="store_true",
                        help="do not mask other tasks' logits in the current-task loss")

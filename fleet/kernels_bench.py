@@ -11,6 +11,11 @@ machine it runs on, on the scenario's model:
 - `weight-masked`: unstructured magnitude masks on every masked 3x3 convolution
   (weights and gradients multiplied by the mask). PyTorch's dense kernels still
   multiply the zeros, so expect about 1x: what `kernels: dense` assumes.
+- `weight-sparse-kernels` (the SmallCNN, where SparseProp is installed): the
+  same masks, each layer on SparseProp's sparse kernels where they time
+  faster than dense for its shape (clients.sparcl.sparse_kernels), as the
+  learner runs them with `sparcl.sparse_kernels`; its speed-ups are the
+  `speedup` table that `kernels: sparse` takes.
 - `channel-compacted`: the same network physically built with round(d * C)
   output channels in every masked convolution (and the matching fewer inputs
   in the next one): the speed structured sparsity buys on any CPU. For the
@@ -52,6 +57,7 @@ from clients.accounting import profile_model, training_flops_per_example
 from clients.backbones import SmallCNN, build_backbone, conv_bn_relu, masked_parameter_names
 from clients.budget import KernelModel, check_speedup_table
 from clients.errors import InputError, excerpt
+from clients.sparcl import sparse_kernels
 from clients.sparcl.tdm import keep_count, top_k_mask
 
 DEFAULT_DENSITIES = (1.0, 0.5, 0.25, 0.1, 0.05)
@@ -275,6 +281,15 @@ def model_jobs(model: nn.Module, input_shape: tuple[int, ...], num_classes: int,
         jobs.append(Job("weight-masked", d, "model", model_step(net, x, y, lr, masks),
                         training_flops_per_example(cost, kept, kept),
                         sum(kept[name] * f for name, f in forward.items())))
+    if isinstance(model, SmallCNN) and sparse_kernels.available():
+        for d in densities:
+            net = copy.deepcopy(model)
+            masks = magnitude_masks(net, d)
+            kept = {name: float(m.sum()) / m.numel() for name, m in masks.items()}
+            net.set_sparse_kernels(sparse_kernels.SparseKernels(net, list(masks), (batch, *input_shape)).plans(masks))
+            jobs.append(Job("weight-sparse-kernels", d, "model", model_step(net, x, y, lr, masks),
+                            training_flops_per_example(cost, kept, kept),
+                            sum(kept[name] * f for name, f in forward.items())))
     if isinstance(model, SmallCNN):
         for d in densities:
             net = compact_small_cnn(model, d)
@@ -350,8 +365,9 @@ def summarise(jobs: Sequence[Job], found: Sequence[Sequence[float]]) -> list[dic
     return rows
 
 
-def speedup_table(rows: Sequence[dict]) -> tuple[tuple[float, float], ...]:
-    """(kernel sparsity, speed-up) points from the channel-compacted rows, as KernelModel takes them.
+def speedup_table(rows: Sequence[dict], variant: str = "channel-compacted") -> tuple[tuple[float, float], ...]:
+    """(kernel sparsity, speed-up) points from one variant's rows, as KernelModel takes them: the
+    channel-compacted rows for `compaction`, the weight-sparse-kernels rows for `speedup`.
 
     Sparsity 0 is dropped (KernelModel's table starts from (0, 1) itself);
     equal sparsities (densities that round to the same widths) keep the best;
@@ -361,7 +377,7 @@ def speedup_table(rows: Sequence[dict]) -> tuple[tuple[float, float], ...]:
     best: dict[float, float] = {}
     for row in rows:
         s = round(row["kernel_sparsity"], 4)
-        if row["variant"] == "channel-compacted" and row["density"] < 1.0 and s > 0.0:
+        if row["variant"] == variant and row["density"] < 1.0 and s > 0.0:
             best[s] = max(best.get(s, 0.0), row["speedup"])
     table, running = [], 0.0
     for s in sorted(best):
@@ -371,15 +387,19 @@ def speedup_table(rows: Sequence[dict]) -> tuple[tuple[float, float], ...]:
     return tuple(table)
 
 
-def speedup_yaml(table: Sequence[tuple[float, float]], source: Sequence[str]) -> str:
+def speedup_yaml(table: Sequence[tuple[float, float]], source: Sequence[str],
+                 sparse: Sequence[tuple[float, float]] = ()) -> str:
     """The `timing:` lines a scenario can take (merge them into its own `timing:` section), under comments
-    naming where they come from."""
+    naming where they come from: `compaction_speedup` for channel masks, and `speedup` (for
+    `kernels: sparse`) where SparseProp's kernels were timed."""
     head = "".join(f"# {' '.join(line.split())}\n" for line in source)
-    if not table:
+    if not table and not sparse:
         return head + "# no density below 1 was measured: no speed-up table to give\n"
-    KernelModel(compaction=tuple(table))  # what the scenario will build from it
-    body = {"timing": {"compaction_speedup": {s: v for s, v in table}}}
-    return head + yaml.safe_dump(body, sort_keys=False)
+    KernelModel(kind="sparse" if sparse else "dense", speedup=tuple(sparse), compaction=tuple(table))
+    timing = {"compaction_speedup": {s: v for s, v in table}} if table else {}
+    if sparse:
+        timing["speedup"] = {s: v for s, v in sparse}
+    return head + yaml.safe_dump({"timing": timing}, sort_keys=False)
 
 
 # --------------------------------------------------------------------------- the command
@@ -412,7 +432,7 @@ def memory_check(model: nn.Module, input_shape: tuple[int, ...], config: Kernels
     from fleet.scenario import memory_limit_bytes
 
     cost = profile_model(model, input_shape)
-    copies = 1 + 2 * len(config.densities)
+    copies = 1 + (3 if sparse_kernels.available() else 2) * len(config.densities)
     need = 4 * (3 * cost.activation_elems * config.batch + 4 * sum(cost.param_elems.values()) * copies)
     limit = memory_limit_bytes()
     if need > limit:
@@ -442,6 +462,7 @@ def run_kernels(scenario, config: KernelsConfig, out_dir: Path, *, command: str,
         on_start(len(jobs) * config.repeats)
     rows = summarise(jobs, measure(jobs, config, progress))
     table = speedup_table(rows)
+    sparse = speedup_table(rows, "weight-sparse-kernels")
     machine = {"node": platform.node(), "machine": platform.machine(), "processor": platform.processor(),
                "cpu": cpu_name(), "torch": torch.__version__, "threads": config.threads}
     when = datetime.datetime.now().isoformat(timespec="seconds")
@@ -450,18 +471,21 @@ def run_kernels(scenario, config: KernelsConfig, out_dir: Path, *, command: str,
     report = {"scenario": scenario.name, "backbone": backbone, "width": scenario.train.width,
               "dataset": scenario.dataset.name, "batch": config.batch, "repeats": config.repeats,
               "seconds": config.seconds, "densities": list(config.densities), "machine": machine, "date": when,
-              "command": command, "compacted_scope": scope, "rows": rows, "speedup": [list(p) for p in table]}
+              "command": command, "compacted_scope": scope, "rows": rows, "speedup": [list(p) for p in table],
+              "sparse_kernels": sparse_kernels.available(), "sparse_speedup": [list(p) for p in sparse]}
     source = [f"Measured by `fleet bench kernels` on {machine['node'] or 'this machine'} ({machine['machine']}, "
               f"{machine['cpu'] or 'unknown CPU'}, torch {machine['torch']}, {config.threads} thread"
               f"{'s' * (config.threads != 1)}) on {when}.",
               f"Channel-compacted {backbone} ({scope}) of scenario {scenario.name}, batch {config.batch}, median of "
               f"{config.repeats} runs; keys are the masked convolutions' FLOPs sparsity (kernel_sparsity).",
+              *(["speedup: weight masks on SparseProp's kernels where faster per layer (clients.sparcl."
+                 "sparse_kernels), keyed by weight sparsity; it applies with `kernels: sparse`."] if sparse else []),
               f"Command: {command}",
               "Merge into the scenario's `timing:` section."]
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "kernels.csv", rows, CSV_COLUMNS)
     write_json(out_dir / "kernels.json", report)
-    write_text(out_dir / "speedup.yaml", speedup_yaml(table, source))
+    write_text(out_dir / "speedup.yaml", speedup_yaml(table, source, sparse))
     return report
 
 
@@ -481,5 +505,10 @@ def format_table(report: dict) -> str:
         lines.append("channel-compacted: the masked 3x3 convolutions timed one at a time as bare layers (residual "
                      "blocks are not compacted), against the same layers at full width (dense-layers)")
     points = ", ".join(f"{s:g}: {v:g}" for s, v in report["speedup"]) or "none"
-    lines.append(f"speed-up by kernel sparsity (speedup.yaml): {points}")
+    lines.append(f"compaction speed-up by kernel sparsity (speedup.yaml): {points}")
+    if report.get("sparse_kernels"):
+        points = ", ".join(f"{s:g}: {v:g}" for s, v in report["sparse_speedup"]) or "none"
+        lines.append(f"sparse-kernel speed-up by weight sparsity (speedup.yaml): {points}")
+    else:
+        lines.append("weight-sparse-kernels: not timed, SparseProp is not installed here (see the README)")
     return "\n".join(lines)

@@ -187,6 +187,8 @@ class SparCLSpec:
     dgm_keep: float = rule(0.2, gt=0, le=1)
     # TDM masks single weights, or whole output channels (the SmallCNN then trains compacted)
     granularity: str = rule("weight", choices=GRANULARITIES)
+    # weight masks on SparseProp's sparse kernels where they time faster (optional extra, x86 only)
+    sparse_kernels: bool = False
 
 
 @dataclass(frozen=True)
@@ -323,7 +325,8 @@ class Scenario:
         sp = self.sparcl
         if sp.enabled:
             sparcl = SparCLConfig(
-                tdm=TDMConfig(sparsity=sp.sparsity, granularity=sp.granularity) if sp.tdm else None,
+                tdm=TDMConfig(sparsity=sp.sparsity, granularity=sp.granularity,
+                              sparse_kernels=sp.sparse_kernels) if sp.tdm else None,
                 ddr=DDRConfig() if sp.ddr else None,
                 dgm=DGMConfig(keep=sp.dgm_keep) if sp.dgm else None,
             )
@@ -869,6 +872,13 @@ def _resolve(s: Scenario, fail) -> Scenario:
         fail("sparcl.enabled is true but tdm, ddr and dgm are all false (set sparcl.enabled: false)")
     if sp.granularity == "channel" and not (sp.enabled and sp.tdm):
         fail("sparcl.granularity channel shapes TDM's masks: it needs sparcl.enabled and sparcl.tdm true")
+    if sp.sparse_kernels:
+        if not (sp.enabled and sp.tdm) or sp.granularity != "weight":
+            fail("sparcl.sparse_kernels runs TDM's weight masks: it needs sparcl.enabled and sparcl.tdm true "
+                 "and granularity weight")
+        backbone = s.train.backbone
+        if backbone == "auto" and INPUT_SHAPES.get(s.dataset.name, (1,))[0] != 1 or backbone.startswith("resnet"):
+            fail("sparcl.sparse_kernels runs the small-cnn backbone only (train.backbone)")
 
     fe = s.federation
     per_round = fe.devices_per_round

@@ -14,6 +14,7 @@ import yaml
 
 from clients.backbones import ResNet18, SmallCNN, masked_parameter_names
 from clients.budget import KernelModel, check_speedup_table
+from clients.sparcl import sparse_kernels
 from fleet.cli import main
 from fleet.kernels_bench import (compact_small_cnn, compact_widths, masked_widths, model_jobs, speedup_table,
                                  summarise)
@@ -114,17 +115,20 @@ def test_cli_writes_the_results_and_refuses_to_overwrite_them(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "channel-compacted" in printed and "speed-up by kernel sparsity" in printed
     rows = list(csv.DictReader((out / "kernels.csv").open()))
+    sparse = [("weight-sparse-kernels", 1.0), ("weight-sparse-kernels", 0.5)] if sparse_kernels.available() else []
     assert [(r["variant"], float(r["density"])) for r in rows] == [
-        ("dense", 1.0), ("weight-masked", 1.0), ("weight-masked", 0.5),
+        ("dense", 1.0), ("weight-masked", 1.0), ("weight-masked", 0.5), *sparse,
         ("channel-compacted", 1.0), ("channel-compacted", 0.5)]
     assert all(float(r["min"]) <= float(r["median_s_per_example"]) <= float(r["max"]) for r in rows)
     report = json.loads((out / "kernels.json").read_text())
     assert report["machine"]["threads"] == 1 and report["batch"] == 32 and report["scenario"] == "k"
-    assert {"machine", "processor", "torch"} <= set(report["machine"]) and len(report["rows"]) == 5
+    assert {"machine", "processor", "torch"} <= set(report["machine"]) and len(report["rows"]) == 5 + len(sparse)
+    assert ("SparseProp is not installed" in printed) != sparse_kernels.available()
     text = (out / "speedup.yaml").read_text()
     assert text.startswith("# Measured by `fleet bench kernels`") and "Command: fleet bench kernels" in text
     snippet = yaml.safe_load(text)
     assert len(snippet["timing"]["compaction_speedup"]) == 1
+    assert len(snippet["timing"].get("speedup", {})) == (1 if sparse else 0)
     pasted = tmp_path / "pasted.yaml"  # what a user does with it
     pasted.write_text(scenario.read_text() + text)
     assert load_scenario(pasted).kernel_model().compaction == tuple(snippet["timing"]["compaction_speedup"].items())

@@ -31,6 +31,7 @@ from clients.cl.methods import MethodConfig, build_method
 from clients.errors import InputError
 from clients.sparcl.ddr import DataRemoval, DDRConfig
 from clients.sparcl.dgm import DGMConfig, GradientMasks
+from clients.sparcl.sparse_kernels import SparseKernels
 from clients.sparcl.tdm import TDMConfig, WeightMasks, update_epochs
 
 METHOD_LABELS = {"finetune": "Finetune", "er": "ER", "der": "DER", "derpp": "DER++"}
@@ -137,6 +138,7 @@ class Learner:
         self.masks = WeightMasks(self.model, self.masked_names, sp.tdm, self.generator) if sp.tdm else None
         # layers run compacted -> the masked layer whose live channels are their input (empty: none)
         self.compacted_inputs = compacted_inputs(self.model) if self.masks and self.masks.channel else {}
+        self.sparse_kernels = self._sparse_kernels(config) if sp.tdm and sp.tdm.sparse_kernels else None
         self._sync_compaction()
         self.dgm = GradientMasks(self.model, self.masked_names, sp.dgm) if sp.dgm else None
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.train.lr)
@@ -278,9 +280,17 @@ class Learner:
             self.dgm.restart()
 
     def _sync_compaction(self) -> None:
-        """A compacting backbone learns the live channels of the current masks."""
+        """A compacting backbone learns the live channels of the current masks; one on sparse
+        kernels, the format of the live weights."""
         if self.compacted_inputs:
             self.model.set_live_channels(self.masks.live_channels())
+        if self.sparse_kernels:
+            self.model.set_sparse_kernels(self.sparse_kernels.plans({n: self.masks.live(n) for n in self.masks.masks}))
+
+    def _sparse_kernels(self, config: LearnerConfig) -> SparseKernels:
+        if not hasattr(self.model, "set_sparse_kernels"):
+            raise InputError(f"sparse kernels run on the small-cnn backbone, not {type(self.model).__name__}")
+        return SparseKernels(self.model, self.masked_names, (config.train.batch_size, *self.input_shape))
 
     # -- one optimisation step ---------------------------------------------
     def _step(self, idx: np.ndarray, keep_grads: bool) -> int:

@@ -45,11 +45,14 @@ class TDMConfig:
     task_extra: float = 0.01       # density added at each task start
     regrow_seed: int | None = None  # shared by a fleet: devices at the same point regrow the same positions
     granularity: str = "weight"     # weight: single weights (the reference); channel: whole output channels
+    sparse_kernels: bool = False    # weight masks on SparseProp's kernels where faster (clients.sparcl.sparse_kernels)
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
             raise InputError(f"tdm granularity {self.granularity!r} is unknown "
                              f"(choose from: {', '.join(GRANULARITIES)})")
+        if self.sparse_kernels and self.granularity == "channel":
+            raise InputError("sparse kernels run weight masks; channel masks already run compacted")
         if not 0.0 <= self.sparsity < 1.0:
             raise InputError(f"sparsity must be in [0, 1), got {self.sparsity}")
         for name in ("update_every", "freeze_last", "drop_extra", "task_extra"):
