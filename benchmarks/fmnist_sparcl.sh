@@ -23,6 +23,12 @@ if [[ "${1:-}" == "--width-probe" ]]; then  # the seed that collapses most at wi
   run width64_seed2 --sparsity 0.9 --seeds 2 --no-equal-flops
   exit
 fi
+if [[ "${1:-}" == "--sparse-kernels" ]]; then  # issue 10: the same learner on dense and SparseProp kernels
+  # side by side (needs the sparseprop extra); a smaller size, 3 seeds: about 10 minutes
+  COMMON=(bench sparcl --dataset fashion-mnist --width 32 --max-per-class 100 --epochs 5 --quiet)
+  run sparse_kernels_s090 --sparsity 0.9 --seeds 0,1,2 --sparse-kernels --no-equal-flops
+  exit
+fi
 if [[ "${1:-}" == "--granularity" ]]; then  # issue 10: e.g. --granularity channel 0.9 s090 (about 25 minutes)
   run "$2_$4" --granularity "$2" --sparsity "$3" --seeds 0,1,2,3,4
   exit

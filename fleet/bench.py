@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from clients.cl.methods import MethodConfig
 from clients.data import TaskStream, load_stream
@@ -49,7 +49,7 @@ class BenchConfig:
     max_per_class: int | None = None
     equal_flops: bool = True  # also run the dense method at SparCL's FLOPs (fewer epochs)
     granularity: str = "weight"  # TDM masks single weights, or whole channels (compacted where the model can)
-    sparse_kernels: bool = False  # weight masks on SparseProp's kernels where faster (clients.sparcl.sparse_kernels)
+    sparse_kernels: bool = False  # also run `full` on SparseProp's kernels where faster (clients.sparcl.sparse_kernels)
 
     def __post_init__(self) -> None:
         if self.ablation not in ABLATIONS:
@@ -58,9 +58,12 @@ class BenchConfig:
             raise InputError("seeds must name at least one seed")
 
 
+SPARSE_KERNELS = "full+sparse-kernels"  # the full variant with its masked layers on SparseProp's kernels
+
+
 def sparcl_variants(config: BenchConfig) -> dict[str, SparCLConfig]:
     """The SparCL configurations an ablation setting asks for, by component label."""
-    tdm = TDMConfig(sparsity=config.sparsity, granularity=config.granularity, sparse_kernels=config.sparse_kernels)
+    tdm = TDMConfig(sparsity=config.sparsity, granularity=config.granularity)
     ddr, dgm = DDRConfig(), DGMConfig(keep=config.dgm_keep)
     variants = {
         "tdm": SparCLConfig(tdm=tdm, ddr=None, dgm=None),
@@ -69,7 +72,10 @@ def sparcl_variants(config: BenchConfig) -> dict[str, SparCLConfig]:
         "full": SparCLConfig(tdm=tdm, ddr=ddr, dgm=dgm),
     }
     wanted = ("tdm", "tdm+ddr", "tdm+dgm", "full") if config.ablation == "all" else (config.ablation,)
-    return {name: variants[name] for name in wanted}
+    chosen = {name: variants[name] for name in wanted}
+    if config.sparse_kernels:  # the same run again on SparseProp's kernels, side by side
+        chosen[SPARSE_KERNELS] = replace(variants["full"], tdm=replace(tdm, sparse_kernels=True))
+    return chosen
 
 
 def main_variant(names: Sequence[str]) -> str:
@@ -168,6 +174,9 @@ def run_bench(config: BenchConfig, on_epoch: Callable[[], None] | None = None,
     }
     if config.equal_flops:
         report["vs_equal_flops"] = versus(runs, main, EQUAL_FLOPS)
+    if SPARSE_KERNELS in runs:  # CPU time of the same learner on dense kernels over on sparse, per seed
+        pairs = zip(runs["full"], runs[SPARSE_KERNELS])
+        report["sparse_kernels_speedup"] = paired([a.cpu_s / b.cpu_s for a, b in pairs])
     return report
 
 
@@ -181,13 +190,13 @@ def format_table(report: dict) -> str:
     cfg = report["config"]
     head = (f"{report['dense_label']} vs {report['label']} on {cfg['dataset']}, sparsity {cfg['sparsity']}, "
             f"{cfg['epochs']} epochs/task, medians over seeds {cfg['seeds']} (deltas paired per seed)")
-    cols = (f"{'variant':<18}{'epochs':>7}{'Class-IL':>9}{'delta [min, max]':>25}{'Task-IL':>9}{'forget':>8}"
+    cols = (f"{'variant':<20}{'epochs':>7}{'Class-IL':>9}{'delta [min, max]':>25}{'Task-IL':>9}{'forget':>8}"
             f"{'GFLOPs':>9}{'FLOPs x':>8}{'CPU s':>8}{'CPU x':>7}{'mem MB':>8}")
     lines = [head, cols, "-" * len(cols)]
     for name, v in report["variants"].items():
         spread = f"{v['acc_delta']:+.2f} [{v['acc_delta_min']:+.2f}, {v['acc_delta_max']:+.2f}]"
         lines.append(
-            f"{name:<18}{v['epochs']:>7.0f}{v['class_il']:>9.2f}{spread:>25}{v['task_il']:>9.2f}"
+            f"{name:<20}{v['epochs']:>7.0f}{v['class_il']:>9.2f}{spread:>25}{v['task_il']:>9.2f}"
             f"{v['forgetting']:>8.2f}{v['train_flops'] / 1e9:>9.1f}{v['flops_ratio']:>8.1f}{v['cpu_s']:>8.1f}"
             f"{v['cpu_ratio']:>7.2f}{v['peak_memory_bytes'] / 2**20:>8.2f}")
     lines.append(f"flops_ratio {report['flops_ratio']:.1f}x   acc_delta {report['acc_delta']:+.2f} points "
@@ -197,4 +206,8 @@ def format_table(report: dict) -> str:
         e = report["vs_equal_flops"]
         lines.append(f"{report['label']} minus dense at equal FLOPs: {e['median']:+.2f} points "
                      f"[{e['min']:+.2f}, {e['max']:+.2f}]")
+    if "sparse_kernels_speedup" in report:
+        k = report["sparse_kernels_speedup"]
+        lines.append(f"{SPARSE_KERNELS} against full (dense kernels), CPU time paired per seed: {k['median']:.2f}x "
+                     f"[{k['min']:.2f}, {k['max']:.2f}]")
     return "\n".join(lines)

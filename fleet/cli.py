@@ -142,6 +142,8 @@ def _validate_bench(config) -> None:
     MethodConfig(name=config.method, buffer_size=config.buffer_size)
     TDMConfig(sparsity=config.sparsity, granularity=config.granularity, sparse_kernels=config.sparse_kernels)
     if config.sparse_kernels:
+        if config.ablation != "full":
+            raise InputError("--sparse-kernels runs beside the full variant: use it with --ablation full")
         sparse_kernels.require()
     TrainConfig(epochs_per_task=config.epochs, lr=config.lr)
     if config.dataset in INPUT_SHAPES:  # an unknown name is reported by load_stream below
@@ -568,7 +570,8 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--granularity", default="weight",
                        help="TDM masks: weight (single weights, the reference) or channel (whole output channels)")
     bench.add_argument("--sparse-kernels", action="store_true",
-                       help="run the weight masks on SparseProp's sparse kernels where faster (optional extra)")
+                       help="also run the full SparCL variant with its weight masks on SparseProp's sparse "
+                       "kernels where faster (optional extra), side by side")
     bench.add_argument("--dgm-keep", type=float, default=0.2, help="share of gradient entries DGM keeps")
     bench.add_argument("--no-class-mask", action="store_true",
                        help="do not mask other tasks' logits in the current-task loss")

@@ -494,11 +494,11 @@ def format_table(report: dict) -> str:
     lines = [f"{report['scenario']}: {report['backbone']} on {report['dataset']}, batch {report['batch']}, "
              f"{report['machine']['threads']} thread(s), CPU time per example: median [min, max] of "
              f"{report['repeats']} runs of ~{report['seconds']:g} s",
-             f"{'variant':18s} {'density':>7s} {'kernel_sp':>9s} {'us/example':>11s} {'[min, max]':>21s} "
+             f"{'variant':21s} {'density':>7s} {'kernel_sp':>9s} {'us/example':>11s} {'[min, max]':>21s} "
              f"{'speed-up':>8s} {'FLOPs ratio':>11s}"]
     for r in report["rows"]:
         spread = f"[{r['min'] * 1e6:.1f}, {r['max'] * 1e6:.1f}]"
-        lines.append(f"{r['variant']:18s} {r['density']:7.3f} {r['kernel_sparsity']:9.3f} "
+        lines.append(f"{r['variant']:21s} {r['density']:7.3f} {r['kernel_sparsity']:9.3f} "
                      f"{r['median_s_per_example'] * 1e6:11.1f} {spread:>21s} {r['speedup']:8.2f} "
                      f"{r['flops_ratio']:11.2f}")
     if any(r["scope"] != "model" for r in report["rows"]):

@@ -48,3 +48,23 @@ def test_table_shows_the_spread():
               "wall_ratio": 1.0, "vs_equal_flops": {"median": 3.0, "min": 1.0, "max": 4.0}}
     text = format_table(report)
     assert "-1.50 [-5.00, +2.00]" in text and "equal FLOPs: +3.00 points [+1.00, +4.00]" in text
+
+
+def test_sparse_kernels_add_the_full_variant_again_on_them_side_by_side():
+    from fleet.bench import SPARSE_KERNELS, BenchConfig, sparcl_variants
+
+    variants = sparcl_variants(BenchConfig(sparse_kernels=True))
+    assert list(variants) == ["full", SPARSE_KERNELS]
+    full, sparse = variants["full"], variants[SPARSE_KERNELS]
+    assert not full.tdm.sparse_kernels and sparse.tdm.sparse_kernels
+    assert (sparse.ddr, sparse.dgm, sparse.tdm.sparsity) == (full.ddr, full.dgm, full.tdm.sparsity)
+    assert list(sparcl_variants(BenchConfig())) == ["full"]
+
+
+def test_the_table_says_what_sparse_kernels_saved_paired_per_seed():
+    runs = {"dense": [result(50.0)], "full": [result(52.0, flops=10)]}
+    report = {"config": {"dataset": "d", "sparsity": 0.9, "epochs": 10, "seeds": [0]},
+              "label": "SparCL-DER++", "dense_label": "DER++", "variants": summarise(runs),
+              "flops_ratio": 10.0, "acc_delta": 2.0, "acc_delta_min": 2.0, "acc_delta_max": 2.0,
+              "wall_ratio": 1.0, "sparse_kernels_speedup": {"median": 1.25, "min": 1.1, "max": 1.4}}
+    assert "against full (dense kernels), CPU time paired per seed: 1.25x [1.10, 1.40]" in format_table(report)

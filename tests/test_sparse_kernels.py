@@ -91,3 +91,18 @@ def test_sparse_kernels_run_the_small_cnn_only(monkeypatch):
                            backbone="resnet18-reduced")
     with pytest.raises(InputError, match="small-cnn backbone"):
         Learner(config, (3, 32, 32), 10)
+
+
+@needs_sparseprop
+def test_the_bench_runs_the_learner_on_both_kernels_and_pairs_their_cpu_time():
+    from clients.data import load_stream
+    from fleet.bench import SPARSE_KERNELS, BenchConfig, run_bench
+
+    stream = load_stream("digits", seed=0, max_per_class=10)
+    report = run_bench(BenchConfig(seeds=(0,), epochs=1, width=8, sparse_kernels=True, equal_flops=False),
+                       stream=stream)
+    assert set(report["variants"]) == {"dense", "full", SPARSE_KERNELS}
+    k = report["sparse_kernels_speedup"]
+    assert k["min"] == k["median"] == k["max"] > 0
+    full, sparse = report["variants"]["full"], report["variants"][SPARSE_KERNELS]
+    assert sparse["train_flops"] == pytest.approx(full["train_flops"])  # the same work, other kernels
