@@ -23,6 +23,13 @@ if [[ "${1:-}" == "--width-probe" ]]; then  # the seed that collapses most at wi
   run width64_seed2 --sparsity 0.9 --seeds 2 --no-equal-flops
   exit
 fi
+if [[ "${1:-}" == "--frontier" ]]; then  # issue 10: the 5-seed reports above as one accuracy-speed plot
+  cmd=(.venv/bin/python -m fleet.frontier "$OUT"/derpp_s090.json "$OUT"/derpp_s095.json "$OUT"/weight_s075.json
+       "$OUT"/channel_s075.json "$OUT"/channel_s090.json --out "$OUT/frontier")
+  { echo "\$ ${cmd[*]}"; "${cmd[@]}"; } > "$OUT/frontier.txt"
+  cat "$OUT/frontier.txt"
+  exit
+fi
 if [[ "${1:-}" == "--sparse-kernels" ]]; then  # issue 10: the same learner on dense and SparseProp kernels
   # side by side (needs the sparseprop extra); a smaller size, 3 seeds: about 10 minutes
   COMMON=(bench sparcl --dataset fashion-mnist --width 32 --max-per-class 100 --epochs 5 --quiet)

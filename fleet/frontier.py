@@ -1,0 +1,121 @@
+"""The accuracy-against-speed frontier of `fleet bench sparcl` reports, as a table and a plot.
+
+Each report's SparCL variants become points: CPU-time speed-up over dense (the
+median of per-seed ratios, measured in the same run) against Class-IL minus
+dense (the median of per-seed differences, with their min and max). The
+equal-FLOPs baseline (dense, fewer epochs) is the point any sparse method must
+beat: training less is the cheapest way to be faster.
+
+    python -m fleet.frontier results/fmnist/*.json --out results/fmnist/frontier
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from clients.errors import InputError
+
+COLUMNS = ("label", "granularity", "sparsity", "seeds", "cpu_speedup", "flops_ratio", "delta", "delta_min",
+           "delta_max", "source")
+
+
+def frontier_points(report: dict, source: str) -> list[dict]:
+    """One row per non-dense variant of a bench report."""
+    cfg = report["config"]
+    rows = []
+    for name, v in report["variants"].items():
+        if name == "dense":
+            continue
+        equal = name == "dense-equal-flops"
+        epochs = f"{v['epochs']:g} epoch" + ("" if v["epochs"] == 1 else "s")
+        label = f"dense, {epochs}/task" if equal else \
+            f"{cfg.get('granularity', 'weight')} {cfg['sparsity']:g}" + ("" if name == "full" else f" ({name})")
+        rows.append({"label": label, "granularity": "dense" if equal else cfg.get("granularity", "weight"),
+                     "sparsity": 0.0 if equal else cfg["sparsity"], "seeds": len(cfg["seeds"]),
+                     "cpu_speedup": v["cpu_ratio"], "flops_ratio": v["flops_ratio"], "delta": v["acc_delta"],
+                     "delta_min": v["acc_delta_min"], "delta_max": v["acc_delta_max"], "source": source})
+    return rows
+
+
+def comparable(reports: Sequence[tuple[str, dict]]) -> None:
+    """Points share one axis only if they ran the same data, model and schedule."""
+    keys = ("dataset", "width", "max_per_class", "epochs", "method", "lr", "buffer_size")
+    first_name, first = reports[0]
+    for name, report in reports[1:]:
+        for key in keys:
+            if report["config"].get(key) != first["config"].get(key):
+                raise InputError(f"{name}: {key} is {report['config'].get(key)!r} but {first_name} has "
+                                 f"{first['config'].get(key)!r}: not one frontier")
+
+
+def plot_frontier(rows: Sequence[dict], path: Path, title: str, target: tuple[float, float] | None) -> None:
+    """Class-IL minus dense against CPU speed-up, with the spread over seeds as error bars."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fleet.report import save_figure
+
+    colours = {"weight": "tab:blue", "channel": "tab:orange", "dense": "tab:gray"}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        err = [[r["delta"] - r["delta_min"]], [r["delta_max"] - r["delta"]]]
+        ax.errorbar(r["cpu_speedup"], r["delta"], yerr=err, fmt="o", capsize=3,
+                    color=colours.get(r["granularity"], "tab:green"))
+        ax.annotate(r["label"], (r["cpu_speedup"], r["delta"]), textcoords="offset points", xytext=(6, 4),
+                    fontsize=8)
+    if target:
+        ax.axhline(-target[1], color="tab:red", lw=0.8, ls="--")
+        ax.axvline(target[0], color="tab:red", lw=0.8, ls="--")
+        ax.annotate("target", (target[0], -target[1]), textcoords="offset points", xytext=(4, 4), fontsize=8,
+                    color="tab:red")
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xlabel("CPU-time speed-up over dense DER++ (median of per-seed ratios)")
+    ax.set_ylabel("Class-IL minus dense (points; median, [min, max])")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fleet.frontier", description=__doc__.splitlines()[0])
+    parser.add_argument("reports", nargs="+", help="`fleet bench sparcl --json` reports of one configuration")
+    parser.add_argument("--out", required=True, help="writes OUT.csv and OUT.png")
+    parser.add_argument("--target", default="2.3,2", help="speed-up,points below dense (issue 10: 2.3,2)")
+    args = parser.parse_args(argv)
+    from fleet.report import write_csv
+
+    try:
+        reports = [(p, json.loads(Path(p).read_text())) for p in args.reports]
+        comparable(reports)
+        speed, points = (float(x) for x in args.target.split(","))
+    except (OSError, ValueError, KeyError, InputError) as err:
+        print(f"fleet.frontier: error: {err}", file=sys.stderr)
+        return 2
+    rows = [row for name, report in reports for row in frontier_points(report, Path(name).name)]
+    seen, unique = set(), []
+    for row in rows:  # the equal-FLOPs baseline comes with every report: keep it once per epoch count
+        key = (row["label"], row["seeds"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(row)
+    cfg = reports[0][1]["config"]
+    out = Path(args.out)
+    write_csv(out.with_suffix(".csv"), unique, COLUMNS)
+    plot_frontier(unique, out.with_suffix(".png"),
+                  f"SparCL-DER++ on {cfg['dataset']}, width {cfg['width']}, {cfg['max_per_class']}/class, "
+                  f"{cfg['epochs']} epochs/task", (speed, points))
+    for r in sorted(unique, key=lambda r: r["cpu_speedup"]):
+        print(f"{r['label']:<28} {r['seeds']} seeds  CPU {r['cpu_speedup']:5.2f}x  FLOPs {r['flops_ratio']:6.1f}x  "
+              f"Class-IL {r['delta']:+7.2f} [{r['delta_min']:+.2f}, {r['delta_max']:+.2f}]")
+    print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""The accuracy-against-speed frontier from hand-made `fleet bench sparcl` reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from clients.errors import InputError
+from fleet.frontier import comparable, frontier_points, main
+
+
+def report(granularity: str, sparsity: float, delta: float, cpu: float, width: int = 32) -> dict:
+    def variant(d, lo, hi, c, epochs=10):
+        return {"acc_delta": d, "acc_delta_min": lo, "acc_delta_max": hi, "cpu_ratio": c, "flops_ratio": 10.0,
+                "epochs": epochs}
+    return {"config": {"dataset": "fashion-mnist", "width": width, "max_per_class": 300, "epochs": 10,
+                       "method": "derpp", "lr": 0.1, "buffer_size": 200, "granularity": granularity,
+                       "sparsity": sparsity, "seeds": [0, 1, 2]},
+            "variants": {"dense": variant(0, 0, 0, 1), "full": variant(delta, delta - 5, delta + 1, cpu),
+                         "dense-equal-flops": variant(-30, -33, -24, 9.0, epochs=1)}}
+
+
+def test_each_sparse_variant_and_the_equal_flops_baseline_is_a_point():
+    rows = frontier_points(report("channel", 0.9, -20.0, 3.9), "c.json")
+    assert [(r["label"], r["cpu_speedup"], r["delta"], r["delta_min"]) for r in rows] == [
+        ("channel 0.9", 3.9, -20.0, -25.0), ("dense, 1 epoch/task", 9.0, -30, -33)]
+
+
+def test_reports_of_other_configurations_are_not_one_frontier():
+    with pytest.raises(InputError, match="width is 64"):
+        comparable([("a.json", report("weight", 0.9, -17, 1.2)), ("b.json", report("weight", 0.9, -7, 1.3, 64))])
+
+
+def test_main_writes_the_table_and_the_plot_with_the_baseline_once(tmp_path, capsys):
+    paths = []
+    for name, r in (("w.json", report("weight", 0.9, -17.0, 1.2)), ("c.json", report("channel", 0.9, -20.0, 3.9))):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(json.dumps(r))
+    assert main([*map(str, paths), "--out", str(tmp_path / "frontier")]) == 0
+    rows = list(csv.DictReader((tmp_path / "frontier.csv").open()))
+    assert [r["label"] for r in rows] == ["weight 0.9", "dense, 1 epoch/task", "channel 0.9"]
+    assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+    assert main([str(tmp_path / "missing.json"), "--out", str(tmp_path / "x")]) == 2
+    assert "missing.json" in capsys.readouterr().err
