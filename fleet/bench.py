@@ -56,6 +56,8 @@ class BenchConfig:
             raise InputError(f"ablation {excerpt(self.ablation)} is unknown (choose from: {', '.join(ABLATIONS)})")
         if not self.seeds:
             raise InputError("seeds must name at least one seed")
+        if self.sparse_kernels and self.ablation != "full":
+            raise InputError("--sparse-kernels runs beside the full variant: use it with --ablation full")
 
 
 SPARSE_KERNELS = "full+sparse-kernels"  # the full variant with its masked layers on SparseProp's kernels

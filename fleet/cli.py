@@ -43,6 +43,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         raise InputError(f"--seeds must be comma-separated integers, got {excerpt(text)}") from None
     if not seeds:
         raise InputError("--seeds must name at least one seed")
+    if len(set(seeds)) != len(seeds):  # a paired median would count that seed twice
+        raise InputError(f"--seeds names a seed twice: {excerpt(text)}")
     for seed in seeds:
         if not 0 <= seed < SEED_LIMIT:
             raise InputError(f"--seeds: seed {excerpt(seed)} is outside [0, {SEED_LIMIT})")
@@ -142,8 +144,6 @@ def _validate_bench(config) -> None:
     MethodConfig(name=config.method, buffer_size=config.buffer_size)
     TDMConfig(sparsity=config.sparsity, granularity=config.granularity, sparse_kernels=config.sparse_kernels)
     if config.sparse_kernels:
-        if config.ablation != "full":
-            raise InputError("--sparse-kernels runs beside the full variant: use it with --ablation full")
         sparse_kernels.require()
     TrainConfig(epochs_per_task=config.epochs, lr=config.lr)
     if config.dataset in INPUT_SHAPES:  # an unknown name is reported by load_stream below

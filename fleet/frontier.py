@@ -91,17 +91,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fleet.report import write_csv
 
     try:
-        reports = [(p, json.loads(Path(p).read_text())) for p in args.reports]
+        target = [float(x) for x in args.target.split(",")]
+        if len(target) != 2:
+            raise InputError(f"--target must be speed-up,points (e.g. 2.3,2), got {args.target!r}")
+        reports, rows = [], []
+        for name in args.reports:
+            report = json.loads(Path(name).read_text())
+            if not isinstance(report, dict) or "config" not in report or "variants" not in report:
+                raise InputError(f"{name}: not a `fleet bench sparcl --json` report")
+            reports.append((name, report))
+            rows += frontier_points(report, Path(name).name)
         comparable(reports)
-        speed, points = (float(x) for x in args.target.split(","))
-    except (OSError, ValueError, KeyError, InputError) as err:
+    except (OSError, ValueError, KeyError, TypeError, InputError) as err:
         print(f"fleet.frontier: error: {err}", file=sys.stderr)
         return 2
-    rows = [row for name, report in reports for row in frontier_points(report, Path(name).name)]
+    speed, points = target
     seen, unique = set(), []
     for row in rows:  # the equal-FLOPs baseline comes with every report: keep it once per epoch count
         key = (row["label"], row["seeds"])
-        if key not in seen:
+        if row["granularity"] != "dense" or key not in seen:
             seen.add(key)
             unique.append(row)
     cfg = reports[0][1]["config"]

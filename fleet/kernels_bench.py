@@ -456,8 +456,13 @@ def run_kernels(scenario, config: KernelsConfig, out_dir: Path, *, command: str,
 
     model, shape, classes = scenario_model(scenario)
     memory_check(model, shape, config)
-    jobs = model_jobs(model, shape, classes, config.densities, config.batch, scenario.train.lr,
-                      torch.Generator().manual_seed(scenario.seed))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)  # sparse kernels are chosen at the threads they are timed with
+    try:
+        jobs = model_jobs(model, shape, classes, config.densities, config.batch, scenario.train.lr,
+                          torch.Generator().manual_seed(scenario.seed))
+    finally:
+        torch.set_num_threads(threads)
     if on_start is not None:
         on_start(len(jobs) * config.repeats)
     rows = summarise(jobs, measure(jobs, config, progress))

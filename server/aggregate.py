@@ -15,17 +15,18 @@ from clients.errors import InputError
 
 Weights = dict[str, np.ndarray]
 Masks = dict[str, np.ndarray]
-Update = tuple[Weights, Masks, int]
+Update = tuple[Weights, Masks, float]  # weights, masks, the update's weight (its examples)
 
 
 # --------------------------------------------------------------------------- checks
 
 
-def _check_count(n: object, k: int) -> int:
-    """A sample count must be a non-negative integer."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise InputError(f"update {k}: n_examples must be a non-negative int, got {n!r}")
-    return int(n)
+def _check_count(n: object, k: int) -> float:
+    """An update's weight: its sample count (a plain client's may be a fraction of one, see
+    server.strategy), a finite number >= 0."""
+    if isinstance(n, bool) or not isinstance(n, Real) or not np.isfinite(float(n)) or n < 0:
+        raise InputError(f"update {k}: n_examples must be a finite number >= 0, got {n!r}")
+    return float(n)
 
 
 def _mask_of(masks: Masks, name: str, shape: tuple[int, ...], k: int) -> np.ndarray:
@@ -40,7 +41,7 @@ def _mask_of(masks: Masks, name: str, shape: tuple[int, ...], k: int) -> np.ndar
     return m
 
 
-def _check_update(update: Update, previous: Weights, k: int) -> tuple[Weights, Masks, int]:
+def _check_update(update: Update, previous: Weights, k: int) -> tuple[Weights, Masks, float]:
     """Each update must cover exactly the model's tensors, with matching shapes."""
     weights, masks, n = update
     names, expected = set(weights), set(previous)

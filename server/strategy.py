@@ -170,7 +170,7 @@ class Accepted:
     device_id: int
     weights: dict[str, np.ndarray]
     masks: dict[str, np.ndarray]
-    n_examples: int
+    n_examples: float  # its weight in the average: its examples (a plain client's, scaled; see plain_count)
     metrics: dict
 
 
@@ -501,12 +501,15 @@ class SparseFedAvg(FedAvg):
                                         *measured_figures(metrics)))
         return accepted, reports
 
-    def plain_count(self, weights: dict[str, np.ndarray], n_examples: int) -> tuple[int, float]:
-        """What a plain client's dense update counts for once projected, and the share it keeps."""
+    def plain_count(self, weights: dict[str, np.ndarray], n_examples: int) -> tuple[float, float]:
+        """What a plain client's dense update counts for once projected, and the share it keeps.
+
+        One weight for the whole update, its dense tensors (head, norms) included: they were
+        trained on features of a dense network that the projection removes."""
         masks = {n: self.global_masks[n].astype(bool) for n in self.config.masked_names if n in self.global_masks}
         share = in_mask_share(weights, self.global_weights, masks)
         weight = share if self.config.plain_weight == "in-mask" else 1.0
-        return int(round(n_examples * weight)), share
+        return n_examples * weight, share
 
     def aggregate(self, updates: list[tuple[dict, dict, int]]
                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -108,8 +108,9 @@ def test_bad_updates_raise_input_error(fn, previous) -> None:
         fn([({"w": good["w"]}, {}, 1)], previous)
     with pytest.raises(InputError, match="unexpected tensor 'extra'"):
         fn([({**good, "extra": f32(0)}, {}, 1)], previous)
-    with pytest.raises(InputError, match="n_examples"):
-        fn([(good, {}, -1)], previous)
+    for bad in (-1, float("nan"), float("inf"), True, "3"):
+        with pytest.raises(InputError, match="n_examples"):
+            fn([(good, {}, bad)], previous)
     with pytest.raises(InputError, match=r"mask of 'w' has shape \(2,\)"):
         fn([(good, {"w": b(T, T)}, 1)], previous)
 
@@ -179,6 +180,12 @@ def test_zero_dim_tensor_stays_an_array(fn) -> None:
 
 
 # --------------------------------------------------------------------------- plain clients
+
+
+def test_a_fractional_weight_counts_as_its_fraction(previous) -> None:
+    a = ({"w": f32(0, 0, 0, 0), "bias": f32(0, 0)}, {}, 0.5)
+    bb = ({"w": f32(3, 3, 3, 3), "bias": f32(3, 3)}, {}, 1)
+    assert np.allclose(mask_aware_average([a, bb], previous)["w"], 2.0)  # (0.5 * 0 + 1 * 3) / 1.5
 
 
 def test_in_mask_share_is_the_squared_change_where_the_mask_keeps_weights(previous) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from clients.errors import InputError
 from clients.experiment import StreamResult
 from fleet.bench import equal_flops_epochs, format_table, summarise, versus
 
@@ -59,6 +60,8 @@ def test_sparse_kernels_add_the_full_variant_again_on_them_side_by_side():
     assert not full.tdm.sparse_kernels and sparse.tdm.sparse_kernels
     assert (sparse.ddr, sparse.dgm, sparse.tdm.sparsity) == (full.ddr, full.dgm, full.tdm.sparsity)
     assert list(sparcl_variants(BenchConfig())) == ["full"]
+    with pytest.raises(InputError, match="--ablation full"):
+        BenchConfig(sparse_kernels=True, ablation="tdm")
 
 
 def test_the_table_says_what_sparse_kernels_saved_paired_per_seed():

@@ -44,3 +44,8 @@ def test_main_writes_the_table_and_the_plot_with_the_baseline_once(tmp_path, cap
     assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
     assert main([str(tmp_path / "missing.json"), "--out", str(tmp_path / "x")]) == 2
     assert "missing.json" in capsys.readouterr().err
+    (tmp_path / "list.json").write_text("[1, 2]")
+    for bad in ([str(tmp_path / "list.json")], [str(paths[0]), "--target", "2.3"]):
+        assert main([*bad, "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("fleet.frontier: error:")

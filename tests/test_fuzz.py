@@ -233,6 +233,8 @@ BENCH_CASES = [
     (["--seeds", "9" * 5000], "--seeds"),
     (["--seeds", ",,,"], "--seeds"),
     (["--seeds", "0,\x01"], "--seeds"),
+    (["--seeds", "3,1,3"], "seed twice"),
+    (["--sparse-kernels", "--ablation", "tdm"], "--ablation full"),
     (["--epochs", "0"], "epochs"),
     (["--epochs", "1e20"], "--epochs"),
     (["--epochs", "99999999999999999999"], "--epochs"),

@@ -45,6 +45,24 @@ def test_a_sparse_layer_matches_the_masked_dense_layer_in_outputs_and_gradients(
 
 
 @needs_sparseprop
+@pytest.mark.parametrize("over_on", [False, True])
+def test_a_sum_s_gradient_which_is_not_a_dense_array_gives_the_dense_gradients(over_on):
+    """out.sum().backward() hands the kernel a broadcast gradient (stride 0), which it must not read as dense."""
+    g = torch.Generator().manual_seed(1)
+    conv = nn.Conv2d(4, 8, 3, padding=1, bias=False)
+    live = torch.rand(conv.weight.shape, generator=g) < 0.3
+    x = torch.randn(8, 4, 10, 10, generator=g)
+    grads = []
+    for sparse in (False, True):
+        w = (conv.weight.detach() * live).requires_grad_()
+        out = sparse_kernels.sparse_conv2d(x, w, sparse_kernels.plan(conv, live, over_on)) if sparse \
+            else F.conv2d(x, w, None, 1, 1)
+        out.sum().backward()
+        grads.append(w.grad * live)
+    assert torch.isfinite(grads[1]).all() and torch.allclose(grads[0], grads[1], atol=1e-3, rtol=1e-4)
+
+
+@needs_sparseprop
 def test_the_learner_on_sparse_kernels_trains_what_it_trains_on_dense_kernels(monkeypatch):
     """Every layer forced onto the sparse kernels (not only where faster): the same weights after an epoch."""
     from clients.data import load_stream
@@ -73,20 +91,30 @@ def test_sparse_kernels_say_what_they_need():
         TDMConfig(granularity="channel", sparse_kernels=True)
 
 
-def test_without_sparseprop_the_learner_fails_in_one_line(monkeypatch):
+def test_without_sparseprop_the_learner_runs_dense_kernels_and_says_so(monkeypatch):
+    """A Pi (aarch64) or the server has no SparseProp: the same function on dense kernels, with a warning."""
+    import clients.sparcl.learner as learner_module
     from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig
+
+    monkeypatch.setattr(learner_module, "sparse_kernels_available", lambda: False)
+    config = LearnerConfig(sparcl=SparCLConfig(tdm=TDMConfig(sparse_kernels=True)), width=8)
+    with pytest.warns(UserWarning, match="SparseProp is not installed here"):
+        learner = Learner(config, (1, 8, 8), 10)
+    assert learner.sparse_kernels is None and learner.model.sparse_plans == {}
+
+
+def test_the_bench_needs_sparseprop_for_its_side_by_side_run(monkeypatch, capsys):
+    from fleet.cli import main
 
     monkeypatch.setattr(sparse_kernels, "available", lambda: False)
-    config = LearnerConfig(sparcl=SparCLConfig(tdm=TDMConfig(sparse_kernels=True)), width=8)
-    with pytest.raises(InputError, match="sparse kernels need SparseProp") as err:
-        Learner(config, (1, 8, 8), 10)
-    assert "\n" not in str(err.value)
+    assert main(["bench", "sparcl", "--sparse-kernels", "--seeds", "0", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sparse kernels need SparseProp" in err[0]
 
 
-def test_sparse_kernels_run_the_small_cnn_only(monkeypatch):
+def test_sparse_kernels_run_the_small_cnn_only():
     from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig
 
-    monkeypatch.setattr(sparse_kernels, "available", lambda: True)
     config = LearnerConfig(sparcl=SparCLConfig(tdm=TDMConfig(sparse_kernels=True)), width=8,
                            backbone="resnet18-reduced")
     with pytest.raises(InputError, match="small-cnn backbone"):

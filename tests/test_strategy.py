@@ -71,7 +71,7 @@ def test_bad_updates_are_rejected_and_counted_and_the_round_goes_on():
     assert s.global_masks["conv.weight"].tolist() == [True, False, True, False]
 
 
-@pytest.mark.parametrize("plain_weight, counted", [("examples", 10), ("in-mask", 3)])
+@pytest.mark.parametrize("plain_weight, counted", [("examples", 10), ("in-mask", 10 * 13 / 45)])
 def test_plain_dense_update_from_an_ordinary_flower_client_counts_where_the_global_mask_keeps(plain_weight, counted):
     s = strategy(plain_weight=plain_weight)
     plain = {"conv.weight": np.array([4, 4, 4, 4], np.float32), "head.bias": np.ones(2, np.float32)}
@@ -79,8 +79,8 @@ def test_plain_dense_update_from_an_ordinary_flower_client_counts_where_the_glob
     s.aggregate_train(1, [reply(100, plain, n=10), reply(101, sparse, n=30)])
     assert s.totals.rejected_updates == 0
     # "in-mask": its change from [1, 2, 0, 0] is [3, 2, 4, 4], of which the global mask [T, T, F, F] keeps
-    # 9 + 4 of 45 squared: its 10 examples count as round(10 * 13 / 45) = 3
-    assert [r["counted_examples"] for r in s.last_device_rows] == [counted, 30]
+    # 9 + 4 of 45 squared: its 10 examples count as 10 * 13 / 45, head.bias included (one weight an update)
+    assert [r["counted_examples"] for r in s.last_device_rows] == pytest.approx([counted, 30])
     # projected onto the global mask: element 0: (n*4 + 30*2) / (n + 30); element 1 only the plain
     # client kept: 4; elements 2, 3 stay pruned instead of taking the plain client's dense values
     assert np.allclose(s.global_weights["conv.weight"], [(counted * 4 + 60) / (counted + 30), 4, 0, 0])

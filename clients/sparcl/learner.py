@@ -15,6 +15,7 @@ mask change and counts the FLOPs the compacted layers really run.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass, field
 
 import math
@@ -32,6 +33,7 @@ from clients.errors import InputError
 from clients.sparcl.ddr import DataRemoval, DDRConfig
 from clients.sparcl.dgm import DGMConfig, GradientMasks
 from clients.sparcl.sparse_kernels import SparseKernels
+from clients.sparcl.sparse_kernels import available as sparse_kernels_available
 from clients.sparcl.tdm import TDMConfig, WeightMasks, update_epochs
 
 METHOD_LABELS = {"finetune": "Finetune", "er": "ER", "der": "DER", "derpp": "DER++"}
@@ -287,9 +289,14 @@ class Learner:
         if self.sparse_kernels:
             self.model.set_sparse_kernels(self.sparse_kernels.plans({n: self.masks.live(n) for n in self.masks.masks}))
 
-    def _sparse_kernels(self, config: LearnerConfig) -> SparseKernels:
+    def _sparse_kernels(self, config: LearnerConfig) -> SparseKernels | None:
+        """SparseProp's kernels where installed; elsewhere (a Pi, the server) the same function on dense ones."""
         if not hasattr(self.model, "set_sparse_kernels"):
             raise InputError(f"sparse kernels run on the small-cnn backbone, not {type(self.model).__name__}")
+        if not sparse_kernels_available():
+            warnings.warn("sparcl.sparse_kernels: SparseProp is not installed here, so the masked layers run "
+                          "on dense kernels (the same function)", stacklevel=2)
+            return None
         return SparseKernels(self.model, self.masked_names, (config.train.batch_size, *self.input_shape))
 
     # -- one optimisation step ---------------------------------------------

@@ -75,10 +75,12 @@ def plan(conv: nn.Conv2d, live: torch.Tensor, over_on: bool = False) -> SparsePl
     """The format of `conv`'s live entries (a weight-shaped bool mask)."""
     from sparseprop.modules.utils import to_sparse_format_conv2d
 
-    values, structure = to_sparse_format_conv2d(live.float().contiguous())
     flat = live.flatten().nonzero().flatten()
-    if values.numel() != flat.numel():
-        raise RuntimeError("SparseProp's format does not list the live weights one for one")
+    positions = torch.zeros(live.numel())  # each live entry holds its flat index + 1: the format's order shows
+    positions[flat] = flat.float() + 1
+    values, structure = to_sparse_format_conv2d(positions.view(live.shape))
+    if not torch.equal(values, flat.float() + 1):
+        raise RuntimeError("SparseProp's format does not list the live weights in the dense tensor's order")
     stride = conv.stride[0]
     return SparsePlan(structure, flat, conv.out_channels, conv.kernel_size[0], conv.padding[0], stride,
                       over_on and stride == 1)
@@ -98,26 +100,46 @@ def sparse_conv2d(x: torch.Tensor, weight: torch.Tensor, p: SparsePlan) -> torch
     if over_on and p.stride != 1:
         return F.conv2d(x, weight, None, p.stride, p.padding)
     values = weight.flatten().index_select(0, p.flat)
-    return SparseConvFunction.apply(x.contiguous(), values, p.structure, None, p.out_channels, p.kernel,
-                                    p.padding, p.stride, over_on, over_on)
+    out = SparseConvFunction.apply(x.contiguous(), values, p.structure, None, p.out_channels, p.kernel,
+                                   p.padding, p.stride, over_on, over_on)
+    if out.requires_grad:  # its kernels read the incoming gradient as a dense array (a sum's is not one)
+        out.register_hook(lambda grad: grad.contiguous())
+    return out
 
 
 def step_seconds(fn: Callable[[], torch.Tensor], repeats: int) -> float:
     """Process CPU seconds of one forward and backward, the minimum over `repeats` after a warm-up."""
-    fn().sum().backward()
+    def step() -> None:
+        out = fn()
+        out.backward(torch.ones_like(out))
+    step()
     best = float("inf")
     for _ in range(repeats):
         start = time.process_time()
-        fn().sum().backward()
+        step()
         best = min(best, time.process_time() - start)
     return best
+
+
+# A device's learner is rebuilt every round: the choices are kept for the process, keyed by what
+# decides them (weight shape, input shape, live count, stride, torch threads).
+_CHOICES: dict[tuple, bool | None] = {}
 
 
 def fastest(conv: nn.Conv2d, live: torch.Tensor, input_shape: tuple[int, ...], repeats: int = 3
             ) -> bool | None:
     """Which kernel trains this layer fastest at this mask: SparseProp over the output width (True),
-    over the batch (False), or the dense kernel (None), timed on a random input of `input_shape`."""
-    x = torch.randn(input_shape, requires_grad=True)
+    over the batch (False), or the dense kernel (None), timed on a random input of `input_shape`.
+    Timed, so two processes may choose differently and differ in float rounding."""
+    key = (tuple(conv.weight.shape), tuple(input_shape), int(live.sum()), conv.stride, torch.get_num_threads())
+    if key not in _CHOICES:
+        _CHOICES[key] = _time_kernels(conv, live, input_shape, repeats)
+    return _CHOICES[key]
+
+
+def _time_kernels(conv: nn.Conv2d, live: torch.Tensor, input_shape: tuple[int, ...], repeats: int) -> bool | None:
+    generator = torch.Generator().manual_seed(0)  # not the caller's random stream
+    x = torch.randn(input_shape, generator=generator).requires_grad_()
     weight = (conv.weight.detach() * live).requires_grad_()
     times = {None: step_seconds(lambda: F.conv2d(x, weight, None, conv.stride, conv.padding), repeats)}
     for over_on in (False, True) if conv.stride[0] == 1 else (False,):
@@ -129,8 +151,9 @@ def fastest(conv: nn.Conv2d, live: torch.Tensor, input_shape: tuple[int, ...], r
 class SparseKernels:
     """Per masked convolution of a model, SparseProp's plan of its live weights where that is faster.
 
-    The choice is timed once per layer and live-weight count (TDM keeps the count fixed within a
-    task, so a run times each layer a few times); the plan is rebuilt at every mask change.
+    The choice is timed once per layer shape and live-weight count in a process (TDM keeps the
+    count fixed within a task, so a run times each layer a few times); the plan is rebuilt at
+    every mask change.
     """
 
     def __init__(self, model: nn.Module, names: list[str], batch_shape: tuple[int, ...]) -> None:
@@ -142,17 +165,15 @@ class SparseKernels:
             raise InputError(f"sparse kernels cannot run layer {bad[0]!r} (SparseProp: square kernels, "
                              "stride 1 or 2, no groups or dilation)")
         self.input_shapes = input_shapes(model, list(self.convs.values()), batch_shape)
-        self.choices: dict[tuple[str, int], bool | None] = {}
 
     def plans(self, live: dict[str, torch.Tensor]) -> dict[str, SparsePlan]:
         """The layers to run sparse under these live masks, with their plans."""
         out = {}
         for name, mask in live.items():
-            conv, key = self.convs[name], (name, int(mask.sum()))
-            if key not in self.choices:
-                self.choices[key] = fastest(conv, mask, self.input_shapes[conv])
-            if self.choices[key] is not None:
-                out[name] = plan(conv, mask, self.choices[key])
+            conv = self.convs[name]
+            choice = fastest(conv, mask, self.input_shapes[conv])
+            if choice is not None:
+                out[name] = plan(conv, mask, choice)
         return out
 
 
