@@ -40,9 +40,10 @@ PAPER_SPARSE_SPEEDUP = ((0.9, 2.3), (0.95, 3.1))
 # no longer run: measured with `fleet bench kernels scenarios/quickstart.yaml` (the quickstart's
 # SmallCNN, batch 32, one torch 2.13 thread on this project's 2-core AMD EPYC, median of 5;
 # the run of 2026-11-28; the rerun of 2026-11-29 in results/kernels/, with two other benchmarks
-# on the same 2 cores, measured 2.27, 4.11, 5.14 and 5.72). Whole-model ratios (the stem and norms stay dense), so a layer
-# alone gains a little more. The default for `sparcl.granularity: channel`; `timing.compaction_speedup`
-# takes a table measured on the device (`fleet bench kernels` writes one).
+# on the same 2 cores, measured 2.27, 4.11, 5.14 and 5.72). Whole-model ratios (the stem and
+# norms stay dense), so a layer alone gains a little more. The default for
+# `sparcl.granularity: channel`; `timing.compaction_speedup` takes a table measured on the
+# device (`fleet bench kernels` writes one).
 MEASURED_COMPACTION_SPEEDUP = ((0.7273, 2.437), (0.9205, 4.589), (0.9828, 6.338), (0.9937, 7.065))
 
 AVAILABILITY_MODELS = ("always", "bernoulli", "onoff")
