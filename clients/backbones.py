@@ -192,14 +192,20 @@ class ResNet18(nn.Module):
         return self.head(self.features(self.stem(x)))
 
 
+def resolved_backbone(name: str, channels: int) -> str:
+    """The backbone `auto` stands for: the small CNN for one-channel input, ResNet-18 otherwise."""
+    if name != "auto":
+        return name
+    return "small-cnn" if channels == 1 else "resnet18"
+
+
 def build_backbone(name: str, input_shape: tuple[int, int, int], num_classes: int,
                    width: int | None = None) -> nn.Module:
     """`auto` picks the small CNN for one-channel input and ResNet-18 (width 64) otherwise."""
     if name not in BACKBONES:
         raise InputError(f"backbone {name!r} is unknown (choose from: {', '.join(BACKBONES)})")
     channels = input_shape[0]
-    if name == "auto":
-        name = "small-cnn" if channels == 1 else "resnet18"
+    name = resolved_backbone(name, channels)
     if name == "small-cnn":
         return SmallCNN(channels, num_classes, width or 64)
     return ResNet18(channels, num_classes, width or RESNET_WIDTHS[name])

@@ -60,7 +60,7 @@ import torch
 import yaml
 
 from clients.accounting import buffer_bytes
-from clients.backbones import BACKBONES, build_backbone
+from clients.backbones import BACKBONES, build_backbone, resolved_backbone
 from clients.budget import KERNELS, KernelModel, check_speedup_table
 from clients.cl.methods import METHODS, MethodConfig
 from clients.data import DATASETS, DEFAULT_DATA_DIRS, IDX_DATASETS, require_data_dir
@@ -876,8 +876,8 @@ def _resolve(s: Scenario, fail) -> Scenario:
         if not (sp.enabled and sp.tdm) or sp.granularity != "weight":
             fail("sparcl.sparse_kernels runs TDM's weight masks: it needs sparcl.enabled and sparcl.tdm true "
                  "and granularity weight")
-        backbone = s.train.backbone
-        if backbone == "auto" and INPUT_SHAPES.get(s.dataset.name, (1,))[0] != 1 or backbone.startswith("resnet"):
+        channels = INPUT_SHAPES.get(s.dataset.name, (1,))[0]
+        if resolved_backbone(s.train.backbone, channels) != "small-cnn":
             fail("sparcl.sparse_kernels runs the small-cnn backbone only (train.backbone)")
 
     fe = s.federation
