@@ -265,7 +265,8 @@ def layers_step(sites: Sequence[ConvSite], batch: int, lr: float, generator: tor
 
 def model_jobs(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, densities: Sequence[float],
                batch: int, lr: float, generator: torch.Generator) -> list[Job]:
-    """dense once, weight-masked at every density, and channel-compacted: the SmallCNN rebuilt narrower,
+    """dense once, weight-masked at every density (and, where SparseProp is installed, the SmallCNN's same masks
+    on its kernels), and channel-compacted: the SmallCNN rebuilt narrower,
     or, for any other backbone, its masked convolutions as bare layers (with dense-layers as their reference)."""
     x = torch.randn((batch, *input_shape), generator=generator)
     y = torch.randint(0, num_classes, (batch,), generator=generator)
@@ -274,22 +275,19 @@ def model_jobs(model: nn.Module, input_shape: tuple[int, ...], num_classes: int,
     forward = {layer.name: layer.forward_flops for layer in cost.layers if layer.name in masked}
     jobs = [Job("dense", 1.0, "model", model_step(model, x, y, lr), training_flops_per_example(cost, {}, {}),
                 sum(forward.values()))]
-    for d in densities:
+
+    def weight_masked(variant: str, d: float) -> Job:
         net = copy.deepcopy(model)  # each variant trains its own network, from the same weights
         masks = magnitude_masks(net, d)
         kept = {name: float(m.sum()) / m.numel() for name, m in masks.items()}
-        jobs.append(Job("weight-masked", d, "model", model_step(net, x, y, lr, masks),
-                        training_flops_per_example(cost, kept, kept),
-                        sum(kept[name] * f for name, f in forward.items())))
-    if isinstance(model, SmallCNN) and sparse_kernels.available():
-        for d in densities:
-            net = copy.deepcopy(model)
-            masks = magnitude_masks(net, d)
-            kept = {name: float(m.sum()) / m.numel() for name, m in masks.items()}
+        if variant == "weight-sparse-kernels":
             net.set_sparse_kernels(sparse_kernels.SparseKernels(net, list(masks), (batch, *input_shape)).plans(masks))
-            jobs.append(Job("weight-sparse-kernels", d, "model", model_step(net, x, y, lr, masks),
-                            training_flops_per_example(cost, kept, kept),
-                            sum(kept[name] * f for name, f in forward.items())))
+        return Job(variant, d, "model", model_step(net, x, y, lr, masks), training_flops_per_example(cost, kept, kept),
+                   sum(kept[name] * f for name, f in forward.items()))
+
+    jobs += [weight_masked("weight-masked", d) for d in densities]
+    if isinstance(model, SmallCNN) and sparse_kernels.available():
+        jobs += [weight_masked("weight-sparse-kernels", d) for d in densities]
     if isinstance(model, SmallCNN):
         for d in densities:
             net = compact_small_cnn(model, d)
