@@ -493,25 +493,28 @@ class SparseFedAvg(FedAvg):
                 continue
             n_examples = int(metrics.get("num-examples", 1))
             if self.config.sparsity is not None and plain:
-                n_examples, metrics["in-mask-share"] = self.plain_count(weights, n_examples)
-                weights, masks = project_onto(weights, self.global_masks, self.config.masked_names,
+                dense = weights
+                weights, masks = project_onto(dense, self.global_masks, self.config.masked_names,
                                               self.config.statistics)
+                n_examples, metrics["in-mask-share"] = self.plain_count(dense, masks, n_examples)
             accepted.append(Accepted(device, weights, masks, n_examples, metrics))
             reports.append(DeviceReport(device, flops, down, model_bytes(flat), memory, kernel, "ok",
                                         *measured_figures(metrics)))
         return accepted, reports
 
-    def plain_count(self, weights: dict[str, np.ndarray], n_examples: int) -> tuple[float, float]:
-        """What a plain client's dense update counts for once projected, and the share it keeps.
+    def plain_count(self, dense: dict[str, np.ndarray], projected_masks: dict[str, np.ndarray],
+                    n_examples: int) -> tuple[float, float]:
+        """What a plain client's dense update counts for once projected (project_onto's masks), and the
+        share of its change over the masked tensors that it keeps.
 
         One weight for the whole update, its dense tensors (head, norms) included: they were
         trained on features of a dense network that the projection removes."""
-        masks = {n: self.global_masks[n].astype(bool) for n in self.config.masked_names if n in self.global_masks}
-        share = in_mask_share(weights, self.global_weights, masks)
+        masked = {n: projected_masks[n] for n in self.config.masked_names if n in projected_masks}
+        share = in_mask_share(dense, self.global_weights, masked)
         weight = share if self.config.plain_weight == "in-mask" else 1.0
         return n_examples * weight, share
 
-    def aggregate(self, updates: list[tuple[dict, dict, int]]
+    def aggregate(self, updates: list[tuple[dict, dict, float]]
                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """New global weights and masks (masks only for the masked tensors)."""
         previous = self.global_weights
