@@ -138,6 +138,20 @@ def training_flops_per_example(cost: ModelCost, weight_density: dict[str, float]
     return total
 
 
+def forward_flops_per_example(cost: ModelCost, weight_density: dict[str, float],
+                              compacted: dict[str, float] | None = None) -> float:
+    """FLOPs of one example's forward pass alone (no gradients): d x F per masked layer, plus the dense rest.
+
+    A third of `training_flops_per_example` when gradients are dense; what a
+    pass that only reads the network costs (clients.sparcl.learner's norm
+    recalibration).
+    """
+    compacted = compacted or {}
+    return cost.elementwise_flops + sum(
+        compacted.get(layer.name, weight_density.get(layer.name, 1.0)) * layer.forward_flops
+        for layer in cost.layers)
+
+
 def compacted_densities(channel_density: dict[str, float], inputs: dict[str, str | None]) -> dict[str, float]:
     """Effective density of each compacted layer: its live output share x its live input share.
 

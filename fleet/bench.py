@@ -50,6 +50,7 @@ class BenchConfig:
     equal_flops: bool = True  # also run the dense method at SparCL's FLOPs (fewer epochs)
     granularity: str = "weight"  # TDM masks single weights, or whole channels (compacted where the model can)
     sparse_kernels: bool = False  # also run `full` on SparseProp's kernels where faster (clients.sparcl.sparse_kernels)
+    recalibrate_norms: bool = False  # every arm recomputes its norms' statistics at each task's end
 
     def __post_init__(self) -> None:
         if self.ablation not in ABLATIONS:
@@ -88,7 +89,8 @@ def main_variant(names: Sequence[str]) -> str:
 def learner_config(config: BenchConfig, sparcl: SparCLConfig, seed: int, epochs: int | None = None) -> LearnerConfig:
     method = MethodConfig(name=config.method, buffer_size=config.buffer_size,
                           mask_other_classes=config.mask_other_classes, augment=config.dataset == "cifar10")
-    train = TrainConfig(epochs_per_task=epochs or config.epochs, lr=config.lr, seed=seed)
+    train = TrainConfig(epochs_per_task=epochs or config.epochs, lr=config.lr, seed=seed,
+                        recalibrate_norms=config.recalibrate_norms)
     return LearnerConfig(method=method, sparcl=sparcl, width=config.width, train=train)
 
 

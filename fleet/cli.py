@@ -62,6 +62,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         width=args.width, ablation=args.ablation, dgm_keep=args.dgm_keep,
         mask_other_classes=not args.no_class_mask, max_per_class=args.max_per_class,
         equal_flops=not args.no_equal_flops, granularity=args.granularity, sparse_kernels=args.sparse_kernels,
+        recalibrate_norms=args.recalibrate_norms,
     )
     _validate_bench(config)
     if args.json:
@@ -572,6 +573,9 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--sparse-kernels", action="store_true",
                        help="also run the full SparCL variant with its weight masks on SparseProp's sparse "
                        "kernels where faster (optional extra), side by side")
+    bench.add_argument("--recalibrate-norms", action="store_true",
+                       help="every arm recomputes its BatchNorm statistics at each task's end (one forward pass "
+                       "over the task and the buffer, counted) instead of keeping the lagging running average")
     bench.add_argument("--dgm-keep", type=float, default=0.2, help="share of gradient entries DGM keeps")
     bench.add_argument("--no-class-mask", action="store_true",
                        help="do not mask other tasks' logits in the current-task loss")

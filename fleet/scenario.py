@@ -173,6 +173,7 @@ class TrainSpec:
     local_epochs: int = rule(2, ge=1)  # epochs per round
     batch_size: int = rule(32, ge=1)
     lr: float = rule(0.03, gt=0)
+    recalibrate_norms: bool = False  # recompute the norms' statistics at each task's end (Learner.recalibrate_norms)
     backbone: str = rule("auto", choices=BACKBONES)
     width: int | None = rule(None, ge=1, le=MAX_WIDTH)
 
@@ -337,6 +338,7 @@ class Scenario:
             batch_size=self.train.batch_size,
             lr=self.train.lr,
             seed=seed,
+            recalibrate_norms=self.train.recalibrate_norms,
         )
         return LearnerConfig(method=self.method.config(self.dataset.name), sparcl=sparcl, train=train,
                              backbone=self.train.backbone, width=self.train.width)
