@@ -37,6 +37,19 @@ if [[ "${1:-}" == "--sparse-kernels" ]]; then  # issue 10: the same learner on d
   run sparse_kernels_s090 --sparsity 0.9 --seeds 0,1,2 --sparse-kernels --no-equal-flops
   exit
 fi
+if [[ "${1:-}" == "--recalibrate" ]]; then  # issue 6: every arm recalibrates its norms at each task's end
+  # e.g. --recalibrate weight 0.9 s090 (about 30 minutes alone; one thread, so two can share 2 cores)
+  export OMP_NUM_THREADS=1
+  run "recal_$2_$4" --granularity "$2" --sparsity "$3" --seeds 0,1,2,3,4 --recalibrate-norms
+  exit
+fi
+if [[ "${1:-}" == "--recalibrate-frontier" ]]; then  # the recalibrated 5-seed arms as one plot
+  cmd=(.venv/bin/python -m fleet.frontier "$OUT"/recal_weight_s090.json "$OUT"/recal_weight_s095.json
+       "$OUT"/recal_channel_s075.json "$OUT"/recal_channel_s090.json --out "$OUT/frontier_recal")
+  { echo "\$ ${cmd[*]}"; "${cmd[@]}"; } > "$OUT/frontier_recal.txt"
+  cat "$OUT/frontier_recal.txt"
+  exit
+fi
 if [[ "${1:-}" == "--granularity" ]]; then  # issue 10: e.g. --granularity channel 0.9 s090 (about 25 minutes)
   run "$2_$4" --granularity "$2" --sparsity "$3" --seeds 0,1,2,3,4
   exit

@@ -43,13 +43,14 @@ def frontier_points(report: dict, source: str) -> list[dict]:
 
 def comparable(reports: Sequence[tuple[str, dict]]) -> None:
     """Points share one axis only if they ran the same data, model and schedule."""
-    keys = ("dataset", "width", "max_per_class", "epochs", "method", "lr", "buffer_size")
+    keys = ("dataset", "width", "max_per_class", "epochs", "method", "lr", "buffer_size", "recalibrate_norms")
+    absent = {"recalibrate_norms": False}  # reports written before the setting existed ran without it
     first_name, first = reports[0]
     for name, report in reports[1:]:
         for key in keys:
-            if report["config"].get(key) != first["config"].get(key):
-                raise InputError(f"{name}: {key} is {report['config'].get(key)!r} but {first_name} has "
-                                 f"{first['config'].get(key)!r}: not one frontier")
+            mine, theirs = (r["config"].get(key, absent.get(key)) for r in (report, first))
+            if mine != theirs:
+                raise InputError(f"{name}: {key} is {mine!r} but {first_name} has {theirs!r}: not one frontier")
 
 
 def plot_frontier(rows: Sequence[dict], path: Path, title: str, target: tuple[float, float] | None) -> None:
@@ -117,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_csv(out.with_suffix(".csv"), unique, COLUMNS)
     plot_frontier(unique, out.with_suffix(".png"),
                   f"SparCL-DER++ on {cfg['dataset']}, width {cfg['width']}, {cfg['max_per_class']}/class, "
-                  f"{cfg['epochs']} epochs/task", (speed, points))
+                  f"{cfg['epochs']} epochs/task" + (", norms recalibrated" if cfg.get("recalibrate_norms") else ""),
+                  (speed, points))
     for r in sorted(unique, key=lambda r: r["cpu_speedup"]):
         print(f"{r['label']:<28} {r['seeds']} seeds  CPU {r['cpu_speedup']:5.2f}x  FLOPs {r['flops_ratio']:6.1f}x  "
               f"Class-IL {r['delta']:+7.2f} [{r['delta_min']:+.2f}, {r['delta_max']:+.2f}]")

@@ -33,6 +33,16 @@ def test_reports_of_other_configurations_are_not_one_frontier():
         comparable([("a.json", report("weight", 0.9, -17, 1.2)), ("b.json", report("weight", 0.9, -7, 1.3, 64))])
 
 
+def test_recalibrated_and_plain_runs_are_not_one_frontier():
+    """Each report's deltas are against its own dense arm; recalibration changes that arm too."""
+    plain, recal = report("weight", 0.9, -17, 1.2), report("weight", 0.9, -8, 1.2)
+    recal["config"]["recalibrate_norms"] = True
+    with pytest.raises(InputError, match="recalibrate_norms is True but a.json has False"):
+        comparable([("a.json", plain), ("b.json", recal)])  # a report from before the setting reads as False
+    plain["config"]["recalibrate_norms"] = False
+    comparable([("a.json", plain), ("c.json", report("channel", 0.9, -20, 3.9))])
+
+
 def test_main_writes_the_table_and_the_plot_with_the_baseline_once(tmp_path, capsys):
     paths = []
     for name, r in (("w.json", report("weight", 0.9, -17.0, 1.2)), ("c.json", report("channel", 0.9, -20.0, 3.9))):
