@@ -4,6 +4,9 @@
 # Size: small CNN width 32, 300 training examples per class (600 per task), 10 epochs per
 # task; 5 seeds for the main runs and 2 for the ablation: about an hour on 2 cores in all.
 # Needs Debian's dataset-fashion-mnist package (apt-get install dataset-fashion-mnist).
+# Other modes (each named where it is handled below): --width-probe, --frontier, --sparse-kernels,
+# --recalibrate G S NAME and --recalibrate-frontier (every arm recalibrates its norms at each task's end),
+# --norm-lag (why runs without recalibration collapsed), --granularity G S NAME, --ablation-only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FLEET=${FLEET:-.venv/bin/fleet}
@@ -48,6 +51,12 @@ if [[ "${1:-}" == "--recalibrate-frontier" ]]; then  # the recalibrated 5-seed a
        "$OUT"/recal_channel_s075.json "$OUT"/recal_channel_s090.json --out "$OUT/frontier_recal")
   { echo "\$ ${cmd[*]}"; "${cmd[@]}"; } > "$OUT/frontier_recal.txt"
   cat "$OUT/frontier_recal.txt"
+  exit
+fi
+if [[ "${1:-}" == "--norm-lag" ]]; then  # why runs collapsed: evaluation with stale BatchNorm statistics (5 min)
+  cmd=(.venv/bin/python benchmarks/norm_lag.py --seed 2 --tasks 3)
+  { echo "\$ ${cmd[*]}"; "${cmd[@]}"; } > "$OUT/norm_lag.txt"
+  tail -3 "$OUT/norm_lag.txt"
   exit
 fi
 if [[ "${1:-}" == "--granularity" ]]; then  # issue 10: e.g. --granularity channel 0.9 s090 (about 25 minutes)

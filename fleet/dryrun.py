@@ -12,7 +12,9 @@ timeline.png and bytes.png have the same columns; accuracy stays empty.
 
 What a dry run does not know: the accuracy, DDR's removals (it counts every
 example every epoch, an upper bound on the work) and how masks change within
-a task (it keeps the global mask's densities).
+a task (it keeps the global mask's densities), nor the norm recalibration at a
+task's end (`train.recalibrate_norms`: one forward pass over the task and the
+buffer, about a ninth of a DER++ epoch).
 """
 
 from __future__ import annotations
