@@ -252,7 +252,7 @@ class Learner:
         finally:
             for m, momentum in zip(norms, momenta):
                 m.momentum = momentum
-        flops_per_example, kernel_per_example, densities = self.step_costs()
+        _, kernel_per_example, densities = self.step_costs()
         compacted = compacted_densities(densities, self.compacted_inputs)
         self.counters.train_flops += examples * forward_flops_per_example(self.cost, densities, compacted)
         # the kernels' training cost is three passes of one forward's size (clients.budget)
