@@ -5,7 +5,7 @@
 # task; 5 seeds for the main runs and 2 for the ablation: about an hour on 2 cores in all.
 # Needs Debian's dataset-fashion-mnist package (apt-get install dataset-fashion-mnist).
 # Other modes (each named where it is handled below): --width-probe, --frontier, --sparse-kernels,
-# --recalibrate G S NAME and --recalibrate-frontier (every arm recalibrates its norms at each task's end),
+# --recalibrate G S NAME, --recalibrate-tdm and --recalibrate-frontier (every arm recalibrates its norms at each task's end),
 # --norm-lag (why runs without recalibration collapsed), --granularity G S NAME, --ablation-only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +44,11 @@ if [[ "${1:-}" == "--recalibrate" ]]; then  # issue 6: every arm recalibrates it
   # e.g. --recalibrate weight 0.9 s090 (about 30 minutes alone; one thread, so two can share 2 cores)
   export OMP_NUM_THREADS=1
   run "recal_$2_$4" --granularity "$2" --sparsity "$3" --seeds 0,1,2,3,4 --recalibrate-norms
+  exit
+fi
+if [[ "${1:-}" == "--recalibrate-tdm" ]]; then  # TDM alone at 0.90, recalibrated: what DDR costs (30 minutes)
+  export OMP_NUM_THREADS=1
+  run recal_tdm_s090 --sparsity 0.9 --ablation tdm --seeds 0,1,2,3,4 --recalibrate-norms --no-equal-flops
   exit
 fi
 if [[ "${1:-}" == "--recalibrate-frontier" ]]; then  # the recalibrated 5-seed arms as one plot
