@@ -93,8 +93,8 @@ def main() -> int:
         rows += trace(name, learner, stream, args.tasks)
     OUT.mkdir(parents=True, exist_ok=True)
     write_csv(OUT / "norm_lag.csv", rows, list(rows[0]))
-    plot(rows, OUT / "norm_lag.png", f"Split Fashion-MNIST, seed {args.seed}, width 32, sparsity 0.90: "
-                                     "evaluated with the running BatchNorm statistics or recomputed ones")
+    plot(rows, OUT / "norm_lag.png", f"Split Fashion-MNIST, seed {args.seed}, width 32, sparsity 0.90:\n"
+                                     "the same weights evaluated with the running or recomputed BatchNorm statistics")
     for name in ("SparCL-DER++", "DER++"):
         mine = [r for r in rows if r["learner"] == name]
         worst = max(mine, key=lambda r: r["task_il_recomputed"] - r["task_il_running"])
