@@ -71,7 +71,12 @@ federation: {{min_available: 2}}
         assert started, "the run started no process (no Ray?)"
         proc.send_signal(signal.SIGINT)
         sent = time.monotonic()
-        stdout, stderr = proc.communicate(timeout=STOP_LIMIT_S)
+        try:
+            stdout, stderr = proc.communicate(timeout=STOP_LIMIT_S)
+        except subprocess.TimeoutExpired:  # say what the run was doing, not only that it was slow
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, stderr = proc.communicate()
+            pytest.fail(f"the run did not end within {STOP_LIMIT_S} s of SIGINT; its stderr ended:\n{stderr[-3000:]}")
         took = time.monotonic() - sent
     finally:
         if proc.poll() is None:
