@@ -243,19 +243,17 @@ class Learner:
             m.reset_running_stats()
             m.momentum = None  # a cumulative average over the whole pass
         self.model.train()
-        examples = 0
         try:
             for x in self._recalibration_batches():
                 self.model(x)
-                examples += len(x)
         finally:
             for m, momentum in zip(norms, momenta):
                 m.momentum = momentum
-        _, kernel_per_example, densities = self.step_costs()
+        densities = self.step_costs()[2]
         compacted = compacted_densities(densities, self.compacted_inputs)
-        self.counters.train_flops += examples * forward_flops_per_example(self.cost, densities, compacted)
-        # the kernels' training cost is three passes of one forward's size (clients.budget)
-        self.counters.kernel_flops += examples * kernel_per_example / 3.0
+        self.counters.train_flops += self.recalibration_examples() * forward_flops_per_example(
+            self.cost, densities, compacted)
+        self.counters.kernel_flops += self.recalibration_kernel_flops()
 
     def _recalibration_batches(self):
         """Every example of the task (removed ones too: the statistics describe the task), not
@@ -272,11 +270,14 @@ class Learner:
                 cursor = (cursor + draw) % stored
 
     def recalibration_examples(self) -> int:
-        """Examples the task-end pass pushes through the model (0 when it is off)."""
-        if not self.config.train.recalibrate_norms:
-            return 0
+        """Examples the recalibration pass pushes through the model (what _recalibration_batches yields)."""
         batches = math.ceil(len(self.y) / self.batch_size)
         return len(self.y) + batches * self.method.draws * min(self.method.minibatch, len(self.method.buffer))
+
+    def recalibration_kernel_flops(self) -> float:
+        """What the pass costs the device's kernels: a training step's cost is three passes of
+        one forward's size (clients.budget), so a third of it per example."""
+        return self.recalibration_examples() * self.step_costs()[1] / 3.0
 
     # -- a budgeted round ---------------------------------------------------
     def round_memory(self, batch: int, draw: int, buffer: int) -> int:
@@ -318,8 +319,9 @@ class Learner:
                 self._start_epoch()
             n = min(self.batch_size, len(self.order) - self.cursor)
             cost = m.step_examples(n) * self.step_costs()[1]
-            if self.cursor + n >= len(self.order) and self.epoch + 1 >= self.epochs_per_task:
-                cost += self.recalibration_examples() * self.step_costs()[1] / 3.0  # the task-end pass
+            ends_task = self.cursor + n >= len(self.order) and self.epoch + 1 >= self.epochs_per_task
+            if ends_task and self.config.train.recalibrate_norms:
+                cost += self.recalibration_kernel_flops()
             if budget.compute_flops is not None and c.kernel_flops - before[3] + cost > budget.compute_flops:
                 limited = True
                 break
