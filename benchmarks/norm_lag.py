@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clients.data import load_stream  # noqa: E402
-from clients.metrics import task_accuracy  # noqa: E402
+from clients.experiment import evaluate_seen  # noqa: E402
 from clients.sparcl.learner import Learner, SparCLConfig  # noqa: E402
 from fleet.bench import BenchConfig, learner_config, sparcl_variants  # noqa: E402
 from fleet.report import save_figure, write_csv  # noqa: E402
@@ -36,8 +36,8 @@ OUT = Path(__file__).resolve().parent.parent / "results" / "fmnist"
 
 def seen_accuracy(learner: Learner, stream, upto: int) -> tuple[float, float]:
     """Mean Class-IL and Task-IL over tasks 0..upto, in evaluation mode."""
-    pairs = [task_accuracy(learner.model, t.x_test, t.y_test, t.classes) for t in stream.tasks[:upto + 1]]
-    return sum(p[0] for p in pairs) / len(pairs), sum(p[1] for p in pairs) / len(pairs)
+    class_il, task_il = evaluate_seen(learner, stream, upto)
+    return sum(class_il) / len(class_il), sum(task_il) / len(task_il)
 
 
 def trace(name: str, learner: Learner, stream, tasks: int) -> list[dict]:
