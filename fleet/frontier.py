@@ -43,8 +43,9 @@ def frontier_points(report: dict, source: str) -> list[dict]:
 
 def comparable(reports: Sequence[tuple[str, dict]]) -> None:
     """Points share one axis only if they ran the same data, model and schedule."""
-    keys = ("dataset", "width", "max_per_class", "epochs", "method", "lr", "buffer_size", "recalibrate_norms")
-    absent = {"recalibrate_norms": False}  # reports written before the setting existed ran without it
+    keys = ("dataset", "width", "max_per_class", "epochs", "method", "lr", "buffer_size", "recalibrate_norms",
+            "mask_other_classes")
+    absent = {"recalibrate_norms": False, "mask_other_classes": True}  # what reports from before a key ran
     first_name, first = reports[0]
     for name, report in reports[1:]:
         for key in keys:
@@ -118,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_csv(out.with_suffix(".csv"), unique, COLUMNS)
     plot_frontier(unique, out.with_suffix(".png"),
                   f"SparCL-DER++ on {cfg['dataset']}, width {cfg['width']}, {cfg['max_per_class']}/class, "
-                  f"{cfg['epochs']} epochs/task" + (", norms recalibrated" if cfg.get("recalibrate_norms") else ""),
+                  f"{cfg['epochs']} epochs/task" + (", norms recalibrated" if cfg.get("recalibrate_norms") else "")
+                  + ("" if cfg.get("mask_other_classes", True) else ", unmasked loss"),
                   (speed, points))
     for r in sorted(unique, key=lambda r: r["cpu_speedup"]):
         print(f"{r['label']:<28} {r['seeds']} seeds  CPU {r['cpu_speedup']:5.2f}x  FLOPs {r['flops_ratio']:6.1f}x  "

@@ -43,6 +43,14 @@ def test_recalibrated_and_plain_runs_are_not_one_frontier():
     comparable([("a.json", plain), ("c.json", report("channel", 0.9, -20, 3.9))])
 
 
+def test_runs_with_and_without_the_class_mask_are_not_one_frontier():
+    """The current-task loss with or without other tasks' logits is another learner, dense arm included."""
+    masked, unmasked = report("weight", 0.9, -8, 1.2), report("weight", 0.9, -4, 1.2)
+    unmasked["config"]["mask_other_classes"] = False
+    with pytest.raises(InputError, match="mask_other_classes is False but a.json has True"):
+        comparable([("a.json", masked), ("b.json", unmasked)])  # a report from before the key: the bench's True
+
+
 def test_main_writes_the_table_and_the_plot_with_the_baseline_once(tmp_path, capsys):
     paths = []
     for name, r in (("w.json", report("weight", 0.9, -17.0, 1.2)), ("c.json", report("channel", 0.9, -20.0, 3.9))):
