@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from clients.data import TaskStream
-from clients.metrics import average_accuracy, forgetting, task_accuracy
+from clients.metrics import average_accuracy, forgetting, learning_accuracy, task_accuracy
 from clients.sparcl.learner import Learner, LearnerConfig
 
 
@@ -44,10 +44,15 @@ class StreamResult:
     def forgetting(self) -> float:
         return forgetting(self.class_il_matrix)
 
+    @property
+    def learning_acc(self) -> float:
+        return learning_accuracy(self.class_il_matrix)
+
     def to_dict(self) -> dict:
         return {
             "label": self.label, "components": self.components, "seed": self.seed,
             "class_il": self.class_il, "task_il": self.task_il, "forgetting": self.forgetting,
+            "learning_acc": self.learning_acc,
             "train_flops": self.train_flops, "examples": self.examples, "removed": self.removed,
             "peak_memory_bytes": self.peak_memory_bytes,
             "dense_peak_memory_bytes": self.dense_peak_memory_bytes,

@@ -1,4 +1,4 @@
-"""Continual-learning metrics: accuracy matrix, average accuracy, forgetting.
+"""Continual-learning metrics: accuracy matrix, average accuracy, forgetting, learning accuracy.
 
 `matrix[i][j]` is the accuracy on task j's test set after training task i
 (j <= i). Class-IL predicts among all classes seen by the model; Task-IL is
@@ -45,3 +45,9 @@ def forgetting(matrix: Sequence[Sequence[float]]) -> float:
     final = matrix[-1]
     drops = [max(row[j] for row in matrix[:-1] if j < len(row)) - final[j] for j in range(len(matrix) - 1)]
     return float(sum(drops) / len(drops))
+
+
+def learning_accuracy(matrix: Sequence[Sequence[float]]) -> float:
+    """Mean accuracy on each task right after training it (the diagonal): plasticity, where
+    forgetting is stability. The SparCL reference logs it as "Learning Acc"."""
+    return average_accuracy([row[i] for i, row in enumerate(matrix)])

@@ -51,6 +51,24 @@ def test_table_shows_the_spread():
     assert "-1.50 [-5.00, +2.00]" in text and "equal FLOPs: +3.00 points [+1.00, +4.00]" in text
 
 
+def test_learning_accuracy_is_a_median_column_of_the_table():
+    """The diagonal shows whether a variant loses by learning new tasks less well, not by forgetting."""
+    def two_tasks(newest: float) -> StreamResult:
+        return StreamResult(label="x", components="x", seed=0, class_il_matrix=[[90.0], [40.0, newest]],
+                            task_il_matrix=[[90.0], [80.0, 90.0]], train_flops=1.0, examples=1, removed=0,
+                            peak_memory_bytes=1, dense_peak_memory_bytes=1, wall_s=1.0, cpu_s=1.0,
+                            final_density=None, epochs=10)
+    runs = {"dense": [two_tasks(80.0)], "full": [two_tasks(50.0)]}
+    variants = summarise(runs)
+    assert (variants["dense"]["learning_acc"], variants["full"]["learning_acc"]) == (85.0, 70.0)
+    report = {"config": {"dataset": "d", "sparsity": 0.9, "epochs": 10, "seeds": [0]},
+              "label": "SparCL-DER++", "dense_label": "DER++", "variants": variants,
+              "flops_ratio": 1.0, "acc_delta": -15.0, "acc_delta_min": -15.0, "acc_delta_max": -15.0,
+              "wall_ratio": 1.0}
+    header, _, _, full = format_table(report).splitlines()[1:5]
+    assert header.split()[8] == "learn" and full.split()[8] == "70.00"
+
+
 def test_sparse_kernels_add_the_full_variant_again_on_them_side_by_side():
     from fleet.bench import SPARSE_KERNELS, BenchConfig, sparcl_variants
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from clients.metrics import average_accuracy, forgetting, task_accuracy
+from clients.metrics import average_accuracy, forgetting, learning_accuracy, task_accuracy
 
 # The model is the identity: the inputs are the logits. 6 classes; the task is classes (2, 3).
 LOGITS = torch.tensor([
@@ -91,3 +91,9 @@ def test_forgetting_uses_best_not_first_and_can_be_negative():
 def test_forgetting_single_task_is_zero():
     assert forgetting([[77.0]]) == 0.0
     assert forgetting([]) == 0.0
+
+
+def test_learning_accuracy_is_the_mean_of_the_diagonal():
+    matrix = [[90.0], [70.0, 60.0], [80.0, 50.0, 30.0]]
+    assert learning_accuracy(matrix) == pytest.approx((90 + 60 + 30) / 3)  # not the final row's 53.3
+    assert learning_accuracy([]) == 0.0
