@@ -5,7 +5,7 @@
 # task; 5 seeds for the main runs and 2 for the ablation: about an hour on 2 cores in all.
 # Needs Debian's dataset-fashion-mnist package (apt-get install dataset-fashion-mnist).
 # Other modes (each named where it is handled below): --width-probe, --frontier, --sparse-kernels,
-# --recalibrate G S NAME, --recalibrate-tdm and --recalibrate-frontier (every arm recalibrates its norms at each task's end),
+# --recalibrate G S NAME [bench args], --recalibrate-tdm and --recalibrate-frontier (every arm recalibrates its norms at each task's end),
 # --norm-lag (why runs without recalibration collapsed), --granularity G S NAME, --ablation-only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,9 +41,10 @@ if [[ "${1:-}" == "--sparse-kernels" ]]; then  # issue 10: the same learner on d
   exit
 fi
 if [[ "${1:-}" == "--recalibrate" ]]; then  # issue 6: every arm recalibrates its norms at each task's end
-  # e.g. --recalibrate weight 0.9 s090 (about 30 minutes alone; one thread, so two can share 2 cores)
+  # e.g. --recalibrate weight 0.9 s090 (about 30 minutes alone; one thread, so two can share 2 cores);
+  # arguments after NAME go to the bench: --recalibrate weight 0.9 s090_unmasked --no-class-mask
   export OMP_NUM_THREADS=1
-  run "recal_$2_$4" --granularity "$2" --sparsity "$3" --seeds 0,1,2,3,4 --recalibrate-norms
+  run "recal_$2_$4" --granularity "$2" --sparsity "$3" --seeds 0,1,2,3,4 --recalibrate-norms "${@:5}"
   exit
 fi
 if [[ "${1:-}" == "--recalibrate-tdm" ]]; then  # TDM alone at 0.90, recalibrated: what DDR costs (30 minutes)
@@ -52,8 +53,8 @@ if [[ "${1:-}" == "--recalibrate-tdm" ]]; then  # TDM alone at 0.90, recalibrate
   exit
 fi
 if [[ "${1:-}" == "--recalibrate-frontier" ]]; then  # the recalibrated 5-seed arms as one plot
-  cmd=(.venv/bin/python -m fleet.frontier "$OUT"/recal_weight_s090.json "$OUT"/recal_weight_s095.json
-       "$OUT"/recal_channel_s075.json "$OUT"/recal_channel_s090.json --out "$OUT/frontier_recal")
+  cmd=(.venv/bin/python -m fleet.frontier "$OUT"/recal_weight_s075.json "$OUT"/recal_weight_s090.json
+       "$OUT"/recal_weight_s095.json "$OUT"/recal_channel_s075.json "$OUT"/recal_channel_s090.json --out "$OUT/frontier_recal")
   { echo "\$ ${cmd[*]}"; "${cmd[@]}"; } > "$OUT/frontier_recal.txt"
   cat "$OUT/frontier_recal.txt"
   exit
