@@ -51,6 +51,7 @@ class BenchConfig:
     granularity: str = "weight"  # TDM masks single weights, or whole channels (compacted where the model can)
     sparse_kernels: bool = False  # also run `full` on SparseProp's kernels where faster (clients.sparcl.sparse_kernels)
     recalibrate_norms: bool = False  # every arm recomputes its norms' statistics at each task's end
+    ddr_rank: str = "forgetting"  # DDR removes the least-forgotten examples, or (the control) random ones
 
     def __post_init__(self) -> None:
         if self.ablation not in ABLATIONS:
@@ -67,7 +68,7 @@ SPARSE_KERNELS = "full+sparse-kernels"  # the full variant with its masked layer
 def sparcl_variants(config: BenchConfig) -> dict[str, SparCLConfig]:
     """The SparCL configurations an ablation setting asks for, by component label."""
     tdm = TDMConfig(sparsity=config.sparsity, granularity=config.granularity)
-    ddr, dgm = DDRConfig(), DGMConfig(keep=config.dgm_keep)
+    ddr, dgm = DDRConfig(rank=config.ddr_rank), DGMConfig(keep=config.dgm_keep)
     variants = {
         "tdm": SparCLConfig(tdm=tdm, ddr=None, dgm=None),
         "tdm+ddr": SparCLConfig(tdm=tdm, ddr=ddr, dgm=None),

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from clients.errors import InputError, excerpt
+from clients.sparcl.ddr import RANKS as DDR_RANKS
 from fleet.deployment import DeploymentError
 from fleet.interrupts import Terminated, handle_sigterm
 from server.strategy import NodesUnavailable
@@ -62,7 +63,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         width=args.width, ablation=args.ablation, dgm_keep=args.dgm_keep,
         mask_other_classes=not args.no_class_mask, max_per_class=args.max_per_class,
         equal_flops=not args.no_equal_flops, granularity=args.granularity, sparse_kernels=args.sparse_kernels,
-        recalibrate_norms=args.recalibrate_norms,
+        recalibrate_norms=args.recalibrate_norms, ddr_rank=args.ddr_rank,
     )
     _validate_bench(config)
     if args.json:
@@ -576,6 +577,8 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--recalibrate-norms", action="store_true",
                        help="every arm recomputes its BatchNorm statistics at each task's end (one forward pass "
                        "over the task and the buffer, counted) instead of keeping the lagging running average")
+    bench.add_argument("--ddr-rank", default="forgetting", choices=DDR_RANKS,
+                       help="which examples DDR removes: the least forgotten (SparCL), or random ones (the control)")
     bench.add_argument("--dgm-keep", type=float, default=0.2, help="share of gradient entries DGM keeps")
     bench.add_argument("--no-class-mask", action="store_true",
                        help="do not mask other tasks' logits in the current-task loss")

@@ -69,6 +69,14 @@ def test_learning_accuracy_is_a_median_column_of_the_table():
     assert header.split()[8] == "learn" and full.split()[8] == "70.00"
 
 
+def test_the_ddr_rank_reaches_every_variant_with_ddr():
+    from fleet.bench import BenchConfig, sparcl_variants
+
+    variants = sparcl_variants(BenchConfig(ablation="all", ddr_rank="random"))
+    assert {n: v.ddr.rank for n, v in variants.items() if v.ddr} == {"tdm+ddr": "random", "full": "random"}
+    assert sparcl_variants(BenchConfig())["full"].ddr.rank == "forgetting"
+
+
 def test_sparse_kernels_add_the_full_variant_again_on_them_side_by_side():
     from fleet.bench import SPARSE_KERNELS, BenchConfig, sparcl_variants
 

@@ -26,6 +26,7 @@ def fleet(*args: str) -> subprocess.CompletedProcess:
     (["--dataset", "cifar10", "--data-dir", "/no/such/folder"], "/no/such/folder"),
     (["--dataset", "mnist"], "mnist"),
     (["--ablation", "dgm-only"], "dgm-only"),
+    (["--ddr-rank", "easy"], "--ddr-rank"),
     (["--seeds", "a,b"], "--seeds"),
     (["--dataset", "fashion-mnist", "--data-dir", "/no/such/fmnist"], "apt-get install dataset-fashion-mnist"),
     (["--json", "/no/such/folder/report.json"], "/no/such/folder"),

@@ -120,6 +120,8 @@ def test_ddr_config_rejects_bad_values():
         DDRConfig(points=(0.5, 1.0))
     with pytest.raises(InputError):
         DDRConfig(fraction=0.25)  # 4 x 0.25 = the whole task
+    with pytest.raises(InputError, match="ddr rank 'easy' is unknown"):
+        DDRConfig(rank="easy")
 
 
 def make_removal(n: int = 40, epochs: int = 20) -> DataRemoval:
@@ -150,6 +152,23 @@ def test_begin_epoch_removes_exact_count_of_least_forgotten_at_scheduled_epochs(
     assert r.tracker.presentations.sum() == 0 and r.tracker.events.sum() == 0
     assert r.begin_epoch(3).size == 0
     assert r.active.size == n - 3
+
+
+def test_random_rank_removes_as_many_examples_regardless_of_their_statistics():
+    """The control: same schedule and count, a uniform draw over the active examples."""
+    n, easy = 400, np.arange(30)
+    hits = np.zeros(n, dtype=bool)
+    hits[easy] = True  # only these are ever right: the forgetting rank removes exactly them
+    removed = {}
+    for rank in ("forgetting", "random"):
+        r = DataRemoval(n, 20, DDRConfig(rank=rank), np.random.default_rng(0))
+        r.tracker.record(np.arange(n), hits)
+        removed[rank] = r.begin_epoch(2)
+    assert removed["forgetting"].tolist() == easy.tolist()
+    assert removed["random"].size == easy.size
+    assert np.isin(removed["random"], easy).sum() < 10  # 30 of 400 drawn: about 2 of the easy 30 expected
+    r = DataRemoval(n, 20, DDRConfig(rank="random"), np.random.default_rng(0))
+    assert r.begin_epoch(2).tolist() == removed["random"].tolist()  # seeded by the learner's generator
 
 
 def test_begin_epoch_total_removed_follows_schedule():

@@ -5,7 +5,9 @@ correctly at one presentation, wrongly at the next); one never classified
 correctly counts as the maximum. At a few points early in each task the examples
 with the fewest events are removed, a fixed share of the task each time, and the
 statistics restart. The next task starts with its full data. Buffer examples are
-never removed.
+never removed. `rank: random` removes the same number of examples drawn at random
+(the reference's negative `keep_lowest_n`): the control that shows what the
+forgetting ranking itself earns.
 """
 
 from __future__ import annotations
@@ -18,12 +20,18 @@ import numpy as np
 from clients.errors import InputError
 
 
+RANKS = ("forgetting", "random")
+
+
 @dataclass(frozen=True)
 class DDRConfig:
     points: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)  # removal times, fractions of a task (5..20 of 50)
     fraction: float = 0.075                           # share of the task removed at each point
+    rank: str = "forgetting"                          # which examples go: fewest events, or at random
 
     def __post_init__(self) -> None:
+        if self.rank not in RANKS:
+            raise InputError(f"ddr rank {self.rank!r} is unknown (choose from: {', '.join(RANKS)})")
         if not all(0.0 < p < 1.0 for p in self.points):
             raise InputError(f"ddr points must lie in (0, 1), got {self.points}")
         if not 0.0 <= self.fraction * len(self.points) < 1.0:
@@ -85,6 +93,7 @@ class DataRemoval:
     def __init__(self, n: int, epochs: int, config: DDRConfig, rng: np.random.Generator) -> None:
         self.n = n
         self.schedule = removal_schedule(epochs, config)
+        self.rank = config.rank
         self.rng = rng
         self.active = np.arange(n)
         self.tracker = ForgettingTracker(n)
@@ -96,7 +105,8 @@ class DataRemoval:
         n_remove = min(int(round(share * self.n)), self.active.size - 1)
         if n_remove <= 0:
             return np.empty(0, dtype=np.int64)
-        gone = select_removals(self.tracker.counts(), self.active, n_remove, self.rng)
+        counts = self.tracker.counts() if self.rank == "forgetting" else np.zeros(self.n, dtype=np.int64)
+        gone = select_removals(counts, self.active, n_remove, self.rng)  # all tied: a uniform draw
         self.active = np.setdiff1d(self.active, gone)
         self.removed.append(gone)
         self.tracker.reset()
