@@ -42,7 +42,8 @@ if [[ "${1:-}" == "--sparse-kernels" ]]; then  # issue 10: the same learner on d
 fi
 if [[ "${1:-}" == "--recalibrate" ]]; then  # issue 6: every arm recalibrates its norms at each task's end
   # e.g. --recalibrate weight 0.9 s090 (about 30 minutes alone; one thread, so two can share 2 cores);
-  # arguments after NAME go to the bench: --recalibrate weight 0.9 s090_unmasked --no-class-mask
+  # arguments after NAME go to the bench: --recalibrate weight 0.9 s090_unmasked --no-class-mask,
+  # --recalibrate weight 0.9 s090_ddr_random --ddr-rank random --no-equal-flops (DDR without its ranking)
   export OMP_NUM_THREADS=1
   run "recal_$2_$4" --granularity "$2" --sparsity "$3" --seeds 0,1,2,3,4 --recalibrate-norms "${@:5}"
   exit
