@@ -122,10 +122,15 @@ def test_a_run_killed_after_round_k_resumes_to_exactly_the_uninterrupted_result(
 
     proc = subprocess.Popen([*fleet, str(scenario), "--out", str(killed), "--quiet"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    rounds = killed / "rounds.csv"
+    marker_path = killed / "summary.json"  # written atomically after each round's row and checkpoint
+
+    def checkpointed() -> int:
+        return json.loads(marker_path.read_text())["rounds_completed"] if marker_path.exists() else 0
+
     try:
-        assert wait_for(lambda: rounds.exists() and len(rounds.read_text().splitlines()) >= 1 + 3
-                        or proc.poll() is not None, 240), "round 3 did not finish in 240 s"
+        # wait for the marker, not for rounds.csv: a round's row is written before its checkpoint and marker,
+        # so a kill in between stops the run after the round before
+        assert wait_for(lambda: checkpointed() >= 3 or proc.poll() is not None, 240), "round 3 did not finish in 240 s"
         assert proc.poll() is None
         started = descendants(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)  # the run itself only: its watchdog must end the rest
@@ -135,7 +140,7 @@ def test_a_run_killed_after_round_k_resumes_to_exactly_the_uninterrupted_result(
         if proc.poll() is None or session_members(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    marker = json.loads((killed / "summary.json").read_text())  # written each round: SIGKILL leaves it
+    marker = json.loads(marker_path.read_text())  # written each round: SIGKILL leaves it
     assert marker["status"] == "running" and marker["rounds_completed"] >= 3
     resumed = subprocess.run([*fleet, "--resume", str(killed), "--quiet"], env=env, capture_output=True,
                              text=True, timeout=300)
