@@ -13,6 +13,11 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from clients.metrics import learning_accuracy  # noqa: E402
+from fleet.bench import median, paired  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 LABELS = {"dense": "DER++ (dense)", "full": "SparCL-DER++, all three", "tdm": "SparCL-DER++, TDM only",
           "tdm+ddr": "SparCL-DER++, TDM+DDR", "tdm+dgm": "SparCL-DER++, TDM+DGM",
@@ -49,6 +54,48 @@ def per_seed(path: Path) -> str:
     lines = ["| Class-IL % | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
     for name, by_seed in runs.items():
         lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(f"{by_seed[s]:.1f}" for s in seeds) + " |")
+    return "\n".join(lines)
+
+
+def seed_figures(path: Path, variant: str) -> dict[int, dict]:
+    """Per seed, one variant's Class-IL, learning accuracy, forgetting and newest task, from its accuracy matrix
+    (reports written before the bench printed learning accuracy hold the matrix too)."""
+    runs = [r for r in json.loads(path.read_text())["runs"] if r["variant"] == variant]
+    return {r["seed"]: {"class_il": r["class_il"], "learning": learning_accuracy(r["class_il_matrix"]),
+                        "forgetting": r["forgetting"], "newest": r["class_il_matrix"][-1][-1]} for r in runs}
+
+
+def paired_text(a: dict[int, dict], b: dict[int, dict], key: str) -> str:
+    p = paired([a[s][key] - b[s][key] for s in sorted(a)])
+    return f"{p['median']:+.2f} [{p['min']:+.2f}, {p['max']:+.2f}]"
+
+
+def ddr_tables() -> str:
+    """What DDR costs at 0.90 (README, "What DDR costs at 10 epochs a task"): the recalibrated runs' learning
+    accuracy and newest task, and the paired differences between reports of the same seeds."""
+    fm = RESULTS / "fmnist"
+    files = {"ranked": fm / "recal_weight_s090.json", "tdm": fm / "recal_tdm_s090.json",
+             "random": fm / "recal_weight_s090_ddr_random.json", "ranked20": fm / "recal_weight_s090_e20.json",
+             "tdm20": fm / "recal_weight_s090_e20_tdm.json"}
+    if not all(p.exists() for p in files.values()):
+        return ""
+    dense = seed_figures(files["ranked"], "dense")
+    arms = {"ranked": seed_figures(files["ranked"], "full"), "tdm": seed_figures(files["tdm"], "tdm"),
+            "random": seed_figures(files["random"], "full"),
+            "ranked20": seed_figures(files["ranked20"], "full"), "tdm20": seed_figures(files["tdm20"], "tdm")}
+    lines = ["| run | Class-IL delta vs dense [min, max] | learning accuracy | forgetting | newest task, Class-IL |",
+             "|---|---|---|---|---|"]
+    for label, runs in (("DER++ (dense)", dense), (LABELS["tdm"], arms["tdm"]), (LABELS["full"], arms["ranked"]),
+                        ("the same, DDR removing at random (`--ddr-rank random`)", arms["random"])):
+        delta = "" if runs is dense else paired_text(runs, dense, "class_il")
+        lines.append(f"| {label} | {delta} | " + " | ".join(
+            f"{median([f[k] for f in runs.values()]):.1f}" for k in ("learning", "forgetting", "newest")) + " |")
+    lines += ["",
+              f"All three minus TDM only, learning accuracy: {paired_text(arms['ranked'], arms['tdm'], 'learning')}",
+              f"All three minus TDM only, Class-IL: {paired_text(arms['ranked'], arms['tdm'], 'class_il')}",
+              f"Ranked minus random removal, Class-IL: {paired_text(arms['ranked'], arms['random'], 'class_il')}",
+              f"20 epochs a task, all three minus TDM only, Class-IL: "
+              f"{paired_text(arms['ranked20'], arms['tdm20'], 'class_il')}"]
     return "\n".join(lines)
 
 
@@ -127,6 +174,7 @@ def main() -> int:
     for path in sorted((RESULTS / "fmnist").glob("*.json")):
         print(bench_table(path), end="\n\n")
         print(per_seed(path), end="\n\n")
+    print(ddr_tables(), end="\n\n")
     print(fleet_tables(), end="\n\n")
     print(scale_tables(), end="\n\n")
     print(calibration_table())
