@@ -55,7 +55,8 @@ if [[ "${1:-}" == "--recalibrate-tdm" ]]; then  # TDM alone at 0.90, recalibrate
 fi
 if [[ "${1:-}" == "--recalibrate-frontier" ]]; then  # the recalibrated 5-seed arms as one plot
   cmd=(.venv/bin/python -m fleet.frontier "$OUT"/recal_weight_s075.json "$OUT"/recal_weight_s090.json
-       "$OUT"/recal_weight_s095.json "$OUT"/recal_channel_s050.json "$OUT"/recal_channel_s075.json "$OUT"/recal_channel_s090.json --out "$OUT/frontier_recal")
+       "$OUT"/recal_weight_s095.json "$OUT"/recal_channel_s050.json "$OUT"/recal_channel_s075.json
+       "$OUT"/recal_channel_s090.json --out "$OUT/frontier_recal")
   { echo "\$ ${cmd[*]}"; "${cmd[@]}"; } > "$OUT/frontier_recal.txt"
   cat "$OUT/frontier_recal.txt"
   exit

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clients.data import load_stream  # noqa: E402
 from clients.experiment import evaluate_seen  # noqa: E402
+from clients.metrics import average_accuracy  # noqa: E402
 from clients.sparcl.learner import Learner, SparCLConfig  # noqa: E402
 from fleet.bench import BenchConfig, learner_config, sparcl_variants  # noqa: E402
 from fleet.report import save_figure, write_csv  # noqa: E402
@@ -37,7 +38,7 @@ OUT = Path(__file__).resolve().parent.parent / "results" / "fmnist"
 def seen_accuracy(learner: Learner, stream, upto: int) -> tuple[float, float]:
     """Mean Class-IL and Task-IL over tasks 0..upto, in evaluation mode."""
     class_il, task_il = evaluate_seen(learner, stream, upto)
-    return sum(class_il) / len(class_il), sum(task_il) / len(task_il)
+    return average_accuracy(class_il), average_accuracy(task_il)
 
 
 def trace(name: str, learner: Learner, stream, tasks: int) -> list[dict]:
