@@ -18,12 +18,13 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torc
     if n == 0:
         return x
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]      # (N, 1, H, 1)
-    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]      # (N, 1, 1, W)
-    batch = torch.arange(n)[:, None, None, None]
-    chan = torch.arange(x.shape[1])[None, :, None, None]
+    device = x.device  # the draws come from the CPU generator, so a GPU batch gets the same crops
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(device)
+    rows = (dy[:, None] + torch.arange(h, device=device)[None, :])[:, None, :, None]      # (N, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(w, device=device)[None, :])[:, None, None, :]      # (N, 1, 1, W)
+    batch = torch.arange(n, device=device)[:, None, None, None]
+    chan = torch.arange(x.shape[1], device=device)[None, :, None, None]
     out = padded[batch, chan, rows, cols]
-    flip = torch.rand(n, generator=generator) < 0.5
+    flip = (torch.rand(n, generator=generator) < 0.5).to(device)
     return torch.where(flip[:, None, None, None], out.flip(-1), out)

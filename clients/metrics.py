@@ -19,14 +19,16 @@ def task_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: S
     """(Class-IL, Task-IL) accuracy in percent on one task's test set."""
     was_training = model.training
     model.eval()
+    param = next(model.parameters(), None)  # test sets stay on the CPU; batches go to the model
+    device = x.device if param is None else param.device
     class_il = task_il = 0
     others = None
     for start in range(0, x.shape[0], batch_size):
-        logits = model(x[start:start + batch_size])
-        yb = y[start:start + batch_size]
+        logits = model(x[start:start + batch_size].to(device))
+        yb = y[start:start + batch_size].to(device)
         class_il += int((logits.argmax(1) == yb).sum())
         if others is None:
-            others = torch.ones(logits.shape[1], dtype=torch.bool)
+            others = torch.ones(logits.shape[1], dtype=torch.bool, device=device)
             others[list(classes)] = False
         task_il += int((logits.masked_fill(others, float("-inf")).argmax(1) == yb).sum())
     model.train(was_training)

@@ -52,6 +52,7 @@ class BenchConfig:
     sparse_kernels: bool = False  # also run `full` on SparseProp's kernels where faster (clients.sparcl.sparse_kernels)
     recalibrate_norms: bool = False  # every arm recomputes its norms' statistics at each task's end
     ddr_rank: str = "forgetting"  # DDR removes the least-forgotten examples, or (the control) random ones
+    device: str = "cpu"  # where every arm trains (clients.sparcl.learner.TrainConfig.device)
 
     def __post_init__(self) -> None:
         if self.ablation not in ABLATIONS:
@@ -91,7 +92,7 @@ def learner_config(config: BenchConfig, sparcl: SparCLConfig, seed: int, epochs:
     method = MethodConfig(name=config.method, buffer_size=config.buffer_size,
                           mask_other_classes=config.mask_other_classes, augment=config.dataset == "cifar10")
     train = TrainConfig(epochs_per_task=epochs or config.epochs, lr=config.lr, seed=seed,
-                        recalibrate_norms=config.recalibrate_norms)
+                        recalibrate_norms=config.recalibrate_norms, device=config.device)
     return LearnerConfig(method=method, sparcl=sparcl, width=config.width, train=train)
 
 
@@ -212,6 +213,9 @@ def format_table(report: dict) -> str:
     lines.append(f"flops_ratio {report['flops_ratio']:.1f}x   acc_delta {report['acc_delta']:+.2f} points "
                  f"[{report['acc_delta_min']:+.2f}, {report['acc_delta_max']:+.2f}]   "
                  f"wall_ratio (CPU time) {report['wall_ratio']:.2f}x")
+    if cfg.get("device", "cpu") != "cpu":  # on a GPU the host's CPU time says little about training speed
+        main = report["variants"][main_variant(list(report["variants"]))]
+        lines.append(f"trained on {cfg['device']}: wall-clock ratio {main['wall_clock_ratio']:.2f}x")
     if "vs_equal_flops" in report:
         e = report["vs_equal_flops"]
         lines.append(f"{report['label']} minus dense at equal FLOPs: {e['median']:+.2f} points "

@@ -58,7 +58,8 @@ class Measurement:
 
 
 def config_for(scenario: Scenario, variant: str, batch: int) -> LearnerConfig:
-    """The scenario's learner at this batch size: as configured, dense, or masked by TDM alone."""
+    """The scenario's learner at this batch size: as configured, dense, or masked by TDM alone; on the
+    CPU whatever train.device says (the rate is per process CPU second, and profiles are CPUs)."""
     config = scenario.learner_config(scenario.seed)
     if variant == "dense":
         config = replace(config, sparcl=replace(config.sparcl, tdm=None, ddr=None, dgm=None))
@@ -66,7 +67,7 @@ def config_for(scenario: Scenario, variant: str, batch: int) -> LearnerConfig:
         tdm = config.sparcl.tdm or scenario.with_overrides({"sparcl.enabled": True}).learner_config(
             scenario.seed).sparcl.tdm
         config = replace(config, sparcl=replace(config.sparcl, tdm=tdm, ddr=None, dgm=None))
-    return replace(config, train=replace(config.train, batch_size=batch))
+    return replace(config, train=replace(config.train, batch_size=batch, device="cpu"))
 
 
 def measure(scenario: Scenario, *, batches: tuple[int, ...], repeats: int = 3, chunk_s: float = 1.0,

@@ -63,7 +63,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         width=args.width, ablation=args.ablation, dgm_keep=args.dgm_keep,
         mask_other_classes=not args.no_class_mask, max_per_class=args.max_per_class,
         equal_flops=not args.no_equal_flops, granularity=args.granularity, sparse_kernels=args.sparse_kernels,
-        recalibrate_norms=args.recalibrate_norms, ddr_rank=args.ddr_rank,
+        recalibrate_norms=args.recalibrate_norms, ddr_rank=args.ddr_rank, device=args.device,
     )
     _validate_bench(config)
     if args.json:
@@ -131,7 +131,7 @@ def _validate_bench(config) -> None:
 
     from clients.cl.methods import MethodConfig
     from clients.data import load_stream
-    from clients.sparcl.learner import TrainConfig
+    from clients.sparcl.learner import TrainConfig, torch_device
     from clients.sparcl import sparse_kernels
     from clients.sparcl.tdm import TDMConfig
     from fleet.scenario import INPUT_SHAPES, MAX_WIDTH, learner_bytes, memory_limit_bytes
@@ -147,7 +147,8 @@ def _validate_bench(config) -> None:
     TDMConfig(sparsity=config.sparsity, granularity=config.granularity, sparse_kernels=config.sparse_kernels)
     if config.sparse_kernels:
         sparse_kernels.require()
-    TrainConfig(epochs_per_task=config.epochs, lr=config.lr)
+    torch_device(config.device, what="--device")  # a GPU asked for must be here
+    TrainConfig(epochs_per_task=config.epochs, lr=config.lr, device=config.device)
     if config.dataset in INPUT_SHAPES:  # an unknown name is reported by load_stream below
         model, buffer = learner_bytes(config.dataset, "auto", config.width, config.buffer_size, config.method)
         need, limit = 4 * model + buffer, memory_limit_bytes()  # one learner at a time: 4 model copies, a buffer
@@ -580,6 +581,9 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--ddr-rank", default="forgetting", choices=DDR_RANKS,
                        help="which examples DDR removes: the least forgotten (SparCL), or random ones (the control)")
     bench.add_argument("--dgm-keep", type=float, default=0.2, help="share of gradient entries DGM keeps")
+    bench.add_argument("--device", default="cpu",
+                       help="where to train: cpu, cuda, cuda:N, or auto (a GPU where there is one); on a GPU "
+                       "compare the wall-clock ratio the table prints, not CPU time")
     bench.add_argument("--no-class-mask", action="store_true",
                        help="do not mask other tasks' logits in the current-task loss")
     bench.add_argument("--max-per-class", type=int, default=None, help="cap training examples per class")

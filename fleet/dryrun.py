@@ -147,7 +147,7 @@ def dry_run(scenario: Scenario, out_dir: Path, *, on_round=None, force: bool = F
     """Run the scenario's world for every round without training; write the run's files; return the summary."""
     spec = device_spec(scenario)
     sizes, stream = partition_sizes(spec)
-    learner = Learner(spec.learner, stream.input_shape, stream.num_classes)
+    learner = Learner(spec.learner.with_device("cpu"), stream.input_shape, stream.num_classes)  # trains nothing
     config = server_config(scenario, spec, learner)
     world = make_world(scenario)
     cost = step_cost(spec, learner, world.kernels)

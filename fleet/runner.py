@@ -168,14 +168,16 @@ def forgetting_from_rows(rows: list[dict]) -> float | None:
     return float(np.mean(drops)) if drops else 0.0
 
 
-def backend_config(ray_dir: Path | None = None, ray_address: str | None = None) -> dict:
+def backend_config(ray_dir: Path | None = None, ray_address: str | None = None,
+                   cpus: float = 1.0, gpus: float = 0.0) -> dict:
     """Flower's Ray backend: a loopback-only local Ray instance whose session files go to `ray_dir`
     (removed after the run), or the existing cluster at `ray_address`, whose nodes host the clients.
 
-    Each simulated device reserves one CPU, so a cluster of N CPUs trains N devices at once, spread
-    over its nodes.
+    Each simulated device reserves `cpus` CPUs and `gpus` GPUs (the scenario's train.cpus_per_device
+    and train.gpus_per_device), so a cluster of N CPUs trains N / cpus devices at once, spread over
+    its nodes; Ray shows a device's process only the GPUs it reserved.
     """
-    resources = {"num_cpus": 1}
+    resources = {"num_cpus": cpus, **({"num_gpus": gpus} if gpus else {})}
     if ray_address is not None:
         return {"client_resources": resources, "init_args": {"address": ray_address, "log_to_driver": False}}
     init = {"address": "local", "_node_ip_address": "127.0.0.1", "include_dashboard": False,
@@ -217,7 +219,10 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
     spec = device_spec(scenario)
     stream = load_stream(spec.dataset, data_dir=spec.data_dir, n_tasks=spec.n_tasks, seed=spec.seed,
                          max_per_class=spec.max_per_class)
-    learner = Learner(spec.learner, stream.input_shape, stream.num_classes)
+    # the server's copy evaluates the global model: on a GPU where the devices train on one and this
+    # host has one, else on the CPU (a driver without a GPU can still run a GPU fleet)
+    host = "cpu" if spec.learner.train.device == "cpu" else "auto"
+    learner = Learner(spec.learner.with_device(host), stream.input_shape, stream.num_classes)
     config = replace(server_config(scenario, spec, learner), run_key=run_key(scenario, out_dir))
     ckpt = read_checkpoint(out_dir) if resume else None
     # everything that can fail on bad input has run: only now touch the output folder
@@ -276,7 +281,9 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
     with stopping(stopped, watch=launch is None, scratch=scratch):
         if done < config.rounds:
             if launch is None:
-                launch = simulation(scenario, out_dir, client_app, backend_config(scratch, ray_address), verbose)
+                backend = backend_config(scratch, ray_address, scenario.train.cpus_per_device,
+                                         scenario.train.gpus_per_device)
+                launch = simulation(scenario, out_dir, client_app, backend, verbose)
             launch(server_app)
             if "result" not in sink:
                 raise RuntimeError("the Flower run ended without a result (see the log with --verbose)")

@@ -105,6 +105,7 @@ SEED_LIMIT = 2**32             # device seeds are seed * 1000 + device, and torc
 MEMORY_SHARE = 0.5             # a run may plan to use half of this machine's memory
 FILE_DATASETS = (*IDX_DATASETS, "cifar10")  # read from dataset.data_dir; the others are built in
 SCHEMES = ("iid", "dirichlet")
+TRAIN_DEVICES = ("cpu", "cuda", "auto")
 
 
 def rule(default: Any = MISSING, **rules: Any) -> Any:
@@ -176,6 +177,11 @@ class TrainSpec:
     recalibrate_norms: bool = False  # recompute the norms' statistics at each task's end (Learner.recalibrate_norms)
     backbone: str = rule("auto", choices=BACKBONES)
     width: int | None = rule(None, ge=1, le=MAX_WIDTH)
+    # where each device's learner trains: cpu, cuda, or auto (a GPU where its process sees one)
+    device: str = rule("cpu", choices=TRAIN_DEVICES)
+    # Ray resources each simulated device reserves: CPUs, and GPUs (a fraction shares one GPU)
+    cpus_per_device: float = rule(1.0, gt=0)
+    gpus_per_device: float = rule(0.0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -339,6 +345,7 @@ class Scenario:
             lr=self.train.lr,
             seed=seed,
             recalibrate_norms=self.train.recalibrate_norms,
+            device=self.train.device,
         )
         return LearnerConfig(method=self.method.config(self.dataset.name), sparcl=sparcl, train=train,
                              backbone=self.train.backbone, width=self.train.width)
@@ -874,6 +881,12 @@ def _resolve(s: Scenario, fail) -> Scenario:
         fail("sparcl.enabled is true but tdm, ddr and dgm are all false (set sparcl.enabled: false)")
     if sp.granularity == "channel" and not (sp.enabled and sp.tdm):
         fail("sparcl.granularity channel shapes TDM's masks: it needs sparcl.enabled and sparcl.tdm true")
+    tr = s.train
+    if tr.device == "cuda" and tr.gpus_per_device == 0:
+        fail("train.device cuda needs train.gpus_per_device > 0: Ray hides the GPUs from a simulated device "
+             "that reserves none")
+    if sp.sparse_kernels and tr.device != "cpu":
+        fail(f"sparcl.sparse_kernels are SparseProp's CPU kernels: they need train.device cpu, not {tr.device}")
     if sp.sparse_kernels:
         if not (sp.enabled and sp.tdm) or sp.granularity != "weight":
             fail("sparcl.sparse_kernels runs TDM's weight masks: it needs sparcl.enabled and sparcl.tdm true "

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from fleet.cli import main
 
@@ -27,6 +28,8 @@ def fleet(*args: str) -> subprocess.CompletedProcess:
     (["--dataset", "mnist"], "mnist"),
     (["--ablation", "dgm-only"], "dgm-only"),
     (["--ddr-rank", "easy"], "--ddr-rank"),
+    (["--device", "gpu"], "--device must be cpu, cuda, cuda:N or auto"),
+    *([(["--device", "cuda"], "--device 'cuda': torch")] if not torch.cuda.is_available() else []),
     (["--seeds", "a,b"], "--seeds"),
     (["--dataset", "fashion-mnist", "--data-dir", "/no/such/fmnist"], "apt-get install dataset-fashion-mnist"),
     (["--json", "/no/such/folder/report.json"], "/no/such/folder"),

@@ -33,10 +33,10 @@ class ReservoirBuffer:
         return min(self.num_seen, self.capacity)
 
     def _allocate(self, x: torch.Tensor, logits: torch.Tensor | None) -> None:
-        self.examples = torch.zeros((self.capacity, *x.shape[1:]), dtype=x.dtype)
-        self.labels = torch.zeros(self.capacity, dtype=torch.long)
+        self.examples = torch.zeros((self.capacity, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        self.labels = torch.zeros(self.capacity, dtype=torch.long, device=x.device)
         if logits is not None:
-            self.logits = torch.zeros((self.capacity, logits.shape[1]), dtype=logits.dtype)
+            self.logits = torch.zeros((self.capacity, logits.shape[1]), dtype=logits.dtype, device=x.device)
 
     def add(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None = None) -> None:
         """Offer a batch; each example independently takes a slot or is skipped."""
@@ -57,7 +57,9 @@ class ReservoirBuffer:
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Draw min(n, len) stored examples without replacement."""
         size = len(self)
-        idx = torch.randperm(size, generator=self.generator)[: min(n, size)]
+        idx = torch.randperm(size, generator=self.generator)[: min(n, size)]  # CPU draws: same on a GPU
+        if self.examples is not None:
+            idx = idx.to(self.examples.device)
         logits = self.logits[idx] if self.logits is not None else None
         return self.examples[idx], self.labels[idx], logits
 
@@ -74,8 +76,8 @@ class ReservoirBuffer:
         for key in ("examples", "labels", "logits"):
             value = getattr(self, key)
             if value is not None:
-                shrunk = torch.zeros((capacity, *value.shape[1:]), dtype=value.dtype)
-                shrunk[: keep.numel()] = value[keep]
+                shrunk = torch.zeros((capacity, *value.shape[1:]), dtype=value.dtype, device=value.device)
+                shrunk[: keep.numel()] = value[keep.to(value.device)]
                 setattr(self, key, shrunk)
 
     def state_dict(self) -> dict[str, torch.Tensor | int]:
@@ -86,13 +88,14 @@ class ReservoirBuffer:
                 state[key] = value[: len(self)].clone()
         return state
 
-    def load_state_dict(self, state: dict[str, torch.Tensor | int]) -> None:
+    def load_state_dict(self, state: dict[str, torch.Tensor | int], device: torch.device | str = "cpu") -> None:
+        """Restore a saved buffer onto `device` (the learner's)."""
         self.num_seen = int(state["num_seen"])
         self.capacity = int(state.get("capacity", self.capacity))
         for key in ("examples", "labels", "logits"):
             setattr(self, key, None)
             if key in state:
                 stored = state[key]
-                full = torch.zeros((self.capacity, *stored.shape[1:]), dtype=stored.dtype)
+                full = torch.zeros((self.capacity, *stored.shape[1:]), dtype=stored.dtype, device=device)
                 full[: stored.shape[0]] = stored
                 setattr(self, key, full)

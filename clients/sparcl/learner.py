@@ -15,8 +15,10 @@ mask change and counts the FLOPs the compacted layers really run.
 from __future__ import annotations
 
 import io
+import re
 import warnings
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 
 import math
 
@@ -31,7 +33,7 @@ from clients.accounting import (
 from clients.budget import Fit, KernelModel, RoundBudget, fit_memory, kernel_flops_per_example
 from clients.backbones import build_backbone, compacted_inputs, masked_parameter_names
 from clients.cl.methods import MethodConfig, build_method
-from clients.errors import InputError
+from clients.errors import InputError, excerpt
 from clients.sparcl.ddr import DataRemoval, DDRConfig
 from clients.sparcl.dgm import DGMConfig, GradientMasks
 from clients.sparcl.sparse_kernels import SparseKernels
@@ -52,6 +54,9 @@ class TrainConfig:
     # at each task's end, recompute the norms' running statistics (Learner.recalibrate_norms);
     # off is the reference, which evaluates with the statistics training left behind
     recalibrate_norms: bool = False
+    # where the learner's tensors live: cpu, cuda (the process's current GPU), cuda:N, or auto
+    # (cuda where this process sees one); resolved where the learner runs (torch_device)
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.epochs_per_task < 1:
@@ -60,6 +65,33 @@ class TrainConfig:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise InputError(f"lr must be > 0, got {self.lr}")
+        check_device_name(self.device)
+
+
+def check_device_name(name: str, what: str = "train device") -> None:
+    if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", str(name)):
+        raise InputError(f"{what} must be cpu, cuda, cuda:N or auto, got {excerpt(name)}")
+
+
+def torch_device(name: str, what: str = "train device") -> torch.device:
+    """The torch device a learner configured with `name` runs on in this process.
+
+    Resolved where the learner runs, not where the scenario was read: a server
+    without a GPU hands `auto` to devices that may have one. Asking for CUDA
+    where torch sees none is an error, not a silent fall-back to the CPU.
+    `what` names the setting in error messages.
+    """
+    check_device_name(name, what)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"{what} {name!r}: torch {torch.__version__} sees no CUDA GPU here "
+                             "(a CPU build, no driver, or CUDA_VISIBLE_DEVICES hides it)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"{what} {name!r}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+    return device
 
 
 @dataclass(frozen=True)
@@ -91,6 +123,10 @@ class LearnerConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     backbone: str = "auto"
     width: int | None = None
+
+    def with_device(self, device: str) -> LearnerConfig:
+        """The same learner placed on another device (a server's copy needs no GPU of its own)."""
+        return replace(self, train=replace(self.train, device=device))
 
     @property
     def label(self) -> str:
@@ -133,13 +169,18 @@ class Learner:
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         seed = config.train.seed
+        self.device = torch_device(config.train.device)
         with torch.random.fork_rng():  # seeded initialisation without touching the global RNG
             torch.manual_seed(seed)
             self.model = build_backbone(config.backbone, self.input_shape, num_classes, config.width)
+        self.cost = profile_model(self.model, self.input_shape)
+        # initialised on the CPU, then moved: the same seed gives the same network on every device.
+        # The random streams stay on the CPU too (indices, regrowth, buffer draws), so a GPU run
+        # draws what a CPU run draws.
+        self.model.to(self.device)
         self.generator = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.method = build_method(self.model, config.method, self.generator)
-        self.cost = profile_model(self.model, self.input_shape)
         self.masked_names = masked_parameter_names(self.model)
         sp = config.sparcl
         self.masks = WeightMasks(self.model, self.masked_names, sp.tdm, self.generator) if sp.tdm else None
@@ -172,7 +213,8 @@ class Learner:
 
     def begin_task(self, task_id: int, classes: tuple[int, ...], x: torch.Tensor, y: torch.Tensor) -> None:
         """Start a task with its full training data (DDR removals do not carry over)."""
-        self.task_id, self.classes, self.x, self.y, self.epoch = task_id, tuple(classes), x, y, 0
+        self.task_id, self.classes, self.epoch = task_id, tuple(classes), 0
+        self.attach(x, y)
         self.order, self.cursor, self.epoch_hits = None, 0, 0
         self.method.begin_task(self.classes)
         ddr = self.config.sparcl.ddr
@@ -266,7 +308,7 @@ class Learner:
         for start in range(0, len(order), self.batch_size):
             yield self.x[order[start:start + self.batch_size]]
             for _ in range(self.method.draws if stored else 0):
-                yield buffer.examples[(torch.arange(draw) + cursor) % stored]
+                yield buffer.examples[(torch.arange(draw, device=buffer.examples.device) + cursor) % stored]
                 cursor = (cursor + draw) % stored
 
     def recalibration_examples(self) -> int:
@@ -358,6 +400,9 @@ class Learner:
 
     def _sparse_kernels(self, config: LearnerConfig) -> SparseKernels | None:
         """SparseProp's kernels where installed; elsewhere (a Pi, the server) the same function on dense ones."""
+        if self.device.type != "cpu":
+            raise InputError(f"sparse kernels are SparseProp's CPU kernels; train device {config.train.device!r} "
+                             "runs on a GPU")
         if not hasattr(self.model, "set_sparse_kernels"):
             raise InputError(f"sparse kernels run on the small-cnn backbone, not {type(self.model).__name__}")
         if not sparse_kernels_available():
@@ -386,7 +431,7 @@ class Learner:
         self.method.end_step(x, y, logits)
         # DDR judges the raw outputs, as the reference does: with other tasks' logits
         # masked, nearly every example of a 2-class task is "right" and removal is random
-        hits = (logits.argmax(1) == y).numpy()
+        hits = (logits.argmax(1) == y).cpu().numpy()
         if self.removal:
             self.removal.tracker.record(idx, hits)
         self._account(step.examples)
@@ -464,8 +509,9 @@ class Learner:
         if self.masks and state["masks"] is not None:
             self.masks.load_state_dict(state["masks"])
         if self.dgm and state["dgm"] is not None:
-            self.dgm.patterns, self.dgm.batches = state["dgm"]["patterns"], state["dgm"]["batches"]
-        self.method.buffer.load_state_dict(state["buffer"])
+            self.dgm.patterns = {n: p.to(self.device) for n, p in state["dgm"]["patterns"].items()}
+            self.dgm.batches = state["dgm"]["batches"]
+        self.method.buffer.load_state_dict(state["buffer"], self.device)
         task = state["task"]
         self.task_id, self.epoch, self.classes = task["task_id"], task["epoch"], tuple(task["classes"])
         self.order, self.cursor, self.epoch_hits = task["order"], task["cursor"], task["epoch_hits"]
@@ -477,7 +523,8 @@ class Learner:
             self.removal.active = r["active"]
             t = self.removal.tracker
             t.last, t.events, t.learned, t.presentations = r["last"], r["events"], r["learned"], r["presentations"]
-        self.last_grads = state["last_grads"]
+        grads = state["last_grads"]
+        self.last_grads = None if grads is None else {n: g.to(self.device) for n, g in grads.items()}
         self.counters = Counters(**state["counters"])
         self.generator.set_state(state["generator"])
         self.rng.bit_generator.state = state["rng"]
@@ -485,8 +532,8 @@ class Learner:
         self._sync_compaction()
 
     def attach(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Give a restored learner its current task's training data."""
-        self.x, self.y = x, y
+        """Give a restored learner its current task's training data (kept on the learner's device)."""
+        self.x, self.y = x.to(self.device), y.to(self.device)
 
     def load_weights(self, weights: dict[str, np.ndarray], masks: dict[str, np.ndarray] | None,
                      shared: dict[str, np.ndarray] | None = None) -> None:
@@ -503,20 +550,20 @@ class Learner:
             if masks is not None:
                 self.masks.load_state_dict({n: torch.from_numpy(np.asarray(masks[n])) for n in self.masks.masks})
             self.masks.frozen = {} if shared is None else {
-                n: torch.from_numpy(np.asarray(shared[n])) & ~m for n, m in self.masks.masks.items()}
+                n: torch.from_numpy(np.asarray(shared[n])).to(self.device) & ~m for n, m in self.masks.masks.items()}
             self.masks.apply()
             self._mask_changed()
 
     def weights_numpy(self) -> dict[str, np.ndarray]:
         """Every floating-point tensor of the model's state (weights and norm statistics)."""
-        return {name: t.detach().numpy().copy() for name, t in self.model.state_dict().items()
+        return {name: t.detach().cpu().numpy().copy() for name, t in self.model.state_dict().items()
                 if t.is_floating_point()}
 
     def masks_numpy(self) -> dict[str, np.ndarray]:
         """The weight masks, and under channel granularity the live channels of the norms after them."""
         if not self.masks:
             return {}
-        return {n: m.numpy().copy() for n, m in {**self.masks.masks, **self.masks.norm_masks()}.items()}
+        return {n: m.cpu().numpy().copy() for n, m in {**self.masks.masks, **self.masks.norm_masks()}.items()}
 
     def to_bytes(self) -> bytes:
         """The state as a torch file of tensors, numbers, strings and containers only.
@@ -532,7 +579,7 @@ class Learner:
     def load_bytes(self, blob: bytes) -> None:
         """Restore a state saved by `to_bytes`; a device keeps it in a file, so it is read as untrusted data."""
         try:
-            state = torch.load(io.BytesIO(blob), weights_only=True)
+            state = torch.load(io.BytesIO(blob), weights_only=True, map_location="cpu")  # saved on any device
         except Exception as err:  # weights_only refuses anything but plain data; a bad file fails in many ways
             inner = err.__context__ or err  # torch wraps the unpickler's own, precise reason in a long message
             why = " ".join(str(inner).split())[:200] or type(inner).__name__
@@ -547,15 +594,22 @@ class Learner:
 
 
 def _plain_state(value):
-    """`value` with numpy arrays as tensors and numpy scalars as Python numbers (see Learner.to_bytes)."""
+    """`value` with numpy arrays as tensors, numpy scalars as Python numbers and every tensor on the
+    CPU, so a state saved on a GPU loads anywhere (see Learner.to_bytes)."""
     if isinstance(value, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(value))
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, torch.Tensor):
+        return value.cpu()  # the same tensor when it is on the CPU already
     if isinstance(value, dict):
         plain = {k: _plain_state(v) for k, v in value.items()}
-        # a model's state_dict (an OrderedDict with _metadata) has nothing to convert: keep it as it is
-        return value if all(plain[k] is v for k, v in value.items()) else plain
+        if all(plain[k] is v for k, v in value.items()):
+            return value  # nothing to convert (a model's state_dict keeps its type and _metadata)
+        if isinstance(value, OrderedDict):  # a model's state_dict from a GPU: keep its version _metadata
+            plain = OrderedDict(plain)
+            plain._metadata = getattr(value, "_metadata", None)  # type: ignore[attr-defined]
+        return plain
     if isinstance(value, (list, tuple)):
         return type(value)(_plain_state(v) for v in value)
     return value

@@ -127,7 +127,7 @@ def regrow(mask: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tens
     grow = k - int(mask.sum())
     if grow <= 0:
         return mask
-    priority = torch.rand(mask.numel(), generator=generator)
+    priority = torch.rand(mask.numel(), generator=generator).to(mask.device)  # drawn on the CPU: same on a GPU
     priority[mask.flatten()] = -1.0
     return mask | top_k_mask(priority.view_as(mask), grow)
 
@@ -270,7 +270,8 @@ class WeightMasks:
     def load_state_dict(self, masks: dict[str, torch.Tensor]) -> None:
         """Take masks; under channel granularity a channel with any live entry is live whole
         (masks from channel-granular peers and the channel resparsify are already whole)."""
-        self.masks = {name: masks[name].to(torch.bool).clone() for name in self.params}
+        self.masks = {name: masks[name].to(device=p.device, dtype=torch.bool, copy=True)
+                      for name, p in self.params.items()}
         if self.channel:
             self.masks = {name: expand_channels(channels_of(m), m.shape) for name, m in self.masks.items()}
         self.apply()

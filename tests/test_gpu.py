@@ -1,0 +1,163 @@
+"""The learner on a CUDA GPU: where it is asked for, what it refuses, and (where torch sees a GPU)
+that it learns what the CPU learns.
+
+The CUDA tests run only where torch sees a GPU and are skipped, with that reason, elsewhere; the
+placement rules and the refusals are checked everywhere.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+
+from clients.cl.methods import MethodConfig
+from clients.data import load_stream
+from clients.errors import InputError
+from clients.experiment import run_stream
+from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainConfig, _plain_state, torch_device
+from clients.sparcl.tdm import TDMConfig
+from fleet.runner import backend_config
+from fleet.scenario import parse_scenario
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA GPU here")
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is here")
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return load_stream("synthetic", max_per_class=20)
+
+
+def config(device: str = "cpu", sparcl: SparCLConfig | None = None, epochs: int = 4) -> LearnerConfig:
+    return LearnerConfig(
+        method=MethodConfig(name="derpp", buffer_size=20, minibatch=8, augment=True),
+        sparcl=SparCLConfig() if sparcl is None else sparcl,
+        train=TrainConfig(epochs_per_task=epochs, batch_size=8, lr=0.05, seed=3, device=device),
+        backbone="small-cnn", width=4,
+    )
+
+
+# -- everywhere: the names, the refusals, the portable state ------------------
+
+@pytest.mark.parametrize("name", ["gpu", "cuda:", "cuda:x", "CPU", "", "cuda:0:1"])
+def test_an_unknown_device_name_is_refused_in_one_line_naming_it(name):
+    with pytest.raises(InputError, match="train device must be cpu, cuda, cuda:N or auto") as err:
+        TrainConfig(device=name)
+    assert "\n" not in str(err.value)
+
+
+def test_auto_is_the_gpu_where_there_is_one_and_the_cpu_elsewhere():
+    assert torch_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert torch_device("cpu") == torch.device("cpu")
+
+
+@no_cuda
+@pytest.mark.parametrize("name", ["cuda", "cuda:1"])
+def test_asking_for_a_gpu_where_torch_sees_none_is_an_error_not_a_silent_cpu_run(name, stream):
+    with pytest.raises(InputError, match=f"train device '{name}': torch .* sees no CUDA GPU here"):
+        Learner(config(name), stream.input_shape, stream.num_classes)
+
+
+def test_a_server_copy_of_a_gpu_learner_runs_where_it_is_put(stream):
+    server = config("cuda").with_device("cpu")
+    assert server.train.device == "cpu" and server.train.seed == 3
+    assert Learner(server, stream.input_shape, stream.num_classes).device == torch.device("cpu")
+
+
+def test_a_saved_state_holds_only_cpu_tensors_and_keeps_a_model_state_dicts_metadata():
+    """What to_bytes writes must load on a machine without the GPU it was saved on."""
+    model_state = OrderedDict(weight=torch.ones(2), counter=np.int64(4))
+    model_state._metadata = {"": {"version": 2}}
+    plain = _plain_state({"model": model_state, "order": np.arange(3)})
+    assert isinstance(plain["model"], OrderedDict) and plain["model"]._metadata == {"": {"version": 2}}
+    assert plain["model"]["counter"] == 4 and isinstance(plain["order"], torch.Tensor)
+    buf = io.BytesIO()
+    torch.save(plain, buf)
+    loaded = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    assert loaded["model"]._metadata == {"": {"version": 2}}
+
+
+def scenario(**train) -> dict:
+    return {"name": "gpu", "dataset": {"name": "synthetic", "n_tasks": 2}, "fleet": {"devices": 2},
+            "stream": {"rounds_per_task": 1}, "train": {"local_epochs": 1, **train}}
+
+
+def test_a_scenario_places_its_learners_and_reserves_ray_resources_for_them():
+    s = parse_scenario(scenario(device="cuda", gpus_per_device=0.5, cpus_per_device=2))
+    assert s.learner_config(0).train.device == "cuda"
+    assert backend_config(None, "127.0.0.1:1", s.train.cpus_per_device, s.train.gpus_per_device)[
+        "client_resources"] == {"num_cpus": 2.0, "num_gpus": 0.5}
+    default = parse_scenario(scenario())
+    assert default.learner_config(0).train.device == "cpu"
+    assert backend_config(None, None, default.train.cpus_per_device, default.train.gpus_per_device)[
+        "client_resources"] == {"num_cpus": 1.0}
+
+
+@pytest.mark.parametrize("train, culprit", [
+    ({"device": "gpu"}, "train.device"),
+    ({"device": "cuda"}, "train.device cuda needs train.gpus_per_device > 0"),
+    ({"gpus_per_device": -1}, "train.gpus_per_device"),
+    ({"cpus_per_device": 0}, "train.cpus_per_device"),
+])
+def test_bad_placement_in_a_scenario_is_one_line_naming_the_key(train, culprit):
+    with pytest.raises(InputError, match=culprit.replace(".", r"\.")) as err:
+        parse_scenario(scenario(**train))
+    assert "\n" not in str(err.value)
+
+
+def test_sparse_kernels_are_refused_on_a_gpu():
+    raw = scenario(device="auto")
+    raw["sparcl"] = {"sparse_kernels": True}
+    with pytest.raises(InputError, match="sparcl.sparse_kernels are SparseProp's CPU kernels"):
+        parse_scenario(raw)
+
+
+# -- where torch sees a GPU: the same learning --------------------------------
+
+@cuda
+def test_every_tensor_of_a_gpu_learner_lives_on_the_gpu(stream):
+    learner = Learner(config("cuda"), stream.input_shape, stream.num_classes)
+    task = stream.tasks[0]
+    learner.begin_task(task.task_id, task.classes, task.x_train, task.y_train)
+    learner.train_epoch()
+    assert {p.device.type for p in learner.model.parameters()} == {"cuda"}
+    assert {m.device.type for m in learner.masks.masks.values()} == {"cuda"}
+    assert learner.x.device.type == learner.method.buffer.examples.device.type == "cuda"
+
+
+@cuda
+def test_a_gpu_learner_learns_what_the_cpu_learner_learns(stream):
+    """Same seed, same draws (the random streams stay on the CPU): the same masks' sizes, the same
+    examples and FLOPs, and accuracies within a few points (float sums differ in order on a GPU)."""
+    sparcl = SparCLConfig(tdm=TDMConfig(sparsity=0.75))
+    cpu = run_stream(config("cpu", sparcl), stream)
+    gpu = run_stream(config("cuda", sparcl), stream)
+    assert gpu.examples == cpu.examples and gpu.removed == cpu.removed
+    assert gpu.train_flops == pytest.approx(cpu.train_flops, rel=0.02)
+    assert gpu.final_density == pytest.approx(cpu.final_density, abs=1e-6)
+    assert abs(gpu.class_il - cpu.class_il) <= 10.0 and gpu.task_il >= 90.0
+
+
+@cuda
+def test_a_state_saved_on_the_gpu_resumes_on_the_cpu_and_back(stream):
+    task = stream.tasks[0]
+    gpu = Learner(config("cuda"), stream.input_shape, stream.num_classes)
+    gpu.begin_task(task.task_id, task.classes, task.x_train, task.y_train)
+    gpu.train_epoch()
+    blob = gpu.to_bytes()
+    cpu = Learner(config("cpu"), stream.input_shape, stream.num_classes)
+    cpu.load_bytes(blob)
+    cpu.attach(task.x_train, task.y_train)
+    cpu.train_epoch()
+    back = Learner(config("cuda"), stream.input_shape, stream.num_classes)
+    back.load_bytes(cpu.to_bytes())
+    back.attach(task.x_train, task.y_train)
+    back.train_epoch()
+    assert back.epoch == 3 and {p.device.type for p in back.model.parameters()} == {"cuda"}
+    for name, mask in back.masks.masks.items():
+        assert mask.device.type == "cuda" and int(mask.sum()) == int(cpu.masks.masks[name].sum())
