@@ -53,17 +53,23 @@ class BenchConfig:
     recalibrate_norms: bool = False  # every arm recomputes its norms' statistics at each task's end
     ddr_rank: str = "forgetting"  # DDR removes the least-forgotten examples, or (the control) random ones
     device: str = "cpu"  # where every arm trains (clients.sparcl.learner.TrainConfig.device)
+    # also run the dense method on a narrower backbone: the other cheap way to train less (what
+    # channel masks must beat, since a channel-masked network is a narrower one)
+    narrow_width: int | None = None
 
     def __post_init__(self) -> None:
         if self.ablation not in ABLATIONS:
             raise InputError(f"ablation {excerpt(self.ablation)} is unknown (choose from: {', '.join(ABLATIONS)})")
         if not self.seeds:
             raise InputError("seeds must name at least one seed")
+        if self.narrow_width is not None and not 1 <= self.narrow_width < (self.width or 1 << 16):
+            raise InputError(f"--narrow-width must be in [1, --width), got {excerpt(self.narrow_width)}")
         if self.sparse_kernels and self.ablation != "full":
             raise InputError("--sparse-kernels runs beside the full variant: use it with --ablation full")
 
 
 SPARSE_KERNELS = "full+sparse-kernels"  # the full variant with its masked layers on SparseProp's kernels
+NARROW = "dense-narrow"  # the dense method at BenchConfig.narrow_width
 
 
 def sparcl_variants(config: BenchConfig) -> dict[str, SparCLConfig]:
@@ -88,12 +94,13 @@ def main_variant(names: Sequence[str]) -> str:
     return "full" if "full" in names else next(n for n in names if n not in ("dense", EQUAL_FLOPS))
 
 
-def learner_config(config: BenchConfig, sparcl: SparCLConfig, seed: int, epochs: int | None = None) -> LearnerConfig:
+def learner_config(config: BenchConfig, sparcl: SparCLConfig, seed: int, epochs: int | None = None,
+                   width: int | None = None) -> LearnerConfig:
     method = MethodConfig(name=config.method, buffer_size=config.buffer_size,
                           mask_other_classes=config.mask_other_classes, augment=config.dataset == "cifar10")
     train = TrainConfig(epochs_per_task=epochs or config.epochs, lr=config.lr, seed=seed,
                         recalibrate_norms=config.recalibrate_norms, device=config.device)
-    return LearnerConfig(method=method, sparcl=sparcl, width=config.width, train=train)
+    return LearnerConfig(method=method, sparcl=sparcl, width=width or config.width, train=train)
 
 
 def equal_flops_epochs(epochs: int, dense_flops: float, sparse_flops: float) -> int:
@@ -154,7 +161,7 @@ def run_bench(config: BenchConfig, on_epoch: Callable[[], None] | None = None,
     """Run dense, SparCL variants and the equal-FLOPs baseline for every seed; return the JSON report."""
     variants = {"dense": SparCLConfig.dense(), **sparcl_variants(config)}
     main = main_variant(list(variants))
-    names = [*variants, EQUAL_FLOPS] if config.equal_flops else list(variants)
+    names = [*variants, *([EQUAL_FLOPS] if config.equal_flops else []), *([NARROW] if config.narrow_width else [])]
     runs: dict[str, list[StreamResult]] = {name: [] for name in names}
     tick = (lambda task, epoch: on_epoch()) if on_epoch else None
     for seed in config.seeds:
@@ -166,6 +173,9 @@ def run_bench(config: BenchConfig, on_epoch: Callable[[], None] | None = None,
             epochs = equal_flops_epochs(config.epochs, runs["dense"][-1].train_flops, runs[main][-1].train_flops)
             runs[EQUAL_FLOPS].append(run_stream(learner_config(config, SparCLConfig.dense(), seed, epochs),
                                                 seed_stream, tick))
+        if config.narrow_width:
+            narrow = learner_config(config, SparCLConfig.dense(), seed, width=config.narrow_width)
+            runs[NARROW].append(run_stream(narrow, seed_stream, tick))
     summary = summarise(runs)
     report = {
         "config": {**asdict(config), "seeds": list(config.seeds)},
@@ -181,6 +191,8 @@ def run_bench(config: BenchConfig, on_epoch: Callable[[], None] | None = None,
     }
     if config.equal_flops:
         report["vs_equal_flops"] = versus(runs, main, EQUAL_FLOPS)
+    if config.narrow_width:
+        report["vs_narrow"] = versus(runs, main, NARROW)
     if SPARSE_KERNELS in runs:  # CPU time of the same learner on dense kernels over on sparse, per seed
         pairs = zip(runs["full"], runs[SPARSE_KERNELS])
         report["sparse_kernels_speedup"] = paired([a.cpu_s / b.cpu_s for a, b in pairs])
@@ -189,7 +201,8 @@ def run_bench(config: BenchConfig, on_epoch: Callable[[], None] | None = None,
 
 def total_epochs(config: BenchConfig, n_tasks: int = 5) -> int:
     """Epochs the progress bar counts (the equal-FLOPs runs are not known in advance)."""
-    return len(config.seeds) * (1 + len(sparcl_variants(config))) * n_tasks * config.epochs
+    arms = 1 + len(sparcl_variants(config)) + (1 if config.narrow_width else 0)
+    return len(config.seeds) * arms * n_tasks * config.epochs
 
 
 def format_table(report: dict) -> str:
@@ -219,6 +232,10 @@ def format_table(report: dict) -> str:
     if "vs_equal_flops" in report:
         e = report["vs_equal_flops"]
         lines.append(f"{report['label']} minus dense at equal FLOPs: {e['median']:+.2f} points "
+                     f"[{e['min']:+.2f}, {e['max']:+.2f}]")
+    if "vs_narrow" in report:
+        e = report["vs_narrow"]
+        lines.append(f"{report['label']} minus dense at width {cfg['narrow_width']}: {e['median']:+.2f} points "
                      f"[{e['min']:+.2f}, {e['max']:+.2f}]")
     if "sparse_kernels_speedup" in report:
         k = report["sparse_kernels_speedup"]

@@ -64,6 +64,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         mask_other_classes=not args.no_class_mask, max_per_class=args.max_per_class,
         equal_flops=not args.no_equal_flops, granularity=args.granularity, sparse_kernels=args.sparse_kernels,
         recalibrate_norms=args.recalibrate_norms, ddr_rank=args.ddr_rank, device=args.device,
+        narrow_width=args.narrow_width,
     )
     _validate_bench(config)
     if args.json:
@@ -589,6 +590,9 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--max-per-class", type=int, default=None, help="cap training examples per class")
     bench.add_argument("--no-equal-flops", action="store_true",
                        help="skip the dense baseline trained for SparCL's FLOPs (fewer epochs)")
+    bench.add_argument("--narrow-width", type=int, default=None,
+                       help="also run the dense method at this smaller width: the baseline channel masks must beat "
+                       "(a channel-masked network is a narrower one)")
     bench.add_argument("--json", default=None, help="write the report here")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(func=cmd_bench)

@@ -30,10 +30,14 @@ def frontier_points(report: dict, source: str) -> list[dict]:
     for name, v in report["variants"].items():
         if name == "dense":
             continue
-        equal = name == "dense-equal-flops"
+        equal = name in ("dense-equal-flops", "dense-narrow")  # the dense baselines that train less
         epochs = f"{v['epochs']:g} epoch" + ("" if v["epochs"] == 1 else "s")
-        label = f"dense, {epochs}/task" if equal else \
-            f"{cfg.get('granularity', 'weight')} {cfg['sparsity']:g}" + ("" if name == "full" else f" ({name})")
+        if name == "dense-narrow":
+            label = f"dense, width {cfg['narrow_width']}"
+        elif equal:
+            label = f"dense, {epochs}/task"
+        else:
+            label = f"{cfg.get('granularity', 'weight')} {cfg['sparsity']:g}" + ("" if name == "full" else f" ({name})")
         rows.append({"label": label, "granularity": "dense" if equal else cfg.get("granularity", "weight"),
                      "sparsity": 0.0 if equal else cfg["sparsity"], "seeds": len(cfg["seeds"]),
                      "cpu_speedup": v["cpu_ratio"], "flops_ratio": v["flops_ratio"], "delta": v["acc_delta"],
@@ -109,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     speed, points = target
     seen, unique = set(), []
-    for row in rows:  # the equal-FLOPs baseline comes with every report: keep it once per epoch count
+    for row in rows:  # a dense baseline may come with several reports: keep it once per label
         key = (row["label"], row["seeds"])
         if row["granularity"] != "dense" or key not in seen:
             seen.add(key)

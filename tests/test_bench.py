@@ -97,3 +97,27 @@ def test_the_table_says_what_sparse_kernels_saved_paired_per_seed():
               "flops_ratio": 10.0, "acc_delta": 2.0, "acc_delta_min": 2.0, "acc_delta_max": 2.0,
               "wall_ratio": 1.0, "sparse_kernels_speedup": {"median": 1.25, "min": 1.1, "max": 1.4}}
     assert "against full (dense kernels), CPU time paired per seed: 1.25x [1.10, 1.40]" in format_table(report)
+
+
+def test_the_narrow_dense_arm_trains_the_dense_method_at_the_smaller_width_beside_the_others():
+    """The baseline channel masks must beat: a dense network as narrow as the masks make it."""
+    from fleet.bench import NARROW, BenchConfig, run_bench
+
+    config = BenchConfig(dataset="synthetic", epochs=1, seeds=(0, 1), width=8, narrow_width=4, equal_flops=False,
+                         max_per_class=10)
+    report = run_bench(config)
+    v = report["variants"]
+    assert list(v) == ["dense", "full", NARROW]
+    assert 2 < v[NARROW]["flops_ratio"] < 4  # half the width: a quarter of the inner convolutions' FLOPs
+    runs = {name: [r for r in report["runs"] if r["variant"] == name] for name in ("full", NARROW)}
+    differences = [a["class_il"] - b["class_il"] for a, b in zip(runs["full"], runs[NARROW])]
+    assert report["vs_narrow"]["median"] == pytest.approx(sum(differences) / 2)  # two seeds
+    assert "SparCL-DER++ minus dense at width 4:" in format_table(report)
+
+
+@pytest.mark.parametrize("narrow", [0, 8, 9])
+def test_a_narrow_width_must_be_below_the_width(narrow):
+    from fleet.bench import BenchConfig
+
+    with pytest.raises(InputError, match="--narrow-width must be in"):
+        BenchConfig(width=8, narrow_width=narrow)

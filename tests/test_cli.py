@@ -29,6 +29,7 @@ def fleet(*args: str) -> subprocess.CompletedProcess:
     (["--ablation", "dgm-only"], "dgm-only"),
     (["--ddr-rank", "easy"], "--ddr-rank"),
     (["--device", "gpu"], "--device must be cpu, cuda, cuda:N or auto"),
+    (["--width", "8", "--narrow-width", "8"], "--narrow-width"),
     *([(["--device", "cuda"], "--device 'cuda': torch")] if not torch.cuda.is_available() else []),
     (["--seeds", "a,b"], "--seeds"),
     (["--dataset", "fashion-mnist", "--data-dir", "/no/such/fmnist"], "apt-get install dataset-fashion-mnist"),

@@ -28,6 +28,15 @@ def test_each_sparse_variant_and_the_equal_flops_baseline_is_a_point():
         ("channel 0.9", 3.9, -20.0, -25.0), ("dense, 1 epoch/task", 9.0, -30, -33)]
 
 
+def test_the_narrow_dense_baseline_is_a_dense_point_named_by_its_width():
+    r = report("channel", 0.5, -13.0, 3.0)
+    r["config"]["narrow_width"] = 16
+    r["variants"]["dense-narrow"] = dict(r["variants"]["dense"], acc_delta=-4.0, cpu_ratio=3.2)
+    narrow = frontier_points(r, "c.json")[-1]
+    assert (narrow["label"], narrow["granularity"], narrow["sparsity"], narrow["delta"]) == (
+        "dense, width 16", "dense", 0.0, -4.0)
+
+
 def test_reports_of_other_configurations_are_not_one_frontier():
     with pytest.raises(InputError, match="width is 64"):
         comparable([("a.json", report("weight", 0.9, -17, 1.2)), ("b.json", report("weight", 0.9, -7, 1.3, 64))])
