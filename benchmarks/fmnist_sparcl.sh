@@ -43,7 +43,12 @@ fi
 if [[ "${1:-}" == "--recalibrate" ]]; then  # issue 6: every arm recalibrates its norms at each task's end
   # e.g. --recalibrate weight 0.9 s090 (about 30 minutes alone; one thread, so two can share 2 cores);
   # arguments after NAME go to the bench: --recalibrate weight 0.9 s090_unmasked --no-class-mask,
-  # --recalibrate weight 0.9 s090_ddr_random --ddr-rank random --no-equal-flops (DDR without its ranking)
+  # --recalibrate weight 0.9 s090_ddr_random --ddr-rank random --no-equal-flops (DDR without its ranking),
+  # --recalibrate weight 0.75 s075_ablation --ablation all --no-equal-flops (each component; 70 minutes),
+  # --recalibrate weight 0.95 s095_tdm --ablation tdm --no-equal-flops (TDM alone at 0.95),
+  # --recalibrate channel 0.5 s050_narrow --narrow-width 16 --no-equal-flops (a dense network of width 16 beside it),
+  # --recalibrate channel 0.5 s050_tdm_narrow --ablation tdm --narrow-width 16 --no-equal-flops,
+  # --recalibrate weight 0.9 s090_narrow8 --narrow-width 8 --no-equal-flops
   export OMP_NUM_THREADS=1
   run "recal_$2_$4" --granularity "$2" --sparsity "$3" --seeds 0,1,2,3,4 --recalibrate-norms "${@:5}"
   exit
@@ -54,9 +59,11 @@ if [[ "${1:-}" == "--recalibrate-tdm" ]]; then  # TDM alone at 0.90, recalibrate
   exit
 fi
 if [[ "${1:-}" == "--recalibrate-frontier" ]]; then  # the recalibrated 5-seed arms as one plot
-  cmd=(.venv/bin/python -m fleet.frontier "$OUT"/recal_weight_s075.json "$OUT"/recal_weight_s090.json
-       "$OUT"/recal_weight_s095.json "$OUT"/recal_channel_s050.json "$OUT"/recal_channel_s075.json
-       "$OUT"/recal_channel_s090.json --out "$OUT/frontier_recal")
+  # (the ablation at 0.75 and the runs with a narrow dense arm hold the same SparCL runs as
+  # recal_weight_s075, recal_weight_s090 and recal_channel_s050, bit for bit, and more arms)
+  cmd=(.venv/bin/python -m fleet.frontier "$OUT"/recal_weight_s075_ablation.json "$OUT"/recal_weight_s090_narrow8.json
+       "$OUT"/recal_weight_s095.json "$OUT"/recal_channel_s050_narrow.json "$OUT"/recal_channel_s050_tdm_narrow.json
+       "$OUT"/recal_channel_s075.json "$OUT"/recal_channel_s090.json --out "$OUT/frontier_recal")
   { echo "\$ ${cmd[*]}"; "${cmd[@]}"; } > "$OUT/frontier_recal.txt"
   cat "$OUT/frontier_recal.txt"
   exit

@@ -21,7 +21,7 @@ from fleet.bench import median, paired  # noqa: E402
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 LABELS = {"dense": "DER++ (dense)", "full": "SparCL-DER++, all three", "tdm": "SparCL-DER++, TDM only",
           "tdm+ddr": "SparCL-DER++, TDM+DDR", "tdm+dgm": "SparCL-DER++, TDM+DGM",
-          "dense-equal-flops": "DER++ at SparCL's FLOPs"}
+          "dense-equal-flops": "DER++ at SparCL's FLOPs", "dense-narrow": "DER++ at the narrow width"}
 
 
 def bench_table(path: Path) -> str:
@@ -42,6 +42,11 @@ def bench_table(path: Path) -> str:
         lines.append("")
         lines.append(f"SparCL minus dense at equal FLOPs, paired: {e['median']:+.2f} points [{e['min']:+.2f}, "
                      f"{e['max']:+.2f}].")
+    if "vs_narrow" in report:
+        e = report["vs_narrow"]
+        lines.append("")
+        lines.append(f"SparCL minus dense at width {cfg['narrow_width']}, paired: {e['median']:+.2f} points "
+                     f"[{e['min']:+.2f}, {e['max']:+.2f}].")
     return "\n".join(lines)
 
 
@@ -96,6 +101,28 @@ def ddr_tables() -> str:
               f"Ranked minus random removal, Class-IL: {paired_text(arms['ranked'], arms['random'], 'class_il')}",
               f"20 epochs a task, all three minus TDM only, Class-IL: "
               f"{paired_text(arms['ranked20'], arms['tdm20'], 'class_il')}"]
+    full95, tdm95 = fm / "recal_weight_s095.json", fm / "recal_weight_s095_tdm.json"
+    if full95.exists() and tdm95.exists():  # at 0.95 DGM keeps every live gradient: full is TDM+DDR
+        full, tdm = seed_figures(full95, "full"), seed_figures(tdm95, "tdm")
+        lines += [f"0.95, TDM only minus dense, Class-IL: {paired_text(tdm, seed_figures(tdm95, 'dense'), 'class_il')}",
+                  f"0.95, all three minus TDM only, Class-IL: {paired_text(full, tdm, 'class_il')}; "
+                  f"learning accuracy: {paired_text(full, tdm, 'learning')}"]
+    return "\n".join(lines)
+
+
+def ablation_figures() -> str:
+    """What each component costs at 0.75 (README, "Each component at 0.75"), paired by seed within one report."""
+    path = RESULTS / "fmnist" / "recal_weight_s075_ablation.json"
+    if not path.exists():
+        return ""
+    arm = {name: seed_figures(path, name) for name in ("dense", "tdm", "tdm+ddr", "tdm+dgm", "full")}
+    pairs = (("TDM only minus dense", "tdm", "dense"), ("DDR's cost (TDM+DDR minus TDM)", "tdm+ddr", "tdm"),
+             ("DGM's cost (TDM+DGM minus TDM)", "tdm+dgm", "tdm"),
+             ("DGM on top of DDR (all three minus TDM+DDR)", "full", "tdm+ddr"))
+    lines = ["| at 0.75, paired by seed | Class-IL | learning accuracy | newest task, Class-IL |", "|---|---|---|---|"]
+    for label, a, b in pairs:
+        lines.append(f"| {label} | " + " | ".join(paired_text(arm[a], arm[b], k)
+                                                   for k in ("class_il", "learning", "newest")) + " |")
     return "\n".join(lines)
 
 
@@ -175,6 +202,7 @@ def main() -> int:
         print(bench_table(path), end="\n\n")
         print(per_seed(path), end="\n\n")
     print(ddr_tables(), end="\n\n")
+    print(ablation_figures(), end="\n\n")
     print(fleet_tables(), end="\n\n")
     print(scale_tables(), end="\n\n")
     print(calibration_table())
