@@ -58,6 +58,20 @@ def comparable(reports: Sequence[tuple[str, dict]]) -> None:
                 raise InputError(f"{name}: {key} is {mine!r} but {first_name} has {theirs!r}: not one frontier")
 
 
+def label_lines(rows: Sequence[dict], x_near: float = 0.6, y_near: float = 0.04) -> list[int]:
+    """Per row, how many lines below its point its label goes, so that the labels of points close together
+    (within `x_near` in speed-up and `y_near` of the plot's accuracy range) do not print over each other."""
+    deltas = [r["delta"] for r in rows]
+    span = (max(deltas) - min(deltas) if deltas else 0.0) or 1.0
+    placed: list[tuple[float, float, int]] = []
+    for r in rows:
+        near = {line for x, y, line in placed
+                if abs(r["cpu_speedup"] - x) < x_near and abs(r["delta"] - y) < y_near * span}
+        line = next(i for i in range(len(placed) + 1) if i not in near)
+        placed.append((r["cpu_speedup"], r["delta"], line))
+    return [line for _, _, line in placed]
+
+
 def plot_frontier(rows: Sequence[dict], path: Path, title: str, target: tuple[float, float] | None) -> None:
     """Class-IL minus dense against CPU speed-up, with the spread over seeds as error bars."""
     import matplotlib
@@ -68,17 +82,18 @@ def plot_frontier(rows: Sequence[dict], path: Path, title: str, target: tuple[fl
 
     colours = {"weight": "tab:blue", "channel": "tab:orange", "dense": "tab:gray"}
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
+    for r, line in zip(rows, label_lines(rows)):
         err = [[r["delta"] - r["delta_min"]], [r["delta_max"] - r["delta"]]]
         ax.errorbar(r["cpu_speedup"], r["delta"], yerr=err, fmt="o", capsize=3,
                     color=colours.get(r["granularity"], "tab:green"))
-        ax.annotate(r["label"], (r["cpu_speedup"], r["delta"]), textcoords="offset points", xytext=(6, 4),
-                    fontsize=8)
+        ax.annotate(r["label"], (r["cpu_speedup"], r["delta"]), textcoords="offset points",
+                    xytext=(6, 4 - 10 * line), fontsize=8)
     if target:
         ax.axhline(-target[1], color="tab:red", lw=0.8, ls="--")
         ax.axvline(target[0], color="tab:red", lw=0.8, ls="--")
-        ax.annotate("target", (target[0], -target[1]), textcoords="offset points", xytext=(4, 4), fontsize=8,
-                    color="tab:red")
+        ax.annotate(f"target: at least {target[0]:g}x, at most {target[1]:g} points below", (1, -target[1]),
+                    xycoords=("axes fraction", "data"), textcoords="offset points", xytext=(-4, -10), ha="right",
+                    fontsize=8, color="tab:red")  # at the right end, clear of the points near the corner
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xlabel("CPU-time speed-up over dense DER++ (median of per-seed ratios)")
     ax.set_ylabel("Class-IL minus dense (points; median, [min, max])")

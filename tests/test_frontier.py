@@ -76,3 +76,12 @@ def test_main_writes_the_table_and_the_plot_with_the_baseline_once(tmp_path, cap
         assert main([*bad, "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("fleet.frontier: error:")
+
+
+def test_labels_of_points_close_together_go_to_separate_lines():
+    from fleet.frontier import label_lines
+
+    def point(speed, delta):
+        return {"cpu_speedup": speed, "delta": delta}
+    rows = [point(1.0, -1.2), point(1.0, -1.3), point(1.02, -1.1), point(2.4, -1.1), point(1.0, -30.0)]
+    assert label_lines(rows) == [0, 1, 2, 0, 0]
