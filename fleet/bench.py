@@ -91,7 +91,7 @@ def sparcl_variants(config: BenchConfig) -> dict[str, SparCLConfig]:
 
 def main_variant(names: Sequence[str]) -> str:
     """The SparCL variant the headline figures describe: all three components if run."""
-    return "full" if "full" in names else next(n for n in names if n not in ("dense", EQUAL_FLOPS))
+    return "full" if "full" in names else next(n for n in names if n not in ("dense", EQUAL_FLOPS, NARROW))
 
 
 def learner_config(config: BenchConfig, sparcl: SparCLConfig, seed: int, epochs: int | None = None,

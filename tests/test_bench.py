@@ -121,3 +121,10 @@ def test_a_narrow_width_must_be_below_the_width(narrow):
 
     with pytest.raises(InputError, match="--narrow-width must be in"):
         BenchConfig(width=8, narrow_width=narrow)
+
+
+def test_the_headline_variant_is_never_a_dense_baseline():
+    from fleet.bench import EQUAL_FLOPS, NARROW, main_variant
+
+    assert main_variant(["dense", NARROW, EQUAL_FLOPS, "tdm"]) == "tdm"
+    assert main_variant(["dense", "tdm", "full", NARROW]) == "full"
