@@ -48,7 +48,9 @@ if [[ "${1:-}" == "--recalibrate" ]]; then  # issue 6: every arm recalibrates it
   # --recalibrate weight 0.95 s095_tdm --ablation tdm --no-equal-flops (TDM alone at 0.95),
   # --recalibrate channel 0.5 s050_narrow --narrow-width 16 --no-equal-flops (a dense network of width 16 beside it),
   # --recalibrate channel 0.5 s050_tdm_narrow --ablation tdm --narrow-width 16 --no-equal-flops,
-  # --recalibrate weight 0.9 s090_narrow8 --narrow-width 8 --no-equal-flops
+  # --recalibrate weight 0.9 s090_narrow8 --narrow-width 8 --no-equal-flops,
+  # --recalibrate weight 0.9 s090_ddr_wait2 --ddr-presentations 2 --no-equal-flops (each DDR removal judged on 2 epochs),
+  # --recalibrate weight 0.9 s090_ddr_wait2_random --ddr-presentations 2 --ddr-rank random --no-equal-flops
   export OMP_NUM_THREADS=1
   run "recal_$2_$4" --granularity "$2" --sparsity "$3" --seeds 0,1,2,3,4 --recalibrate-norms "${@:5}"
   exit

@@ -52,6 +52,7 @@ class BenchConfig:
     sparse_kernels: bool = False  # also run `full` on SparseProp's kernels where faster (clients.sparcl.sparse_kernels)
     recalibrate_norms: bool = False  # every arm recomputes its norms' statistics at each task's end
     ddr_rank: str = "forgetting"  # DDR removes the least-forgotten examples, or (the control) random ones
+    ddr_presentations: int = 1  # epochs of statistics each DDR removal waits for (DDRConfig.presentations)
     device: str = "cpu"  # where every arm trains (clients.sparcl.learner.TrainConfig.device)
     # also run the dense method on a narrower backbone: the other cheap way to train less (what
     # channel masks must beat, since a channel-masked network is a narrower one)
@@ -75,7 +76,7 @@ NARROW = "dense-narrow"  # the dense method at BenchConfig.narrow_width
 def sparcl_variants(config: BenchConfig) -> dict[str, SparCLConfig]:
     """The SparCL configurations an ablation setting asks for, by component label."""
     tdm = TDMConfig(sparsity=config.sparsity, granularity=config.granularity)
-    ddr, dgm = DDRConfig(rank=config.ddr_rank), DGMConfig(keep=config.dgm_keep)
+    ddr, dgm = DDRConfig(rank=config.ddr_rank, presentations=config.ddr_presentations), DGMConfig(keep=config.dgm_keep)
     variants = {
         "tdm": SparCLConfig(tdm=tdm, ddr=None, dgm=None),
         "tdm+ddr": SparCLConfig(tdm=tdm, ddr=ddr, dgm=None),

@@ -64,6 +64,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         mask_other_classes=not args.no_class_mask, max_per_class=args.max_per_class,
         equal_flops=not args.no_equal_flops, granularity=args.granularity, sparse_kernels=args.sparse_kernels,
         recalibrate_norms=args.recalibrate_norms, ddr_rank=args.ddr_rank, device=args.device,
+        ddr_presentations=args.ddr_presentations,
         narrow_width=args.narrow_width,
     )
     _validate_bench(config)
@@ -144,6 +145,8 @@ def _validate_bench(config) -> None:
         raise InputError(f"--width must be in [1, {MAX_WIDTH}], got {excerpt(config.width)}")
     if config.epochs > MAX_BENCH_EPOCHS:
         raise InputError(f"--epochs must be at most {MAX_BENCH_EPOCHS:,}, got {excerpt(config.epochs)}")
+    if config.ddr_presentations < 1:
+        raise InputError(f"--ddr-presentations must be at least 1, got {excerpt(config.ddr_presentations)}")
     MethodConfig(name=config.method, buffer_size=config.buffer_size)
     TDMConfig(sparsity=config.sparsity, granularity=config.granularity, sparse_kernels=config.sparse_kernels)
     if config.sparse_kernels:
@@ -581,6 +584,9 @@ def build_parser() -> ArgumentParser:
                        "over the task and the buffer, counted) instead of keeping the lagging running average")
     bench.add_argument("--ddr-rank", default="forgetting", choices=DDR_RANKS,
                        help="which examples DDR removes: the least forgotten (SparCL), or random ones (the control)")
+    bench.add_argument("--ddr-presentations", type=int, default=1, metavar="K",
+                       help="epochs of forgetting statistics each DDR removal waits for; removals that no longer "
+                       "fit in a task are skipped (1: the reference's points as they fall)")
     bench.add_argument("--dgm-keep", type=float, default=0.2, help="share of gradient entries DGM keeps")
     bench.add_argument("--device", default="cpu",
                        help="where to train: cpu, cuda, cuda:N, or auto (a GPU where there is one); on a GPU "

@@ -75,6 +75,8 @@ def test_the_ddr_rank_reaches_every_variant_with_ddr():
     variants = sparcl_variants(BenchConfig(ablation="all", ddr_rank="random"))
     assert {n: v.ddr.rank for n, v in variants.items() if v.ddr} == {"tdm+ddr": "random", "full": "random"}
     assert sparcl_variants(BenchConfig())["full"].ddr.rank == "forgetting"
+    waiting = sparcl_variants(BenchConfig(ablation="all", ddr_presentations=2))
+    assert {n: v.ddr.presentations for n, v in waiting.items() if v.ddr} == {"tdm+ddr": 2, "full": 2}
 
 
 def test_sparse_kernels_add_the_full_variant_again_on_them_side_by_side():

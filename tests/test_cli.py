@@ -28,6 +28,8 @@ def fleet(*args: str) -> subprocess.CompletedProcess:
     (["--dataset", "mnist"], "mnist"),
     (["--ablation", "dgm-only"], "dgm-only"),
     (["--ddr-rank", "easy"], "--ddr-rank"),
+    (["--ddr-presentations", "0"], "--ddr-presentations"),
+    (["--ddr-presentations", "two"], "--ddr-presentations"),
     (["--device", "gpu"], "--device must be cpu, cuda, cuda:N or auto"),
     (["--width", "8", "--narrow-width", "8"], "--narrow-width"),
     *([(["--device", "cuda"], "--device 'cuda': torch")] if not torch.cuda.is_available() else []),

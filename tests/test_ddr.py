@@ -113,6 +113,26 @@ def test_removal_schedule_at_5_and_20_epochs():
     assert removal_schedule(1, DDRConfig()) == {}  # no statistics before one epoch
 
 
+@pytest.mark.parametrize("k", [2, 3, 5])
+@pytest.mark.parametrize("epochs", [5, 10, 20, 50])
+def test_every_removal_waits_for_k_epochs_of_statistics(epochs, k):
+    """Statistics restart at each removal, so consecutive removal epochs lie at least k apart
+    (and the first k after the task's start); a removal that would not fit is skipped."""
+    s = removal_schedule(epochs, DDRConfig(presentations=k))
+    starts = [0, *sorted(s)]
+    assert all(b - a >= k for a, b in zip(starts, starts[1:]))
+    assert all(e < epochs for e in s) and all(v == pytest.approx(0.075) for v in s.values())
+    assert sum(s.values()) <= 0.30 + 1e-9
+
+
+def test_presentations_move_removals_later_at_10_epochs_and_change_nothing_at_50():
+    assert removal_schedule(10, DDRConfig(presentations=2)) == pytest.approx({2: 0.075, 4: 0.075, 6: 0.075, 8: 0.075})
+    assert removal_schedule(10, DDRConfig(presentations=3)) == pytest.approx({3: 0.075, 6: 0.075, 9: 0.075})
+    assert removal_schedule(5, DDRConfig(presentations=5)) == {}  # no room for even one
+    for k in (2, 3, 5):  # the reference's points already lie 5 epochs apart at 50
+        assert removal_schedule(50, DDRConfig(presentations=k)) == removal_schedule(50, DDRConfig())
+
+
 def test_ddr_config_rejects_bad_values():
     with pytest.raises(InputError):
         DDRConfig(points=(0.0, 0.5))
@@ -122,6 +142,9 @@ def test_ddr_config_rejects_bad_values():
         DDRConfig(fraction=0.25)  # 4 x 0.25 = the whole task
     with pytest.raises(InputError, match="ddr rank 'easy' is unknown"):
         DDRConfig(rank="easy")
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InputError, match="presentations"):
+            DDRConfig(presentations=bad)
 
 
 def make_removal(n: int = 40, epochs: int = 20) -> DataRemoval:

@@ -188,6 +188,24 @@ def test_ddr_removed_count_follows_the_schedule(stream, epochs):
         assert sizes[:5] == [40, 34, 28, 28, 28]
 
 
+def test_ddr_waiting_for_presentations_removes_later_in_the_learner(stream):
+    """presentations=2 at 10 epochs: removals at the starts of epochs 2, 4, 6 and 8, each judged on
+    the two epochs since the last (the statistics' presentations count them)."""
+    ddr = DDRConfig(presentations=2)
+    learner = make(stream, method="finetune", sparcl=SparCLConfig(tdm=None, ddr=ddr, dgm=None), epochs=10, batch=20)
+    task = stream.tasks[0]
+    learner.begin_task(task.task_id, task.classes, task.x_train, task.y_train)
+    sizes, seen = [], []
+    while not learner.task_done:
+        before = learner.removal.tracker.presentations.max()
+        learner.train_epoch()
+        sizes.append(learner.removal.active.size)
+        seen.append(int(before))
+    assert sizes == [40, 40, 37, 37, 34, 34, 31, 31, 28, 28]  # 3 of 40 (7.5%) at each removal
+    assert [seen[e] for e in (2, 4, 6, 8)] == [2, 2, 2, 2]  # presentations behind each removal
+    assert learner.counters.removed == 12
+
+
 def test_ddr_in_the_learner_records_every_presentation_and_removes_the_least_forgotten(stream):
     # this seed and rate leave about half the task unlearned after two epochs: counts differ
     cfg = LearnerConfig(

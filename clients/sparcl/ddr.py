@@ -7,7 +7,9 @@ with the fewest events are removed, a fixed share of the task each time, and the
 statistics restart. The next task starts with its full data. Buffer examples are
 never removed. `rank: random` removes the same number of examples drawn at random
 (the reference's negative `keep_lowest_n`): the control that shows what the
-forgetting ranking itself earns.
+forgetting ranking itself earns. `presentations` is how many epochs of statistics
+each removal waits for: the reference's 50-epoch schedule gives it 5, the same
+points at 10 epochs give it 1, when every learned example ties at zero events.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class DDRConfig:
     points: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)  # removal times, fractions of a task (5..20 of 50)
     fraction: float = 0.075                           # share of the task removed at each point
     rank: str = "forgetting"                          # which examples go: fewest events, or at random
+    presentations: int = 1                            # epochs of statistics a removal waits for (at least)
 
     def __post_init__(self) -> None:
         if self.rank not in RANKS:
@@ -36,20 +39,29 @@ class DDRConfig:
             raise InputError(f"ddr points must lie in (0, 1), got {self.points}")
         if not 0.0 <= self.fraction * len(self.points) < 1.0:
             raise InputError(f"ddr removes {self.fraction} x {len(self.points)} of a task: must be < 1")
+        if isinstance(self.presentations, bool) or not isinstance(self.presentations, int) \
+                or self.presentations < 1:
+            raise InputError(f"ddr presentations must be an integer >= 1, got {self.presentations!r}")
 
 
 def removal_schedule(epochs: int, config: DDRConfig) -> dict[int, float]:
     """Map epoch -> share of the task to remove at its start.
 
-    Points that round to the same epoch add up, so the total share removed is the
-    same at 5 or 50 epochs per task; no removal happens before one epoch of
-    statistics exists.
+    With one presentation (the default), points that round to the same epoch add
+    up, so the total share removed is the same at 5 or 50 epochs per task. With
+    more, each removal moves to at least `presentations` epochs after the one
+    before (statistics restart at each), and a removal pushed past the task's end
+    is skipped: a short task removes less rather than judge on too little.
     """
     schedule: dict[int, float] = defaultdict(float)
-    for point in config.points:
-        epoch = max(1, int(point * epochs + 0.5))
-        if epoch < epochs:
-            schedule[epoch] += config.fraction
+    gap, last = config.presentations, 0
+    for point in sorted(config.points):
+        earliest = last + gap if last and gap > 1 else max(last, gap)  # one presentation: same epochs add up
+        epoch = max(int(point * epochs + 0.5), earliest)
+        if epoch >= epochs:
+            continue
+        schedule[epoch] += config.fraction
+        last = epoch
     return dict(schedule)
 
 
