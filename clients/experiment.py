@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 
 from clients.data import TaskStream
 from clients.metrics import average_accuracy, forgetting, learning_accuracy, task_accuracy
@@ -87,8 +86,7 @@ def run_stream(config: LearnerConfig, stream: TaskStream,
             learner.train_epoch()
             if on_epoch:
                 on_epoch(task.task_id, learner.epoch)
-        if learner.device.type == "cuda":  # GPU kernels run asynchronously: wait for them before timing
-            torch.cuda.synchronize(learner.device)
+        learner.wait()  # a GPU's kernels are queued: count them before reading the clocks
         wall += time.perf_counter() - start
         cpu += time.process_time() - start_cpu
         row_c, row_t = evaluate_seen(learner, stream, task.task_id)

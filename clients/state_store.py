@@ -103,7 +103,7 @@ def describe(blob: bytes) -> dict:
     import torch
 
     try:
-        state = torch.load(io.BytesIO(blob), weights_only=True)
+        state = torch.load(io.BytesIO(blob), weights_only=True, map_location="cpu")
         task, buffer, counters = state["task"], state["buffer"], state["counters"]
     except Exception as err:
         raise InputError(f"not a learner state: {' '.join(str(err).split())[:200]}") from None

@@ -149,9 +149,11 @@ def _validate_bench(config) -> None:
         raise InputError(f"--ddr-presentations must be at least 1, got {excerpt(config.ddr_presentations)}")
     MethodConfig(name=config.method, buffer_size=config.buffer_size)
     TDMConfig(sparsity=config.sparsity, granularity=config.granularity, sparse_kernels=config.sparse_kernels)
+    device = torch_device(config.device, what="--device")  # a GPU asked for must be here
+    if config.sparse_kernels and device.type != "cpu":  # refused here, not after hours of the other arms
+        raise InputError(f"--sparse-kernels runs on the CPU only, not with --device {excerpt(config.device)}")
     if config.sparse_kernels:
         sparse_kernels.require()
-    torch_device(config.device, what="--device")  # a GPU asked for must be here
     TrainConfig(epochs_per_task=config.epochs, lr=config.lr, device=config.device)
     if config.dataset in INPUT_SHAPES:  # an unknown name is reported by load_stream below
         model, buffer = learner_bytes(config.dataset, "auto", config.width, config.buffer_size, config.method)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections import OrderedDict
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -117,30 +118,69 @@ def test_sparse_kernels_are_refused_on_a_gpu():
         parse_scenario(raw)
 
 
+def test_the_bench_refuses_sparse_kernels_on_a_gpu_before_any_training(monkeypatch, capsys):
+    """Caught when the settings are read, not when the sparse-kernel arm is built hours later."""
+    from fleet.cli import main
+
+    monkeypatch.setattr("clients.sparcl.learner.torch_device", lambda name, what="": torch.device("cuda"))
+    assert main(["bench", "sparcl", "--quiet", "--sparse-kernels", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["fleet: error: --sparse-kernels runs on the CPU only, not with --device 'cuda'"]
+
+
 # -- where torch sees a GPU: the same learning --------------------------------
 
 @cuda
-def test_every_tensor_of_a_gpu_learner_lives_on_the_gpu(stream):
-    learner = Learner(config("cuda"), stream.input_shape, stream.num_classes)
-    task = stream.tasks[0]
-    learner.begin_task(task.task_id, task.classes, task.x_train, task.y_train)
-    learner.train_epoch()
+def test_every_tensor_of_a_gpu_learner_lives_on_the_gpu_through_a_whole_task(stream):
+    """Through every schedule event of a task (mask updates, regrowth, DDR removals, DGM refreshes),
+    and its saved state holds CPU tensors only (loaded here without a map_location)."""
+    learner = Learner(config("cuda", SparCLConfig(tdm=TDMConfig(sparsity=0.75))), stream.input_shape,
+                      stream.num_classes)
+    for task in stream.tasks[:2]:
+        learner.begin_task(task.task_id, task.classes, task.x_train, task.y_train)
+        while not learner.task_done:
+            learner.train_epoch()
+    assert learner.counters.removed > 0
     assert {p.device.type for p in learner.model.parameters()} == {"cuda"}
     assert {m.device.type for m in learner.masks.masks.values()} == {"cuda"}
-    assert learner.x.device.type == learner.method.buffer.examples.device.type == "cuda"
+    assert {p.device.type for p in learner.dgm.patterns.values()} == {"cuda"}
+    buffer = learner.method.buffer
+    assert learner.x.device.type == buffer.examples.device.type == buffer.labels.device.type == "cuda"
+    assert buffer.logits.device.type == "cuda"
+    state = torch.load(io.BytesIO(learner.to_bytes()), weights_only=True)
+    tensors = []
+    stack = [state]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, torch.Tensor):
+            tensors.append(item)
+    assert tensors and {t.device.type for t in tensors} == {"cpu"}
 
 
 @cuda
-def test_a_gpu_learner_learns_what_the_cpu_learner_learns(stream):
+@pytest.mark.parametrize("granularity, recalibrate", [("weight", False), ("channel", True)])
+def test_a_gpu_learner_learns_what_the_cpu_learner_learns(stream, granularity, recalibrate):
     """Same seed, same draws (the random streams stay on the CPU): the same masks' sizes, the same
-    examples and FLOPs, and accuracies within a few points (float sums differ in order on a GPU)."""
-    sparcl = SparCLConfig(tdm=TDMConfig(sparsity=0.75))
-    cpu = run_stream(config("cpu", sparcl), stream)
-    gpu = run_stream(config("cuda", sparcl), stream)
+    examples and FLOPs, and accuracies within a few points (float sums differ in order on a GPU).
+    Channel masks run the compacted forward; recalibration the norms' extra pass."""
+    sparcl = SparCLConfig(tdm=TDMConfig(sparsity=0.75 if granularity == "weight" else 0.5, granularity=granularity))
+    def learning(device: str) -> LearnerConfig:  # a setting that learns the synthetic set (crops do not)
+        base = config(device, sparcl, epochs=8)
+        return replace(base, width=8, method=replace(base.method, augment=False),
+                       train=replace(base.train, lr=0.1, recalibrate_norms=recalibrate))
+
+    cpu_config, gpu_config = learning("cpu"), learning("cuda")
+    cpu = run_stream(cpu_config, stream)
+    gpu = run_stream(gpu_config, stream)
     assert gpu.examples == cpu.examples and gpu.removed == cpu.removed
     assert gpu.train_flops == pytest.approx(cpu.train_flops, rel=0.02)
     assert gpu.final_density == pytest.approx(cpu.final_density, abs=1e-6)
-    assert abs(gpu.class_il - cpu.class_il) <= 10.0 and gpu.task_il >= 90.0
+    assert cpu.task_il >= 85.0  # it learns (chance is 50), so agreement below means something
+    assert abs(gpu.class_il - cpu.class_il) <= 10.0 and abs(gpu.task_il - cpu.task_il) <= 10.0
 
 
 @cuda

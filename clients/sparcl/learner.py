@@ -170,7 +170,9 @@ class Learner:
         self.num_classes = num_classes
         seed = config.train.seed
         self.device = torch_device(config.train.device)
-        with torch.random.fork_rng():  # seeded initialisation without touching the global RNG
+        # seeded initialisation without touching the global RNG; on the CPU only, so building
+        # a learner never initialises CUDA (the server's copy, CPU runs on a GPU machine)
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.model = build_backbone(config.backbone, self.input_shape, num_classes, config.width)
         self.cost = profile_model(self.model, self.input_shape)
@@ -210,6 +212,12 @@ class Learner:
     @property
     def epochs_per_task(self) -> int:
         return self.config.train.epochs_per_task
+
+    def wait(self) -> None:
+        """Block until the device's queued kernels are done (GPU kernels run asynchronously, so a
+        timer read before this misses them); nothing to wait for on the CPU."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def begin_task(self, task_id: int, classes: tuple[int, ...], x: torch.Tensor, y: torch.Tensor) -> None:
         """Start a task with its full training data (DDR removals do not carry over)."""
