@@ -110,6 +110,44 @@ def ddr_tables() -> str:
     return "\n".join(lines)
 
 
+def ddr_wait_table() -> str:
+    """DDR's removals judged on one epoch of statistics or on two (README, "DDR that waits for its
+    statistics"): every arm at 0.90, recalibrated, seeds 0-4, paired against one dense arm."""
+    fm = RESULTS / "fmnist"
+    arms = (  # key, label, report, variant
+        ("tdm", LABELS["tdm"], "recal_tdm_s090", "tdm"),
+        ("ref", "all three, removals at epochs 1-4 (the reference's points)", "recal_weight_s090", "full"),
+        ("ref_random", "the same, removing at random", "recal_weight_s090_ddr_random", "full"),
+        ("wait", "all three, removals at epochs 2, 4, 6, 8 (`--ddr-presentations 2`)",
+         "recal_weight_s090_ddr_wait2", "full"),
+        ("wait_random", "the same, removing at random", "recal_weight_s090_ddr_wait2_random", "full"),
+    )
+    if not all((fm / f"{name}.json").exists() for _, _, name, _ in arms):
+        return ""
+    dense = seed_figures(fm / "recal_tdm_s090.json", "dense")
+    lines = ["| run | Class-IL delta vs dense [min, max] | learning accuracy | newest task, Class-IL "
+             "| examples trained, vs TDM only | FLOPs dense/run |", "|---|---|---|---|---|---|"]
+    runs, examples = {}, {}
+    for key, label, name, variant in arms:
+        report = json.loads((fm / f"{name}.json").read_text())
+        runs[key] = seed_figures(fm / f"{name}.json", variant)
+        examples[key] = median([r["examples"] for r in report["runs"] if r["variant"] == variant])
+        lines.append(f"| {label} | {paired_text(runs[key], dense, 'class_il')} | "
+                     f"{median([f['learning'] for f in runs[key].values()]):.1f} | "
+                     f"{median([f['newest'] for f in runs[key].values()]):.1f} | "
+                     f"{examples[key] / examples['tdm']:.1%} | {report['variants'][variant]['flops_ratio']:.1f}x |")
+    lines += ["",
+              f"Waiting for two epochs minus the reference's points, Class-IL: "
+              f"{paired_text(runs['wait'], runs['ref'], 'class_il')}; newest task: "
+              f"{paired_text(runs['wait'], runs['ref'], 'newest')}",
+              f"Ranked minus random removal, Class-IL, on two epochs of statistics: "
+              f"{paired_text(runs['wait'], runs['wait_random'], 'class_il')}; on one: "
+              f"{paired_text(runs['ref'], runs['ref_random'], 'class_il')}",
+              f"All three, removals waiting for two epochs, minus TDM only: Class-IL "
+              f"{paired_text(runs['wait'], runs['tdm'], 'class_il')}; learning accuracy "
+              f"{paired_text(runs['wait'], runs['tdm'], 'learning')}"]
+    return "\n".join(lines)
+
 def ablation_figures() -> str:
     """What each component costs at 0.75 (README, "Each component at 0.75"), paired by seed within one report."""
     path = RESULTS / "fmnist" / "recal_weight_s075_ablation.json"
@@ -202,6 +240,7 @@ def main() -> int:
         print(bench_table(path), end="\n\n")
         print(per_seed(path), end="\n\n")
     print(ddr_tables(), end="\n\n")
+    print(ddr_wait_table(), end="\n\n")
     print(ablation_figures(), end="\n\n")
     print(fleet_tables(), end="\n\n")
     print(scale_tables(), end="\n\n")
