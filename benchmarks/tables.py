@@ -148,6 +148,29 @@ def ddr_wait_table() -> str:
               f"{paired_text(runs['wait'], runs['tdm'], 'learning')}"]
     return "\n".join(lines)
 
+def epochs_table() -> str:
+    """All three components at 10 and 20 epochs a task, at each sparsity (README, "Twice the epochs"):
+    each report paired against its own dense arm."""
+    fm = RESULTS / "fmnist"
+    rows = [(sparsity, epochs, fm / f"{name}.json") for sparsity, epochs, name in (
+        (0.75, 10, "recal_weight_s075_ablation"), (0.75, 20, "recal_weight_s075_e20"),
+        (0.90, 10, "recal_weight_s090"), (0.90, 20, "recal_weight_s090_e20"),
+        (0.95, 10, "recal_weight_s095"), (0.95, 20, "recal_weight_s095_e20"))]
+    if not all(path.exists() for *_, path in rows):
+        return ""
+    lines = ["| sparsity | epochs/task | dense Class-IL | Class-IL delta vs dense [min, max] | learning accuracy "
+             "| newest task, Class-IL | Task-IL | FLOPs dense/run | CPU time dense/run |", "|---" * 9 + "|"]
+    for sparsity, epochs, path in rows:
+        report = json.loads(path.read_text())
+        full, dense = seed_figures(path, "full"), seed_figures(path, "dense")
+        v = report["variants"]
+        lines.append(f"| {sparsity:.2f} | {epochs} | {v['dense']['class_il']:.2f} | "
+                     f"{paired_text(full, dense, 'class_il')} | {median([f['learning'] for f in full.values()]):.1f} | "
+                     f"{median([f['newest'] for f in full.values()]):.1f} | {v['full']['task_il']:.2f} | "
+                     f"{v['full']['flops_ratio']:.1f}x | {v['full']['cpu_ratio']:.2f}x |")
+    return "\n".join(lines)
+
+
 def ablation_figures() -> str:
     """What each component costs at 0.75 (README, "Each component at 0.75"), paired by seed within one report."""
     path = RESULTS / "fmnist" / "recal_weight_s075_ablation.json"
@@ -241,6 +264,7 @@ def main() -> int:
         print(per_seed(path), end="\n\n")
     print(ddr_tables(), end="\n\n")
     print(ddr_wait_table(), end="\n\n")
+    print(epochs_table(), end="\n\n")
     print(ablation_figures(), end="\n\n")
     print(fleet_tables(), end="\n\n")
     print(scale_tables(), end="\n\n")
