@@ -52,7 +52,9 @@ if [[ "${1:-}" == "--recalibrate" ]]; then  # issue 6: every arm recalibrates it
   # --recalibrate weight 0.9 s090_ddr_wait2 --ddr-presentations 2 --no-equal-flops (each DDR removal judged on 2 epochs),
   # --recalibrate weight 0.9 s090_ddr_wait2_random --ddr-presentations 2 --ddr-rank random --no-equal-flops,
   # --recalibrate weight 0.95 s095_e20 --epochs 20 --no-equal-flops and ... 0.75 s075_e20 --epochs 20 --no-equal-flops
-  # (20 epochs a task; about 55 minutes each), --recalibrate weight 0.95 s095_e20_tdm --epochs 20 --ablation tdm --no-equal-flops
+  # (20 epochs a task; about 55 minutes each),
+  # --recalibrate weight 0.9 e02_dense --epochs 2 --ablation tdm --no-equal-flops (its dense arm: DER++ at about
+  # the FLOPs of SparCL at 0.90 and 20 epochs; 5 minutes)
   export OMP_NUM_THREADS=1
   run "recal_$2_$4" --granularity "$2" --sparsity "$3" --seeds 0,1,2,3,4 --recalibrate-norms "${@:5}"
   exit

@@ -168,6 +168,17 @@ def epochs_table() -> str:
                      f"{paired_text(full, dense, 'class_il')} | {median([f['learning'] for f in full.values()]):.1f} | "
                      f"{median([f['newest'] for f in full.values()]):.1f} | {v['full']['task_il']:.2f} | "
                      f"{v['full']['flops_ratio']:.1f}x | {v['full']['cpu_ratio']:.2f}x |")
+    # the dense method at about SparCL's FLOPs for the 20-epoch runs: 2 epochs a task at 0.90 (its own
+    # run), 1 at 0.95 (the 10-epoch report's equal-FLOPs arm); dense arms reproduce across reports
+    two = fm / "recal_weight_e02_dense.json"
+    if two.exists():
+        lines.append("")
+        for sparsity, path, baseline in ((0.90, rows[3][2], seed_figures(two, "dense")),
+                                         (0.95, rows[5][2], seed_figures(rows[4][2], "dense-equal-flops"))):
+            full = seed_figures(path, "full")
+            lines.append(f"{sparsity:.2f}, 20 epochs, SparCL minus dense at its FLOPs, paired: "
+                         f"{paired_text(full, baseline, 'class_il')} (dense at its FLOPs: "
+                         f"{median([f['class_il'] for f in baseline.values()]):.2f}%)")
     return "\n".join(lines)
 
 
