@@ -18,7 +18,9 @@ from fleet.interrupts import alive, descendants
 
 pytestmark = pytest.mark.e2e
 
-STOP_LIMIT_S = 10.0
+# a run stops in about 1.4 s on an idle 2-core machine; with both cores busy (a benchmark beside the
+# suite) Ray took over 10 s to stop twice. The bound catches a hang, not a slow machine.
+STOP_LIMIT_S = 30.0
 
 
 def session_members(sid: int) -> set[tuple[int, int]]:
