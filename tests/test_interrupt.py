@@ -18,8 +18,9 @@ from fleet.interrupts import alive, descendants
 
 pytestmark = pytest.mark.e2e
 
-# a run stops in about 1.4 s on an idle 2-core machine; with both cores busy (a benchmark beside the
-# suite) Ray took over 10 s to stop twice. The bound catches a hang, not a slow machine.
+# a run stops in about 1.4 s on an idle 2-core machine (10 runs alone, busy or idle); the bound catches a
+# hang, not a slow machine. In full-suite runs the SIGINT test failed 3 times of 4 at stop 19: the run
+# went on to its end (exit 0), as if the KeyboardInterrupt was lost; the cause is not found yet.
 STOP_LIMIT_S = 30.0
 
 
