@@ -53,6 +53,43 @@ def handle_sigterm() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
+def relay_signals() -> Callable[[], None]:
+    """Make SIGINT and SIGTERM wake the main thread wherever the kernel delivers them; returns a
+    function that undoes it.
+
+    A process signal lands on any thread that does not block it, and Python runs its handler in
+    the main thread only once that thread runs bytecode again. Flower's simulation blocks the main
+    thread in a thread join without a timeout until the run ends, so a Ctrl-C delivered to another
+    thread waited for the end of the run (and was lost in its shutdown). A relay thread reads the
+    signal wakeup fd and sends the main thread a no-op SIGUSR1, which breaks the join with EINTR so
+    that the pending handler runs there.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    previous_wake = signal.signal(signal.SIGUSR1, lambda signum, frame: None)
+    main = threading.main_thread().ident
+
+    def relay() -> None:
+        while data := os.read(read_fd, 64):  # empty once the write end is closed
+            if signal.SIGINT in data or signal.SIGTERM in data:
+                signal.pthread_kill(main, signal.SIGUSR1)
+
+    thread = threading.Thread(target=relay, name="fleet-signal-relay", daemon=True)
+    thread.start()
+
+    def undo() -> None:
+        signal.set_wakeup_fd(previous_fd)
+        os.close(write_fd)
+        thread.join(timeout=1.0)
+        os.close(read_fd)
+        signal.signal(signal.SIGUSR1, previous_wake)
+
+    return undo
+
+
 @contextmanager
 def stopping(on_stop: Callable[[str], None], *, watch: bool = False,
              scratch: Path | None = None) -> Iterator[None]:
@@ -70,6 +107,7 @@ def stopping(on_stop: Callable[[str], None], *, watch: bool = False,
     guard = watchdog.start(scratch) if watch else None
     before = descendants()
     restore = handle_sigterm()
+    unrelay = relay_signals()
     try:
         yield
     except KeyboardInterrupt:
@@ -85,6 +123,7 @@ def stopping(on_stop: Callable[[str], None], *, watch: bool = False,
         _stop(on_stop, "failed", before)
         raise
     finally:
+        unrelay()
         restore()
         end_processes(descendants() - before)
         if scratch is not None:
