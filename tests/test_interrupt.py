@@ -23,6 +23,16 @@ pytestmark = pytest.mark.e2e
 STOP_LIMIT_S = 30.0
 
 
+@pytest.fixture
+def default_sigint():
+    """Python's own Ctrl-C handler in this process while a test runs: code that an earlier test ran
+    in-process (Ray, Flower) may leave another one, and a child started under an ignored SIGINT
+    inherits the ignoring (this made the SIGINT tests fail in full-suite runs only)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def session_members(sid: int) -> set[tuple[int, int]]:
     """(pid, start time) of every live, non-zombie process in session `sid` (orphans included)."""
     found = set()
@@ -48,7 +58,7 @@ def wait_for(predicate, timeout_s: float, step_s: float = 0.2) -> bool:
     return predicate()
 
 
-def test_sigint_ends_the_run_keeps_its_rounds_and_leaves_no_process(tmp_path):
+def test_sigint_ends_the_run_keeps_its_rounds_and_leaves_no_process(tmp_path, default_sigint):
     out = tmp_path / "out"
     scenario = tmp_path / "tiny.yaml"
     scenario.write_text(f"""name: tiny
@@ -155,7 +165,7 @@ def test_a_run_killed_after_round_k_resumes_to_exactly_the_uninterrupted_result(
     assert (killed / "model.npz").read_bytes() == (straight / "model.npz").read_bytes()
 
 
-def test_a_signal_landing_on_another_thread_interrupts_a_main_thread_blocked_in_a_join():
+def test_a_signal_landing_on_another_thread_interrupts_a_main_thread_blocked_in_a_join(default_sigint):
     """The kernel may deliver Ctrl-C to any thread; Flower's simulation blocks the main thread in a
     join without a timeout, so without the relay the interrupt waited for the end of the run."""
     from fleet.interrupts import relay_signals
