@@ -148,6 +148,7 @@ def ddr_wait_table() -> str:
               f"{paired_text(runs['wait'], runs['tdm'], 'learning')}"]
     return "\n".join(lines)
 
+
 def epochs_table() -> str:
     """All three components at 10 and 20 epochs a task, at each sparsity (README, "Twice the epochs"):
     each report paired against its own dense arm."""

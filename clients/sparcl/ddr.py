@@ -56,7 +56,7 @@ def removal_schedule(epochs: int, config: DDRConfig) -> dict[int, float]:
     schedule: dict[int, float] = defaultdict(float)
     gap, last = config.presentations, 0
     for point in sorted(config.points):
-        earliest = last + gap if last and gap > 1 else max(last, gap)  # one presentation: same epochs add up
+        earliest = last + gap if gap > 1 else 1  # one presentation: points on the same epoch add up
         epoch = max(int(point * epochs + 0.5), earliest)
         if epoch >= epochs:
             continue
