@@ -9,8 +9,9 @@ simulated fleet can be resumed from its last checkpoint.
 Node config keys: `partition-id` (the device id), `num-partitions`, and
 optionally `state-dir` (the state folder; `make_client_app(state_dir)` sets
 one for every node, which is how `fleet run` gives its simulated devices one),
-`data-dir` (where this device finds its data set, overriding the scenario's)
-and `real` (true on a device's own hardware: its measured time, memory and
+`data-dir` (where this device finds its data set, overriding the scenario's),
+`threads` (its torch thread count, from `fleet device --threads`) and `real`
+(true on a device's own hardware: its measured time, memory and
 energy are reported as its own, next to the model's).
 """
 
@@ -23,9 +24,13 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import state_store, stock
-from clients.device import DeviceSpec, budget_from_config, run_round
-from clients.records import config_flag, from_arrays, to_arrays
+from clients import torch_compat
+
+torch_compat.install()  # a Pi on Debian's torch 1.13: learner states load weights-only (clients.torch_compat)
+
+from clients import state_store, stock  # noqa: E402
+from clients.device import DeviceSpec, budget_from_config, run_round  # noqa: E402
+from clients.records import config_flag, from_arrays, to_arrays  # noqa: E402
 
 STATE_KEY = "sparcl-state"
 
@@ -74,8 +79,27 @@ def query(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 
+def set_threads(context: Context) -> None:
+    """The device's torch thread count (`fleet device --threads`, node config `threads`), set once per
+    ClientApp process; without it torch keeps its default (one thread per core)."""
+    global _threads_set
+    if _threads_set or "threads" not in context.node_config:
+        return
+    import torch
+
+    threads = int(context.node_config["threads"])
+    if threads < 1:
+        raise ValueError(f"node config threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    _threads_set = True
+
+
+_threads_set = False
+
+
 def train(msg: Message, context: Context, default_state_dir: str | None = None) -> Message:
     """One round: the config carries the round, the fleet's simulated time and this device's budget."""
+    set_threads(context)
     config = msg.content["config"] if "config" in msg.content else {}
     if "device-spec" not in config or "server-round" not in config:
         raise ValueError("this is a sparcl-fleet ClientApp: it needs the sparcl-fleet server (server.app, "

@@ -408,7 +408,7 @@ def cmd_device(args: argparse.Namespace) -> int:
                              state_dir=path(args.state_dir), ca=path(args.ca), key=path(args.key),
                              data_dir=path(args.data_dir), profile=args.profile, real=not args.stand_in,
                              port=args.port, home=path(args.home), insecure=args.insecure, threads=args.threads,
-                             rejoin_wait_s=args.rejoin_wait))
+                             scenario=path(args.scenario), rejoin_wait_s=args.rejoin_wait))
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -539,7 +539,11 @@ def build_parser() -> ArgumentParser:
     device.add_argument("--port", type=int, default=9094, help="its local API port (127.0.0.1)")
     device.add_argument("--home", default=None, help="its Flower folder (default: <state-dir>/flwr)")
     device.add_argument("--threads", type=int, default=None,
-                        help="torch threads per round (default: all cores; stand-ins sharing a machine: 1)")
+                        help="torch threads of its ClientApp, checked before it connects (default: torch's, one "
+                             "a core; stand-ins sharing a machine: 1)")
+    device.add_argument("--scenario", default=None,
+                        help="the scenario the coordinator will run: the torch check trains its network at batch 1 "
+                             "and at its batch (default: scenarios/pi_pair.yaml)")
     device.add_argument("--insecure", action="store_true", help="no TLS, no authentication: loopback trials only")
     device.add_argument("--rejoin-wait", type=float, default=120.0, metavar="SECONDS",
                         help="keep trying this long when the coordinator refuses it (after a restart it holds "

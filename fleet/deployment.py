@@ -8,8 +8,9 @@ which print every command they run.
   ($FLWR_HOME/config.toml, default ~/.flwr) for `flwr` and `fleet submit`.
 - A device runs a SuperNode with its device id, fleet size, state folder (where its
   continual-learning state survives a restart), data folder and profile in its node config.
-  Before it connects it checks that torch imports and trains one step: some torch builds
-  die with "Illegal instruction" on the Raspberry Pi 4's ARMv8.0 core.
+  Before it connects it checks, in a child process, that torch trains the scenario's network
+  at batch 1 and at its batch on the ClientApp's thread count: PyPI's torch 2.13 for aarch64
+  dies with "Illegal instruction" on a Raspberry Pi's ARMv8.0 cores when it runs threaded.
 - `submit` runs `flwr run` on this project (pyproject.toml's [tool.flwr.app]) with the
   scenario and output folder, follows its log, and exits non-zero unless the run
   finished as completed (`flwr run --stream` exits 0 either way).
@@ -232,7 +233,8 @@ class Device:
     port: int = 9094               # this SuperNode's local API (127.0.0.1 only)
     home: Path | None = None       # its FLWR_HOME (default: <state_dir>/flwr)
     insecure: bool = False
-    threads: int | None = None     # torch threads per round (stand-ins sharing a machine: 1); None: all cores
+    threads: int | None = None     # torch threads of its ClientApp (stand-ins sharing a machine: 1); None: torch's
+    scenario: Path | None = None   # the scenario whose network the torch check trains (None: pi_pair.yaml)
     rejoin_wait_s: float = 120.0   # how long a refused device keeps trying to join
 
 
@@ -248,6 +250,8 @@ def node_config(d: Device) -> str:
         values["data-dir"] = str(d.data_dir)
     if d.profile:
         values["profile"] = d.profile
+    if d.threads is not None:
+        values["threads"] = d.threads
     return " ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
 
 
@@ -259,31 +263,83 @@ def supernode_command(d: Device) -> list[str]:
     return [*argv, "--root-certificates", str(d.ca), "--auth-supernode-private-key", str(d.key)]
 
 
+# The torch check runs in a child process, so that a crash is reported, not fatal, and so that the
+# wrapper, which stays beside the SuperNode for the whole run, never holds torch in its memory.
+# It trains the scenario's own network (backbone and width) at batch 1 and at the configured
+# batch, forward and backward, on the thread count the ClientApp will use: PyPI's torch 2.13 for
+# aarch64 dies with SIGILL in threaded BLAS on a Raspberry Pi's ARMv8.0 cores only with more
+# than one thread and a large enough layer (a width-8 model on batch 16 did not trigger it).
 CHECK = """
-import time, torch
-from clients.backbones import build_backbone
-model = build_backbone("auto", (1, 8, 8), 10, 8)
-opt = torch.optim.SGD(model.parameters(), lr=0.1)
+import os, platform, sys, time
+scenario_path, threads = sys.argv[1], int(sys.argv[2])
+def stage(text):
+    print("stage: " + text, flush=True)
+stage("import torch")
+import torch
+if threads > 0:
+    torch.set_num_threads(threads)
+from clients import torch_compat
+torch_compat.install()
+from clients.backbones import build_backbone, resolved_backbone
+from fleet.scenario import INPUT_SHAPES, NUM_CLASSES, load_scenario
+stage("read the scenario " + scenario_path)
+s = load_scenario(scenario_path, simulate=False)
+shape, classes = INPUT_SHAPES[s.dataset.name], NUM_CLASSES[s.dataset.name]
+name = resolved_backbone(s.train.backbone, shape[0])
+model = build_backbone(s.train.backbone, shape, classes, s.train.width)
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
 t = time.process_time()
-loss = torch.nn.functional.cross_entropy(model(torch.randn(16, 1, 8, 8)), torch.randint(0, 10, (16,)))
-loss.backward(); opt.step()
-print(f"torch {torch.__version__} on {__import__('platform').machine()}: one training step in "
-      f"{time.process_time() - t:.3f} s CPU")
+for batch in sorted({1, s.train.batch_size}):
+    stage(f"{name} batch {batch} forward")
+    loss = torch.nn.functional.cross_entropy(model(torch.randn(batch, *shape)), torch.randint(0, classes, (batch,)))
+    stage(f"{name} batch {batch} backward")
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+width = f"width {s.train.width}" if s.train.width else "default width"
+n = torch.get_num_threads()
+print(f"torch {torch.__version__} on {platform.machine()}: {name} ({width}) trains at batch 1 and "
+      f"{s.train.batch_size} on {n} thread{'s' * (n != 1)}, {time.process_time() - t:.2f} s CPU", flush=True)
 """
 
+DEFAULT_CHECK_SCENARIO = PROJECT_DIR / "scenarios" / "pi_pair.yaml"
 
-def check_torch() -> str:
-    """Import torch and train one step in a child process, so that a crash is reported, not fatal."""
-    done = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, cwd=PROJECT_DIR,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
-                              str(PROJECT_DIR), os.environ.get("PYTHONPATH")]))})
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def check_torch(scenario: Path | None = None, threads: int | None = None) -> str:
+    """Train the scenario's network one step at batch 1 and at its batch, in a child process on `threads`
+    (None: torch's default, as the ClientApp); its last line, or InputError with one line saying why."""
+    scenario = Path(scenario or DEFAULT_CHECK_SCENARIO)
+    if not scenario.is_file():
+        raise InputError(f"--scenario '{scenario}' does not exist (the torch check trains that scenario's network)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")]))}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    done = subprocess.run([sys.executable, "-c", CHECK, str(scenario.resolve()), str(threads or 0)],
+                          capture_output=True, text=True, cwd=PROJECT_DIR, env=env)
+    lines = done.stdout.strip().splitlines()
+    stages = [line[len("stage: "):] for line in lines if line.startswith("stage: ")]
+    at = f"at '{stages[-1]}'" if stages else "before it started"
+    on = f"{threads} thread{'s' * (threads != 1)}" if threads else f"torch's default threads ({os.cpu_count()} CPUs)"
     if done.returncode == -signal.SIGILL:
-        raise InputError("torch died with 'Illegal instruction': this torch build needs a newer CPU than this "
-                         "device's (Raspberry Pi 4: install the CPU wheel of torch 2.11 or later for aarch64)")
+        raise InputError(
+            f"the torch check died with SIGILL (illegal instruction) {at} on {on}: this torch build runs "
+            "instructions this CPU lacks (PyPI's torch 2.13 for aarch64 uses ARMv8.1 atomics in threaded BLAS, "
+            "and a Raspberry Pi 4 or Zero 2 W is ARMv8.0); install Debian's torch as the README says "
+            "(apt-get install python3-torch), or start this device with --threads 1")
+    if done.returncode < 0:
+        raise InputError(f"the torch check died with {signal_name(-done.returncode)} {at} on {on}: torch does not "
+                         "run on this device as installed (see the README's Raspberry Pi steps)")
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise InputError(f"the torch check failed: {last}")
-    return done.stdout.strip()
+        raise InputError(f"the torch check failed {at}: {last}")
+    return lines[-1] if lines else "torch check: ok"
 
 
 def run_device(d: Device) -> int:
@@ -303,7 +359,7 @@ def run_device(d: Device) -> int:
         raise InputError(f"--device-id must be in [0, {d.devices}), got {d.device_id}")
     if d.threads is not None and d.threads < 1:
         raise InputError(f"--threads must be >= 1, got {d.threads}")
-    print(check_torch(), flush=True)
+    print(check_torch(d.scenario, d.threads), flush=True)
     d.state_dir.mkdir(parents=True, exist_ok=True)
     home = d.home or d.state_dir / "flwr"
     home.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, Context, MessageType, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from clients.records import to_arrays
@@ -38,12 +38,31 @@ def make_server_app(config: ServerConfig, initial_weights: dict[str, np.ndarray]
         if sink is not None:
             sink["strategy"] = strategy
         initial = to_arrays(encode_model(initial_weights, initial_masks, value_dtype=config.value_dtype))
-        result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=config.rounds - done,
+        result = strategy.start(grid=PacedGrid(grid, strategy), initial_arrays=initial,
+                                num_rounds=config.rounds - done,
                                 timeout=config.round_timeout_s, evaluate_fn=shifted(evaluate_fn, done))
         if sink is not None:
             sink["result"] = result
 
     return app
+
+
+class PacedGrid:
+    """The Grid as Flower's `start` uses it, except that a round's training messages wait for their
+    replies `strategy.round_timeout_s` (planned per round: the slowest sampled device's modelled round
+    with slack, never less than the scenario's round_timeout_s), not the one timeout `start` was given."""
+
+    def __init__(self, grid: Grid, strategy: SparseFedAvg) -> None:
+        self._grid, self._strategy = grid, strategy
+
+    def send_and_receive(self, messages, *, timeout: float | None = None):
+        messages = list(messages)
+        if timeout is not None and messages and messages[0].metadata.message_type == MessageType.TRAIN:
+            timeout = max(timeout, self._strategy.round_timeout_s)
+        return self._grid.send_and_receive(messages, timeout=timeout)
+
+    def __getattr__(self, name: str):
+        return getattr(self._grid, name)
 
 
 def shifted(evaluate_fn: EvaluateFn | None, done: int) -> EvaluateFn | None:

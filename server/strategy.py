@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 AGGREGATIONS = ("mask-aware", "fedavg")
 PLAIN_WEIGHTS = ("in-mask", "examples")
 
+# A round waits for its training replies at least federation.round_timeout_s, and at least this many
+# times the slowest sampled device's modelled round (download, its last round's work at its profile's
+# sustained rate, upload of as much): a real board may run well below its profile (the efficiency is
+# an assumption, and an uncooled board throttles), and a round cut short wastes all of its work.
+ROUND_TIMEOUT_SLACK = 4.0
+
 
 class NodesUnavailable(RuntimeError):
     """Too few nodes connected in time: the run stops instead of waiting for ever."""
@@ -183,6 +189,7 @@ class Totals:
     lateness or failure) are kept apart; energy_j is everything that was spent."""
 
     rejected_updates: int = 0
+    accepted_updates: int = 0        # valid updates that arrived in time and were aggregated
     failed_replies: int = 0          # the device's app crashed (an error reply)
     timed_out: int = 0               # sent a task, but no reply came within round_timeout_s
     dropped_updates: int = 0         # late, failed mid-round or out of memory
@@ -197,6 +204,13 @@ class Totals:
     wasted_energy_j: float = 0.0
     rejections: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)   # declines and adaptations, with reasons
+
+    @property
+    def every_reply_failed(self) -> bool:
+        """Devices were asked to train and not one update was aggregated, because every reply was an
+        error, an update rejected as invalid, or none came in time: the run is not a result, and its
+        summary.json says `failed` (a fleet whose every device declined its budget is a result)."""
+        return self.accepted_updates == 0 and self.failed_replies + self.rejected_updates + self.timed_out > 0
 
 
 def book_round(totals: Totals, row: dict, timing: RoundTiming) -> None:
@@ -306,6 +320,8 @@ class SparseFedAvg(FedAvg):
         self.spent: Counter = Counter()        # wall seconds in the world and in aggregation (where time goes)
         self.started_s: float | None = None    # perf_counter when the first round was configured
         self._sent: dict[int, int] = {}        # device id -> bytes sent to it this round
+        self.round_work: dict[int, float] = {}  # device id -> kernel FLOPs of its last completed round
+        self.round_timeout_s = config.round_timeout_s  # this round's wait for replies (paced_timeout)
 
     @contextmanager
     def timed(self, key: str) -> Iterator[None]:
@@ -328,6 +344,8 @@ class SparseFedAvg(FedAvg):
         version, internal, gauss = snapshot["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
         self.totals = Totals(**snapshot["totals"])
+        if "accepted_updates" not in snapshot["totals"]:  # a checkpoint from before the count: assume it learned
+            self.totals.accepted_updates = rounds_done
         self.sim_time_s = float(snapshot["sim_time_s"])
         self.global_weights, self.global_masks = weights, masks
         self.round_offset = rounds_done
@@ -357,6 +375,7 @@ class SparseFedAvg(FedAvg):
             self._sent = {d: sizes["plain" if d in self.plain else "wire"] for d in chosen}
             plans = self.world.plan(server_round, chosen, self._sent)
         self.totals.download_bytes += sum(self._sent.values())
+        self.round_timeout_s = self.paced_timeout(plans)
         self.last_row = {"round": server_round, "online": len(online), "busy": len(online) - len(free),
                          "n_offline": len(by_device) - len(online), "sampled": len(chosen)}
         messages = []
@@ -375,6 +394,20 @@ class SparseFedAvg(FedAvg):
                                     group_id=str(server_round)))
         return messages
 
+    def paced_timeout(self, plans: dict[int, dict]) -> float:
+        """How long this round waits for training replies: the scenario's round_timeout_s, or
+        ROUND_TIMEOUT_SLACK times the slowest planned device's modelled round if that is longer.
+        A device's work is its last completed round's (the fleet's mean before it has one); its
+        speed, its profile's sustained FLOP/s (the plan's `gflops`)."""
+        known = list(self.round_work.values())
+        longest = 0.0
+        for device, plan in plans.items():
+            work = self.round_work.get(device, sum(known) / len(known) if known else 0.0)
+            gflops, down_s = float(plan.get("gflops", 0.0) or 0.0), float(plan.get("download-s", 0.0) or 0.0)
+            compute_s = work / (gflops * 1e9) if gflops > 0 else 0.0
+            longest = max(longest, 2 * down_s + compute_s)  # the upload is about the download's size
+        return max(self.config.round_timeout_s, ROUND_TIMEOUT_SLACK * longest)
+
     def _wait_for_nodes(self, grid: Grid) -> set[int]:
         deadline = time.monotonic() + self.config.connect_timeout_s
         while len(nodes := set(grid.get_node_ids())) < self.config.min_available:
@@ -387,16 +420,19 @@ class SparseFedAvg(FedAvg):
     def _identify(self, grid: Grid, nodes: set[int]) -> None:
         """Ask new nodes which device they are.
 
-        A node that cannot say runs a plain Flower ClientApp (it has no query
-        handler): it gets the next free device id, and from then on dense
-        arrays it can `load_state_dict` instead of the wire format.
+        A node that cannot say runs a plain Flower ClientApp: it gets the next
+        free device id, and from then on dense arrays it can `load_state_dict`
+        instead of the wire format. Cannot say: its reply is an error (a
+        ClientApp without a query handler raises), carries no device id, or
+        never comes within connect_timeout_s (the simulation engine may drop
+        the error of an app without a query handler).
         """
         new = sorted(nodes - set(self.devices))
         if not new:
             return
         queries = [Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=n,
                            message_type=MessageType.QUERY) for n in new]
-        plain = []
+        unanswered = {}
         for reply in grid.send_and_receive(queries, timeout=self.config.connect_timeout_s):
             node = reply.metadata.src_node_id
             if not reply.has_error() and "metrics" in reply.content and "device-id" in reply.content["metrics"]:
@@ -404,16 +440,16 @@ class SparseFedAvg(FedAvg):
                 self.devices[node] = int(answer["device-id"])
                 if int(answer.get("real", 0)):
                     self.real.add(self.devices[node])
-            elif reply.has_error():
-                plain.append(node)
-        for node in new:
+            else:
+                unanswered[node] = "an error" if reply.has_error() else "no device id"
+        for node in new:  # an error, a reply without a device id, or none at all: it cannot say
             if node not in self.devices:
                 self.devices[node] = self._free_id()
-                if node in plain:
-                    self.plain.add(self.devices[node])
-                    self.totals.notes.append(f"device {self.devices[node]} is a plain Flower client (it does not "
-                                             "answer the device query): it gets dense arrays, and its training "
-                                             "time and energy are unknown to the world (only its transfers count)")
+                self.plain.add(self.devices[node])
+                self.totals.notes.append(
+                    f"device {self.devices[node]} is a plain Flower client (its device query got "
+                    f"{unanswered.get(node, 'no reply')}): it gets dense arrays, and its training time and energy "
+                    "are unknown to the world (only its transfers count)")
 
     def _free_id(self) -> int:
         """An id for a node that did not say its own: the highest one free in the fleet (SparCL devices
@@ -440,6 +476,7 @@ class SparseFedAvg(FedAvg):
         self.last_device_rows = device_rows(server_round, reports, timing, self.real, self.plain, accepted)
         self.last_adapted = {a.device_id for a in accepted if a.metrics.get("adapted", 0)}
         on_time = [a for a in accepted if a.device_id in timing.accepted]
+        t.accepted_updates += len(on_time)
         self.sim_time_s = timing.sim_time_s
         row = self.last_row
         row.update(round_row(accepted, reports, timing))
@@ -498,6 +535,8 @@ class SparseFedAvg(FedAvg):
                                               self.config.statistics)
                 n_examples, metrics["in-mask-share"] = self.plain_count(dense, masks, n_examples)
             accepted.append(Accepted(device, weights, masks, n_examples, metrics))
+            if kernel > 0:
+                self.round_work[device] = kernel
             reports.append(DeviceReport(device, flops, down, model_bytes(flat), memory, kernel, "ok",
                                         *measured_figures(metrics)))
         return accepted, reports

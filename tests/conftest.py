@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from clients import torch_compat
+
+torch_compat.install()  # no-op on torch 2; the device side's tests also run on Debian's torch 1.13
+
 
 @pytest.fixture
 def one_thread():

@@ -170,3 +170,47 @@ def test_each_device_round_puts_what_the_device_measured_next_to_the_model(fleet
         assert rows[d]["estimated_peak_memory_bytes"] > 0 and rows[d]["up_bytes"] > 0
     assert rows[3]["measured_compute_s"] is None  # a stock client measures nothing
     assert rows[3]["down_bytes"] > rows[0]["down_bytes"]  # it got the dense model
+
+
+class SilentQueryGrid(InProcessGrid):
+    """A grid on which a query gets no reply at all (what the simulation engine may do with the error of
+    an app without a query handler), while training messages are delivered."""
+
+    def send_and_receive(self, messages, timeout=None):
+        return [self.deliver(m) for m in messages if m.metadata.message_type != "query"]
+
+
+@pytest.mark.parametrize("grid_type", [InProcessGrid, SilentQueryGrid])
+def test_a_whole_fleet_of_plain_client_apps_is_identified_and_its_updates_accepted(tmp_path, grid_type):
+    """Flower's own kind of ClientApp (train handler only) as the ClientApp of every node: an error reply
+    to the device query, or no reply at all, both mean 'cannot say', so every node gets dense arrays."""
+    scenario = parse_scenario(yaml.safe_load(SCENARIO.replace("stock_clients: 1", "stock_clients: 0")))
+    spec = device_spec(scenario)
+    learner = Learner(spec.learner, (1, 8, 8), 10)
+    strategy = SparseFedAvg(server_config(scenario, spec, learner))
+    grid = grid_type(stock.app, 4)
+    initial = to_arrays(encode_model(learner.weights_numpy(), learner.masks_numpy()))
+    messages = list(strategy.configure_train(1, initial, ConfigRecord({}), grid))
+    assert strategy.plain == {0, 1, 2, 3} and sorted(strategy.devices.values()) == [0, 1, 2, 3]
+    why = "got no reply" if grid_type is SilentQueryGrid else "got an error"
+    assert sum(f"is a plain Flower client (its device query {why})" in n for n in strategy.totals.notes) == 4
+    assert all("/" not in k for m in messages for k in m.content["arrays"])  # dense names, no wire format
+    replies = [grid.deliver(m) for m in messages]
+    assert not any(r.has_error() for r in replies)
+    strategy.aggregate_train(1, replies)
+    t = strategy.totals
+    assert (strategy.last_row["accepted"], t.accepted_updates, t.failed_replies, t.rejected_updates) == (4, 4, 0, 0)
+    assert not t.every_reply_failed
+
+
+def test_a_run_whose_every_reply_failed_says_so(fleet):
+    strategy, grid, initial, _ = fleet
+    messages = list(strategy.configure_train(1, initial, ConfigRecord({}), grid))
+    failed = [Message(Error(code=0, reason="ValueError: Unexpected key(s) in state_dict"), reply_to=m)
+              for m in messages]
+    strategy.aggregate_train(1, failed)
+    t = strategy.totals
+    assert (t.failed_replies, t.accepted_updates, t.every_reply_failed) == (4, 0, True)
+    strategy.aggregate_train(2, [grid.deliver(m) for m in strategy.configure_train(2, initial, ConfigRecord({}),
+                                                                                   grid)])
+    assert t.accepted_updates == 4 and not t.every_reply_failed  # one round that learned is a result
