@@ -115,7 +115,7 @@ guest() {
     mount --bind $ident/cpuinfo $ROOT/proc/cpuinfo && mount --bind $ident/cpu $ROOT/sys/devices/system/cpu &&
     $bind_pypi
     exec env -i QEMU_CPU=$cpu HOME=$GUEST_HOME PATH=$GUEST_HOME/fleet/bin:/usr/bin:/bin LANG=C.UTF-8 \
-      ${GUEST_ENV:-} chroot $ROOT \"\$@\"" guest "$@"
+      ${GUEST_ENV:-} /usr/sbin/chroot $ROOT \"\$@\"" guest "$@"
 }
 
 tree() {  # tree PID: it and its descendants (a device's SuperNode runs in a session of its own)
@@ -222,7 +222,7 @@ if [[ -n $PYPI_TORCH ]]; then
   rc=0
   unshare --mount --propagation private -- sh -c "mount -t proc proc $ROOT/proc && mount --rbind /sys $ROOT/sys &&
     mount --rbind /dev $ROOT/dev && mkdir -p $ROOT/opt/pypi-torch && mount --bind $PYPI_TORCH $ROOT/opt/pypi-torch &&
-    exec env -i QEMU_CPU=cortex-a72 HOME=$GUEST_HOME PYTHONPATH=$PYPI_PATH OMP_NUM_THREADS=1 chroot $ROOT \
+    exec env -i QEMU_CPU=cortex-a72 HOME=$GUEST_HOME PYTHONPATH=$PYPI_PATH OMP_NUM_THREADS=1 /usr/sbin/chroot $ROOT \
     $GUEST_HOME/fleet/bin/python -c 'import torch; torch.nn.Conv2d(1, 8, 3)(torch.randn(1, 1, 8, 8)); print(\"  imports and runs\")'" \
     > "$WORK/bare.log" 2>&1 || rc=$?
   tail -1 "$WORK/bare.log"
