@@ -72,7 +72,7 @@ def layer_forward_flops(module: nn.Module, out: torch.Tensor) -> float:
 
 def elementwise_forward_flops(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> float:
     """FLOPs of one example through a norm, activation or pooling layer (0 for others)."""
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+    if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
         return 4.0 * out[0].numel()
     if isinstance(module, nn.ReLU):
         return float(out[0].numel())

@@ -27,6 +27,7 @@ from torch import nn
 from clients.errors import InputError
 
 BACKBONES = ("auto", "small-cnn", "resnet18", "resnet18-reduced")
+NORMS = ("batch", "group")
 RESNET_WIDTHS = {"resnet18": 64, "resnet18-reduced": 20}  # base width nf: SparCL's full and reduced variants
 
 
@@ -34,8 +35,19 @@ def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=False)
 
 
-def conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
-    return nn.Sequential(conv3x3(in_ch, out_ch), nn.BatchNorm2d(out_ch), nn.ReLU())
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """BatchNorm, or GroupNorm with min(32, channels // 2) groups (Wu and He's 32, at least two channels a
+    group). GroupNorm keeps no running statistics, so a federated model has none to average: the usual
+    remedy for BatchNorm in federated learning (Hsieh et al., 2020)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(max(1, min(32, channels // 2)), channels)
+    raise InputError(f"norm {kind!r} is unknown (choose from: {', '.join(NORMS)})")
+
+
+def conv_bn_relu(in_ch: int, out_ch: int, norm: str = "batch") -> nn.Sequential:
+    return nn.Sequential(conv3x3(in_ch, out_ch), norm_layer(norm, out_ch), nn.ReLU())
 
 
 class SmallCNN(nn.Module):
@@ -45,15 +57,15 @@ class SmallCNN(nn.Module):
     FLOPs: the masked 3x3 convolutions carry nearly all of the work.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 64) -> None:
+    def __init__(self, in_channels: int, num_classes: int, width: int = 64, norm: str = "batch") -> None:
         super().__init__()
-        self.stem = conv_bn_relu(in_channels, 16)
+        self.stem = conv_bn_relu(in_channels, 16, norm)
         self.features = nn.Sequential(
-            conv_bn_relu(16, width),
-            conv_bn_relu(width, width),
+            conv_bn_relu(16, width, norm),
+            conv_bn_relu(width, width, norm),
             nn.MaxPool2d(2),
-            conv_bn_relu(width, 2 * width),
-            conv_bn_relu(2 * width, 2 * width),
+            conv_bn_relu(width, 2 * width, norm),
+            conv_bn_relu(2 * width, 2 * width, norm),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
         self.head = nn.Linear(2 * width, num_classes)
@@ -150,18 +162,18 @@ def compact_batch_norm(norm: nn.BatchNorm2d, x: torch.Tensor, live: torch.Tensor
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, norm: str = "batch") -> None:
         super().__init__()
         self.conv1 = conv3x3(in_ch, out_ch, stride)
-        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.bn1 = norm_layer(norm, out_ch)
         self.conv2 = conv3x3(out_ch, out_ch)
-        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.bn2 = norm_layer(norm, out_ch)
         self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()  # modules, so that accounting sees them
         self.shortcut = nn.Sequential()
         if stride != 1 or in_ch != out_ch:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_ch),
+                norm_layer(norm, out_ch),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,13 +189,13 @@ class ResNet18(nn.Module):
     stages of two basic blocks each.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, nf: int = 64) -> None:
+    def __init__(self, in_channels: int, num_classes: int, nf: int = 64, norm: str = "batch") -> None:
         super().__init__()
-        self.stem = nn.Sequential(conv3x3(in_channels, nf), nn.BatchNorm2d(nf), nn.ReLU())
+        self.stem = nn.Sequential(conv3x3(in_channels, nf), norm_layer(norm, nf), nn.ReLU())
         blocks, in_ch = [], nf
         for i, stride in enumerate((1, 2, 2, 2)):
             out_ch = nf * 2**i
-            blocks += [BasicBlock(in_ch, out_ch, stride), BasicBlock(out_ch, out_ch, 1)]
+            blocks += [BasicBlock(in_ch, out_ch, stride, norm), BasicBlock(out_ch, out_ch, 1, norm)]
             in_ch = out_ch
         self.features = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(in_ch, num_classes)
@@ -200,15 +212,18 @@ def resolved_backbone(name: str, channels: int) -> str:
 
 
 def build_backbone(name: str, input_shape: tuple[int, int, int], num_classes: int,
-                   width: int | None = None) -> nn.Module:
-    """`auto` picks the small CNN for one-channel input and ResNet-18 (width 64) otherwise."""
+                   width: int | None = None, norm: str = "batch") -> nn.Module:
+    """`auto` picks the small CNN for one-channel input and ResNet-18 (width 64) otherwise; `norm` is
+    batch or group (norm_layer)."""
     if name not in BACKBONES:
         raise InputError(f"backbone {name!r} is unknown (choose from: {', '.join(BACKBONES)})")
+    if norm not in NORMS:
+        raise InputError(f"norm {norm!r} is unknown (choose from: {', '.join(NORMS)})")
     channels = input_shape[0]
     name = resolved_backbone(name, channels)
     if name == "small-cnn":
-        return SmallCNN(channels, num_classes, width or 64)
-    return ResNet18(channels, num_classes, width or RESNET_WIDTHS[name])
+        return SmallCNN(channels, num_classes, width or 64, norm)
+    return ResNet18(channels, num_classes, width or RESNET_WIDTHS[name], norm)
 
 
 def masked_parameter_names(model: nn.Module) -> list[str]:

@@ -12,6 +12,7 @@ statistics, task position, RNG) travels in one blob between rounds.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -51,6 +52,8 @@ class DeviceSpec:
     value_dtype: str = "float32"
     seed: int = 0
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    threads: int | None = 1             # torch threads a round trains on (None: the process's own)
+    norm_statistics: str = "averaged"   # or "recalibrated": the norms' statistics recomputed before sending
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -104,6 +107,25 @@ def spec_task(spec: DeviceSpec, device: int, server_round: int) -> int:
     """The task a device of this spec trains on in a (1-based) round."""
     return task_of(device, server_round, rounds_per_task=spec.rounds_per_task, n_tasks=spec.n_tasks,
                    offset=device_offset(device, spec.devices, spec.stagger_rounds))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block on `n` torch intra-op threads (None: as the process has them), then restore.
+
+    Why: a kernel split over threads sums in another order, so a device's update
+    depends on its thread count to the last bit, and chaotic training turns bits
+    into points. Ray gives each worker OMP_NUM_THREADS from its CPU reservation
+    or the driver's environment; fixing the count makes a rerun bit-identical
+    wherever the device runs.
+    """
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @functools.lru_cache(maxsize=4)
@@ -182,6 +204,12 @@ def run_round(spec: DeviceSpec, device: int, server_round: int, global_update: d
     round). A round that declines (nothing fits the budget) or fails (it
     crossed `fail_after_flops`) returns no update and the state it was given.
     """
+    with torch_threads(spec.threads):
+        return _run_round(spec, device, server_round, global_update, state, budget, fail_after_flops)
+
+
+def _run_round(spec: DeviceSpec, device: int, server_round: int, global_update: dict[str, np.ndarray],
+               state: bytes | None, budget: RoundBudget | None, fail_after_flops: float | None) -> RoundResult:
     task_id = spec_task(spec, device, server_round)
     x, y = device_data(spec, device, task_id)
     learner = build_learner(spec, device)
@@ -199,6 +227,9 @@ def run_round(spec: DeviceSpec, device: int, server_round: int, global_update: d
     else:
         learner.attach(x, y)
     budget = budget or RoundBudget()
+    recalibrate = spec.norm_statistics == "recalibrated"
+    if recalibrate and budget.compute_flops is not None:  # the pass after training is part of the round
+        budget = replace(budget, compute_flops=max(0.0, budget.compute_flops - learner.recalibration_kernel_flops()))
     meter = EnergyMeter()
     meter.start()
     # this process's CPU time: other devices sharing the machine do not count. On a GPU the CPU
@@ -206,6 +237,13 @@ def run_round(spec: DeviceSpec, device: int, server_round: int, global_update: d
     clock = time.perf_counter if learner.device.type == "cuda" else time.process_time
     started = clock()
     work = learner.train_round(spec.local_epochs, budget)
+    norm_batches = 0
+    if recalibrate and work.steps:
+        # the statistics of the weights it sends, counted as its forward passes (recalibrate_norms)
+        flops_before = (learner.counters.train_flops, learner.counters.kernel_flops)
+        norm_batches = learner.recalibrate_norms()
+        work = replace(work, train_flops=work.train_flops + learner.counters.train_flops - flops_before[0],
+                       kernel_flops=work.kernel_flops + learner.counters.kernel_flops - flops_before[1])
     learner.wait()
     compute_s = clock() - started  # measured, next to the time model's prediction
     energy_j = meter.stop()
@@ -229,6 +267,7 @@ def run_round(spec: DeviceSpec, device: int, server_round: int, global_update: d
         "down-bytes": wire.model_bytes(global_update),
         "local-accuracy": work.accuracy,
         "density": float(np.mean(list(learner.weight_densities().values()))) if learner.masks else 1.0,
+        "norm-batches": norm_batches,   # the recalibration pass's batches: its statistics' weight
     }
     if energy_j is not None:
         metrics["energy-j"] = energy_j

@@ -40,16 +40,47 @@ def average_accuracy(row: Sequence[float]) -> float:
     return float(sum(row) / len(row)) if row else 0.0
 
 
-def forgetting(matrix: Sequence[Sequence[float]]) -> float:
-    """Mean over all but the last task of (best earlier accuracy - final accuracy)."""
+def forgetting(matrix: Sequence[Sequence[float]], *, authors: bool = False) -> float:
+    """Mean, over every task seen but the last, of its best accuracy minus its final accuracy.
+
+    `matrix` rows are evaluations in order (after each task, or after each
+    round of a fleet); row i holds the tasks seen by then. Ours (the default)
+    takes the best over the rows before the final one, so a task that ends at
+    its best counts as negative forgetting (backward transfer). The authors'
+    (SparCL's code, mammoth's `forgetting`) take the best over every row, final
+    included, so it is never negative.
+    """
     if len(matrix) < 2:
         return 0.0
     final = matrix[-1]
-    drops = [max(row[j] for row in matrix[:-1] if j < len(row)) - final[j] for j in range(len(matrix) - 1)]
-    return float(sum(drops) / len(drops))
+    rows = matrix if authors else matrix[:-1]
+    drops = []
+    for j in range(len(final) - 1):
+        earlier = [row[j] for row in rows if j < len(row)]
+        if earlier:
+            drops.append(max(earlier) - final[j])
+    return float(sum(drops) / len(drops)) if drops else 0.0
 
 
 def learning_accuracy(matrix: Sequence[Sequence[float]]) -> float:
     """Mean accuracy on each task right after training it (the diagonal): plasticity, where
     forgetting is stability. The SparCL reference logs it as "Learning Acc"."""
     return average_accuracy([row[i] for i, row in enumerate(matrix)])
+
+
+def learning_accuracy_over_rounds(history: Sequence[Sequence[float]]) -> float:
+    """A fleet's learning accuracy: from per-round evaluations (row r holds the tasks reached by
+    round r), each task's accuracy in the last round while it was the newest, averaged."""
+    ends: dict[int, float] = {}
+    for row in history:
+        if row:
+            ends[len(row) - 1] = row[-1]
+    return average_accuracy(list(ends.values()))
+
+
+def last_k_mean(values: Sequence[float], k: int) -> float:
+    """The mean of the last k values: a final figure that one noisy round cannot move alone."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    tail = list(values)[-k:]
+    return float(sum(tail) / len(tail)) if tail else 0.0

@@ -32,8 +32,10 @@ from flwr.serverapp import ServerApp  # noqa: E402
 
 from clients import state_store  # noqa: E402
 from clients.data import TaskStream, load_stream  # noqa: E402
-from clients.device import DeviceSpec, spec_task  # noqa: E402
-from clients.metrics import average_accuracy, task_accuracy  # noqa: E402
+from clients.device import DeviceSpec, spec_task, torch_threads  # noqa: E402
+from clients.metrics import (  # noqa: E402
+    average_accuracy, forgetting, last_k_mean, learning_accuracy_over_rounds, task_accuracy,
+)
 from clients.sparcl.learner import Learner  # noqa: E402
 from fleet.checkpoint import (  # noqa: E402
     Checkpoint, device_state_dir, read_checkpoint, remove_checkpoint, write_checkpoint,
@@ -54,15 +56,17 @@ BASE_COLUMNS = ["round", "sim_start_s", "sim_time_s", "online", "busy", "sampled
                 "n_offline", "n_ok", "n_late", "n_failed", "n_oom", "n_declined", "n_adapted",
                 "upload_bytes", "download_bytes", "train_flops", "wasted_train_flops", "energy_j", "wasted_energy_j",
                 "modelled_compute_s", "measured_compute_s",
-                "local_accuracy", "class_il_accuracy", "tasks_reached", "wall_s"]
+                "local_accuracy", "class_il_accuracy", "task_il_accuracy", "tasks_reached", "wall_s"]
 
 
 Launch = Callable[[ServerApp], None]  # runs a ServerApp on an engine
 
 
 def round_columns(n_tasks: int) -> list[str]:
-    """rounds.csv's columns: the round's figures, then accuracy per task, then who trained which task and how."""
-    return BASE_COLUMNS + [f"acc_task_{t}" for t in range(n_tasks)] + ["tasks", "statuses"]
+    """rounds.csv's columns: the round's figures, then Class-IL and Task-IL accuracy per task, then who
+    trained which task and how."""
+    return (BASE_COLUMNS + [f"acc_task_{t}" for t in range(n_tasks)] + [f"til_task_{t}" for t in range(n_tasks)]
+            + ["tasks", "statuses"])
 
 
 def device_spec(scenario: Scenario) -> DeviceSpec:
@@ -74,6 +78,7 @@ def device_spec(scenario: Scenario) -> DeviceSpec:
         rounds_per_task=s.stream.rounds_per_task, stagger_rounds=s.stream.stagger_rounds,
         local_epochs=s.train.local_epochs, mask_policy=s.federation.mask_policy,
         value_dtype=s.federation.value_dtype, seed=s.seed, learner=s.learner_config(s.seed),
+        threads=s.train.threads, norm_statistics=s.federation.norm_statistics,
     )
 
 
@@ -90,7 +95,7 @@ def server_config(scenario: Scenario, spec: DeviceSpec, learner: Learner) -> Ser
         round_timeout_s=f.round_timeout_s, seed=scenario.seed, devices=scenario.fleet.devices,
         device_spec=spec.to_json(), counters=counters, statistics=statistics,
         plain_config={"lr": t.lr, "local-epochs": t.local_epochs, "batch-size": t.batch_size},
-        plain_weight=f.plain_weight,
+        plain_weight=f.plain_weight, norm_statistics=f.norm_statistics,
     )
 
 
@@ -135,14 +140,17 @@ class Evaluator:
         strategy = self.sink["strategy"]  # it holds `arrays` decoded already
         self.learner.load_weights(strategy.global_weights, strategy.global_masks if self.learner.masks else None)
         reached = tasks_reached(self.spec, server_round)
-        accs = [task_accuracy(self.learner.model, t.x_test, t.y_test, t.classes)[0]
-                for t in self.stream.tasks[:reached]]
+        with torch_threads(self.spec.threads):  # the same count every run: bit-identical logits
+            accs = [task_accuracy(self.learner.model, t.x_test, t.y_test, t.classes)
+                    for t in self.stream.tasks[:reached]]
         if strategy.last_timing is not None:
             self.ledger.add_round(server_round, strategy.last_timing, strategy.last_reports, strategy.last_adapted)
         row = dict(strategy.last_row)
-        row.update({f"acc_task_{i}": round(a, 3) for i, a in enumerate(accs)})
-        row.update(class_il_accuracy=round(average_accuracy(accs), 3), tasks_reached=reached,
-                   wall_s=round(time.perf_counter() - self.started, 2))
+        row.update({f"acc_task_{i}": round(c, 3) for i, (c, _) in enumerate(accs)})
+        row.update({f"til_task_{i}": round(t, 3) for i, (_, t) in enumerate(accs)})
+        class_il = average_accuracy([c for c, _ in accs])
+        row.update(class_il_accuracy=round(class_il, 3), task_il_accuracy=round(average_accuracy([t for _, t in accs]), 3),
+                   tasks_reached=reached, wall_s=round(time.perf_counter() - self.started, 2))
         for device_row in strategy.last_device_rows if self.device_csv is not None else ():
             self.device_csv.append(device_row)
         self.csv.append(row)
@@ -150,22 +158,38 @@ class Evaluator:
             self.checkpoint(server_round)
         if callable(self.on_round):
             self.on_round(row)
-        return MetricRecord({"class-il-accuracy": average_accuracy(accs)})
+        return MetricRecord({"class-il-accuracy": class_il})
 
 
-def forgetting_from_rows(rows: list[dict]) -> float | None:
-    """Mean over all but the last seen task of (best accuracy over rounds - final accuracy); None untrained."""
+def accuracy_history(rows: list[dict], prefix: str = "acc_task_") -> list[list[float]]:
+    """Per round, the accuracy of each task reached by then (rounds.csv's `acc_task_*` or `til_task_*`;
+    a round from before Task-IL was recorded, in a resumed older run, is left out)."""
+    return [[float(r[f"{prefix}{t}"]) for t in range(int(r["tasks_reached"]))] for r in rows
+            if f"{prefix}0" in r]
+
+
+def learning_metrics(rows: list[dict], last_k: int) -> dict:
+    """What a continual-learning reader expects of a run, from its rounds: final Class-IL and Task-IL,
+    their mean over the last `last_k` rounds, learning accuracy, and forgetting under both
+    definitions (clients.metrics.forgetting: ours, and the authors'/mammoth's, never negative).
+    None everywhere for a dry run, which trains nothing."""
+    keys = [f"{m}{s}" for s in ("", "_task_il") for m in
+            ("final_accuracy", "last_k_accuracy", "learning_accuracy", "forgetting", "forgetting_authors")]
     if not rows:
-        return 0.0
-    if rows[-1].get("class_il_accuracy", 0.0) is None:  # a dry run
-        return None
-    final = rows[-1]
-    seen = final["tasks_reached"]
-    drops = []
-    for t in range(seen - 1):
-        history = [r[f"acc_task_{t}"] for r in rows if f"acc_task_{t}" in r]
-        drops.append(max(history) - final[f"acc_task_{t}"])
-    return float(np.mean(drops)) if drops else 0.0
+        return {**dict.fromkeys(keys, 0.0), "last_k": last_k}
+    if rows[-1].get("class_il_accuracy") is None:
+        return {**dict.fromkeys(keys), "last_k": last_k}
+    out: dict = {"last_k": last_k}
+    for suffix, prefix, column in (("", "acc_task_", "class_il_accuracy"), ("_task_il", "til_task_", "task_il_accuracy")):
+        history = accuracy_history(rows, prefix)
+        out.update({
+            f"final_accuracy{suffix}": float(rows[-1].get(column, "nan")),
+            f"last_k_accuracy{suffix}": last_k_mean([float(r[column]) for r in rows], last_k),
+            f"learning_accuracy{suffix}": learning_accuracy_over_rounds(history),
+            f"forgetting{suffix}": forgetting(history),
+            f"forgetting_authors{suffix}": forgetting(history, authors=True),
+        })
+    return out
 
 
 def backend_config(ray_dir: Path | None = None, ray_address: str | None = None,
@@ -363,9 +387,9 @@ def summarise(scenario: Scenario, strategy, rows: list[dict], wall_s: float) -> 
     return {
         "scenario": scenario.name,
         "method": device_spec(scenario).learner.label,
-        "final_accuracy": final.get("class_il_accuracy", None if rows else 0.0),  # None: a dry run
+        **learning_metrics(rows, scenario.last_k),
         "final_task_accuracies": [final.get(f"acc_task_{i}") for i in range(final.get("tasks_reached", 0))],
-        "forgetting": forgetting_from_rows(rows),
+        "final_task_il_accuracies": [final.get(f"til_task_{i}") for i in range(final.get("tasks_reached", 0))],
         "rounds_completed": len(rows),
         "sim_time_s": strategy.sim_time_s,
         "energy_j": t.energy_j,
@@ -386,7 +410,7 @@ def summarise(scenario: Scenario, strategy, rows: list[dict], wall_s: float) -> 
         "wasted_energy_j": t.wasted_energy_j,
         "budget": scenario.timing.budget,
         "kernels": scenario.timing.kernels,
-        "curve": [[r["sim_time_s"], r.get("class_il_accuracy")] for r in rows],
+        "curve": [[r["sim_time_s"], r.get("class_il_accuracy"), r.get("task_il_accuracy")] for r in rows],
         "rejections": t.rejections[:50],
         "notes": t.notes[:50],
         "wall_s": wall_s,

@@ -60,7 +60,7 @@ import torch
 import yaml
 
 from clients.accounting import buffer_bytes
-from clients.backbones import BACKBONES, build_backbone, resolved_backbone
+from clients.backbones import BACKBONES, NORMS, build_backbone, resolved_backbone
 from clients.budget import KERNELS, KernelModel, check_speedup_table
 from clients.cl.methods import METHODS, MethodConfig
 from clients.data import DATASETS, DEFAULT_DATA_DIRS, IDX_DATASETS, require_data_dir
@@ -83,7 +83,7 @@ from fleet.profiles import (
     BudgetProfile,
     DeviceProfile,
 )
-from server.strategy import AGGREGATIONS, PLAIN_WEIGHTS
+from server.strategy import AGGREGATIONS, NORM_STATISTICS, PLAIN_WEIGHTS
 
 NUM_CLASSES = {name: 10 for name in DATASETS}  # every supported dataset has 10 classes
 INPUT_SHAPES = {"digits": (1, 8, 8), "synthetic": (1, 8, 8), "mnist": (1, 28, 28),
@@ -150,6 +150,8 @@ class PartitionSpec:
 class StreamSpec:
     rounds_per_task: int = rule(3, ge=1)
     stagger_rounds: int = rule(0, ge=0)  # the last device runs this many rounds behind the first
+    # tasks arrive on the simulated clock, one every this many seconds (None: every rounds_per_task rounds)
+    task_every_s: float | None = rule(None, gt=0)
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,11 @@ class TrainSpec:
     # Ray resources each simulated device reserves: CPUs, and GPUs (a fraction shares one GPU)
     cpus_per_device: float = rule(1.0, gt=0)
     gpus_per_device: float = rule(0.0, ge=0)
+    # torch threads each simulated device trains on (and the server evaluates on): fixed, so a
+    # rerun is bit-identical wherever Ray places a device (clients.device.torch_threads)
+    threads: int = rule(1, ge=1, le=256)
+    # the backbone's normalisation: BatchNorm (running statistics) or GroupNorm (none to aggregate)
+    norm: str = rule("batch", choices=NORMS)
 
 
 @dataclass(frozen=True)
@@ -214,6 +221,16 @@ class FederationSpec:
     # a plain Flower client's projected update counts for its examples times the share of its
     # change inside the global mask ("in-mask"), or for its examples alone ("examples")
     plain_weight: str = rule("in-mask", choices=PLAIN_WEIGHTS)
+    # BatchNorm statistics of the global model: averaged as the devices' training left them, or
+    # recalibrated by each device on the model it sends (one counted forward pass over its data and
+    # buffer) and pooled per batch (server.aggregate.pool_statistics)
+    norm_statistics: str = rule("averaged", choices=NORM_STATISTICS)
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    # final accuracy is also reported as the mean of the last k rounds (default min(3, rounds))
+    last_k: int | None = rule(None, ge=1)
 
 
 @dataclass(frozen=True)
@@ -307,6 +324,7 @@ class Scenario:
     sparcl: SparCLSpec = field(default_factory=SparCLSpec)
     federation: FederationSpec = field(default_factory=FederationSpec)
     timing: TimingSpec = field(default_factory=TimingSpec)
+    report: ReportSpec = field(default_factory=ReportSpec)
     budgets: dict[str, BudgetSpec] | None = None  # named budget profiles (add to or replace the built-ins)
     profiles: dict[str, ProfileSpec] | None = None  # named device profiles (add to the built-ins)
 
@@ -348,7 +366,7 @@ class Scenario:
             device=self.train.device,
         )
         return LearnerConfig(method=self.method.config(self.dataset.name), sparcl=sparcl, train=train,
-                             backbone=self.train.backbone, width=self.train.width)
+                             backbone=self.train.backbone, width=self.train.width, norm=self.train.norm)
 
     # -- the fleet -----------------------------------------------------------
     def device_profiles(self) -> list[str]:
@@ -388,6 +406,11 @@ class Scenario:
         for name, spec in (self.profiles or {}).items():
             table[name] = {f: _figure_source(name, spec, f) for f in FIGURES}
         return table
+
+    @property
+    def last_k(self) -> int:
+        """Rounds the last-k mean accuracy covers (report.last_k, resolved when parsed)."""
+        return int(self.report.last_k)
 
     def sample_size(self) -> int:
         """Devices sampled per round (federation.devices_per_round, always a count once parsed)."""
@@ -881,6 +904,12 @@ def _resolve(s: Scenario, fail) -> Scenario:
         fail("sparcl.enabled is true but tdm, ddr and dgm are all false (set sparcl.enabled: false)")
     if sp.granularity == "channel" and not (sp.enabled and sp.tdm):
         fail("sparcl.granularity channel shapes TDM's masks: it needs sparcl.enabled and sparcl.tdm true")
+    if sp.granularity == "channel" and s.train.norm != "batch":
+        fail("train.norm group: channel masks compact each layer with its BatchNorm (sparcl.granularity "
+             "channel needs train.norm batch)")
+    if s.train.norm != "batch" and s.federation.norm_statistics == "recalibrated":
+        fail("federation.norm_statistics recalibrated pools BatchNorm statistics: GroupNorm (train.norm group) "
+             "has none (use averaged)")
     tr = s.train
     if tr.device == "cuda" and tr.gpus_per_device == 0:
         fail("train.device cuda needs train.gpus_per_device > 0: Ray hides the GPUs from a simulated device "
@@ -918,6 +947,10 @@ def _resolve(s: Scenario, fail) -> Scenario:
             min_available=fe.min_available if fe.min_available is not None else min(2, fl.devices),
         ),
     )
+    rounds = s.federation.rounds
+    if s.report.last_k is not None and s.report.last_k > rounds:
+        fail(f"report.last_k {s.report.last_k} is larger than the run's {rounds} rounds (federation.rounds)")
+    s = replace(s, report=replace(s.report, last_k=s.report.last_k or min(3, rounds)))
     budgets = s.budget_profiles()
     if s.timing.budget not in budgets:
         close = difflib.get_close_matches(s.timing.budget, list(budgets), n=1, cutoff=0.6)

@@ -108,6 +108,31 @@ def zero_filled_fedavg(updates: list[Update], previous: Weights) -> Weights:
     return out
 
 
+def pool_statistics(updates: list[tuple[Weights, float]], names: list[str] | tuple[str, ...],
+                    averaged: Weights) -> Weights:
+    """Normalisation statistics pooled over devices: per name, sum_k b_k s_k / sum_k b_k.
+
+    b_k is the number of batches device k's recalibration pass ran
+    (clients.sparcl.learner.Learner.recalibrate_norms). That pass leaves
+    BatchNorm's running mean and variance as plain averages over its batches,
+    so the pooled statistics are exactly those of one pass over every device's
+    batches: the fleet's data seen through each device's weights. Updates
+    with b_k = 0 (no pass, a plain client) count for nothing; if none made
+    one, `averaged` (the weights' own average) stands.
+    """
+    counted = [(w, float(b)) for w, b in updates if b > 0]
+    out = dict(averaged)
+    total = sum(b for _, b in counted)
+    if not total:
+        return out
+    for name in names:
+        acc = np.zeros(np.shape(averaged[name]), dtype=np.float64)
+        for weights, b in counted:
+            acc += b * np.asarray(weights[name], dtype=np.float64)
+        out[name] = (acc / total).astype(np.float32)
+    return out
+
+
 def in_mask_share(weights: Weights, previous: Weights, masks: Masks) -> float:
     """The share of an update's squared change, over the masked tensors, that falls where `masks`
     keep weights (1.0 for an update that did not change them).

@@ -27,13 +27,17 @@ from flwr.serverapp.strategy import FedAvg
 
 from clients.records import from_arrays, to_arrays
 from clients.wire import SEP, decode_model, encode_model, model_bytes
-from server.aggregate import in_mask_share, mask_aware_average, resparsify, union_mask, zero_filled_fedavg
+from server.aggregate import (
+    in_mask_share, mask_aware_average, pool_statistics, resparsify, union_mask, zero_filled_fedavg,
+)
 from server.validate import UpdateRejected, validate_update
 
 log = logging.getLogger(__name__)
 
 AGGREGATIONS = ("mask-aware", "fedavg")
 PLAIN_WEIGHTS = ("in-mask", "examples")
+NORM_STATISTICS = ("averaged", "recalibrated")
+
 
 # A round waits for its training replies at least federation.round_timeout_s, and at least this many
 # times the slowest sampled device's modelled round (download, its last round's work at its profile's
@@ -72,6 +76,8 @@ class ServerConfig:
     # how a plain client's projected update counts: "in-mask" weighs its examples by the share of
     # its change that the sparse model keeps (server.aggregate.in_mask_share); "examples" as FedAvg
     plain_weight: str = "in-mask"
+    # "recalibrated": devices recompute the norms' statistics on what they send, pooled per batch
+    norm_statistics: str = "averaged"
 
 
 @dataclass(frozen=True)
@@ -483,6 +489,9 @@ class SparseFedAvg(FedAvg):
         book_round(t, row, timing)
         with self.timed("aggregation"):
             weights, masks = self.aggregate([(a.weights, a.masks, a.n_examples) for a in on_time])
+            if self.config.norm_statistics == "recalibrated":
+                weights = pool_statistics([(a.weights, float(a.metrics.get("norm-batches", 0))) for a in on_time],
+                                          self.config.statistics, weights)
             flat = encode_model(weights, masks, value_dtype=self.config.value_dtype)
             self.global_weights, self.global_masks = decode_model(flat)  # what travels (fp16 included)
         row.update(rejected=t.rejected_updates - rejected0, failed=t.failed_replies - failed0,

@@ -10,7 +10,7 @@ from clients.errors import InputError
 from fleet.compare import over_seeds, paired_over_seeds, parse_vary, variants
 from fleet.profiles import get_budget, get_profile
 from fleet.report import RoundsCsv, plot_accuracy, plot_bytes
-from fleet.runner import forgetting_from_rows
+from fleet.runner import learning_metrics
 from fleet.scenario import load_scenario
 from fleet.world import SimWorld
 from server.strategy import DeviceReport
@@ -33,11 +33,28 @@ def test_plots_are_written(tmp_path):
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "b.png").stat().st_size > 1000
 
 
-def test_forgetting_is_best_minus_final_over_all_but_the_last_task():
-    rows = [{"tasks_reached": 1, "acc_task_0": 90.0},
-            {"tasks_reached": 2, "acc_task_0": 80.0, "acc_task_1": 70.0},
-            {"tasks_reached": 3, "acc_task_0": 60.0, "acc_task_1": 50.0, "acc_task_2": 99.0}]
-    assert forgetting_from_rows(rows) == pytest.approx(((90 - 60) + (70 - 50)) / 2)
+def _row(accs, tils):
+    return {"tasks_reached": len(accs), "class_il_accuracy": sum(accs) / len(accs),
+            "task_il_accuracy": sum(tils) / len(tils),
+            **{f"acc_task_{t}": a for t, a in enumerate(accs)}, **{f"til_task_{t}": a for t, a in enumerate(tils)}}
+
+
+def test_learning_metrics_of_a_fleet_under_both_forgetting_definitions():
+    rows = [_row([90.0], [95.0]),
+            _row([80.0, 70.0], [96.0, 90.0]),
+            _row([60.0, 75.0, 99.0], [97.0, 80.0, 99.0])]
+    m = learning_metrics(rows, last_k=2)
+    # ours: best before the final round minus final; task 1 ends above its best: -5
+    assert m["forgetting"] == pytest.approx(((90 - 60) + (70 - 75)) / 2)
+    # the authors' (mammoth): best over every round, final included, so never below 0
+    assert m["forgetting_authors"] == pytest.approx(((90 - 60) + 0) / 2)
+    assert m["forgetting_task_il"] == pytest.approx(((96 - 97) + (90 - 80)) / 2)
+    assert m["forgetting_authors_task_il"] == pytest.approx((0 + 10) / 2)
+    # each task in the last round while it was the newest
+    assert m["learning_accuracy"] == pytest.approx((90 + 70 + 99) / 3)
+    assert m["learning_accuracy_task_il"] == pytest.approx((95 + 90 + 99) / 3)
+    assert m["final_accuracy"] == pytest.approx(78.0) and m["final_accuracy_task_il"] == pytest.approx(92.0)
+    assert m["last_k_accuracy"] == pytest.approx((75.0 + 78.0) / 2) and m["last_k"] == 2
 
 
 def test_compare_variants_are_validated_before_anything_runs():

@@ -123,6 +123,7 @@ class LearnerConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     backbone: str = "auto"
     width: int | None = None
+    norm: str = "batch"          # the backbone's normalisation: batch or group (clients.backbones.norm_layer)
 
     def with_device(self, device: str) -> LearnerConfig:
         """The same learner placed on another device (a server's copy needs no GPU of its own)."""
@@ -174,7 +175,7 @@ class Learner:
         # a learner never initialises CUDA (the server's copy, CPU runs on a GPU machine)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.model = build_backbone(config.backbone, self.input_shape, num_classes, config.width)
+            self.model = build_backbone(config.backbone, self.input_shape, num_classes, config.width, config.norm)
         self.cost = profile_model(self.model, self.input_shape)
         # initialised on the CPU, then moved: the same seed gives the same network on every device.
         # The random streams stay on the CPU too (indices, regrowth, buffer draws), so a GPU run
@@ -274,7 +275,7 @@ class Learner:
 
     # -- the norms' statistics at a task's end -------------------------------
     @torch.no_grad()
-    def recalibrate_norms(self) -> None:
+    def recalibrate_norms(self) -> int:
         """Recompute the norms' running statistics from the task's data and the buffer; weights unchanged.
 
         Why: evaluation uses the running statistics, an average that lags the
@@ -284,18 +285,25 @@ class Learner:
         92.3% with statistics recomputed, and dense DER++ 50.0% against 95.3%
         (benchmarks/norm_lag.py). One pass without gradients, in the mix a
         training step sees (see _recalibration_batches); counted as forward FLOPs.
+
+        Returns the batches the pass ran (0: nothing to recalibrate). The
+        statistics are plain averages over them, so devices' statistics
+        averaged with these counts as weights are what one pass over all their
+        batches gives (server.aggregate.pool_statistics).
         """
         norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not norms or len(self.y) == 0:
-            return
+            return 0
         momenta = [m.momentum for m in norms]
         for m in norms:
             m.reset_running_stats()
             m.momentum = None  # a cumulative average over the whole pass
         self.model.train()
+        batches = 0
         try:
             for x in self._recalibration_batches():
                 self.model(x)
+                batches += 1
         finally:
             for m, momentum in zip(norms, momenta):
                 m.momentum = momentum
@@ -304,6 +312,7 @@ class Learner:
         self.counters.train_flops += self.recalibration_examples() * forward_flops_per_example(
             self.cost, densities, compacted)
         self.counters.kernel_flops += self.recalibration_kernel_flops()
+        return batches
 
     def _recalibration_batches(self):
         """Every example of the task (removed ones too: the statistics describe the task), not
