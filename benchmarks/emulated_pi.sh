@@ -273,9 +273,10 @@ echo; echo "# the run (scenarios/emulated_pi.yaml, 4 rounds)"
 say fleet submit scenarios/emulated_pi.yaml --out "$OUT"
 background submit "$FLEET" submit scenarios/emulated_pi.yaml --out "$OUT"
 until (($(rows) >= 2)); do
-  grep -aq "^run .*: " "$WORK/submit.log" && break
+  grep -aq "^run .*: \|fleet: error" "$WORK/submit.log" && break
   sleep 5
 done
+grep -aq "fleet: error" "$WORK/submit.log" && die "fleet submit: $(grep -a "fleet: error" "$WORK/submit.log")"
 echo "  after round 2: the Pi 4's device is killed (SIGKILL, a power cut) and started again"
 say "kill -KILL <device 1: its wrapper, SuperNode, SuperExec and ClientApp (QEMU processes)>"
 victims=($(tree "$DEVICE1"))
@@ -285,7 +286,7 @@ pi_device 1 cortex-a72 "$WORK/pi4" rpi4 2
 DEVICE1B=$LAST
 setsid "$PYTHON" benchmarks/process_peaks.py "$WORK/peaks-restarted.json" "pi4-restarted=$DEVICE1B" &
 SAMPLER2=$!
-until grep -aq "^run .*: " "$WORK/submit.log"; do sleep 5; done
+until grep -aq "^run .*: \|fleet: error" "$WORK/submit.log"; do sleep 5; done
 grep -a "sparcl-fleet: \|^run " "$WORK/submit.log" | sed 's/^.*sparcl-fleet: /  /; s/^run /  run /'
 echo "  device 1 after its restart:"
 grep -a "refused\|SuperNode ID\|^torch " "$WORK/device-1.log" | sed 's/^.*INFO[^:]*: */    /; s/^torch/    torch/'

@@ -183,7 +183,12 @@ def test_the_device_pins_follow_the_machine():
 
     x86, arm = pins("x86_64"), pins("aarch64")
     assert str(x86["torch"].specifier) == "==2.13.0" and x86["flwr"].extras == {"simulation"}
-    assert str(x86["flwr"].specifier) == "==1.41.0" == str(arm["flwr"].specifier) and not arm["flwr"].extras
+    assert str(x86["flwr"].specifier) == "==1.41.0" == str(arm["flwr"].specifier)
+    assert sum(1 for d in deps if d.startswith("flwr")) == 1  # `flwr run` refuses a second declaration
+    from flwr.supercore.fab_format_version import _get_flwr_requirement  # what `flwr run` checks
+
+    assert str(_get_flwr_requirement(tomllib.loads((deployment.PROJECT_DIR / "pyproject.toml").read_text()))) \
+        == "flwr[simulation]==1.41.0"
     assert arm["torch"].specifier.contains("1.13.0a0+gitunknown")  # Debian bookworm's python3-torch
     assert not arm["numpy"].specifier.contains("2.0.0") and arm["numpy"].specifier.contains("1.26.4")
     assert sys.version_info >= (3, 11)
