@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clients.metrics import learning_accuracy  # noqa: E402
-from fleet.bench import median, paired  # noqa: E402
+from fleet.stats import median, paired  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 LABELS = {"dense": "DER++ (dense)", "full": "SparCL-DER++, all three", "tdm": "SparCL-DER++, TDM only",

@@ -14,7 +14,6 @@ beats simply training less.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
@@ -22,6 +21,7 @@ from clients.cl.methods import MethodConfig
 from clients.data import TaskStream, load_stream
 from clients.errors import InputError, excerpt
 from clients.experiment import StreamResult, run_stream
+from fleet.stats import median, paired
 from clients.sparcl.ddr import DDRConfig
 from clients.sparcl.dgm import DGMConfig
 from clients.sparcl.learner import LearnerConfig, SparCLConfig, TrainConfig
@@ -107,15 +107,6 @@ def learner_config(config: BenchConfig, sparcl: SparCLConfig, seed: int, epochs:
 def equal_flops_epochs(epochs: int, dense_flops: float, sparse_flops: float) -> int:
     """Epochs per task at which the dense method spends about the sparse run's FLOPs (at least 1)."""
     return max(1, round(epochs * sparse_flops / dense_flops))
-
-
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values))
-
-
-def paired(values: Sequence[float]) -> dict[str, float]:
-    """Median and spread of per-seed figures."""
-    return {"median": median(values), "min": float(min(values)), "max": float(max(values))}
 
 
 def summarise(runs: dict[str, list[StreamResult]]) -> dict[str, dict]:

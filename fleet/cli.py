@@ -18,7 +18,6 @@ from clients.errors import InputError, excerpt
 from clients.sparcl.ddr import RANKS as DDR_RANKS
 from fleet.deployment import DeploymentError
 from fleet.interrupts import Terminated, handle_sigterm
-from server.strategy import NodesUnavailable
 
 MAX_MESSAGE = 300  # characters of an argparse message, which quotes the bad argument whole
 MAX_BENCH_EPOCHS = 100_000
@@ -288,7 +287,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 ray_address=args.ray_address)
     st = summary["statuses"]
     learned = ("dry run (no training, no accuracy)" if summary.get("dry_run") else
-               f"final Class-IL accuracy {summary['final_accuracy']:.2f}%, forgetting {summary['forgetting']:.2f}")
+               f"final Class-IL accuracy {summary['final_accuracy']:.2f}% (mean of the last {summary['last_k']} rounds "
+               f"{summary['last_k_accuracy']:.2f}), Task-IL {summary['final_accuracy_task_il']:.2f}%, forgetting "
+               f"{summary['forgetting']:.2f} (authors' {summary['forgetting_authors']:.2f})")
     print(f"{scenario.name}: {summary['method']}, {learned}, {summary['rounds_completed']} rounds, "
           f"upload {summary['upload_bytes'] / 1e6:.2f} MB, simulated {summary['sim_time_s']:.0f} s, "
           f"{summary['energy_j']:.0f} J ({summary['wasted_energy_j']:.0f} J wasted)")
@@ -345,9 +346,10 @@ def run_failed(summary: dict) -> bool:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from fleet.compare import (compare, format_paired, format_table, over_seeds, paired_over_seeds, variant_dirs,
-                               variants)
-    from fleet.report import check_output_dir, plot_accuracy_time, plot_comparison, write_csv
+    from fleet.compare import (PAIRED_ORDER, compare, format_paired, format_table, over_seeds, paired_over_seeds,
+                               seeded, variant_dirs, variants)
+    from fleet.report import (check_output_dir, plot_accuracy_bands, plot_accuracy_time, plot_comparison,
+                              plot_seed_comparison, write_csv)
 
     scenario = load_scenario_with_sets(args)
     profiles = [p.strip() for p in args.profiles.split(",") if p.strip()] if args.profiles else None
@@ -356,21 +358,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
     chosen = over_seeds(labels, seeds) if seeds else labels
     out_dir = Path(args.out or f"{scenario.output}-compare")
     for folder in (out_dir, *variant_dirs(out_dir, chosen)):
-        check_output_dir(folder, force=args.force)
+        check_output_dir(folder, force=args.force or args.resume)
     rows = compare(scenario, out_dir, chosen,
                    lambda sc, out, label: run_with_progress(sc, out, verbose=args.verbose, quiet=args.quiet,
-                                                            desc=label, force=args.force),
-                   force=args.force)
+                                                            desc=label, force=args.force or args.resume),
+                   force=args.force or args.resume, resume=args.resume)
     print(format_table(rows))
-    plot_comparison(rows, out_dir / "comparison.png", f"{scenario.name}: variants compared")
-    plot_accuracy_time({r["profile"]: r["curve"] for r in rows}, out_dir / "accuracy_time.png",
-                       f"{scenario.name}: accuracy against simulated time")
     written = "comparison.csv, comparison.png, accuracy_time.png"
     if seeds:
         summary = paired_over_seeds(rows, list(labels), seeds)
         print(format_paired(summary))
-        write_csv(out_dir / "paired.csv", summary, list(summary[0]))
+        write_csv(out_dir / "paired.csv", summary, sorted({k for r in summary for k in r}, key=PAIRED_ORDER.index))
         written += ", paired.csv"
+        plot_seed_comparison(summary, out_dir / "comparison.png", f"{scenario.name}: medians over {len(seeds)} seeds")
+        plot_accuracy_bands({label: [r["curve"] for r in rows if r["profile"] in
+                                     {seeded(label, s) for s in seeds}] for label in labels},
+                            out_dir / "accuracy_time.png", f"{scenario.name}: median over {len(seeds)} seeds, "
+                            "band from the lowest to the highest seed")
+    else:
+        plot_comparison(rows, out_dir / "comparison.png", f"{scenario.name}: variants compared")
+        plot_accuracy_time({r["profile"]: r["curve"] for r in rows}, out_dir / "accuracy_time.png",
+                           f"{scenario.name}: accuracy against simulated time")
     print(f"wrote {out_dir}/{written} and one folder per variant")
     return 0
 
@@ -487,7 +495,9 @@ def build_parser() -> ArgumentParser:
     comp.add_argument("--vary", default=None, help="instead of profiles, vary one value: "
                       "section.key=v1,v2 (e.g. federation.aggregation=mask-aware,fedavg)")
     comp.add_argument("--seeds", default=None, help="run every variant once per seed, e.g. 0,1,2,3,4, and add "
-                      "medians and differences from the first variant paired by seed")
+                      "medians, 95%% intervals and differences from the first variant paired by seed")
+    comp.add_argument("--resume", action="store_true", help="keep every variant whose folder holds a complete run "
+                      "of the same scenario; run only the others (an interrupted comparison, or new tables)")
     comp.set_defaults(func=cmd_compare)
 
     cal = sub.add_parser("calibrate", help="measure this machine's training speed on a scenario's model; "
@@ -623,6 +633,14 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def nodes_unavailable() -> type:
+    """server.strategy's NodesUnavailable, imported only when an error needs it: `fleet device` stays
+    beside its SuperNode for the whole run, and on a Pi every module it imports costs memory."""
+    from server.strategy import NodesUnavailable
+
+    return NodesUnavailable
+
+
 def main(argv: list[str] | None = None) -> int:
     restore = handle_sigterm()
     try:
@@ -631,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"fleet: error: {one_line(str(err))}", file=sys.stderr)
         return 2
-    except (NodesUnavailable, DeploymentError) as err:
+    except (nodes_unavailable(), DeploymentError) as err:
         print(f"fleet: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:

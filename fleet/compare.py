@@ -4,24 +4,38 @@ A variant is a budget profile (`--profiles tight,starved`) or any scenario
 value (`--vary federation.aggregation=mask-aware,fedavg`). Every variant runs
 the same scenario, seed included, in one process, one after the other. With
 `--seeds` every variant runs once per seed, and the table adds each variant's
-median accuracy and its paired difference from the first variant, seed by seed:
-one seed's final round moves by points on its own (issue 9's mixed fleet).
+median and 95% bootstrap interval of each figure (fleet.stats), and its paired
+difference from the first variant, seed by seed, marked where its sign holds on
+every seed: one seed's final round moves by points on its own.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from clients.errors import InputError, excerpt
-from fleet.bench import paired
-from fleet.report import RoundsCsv, prepare_output_dir
-from fleet.scenario import Scenario, parse_yaml
+import yaml
 
-COLUMNS = ["profile", "method", "kernels", "final_accuracy", "forgetting", "rounds_completed", "upload_bytes",
+from clients.errors import InputError, excerpt
+from fleet.report import RoundsCsv, prepare_output_dir
+from fleet.scenario import Scenario, parse_scenario, parse_yaml
+from fleet.stats import describe, paired_difference, time_to_accuracy
+
+COLUMNS = ["profile", "method", "kernels", "final_accuracy", "last_k_accuracy", "final_accuracy_task_il",
+           "last_k_accuracy_task_il", "learning_accuracy", "forgetting", "forgetting_authors", "forgetting_task_il",
+           "forgetting_authors_task_il", "rounds_completed", "upload_bytes",
            "download_bytes", "train_flops", "wasted_train_flops", "sim_time_s", "energy_j", "wasted_energy_j",
            "dropped_updates", "declined", "adapted", "rejected_updates", "wall_s"]
 MAX_VARIANTS = 100
+# what the seeds table describes: summary key -> label (time_to_base_s: see time_to_base)
+SEED_METRICS = {
+    "final_accuracy": "Class-IL, final %", "last_k_accuracy": "Class-IL, last-k mean %",
+    "final_accuracy_task_il": "Task-IL, final %", "learning_accuracy": "learning accuracy %",
+    "forgetting": "forgetting (ours)", "forgetting_authors": "forgetting (authors')",
+    "forgetting_task_il": "Task-IL forgetting (ours)", "energy_j": "energy J", "sim_time_s": "simulated s",
+    "time_to_base_s": "s to base's final Class-IL",
+}
 
 
 def parse_vary(text: str, flag: str = "--vary") -> tuple[str, list]:
@@ -75,31 +89,58 @@ def over_seeds(chosen: dict[str, Scenario], seeds: Sequence[int]) -> dict[str, S
     return {seeded(label, s): sc.with_overrides({"seed": s}) for s in seeds for label, sc in chosen.items()}
 
 
+PAIRED_ORDER = ["variant", "metric", "seeds", "median", "ci_low", "ci_high", "min", "max", "delta_median",
+                "delta_ci_low", "delta_ci_high", "delta_min", "delta_max", "delta_same_sign"]
+
+
+def time_to_base(run: dict, base: dict) -> float | None:
+    """Simulated seconds until `run` first reaches the final Class-IL of `base` (the first variant under
+    the same seed); None if it never does."""
+    return time_to_accuracy(run["curve"], float(base["final_accuracy"]))
+
+
 def paired_over_seeds(rows: Sequence[dict], labels: Sequence[str], seeds: Sequence[int]) -> list[dict]:
-    """Per variant: median final accuracy and forgetting over the seeds, and the median, min and max of
-    its accuracy minus the first variant's under the same seed."""
+    """Per variant and figure (SEED_METRICS): median, 95% bootstrap interval and range over the seeds, and
+    the same of its difference from the first variant under the same seed, with whether that sign holds
+    on every seed. Time to the base's accuracy is described over the seeds that reach it."""
     by_label = {r["profile"]: r for r in rows}
-    base = [float(by_label[seeded(labels[0], s)]["final_accuracy"]) for s in seeds]
+    bases = [by_label[seeded(labels[0], s)] for s in seeds]
     out = []
     for label in labels:
         runs = [by_label[seeded(label, s)] for s in seeds]
-        accuracy = [float(r["final_accuracy"]) for r in runs]
-        delta = paired([a - b for a, b in zip(accuracy, base)])
-        out.append({"variant": label, "seeds": len(seeds), "median_accuracy": paired(accuracy)["median"],
-                    "min_accuracy": min(accuracy), "max_accuracy": max(accuracy),
-                    "median_forgetting": paired([float(r["forgetting"]) for r in runs])["median"],
-                    "median_delta": delta["median"], "min_delta": delta["min"], "max_delta": delta["max"]})
+        for metric in SEED_METRICS:
+            if metric == "time_to_base_s":
+                values = [time_to_base(r, b) for r, b in zip(runs, bases)]
+                reached = [v for v in values if v is not None]
+                row = {"variant": label, "metric": metric, "seeds": len(reached)}
+                out.append({**row, **(describe(reached) if reached else {})})
+                continue
+            values = [float(r[metric]) for r in runs]
+            delta = paired_difference(values, [float(b[metric]) for b in bases])
+            out.append({"variant": label, "metric": metric, "seeds": len(seeds), **describe(values),
+                        **{f"delta_{k}": v for k, v in delta.items()}})
     return out
 
 
 def format_paired(summary: Sequence[dict]) -> str:
+    """The seeds table: a block per figure, a line per variant."""
     base = summary[0]["variant"]
-    head = f"{'variant':<26}{'seeds':>6}{'Class-IL':>9}{'[min, max]':>17}{'forget':>8}  vs {base} (paired)"
-    lines = ["medians over seeds; the difference is taken seed by seed", head, "-" * len(head)]
-    for r in summary:
-        lines.append(f"{r['variant']:<26}{r['seeds']:>6}{r['median_accuracy']:>9.2f}"
-                     f"   [{r['min_accuracy']:>6.2f}, {r['max_accuracy']:>6.2f}]{r['median_forgetting']:>8.2f}"
-                     f"  {r['median_delta']:+.2f} [{r['min_delta']:+.2f}, {r['max_delta']:+.2f}]")
+    head = f"{'':<28}{'variant':<22}{'median':>10}{'95% interval':>22}   {'minus ' + base + ', paired':<30}"
+    lines = [f"medians over seeds with 95% bootstrap intervals; differences from {base} taken seed by seed, "
+             "* where every seed agrees on the sign", head, "-" * len(head)]
+    for metric, label in SEED_METRICS.items():
+        for i, r in enumerate(x for x in summary if x["metric"] == metric):
+            name = label if i == 0 else ""
+            if "median" not in r:
+                lines.append(f"{name:<28}{r['variant']:<22}{'never':>10}")
+                continue
+            text = f"{name:<28}{r['variant']:<22}{r['median']:>10.2f}   [{r['ci_low']:>8.2f}, {r['ci_high']:>8.2f}]"
+            if "delta_median" in r and r["variant"] != base:
+                text += (f"   {r['delta_median']:+.2f} [{r['delta_ci_low']:+.2f}, {r['delta_ci_high']:+.2f}]"
+                         f"{'*' if r['delta_same_sign'] else ''}")
+            elif metric == "time_to_base_s":
+                text += f"   reached on {r['seeds']} seeds"
+            lines.append(text)
     return "\n".join(lines)
 
 
@@ -110,17 +151,32 @@ def _label(value) -> str:
     return value if isinstance(value, str) and len(value) <= 40 else excerpt(value, 40)
 
 
+def completed_summary(folder: Path, scenario: Scenario) -> dict | None:
+    """The summary of a complete run of exactly `scenario` in `folder`, or None (absent, stopped, another
+    scenario): what `fleet compare --resume` keeps instead of running the variant again."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+        ran = parse_scenario(yaml.safe_load((folder / "scenario.yaml").read_text()), source=str(folder))
+    except (OSError, ValueError, yaml.YAMLError, InputError):
+        return None
+    if not isinstance(summary, dict) or summary.get("status") != "complete":
+        return None
+    return summary if ran == scenario else None
+
+
 def compare(scenario: Scenario, out_dir: Path, chosen: dict[str, Scenario],
-            run: Callable[[Scenario, Path, str], dict], *, force: bool = False) -> list[dict]:
+            run: Callable[[Scenario, Path, str], dict], *, force: bool = False, resume: bool = False) -> list[dict]:
     """Run every variant into out_dir/<label>/ and write out_dir/comparison.csv (row by row).
 
     force: out_dir may already hold a comparison (its old files are replaced).
+    resume: a variant whose folder holds its complete run is read, not run again.
     """
     prepare_output_dir(out_dir, force=force)
     table = RoundsCsv(out_dir / "comparison.csv", COLUMNS)
     for label, variant in chosen.items():
-        summary = run(variant, out_dir / safe_name(label), label)
-        table.append({"profile": label, **{k: summary[k] for k in COLUMNS[1:]}, "curve": summary["curve"]})
+        folder = out_dir / safe_name(label)
+        summary = (completed_summary(folder, variant) if resume else None) or run(variant, folder, label)
+        table.append({"profile": label, **{k: summary.get(k) for k in COLUMNS[1:]}, "curve": summary["curve"]})
     return table.rows
 
 
@@ -136,11 +192,13 @@ def safe_name(label: str) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = f"{'variant':<26}{'Class-IL':>9}{'forget':>8}{'upload MB':>10}{'GFLOPs':>9}{'sim s':>9}" \
+    head = f"{'variant':<26}{'Class-IL':>9}{'Task-IL':>8}{'forget':>8}{'upload MB':>10}{'GFLOPs':>9}{'sim s':>9}" \
            f"{'energy J':>10}{'dropped':>8}{'declined':>9}{'adapted':>8}"
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['profile']:<26}{r['final_accuracy']:>9.2f}{r['forgetting']:>8.2f}"
+        til = r.get("final_accuracy_task_il")
+        lines.append(f"{r['profile']:<26}{r['final_accuracy']:>9.2f}{'-' if til is None else format(til, '.2f'):>8}"
+                     f"{r['forgetting']:>8.2f}"
                      f"{r['upload_bytes'] / 1e6:>10.2f}{r['train_flops'] / 1e9:>9.1f}{r['sim_time_s']:>9.1f}"
                      f"{r['energy_j']:>10.1f}{r['dropped_updates']:>8}{r['declined']:>9}{r['adapted']:>8}")
     return "\n".join(lines)

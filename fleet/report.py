@@ -310,12 +310,54 @@ def plot_timeline(outcomes: Sequence, start_s: float, close_s: float, deadline_s
     save_figure(fig, path)
 
 
-def plot_accuracy_time(curves: dict[str, Sequence[tuple[float, float]]], path: Path, title: str) -> None:
-    """Class-IL accuracy against simulated time, one line per run (a profile, a variant)."""
+def plot_accuracy_time(curves: dict[str, Sequence[Sequence[float]]], path: Path, title: str) -> None:
+    """Class-IL accuracy against simulated time, one line per run (a profile, a variant); curve points are
+    [time, Class-IL, ...]."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, points in curves.items():
         if points:
-            ax.plot(*zip(*points), marker=".", label=name)
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=name)
+    ax.set(xlabel="simulated time (s)", ylabel="Class-IL accuracy (%)", title=title, ylim=(0, 101))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+SEED_PANELS = (("final_accuracy", "Class-IL, final (%)"), ("final_accuracy_task_il", "Task-IL, final (%)"),
+               ("forgetting", "forgetting (points)"), ("energy_j", "energy (J)"), ("sim_time_s", "simulated time (s)"))
+
+
+def plot_seed_comparison(summary: Sequence[dict], path: Path, title: str) -> None:
+    """Per figure, each variant's median over seeds with its 95% interval (fleet.compare.paired_over_seeds
+    rows): readable at any number of seeds, where a bar per seed is not."""
+    fig, axes = plt.subplots(1, len(SEED_PANELS), figsize=(3.2 * len(SEED_PANELS), 3.6))
+    for ax, (metric, label) in zip(axes, SEED_PANELS):
+        rows = [r for r in summary if r["metric"] == metric and "median" in r]
+        xs = range(len(rows))
+        medians = [r["median"] for r in rows]
+        errors = [[r["median"] - r["ci_low"] for r in rows], [r["ci_high"] - r["median"] for r in rows]]
+        ax.errorbar(xs, medians, yerr=errors, fmt="o", color="tab:blue", capsize=4)
+        ax.set_xticks(list(xs), [r["variant"] for r in rows], rotation=30, ha="right", fontsize=8)
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_accuracy_bands(curves: dict[str, Sequence[Sequence[Sequence[float]]]], path: Path, title: str) -> None:
+    """Class-IL against simulated time per variant over seeds: at each round the median time and accuracy as
+    a line, the lowest and highest seed's accuracy as a band. `curves`: variant -> one curve per seed."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, runs in curves.items():
+        rounds = min((len(c) for c in runs), default=0)
+        if not rounds:
+            continue
+        points = np.array([[[p[0], p[1]] for p in c[:rounds]] for c in runs], dtype=np.float64)
+        t, acc = np.median(points[:, :, 0], axis=0), points[:, :, 1]
+        (line,) = ax.plot(t, np.median(acc, axis=0), marker=".", label=name)
+        ax.fill_between(t, acc.min(axis=0), acc.max(axis=0), color=line.get_color(), alpha=0.2, lw=0)
     ax.set(xlabel="simulated time (s)", ylabel="Class-IL accuracy (%)", title=title, ylim=(0, 101))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from clients.errors import InputError
-from fleet.compare import over_seeds, paired_over_seeds, parse_vary, variants
+from fleet.compare import SEED_METRICS, format_paired, over_seeds, paired_over_seeds, parse_vary, variants
 from fleet.profiles import get_budget, get_profile
 from fleet.report import RoundsCsv, plot_accuracy, plot_bytes
 from fleet.runner import learning_metrics
@@ -79,12 +79,22 @@ def test_compare_over_seeds_pairs_each_variant_with_the_first_seed_by_seed():
     assert [c.fleet.stock_clients for c in chosen.values()] == [0, 1, 0, 1]
     accuracy = {"stock_clients=0 seed=3": 90.0, "stock_clients=1 seed=3": 85.0,
                 "stock_clients=0 seed=7": 70.0, "stock_clients=1 seed=7": 72.0}
-    rows = [{"profile": k, "final_accuracy": a, "forgetting": 1.0} for k, a in accuracy.items()]
-    base, stock = paired_over_seeds(rows, list(labels), [3, 7])
-    assert base["median_delta"] == 0.0 and base["median_accuracy"] == 80.0
+    rows = [{"profile": k, **dict.fromkeys(SEED_METRICS, 1.0), "final_accuracy": a,
+             "curve": [[0.0, 50.0, 90.0], [10.0, a, 95.0]]} for k, a in accuracy.items()]
+    summary = paired_over_seeds(rows, list(labels), [3, 7])
+    base, stock = ({r["variant"]: r for r in summary if r["metric"] == "final_accuracy"}[v] for v in labels)
+    assert base["delta_median"] == 0.0 and base["median"] == 80.0
     # paired: -5 under seed 3, +2 under seed 7 (unpaired medians would say -1.5 as well, but not the spread)
-    assert (stock["median_delta"], stock["min_delta"], stock["max_delta"]) == (-1.5, -5.0, 2.0)
-    assert (stock["min_accuracy"], stock["max_accuracy"]) == (72.0, 85.0)
+    assert (stock["delta_median"], stock["delta_min"], stock["delta_max"]) == (-1.5, -5.0, 2.0)
+    assert (stock["min"], stock["max"]) == (72.0, 85.0)
+    # two seeds: resampled medians are -5, -1.5 or +2, so the 95% interval spans both; the sign flips
+    assert (stock["delta_ci_low"], stock["delta_ci_high"], stock["delta_same_sign"]) == (-5.0, 2.0, False)
+    same = {r["variant"]: r for r in summary if r["metric"] == "energy_j"}["stock_clients=1"]
+    assert same["delta_median"] == 0.0 and not same["delta_same_sign"]  # no difference is no effect
+    # time to the base's final Class-IL of the same seed: 85 < 90 never under seed 3; 72 >= 70 at 10 s
+    reach = {r["variant"]: r for r in summary if r["metric"] == "time_to_base_s"}["stock_clients=1"]
+    assert reach["seeds"] == 1 and reach["median"] == 10.0
+    assert "s to base's final Class-IL" in format_paired(summary)
 
 
 def test_the_world_drops_late_and_out_of_memory_devices():
@@ -182,14 +192,52 @@ def test_compare_with_seeds_writes_the_paired_table(tmp_path, monkeypatch, capsy
         out_dir.mkdir(parents=True)
         accuracy = 90.0 - 4.0 * scenario.fleet.stock_clients + scenario.seed
         return {**{k: 0 for k in COLUMNS[1:]}, "final_accuracy": accuracy, "forgetting": 1.0,
-                "curve": [[0.0, accuracy]]}
+                "curve": [[0.0, accuracy, 90.0]]}
 
     monkeypatch.setattr(fleet.cli, "run_with_progress", fake_run)
     code = fleet.cli.main(["compare", "scenarios/mixed_fleet.yaml", "--vary", "fleet.stock_clients=0,1",
                            "--seeds", "1,2", "--out", str(tmp_path / "cmp"), "--quiet"])
     assert code == 0 and [seed for _, seed in ran] == [1, 1, 2, 2]
-    rows = list(csv.DictReader((tmp_path / "cmp" / "paired.csv").open()))
-    assert [(r["variant"], float(r["median_delta"])) for r in rows] == [("stock_clients=0", 0.0),
+    rows = [r for r in csv.DictReader((tmp_path / "cmp" / "paired.csv").open()) if r["metric"] == "final_accuracy"]
+    assert [(r["variant"], float(r["delta_median"])) for r in rows] == [("stock_clients=0", 0.0),
                                                                         ("stock_clients=1", -4.0)]
-    assert "-4.00 [-4.00, -4.00]" in capsys.readouterr().out
+    assert "-4.00 [-4.00, -4.00]*" in capsys.readouterr().out  # the same sign on both seeds
+    assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 0
     assert fleet.cli.main(["compare", "scenarios/mixed_fleet.yaml", "--seeds", "1,x"]) == 2
+
+
+def test_compare_resume_keeps_complete_runs_of_the_same_scenario(tmp_path, monkeypatch):
+    """--resume reads a variant's complete run instead of running it again; a stopped run, or one of
+    another scenario, runs again."""
+    import json
+
+    import yaml
+
+    import fleet.cli
+    from fleet.compare import COLUMNS
+
+    ran = []
+
+    def fake_run(scenario, out_dir, *, desc, **_):
+        ran.append(desc)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        summary = {**{k: 0 for k in COLUMNS[1:]}, "final_accuracy": 50.0, "status": "complete",
+                   "curve": [[0.0, 50.0, 90.0]]}
+        (out_dir / "summary.json").write_text(json.dumps(summary))
+        (out_dir / "scenario.yaml").write_text(yaml.safe_dump(scenario.to_dict(), sort_keys=False))
+        return summary
+
+    monkeypatch.setattr(fleet.cli, "run_with_progress", fake_run)
+    args = ["compare", "scenarios/mixed_fleet.yaml", "--vary", "fleet.stock_clients=0,1", "--seeds", "1,2",
+            "--out", str(tmp_path / "cmp"), "--quiet"]
+    assert fleet.cli.main(args) == 0 and len(ran) == 4
+    stopped = tmp_path / "cmp" / "stock_clients_1_seed_2" / "summary.json"
+    stopped.write_text(json.dumps({**json.loads(stopped.read_text()), "status": "interrupted"}))
+    ran.clear()
+    assert fleet.cli.main([*args, "--resume"]) == 0
+    assert ran == ["stock_clients=1 seed=2"]
+    ran.clear()
+    assert fleet.cli.main([*args, "--resume", "--set", "seed=0"]) == 0  # --seeds sets it anyway: same runs
+    assert ran == []
+    assert fleet.cli.main([*args, "--resume", "--set", "train.lr=0.2"]) == 0  # another scenario: all again
+    assert len(ran) == 4

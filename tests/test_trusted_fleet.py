@@ -1,0 +1,191 @@
+"""A fleet answer that can be trusted: a global model whose norm statistics match its weights, Task-IL and
+GroupNorm, one-line errors for the new settings, and reruns that are bit-identical on real-format data."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from clients.cl.methods import MethodConfig
+from clients.data import load_stream
+from clients.metrics import task_accuracy
+from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainConfig
+from fleet.cli import main
+from server.aggregate import pool_statistics
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return load_stream("synthetic", max_per_class=24)
+
+
+def learner(stream, norm: str = "batch", epochs: int = 2) -> Learner:
+    cfg = LearnerConfig(method=MethodConfig(name="derpp", buffer_size=10, minibatch=6),
+                        sparcl=SparCLConfig.dense(), train=TrainConfig(epochs_per_task=epochs, batch_size=8, lr=0.1),
+                        backbone="small-cnn", width=4, norm=norm)
+    return Learner(cfg, stream.input_shape, stream.num_classes)
+
+
+def statistics(model: nn.Module) -> dict[str, np.ndarray]:
+    return {n: b.detach().numpy().copy() for n, b in model.named_buffers() if b.is_floating_point()}
+
+
+def test_pooled_recalibrated_statistics_predict_as_one_pass_over_every_devices_batches(stream):
+    """Two devices with the same weights and different data recalibrate; the server pools their statistics
+    per batch. The assembled global model is the model recalibrated over every device's batches at once."""
+    task = stream.tasks[0]
+    devices = [learner(stream), learner(stream)]
+    shares = [slice(0, 40), slice(40, 48)]  # 5 batches against 1: pooling per batch is not per device
+    for device, share in zip(devices, shares):
+        device.begin_task(0, task.classes, task.x_train[share], task.y_train[share])
+        device.train_epoch()  # each trains, so its buffer and statistics differ from the other's
+    weights = devices[0].weights_numpy()
+    devices[1].load_weights(weights, None)
+    batches = [d.recalibrate_norms() for d in devices]
+    assert batches == [15, 3]  # each data batch and DER++'s two buffer draws: 5 x 3 and 1 x 3
+    names = tuple(statistics(devices[0].model))
+    sent = [d.weights_numpy() for d in devices]
+    assert not np.allclose(sent[0][names[0]], sent[1][names[0]])  # the devices' statistics differ
+    pooled = pool_statistics(list(zip(sent, batches)), names, weights)
+
+    reference = copy.deepcopy(devices[0].model)  # one pass over both devices' batches, in turn
+    norms = [m for m in reference.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    reference.train()
+    with torch.no_grad():
+        for device in devices:
+            for x in device._recalibration_batches():
+                reference(x)
+    expected = statistics(reference)
+    for name in names:
+        if name.endswith("num_batches_tracked"):
+            continue
+        np.testing.assert_allclose(pooled[name], expected[name], rtol=1e-5, atol=1e-6)
+
+    assembled = learner(stream)
+    assembled.load_weights(pooled, None)
+    reference.eval()
+    assembled.model.eval()
+    with torch.no_grad():
+        got, want = assembled.model(stream.tasks[1].x_test), reference(stream.tasks[1].x_test)
+    assert torch.equal(got.argmax(1), want.argmax(1))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_device_that_did_not_recalibrate_counts_for_nothing_and_none_leaves_the_average():
+    a = {"bn.running_mean": np.array([1.0], np.float32), "w": np.array([5.0], np.float32)}
+    b = {"bn.running_mean": np.array([4.0], np.float32), "w": np.array([7.0], np.float32)}
+    averaged = {"bn.running_mean": np.array([2.5], np.float32), "w": np.array([6.0], np.float32)}
+    pooled = pool_statistics([(a, 3), (b, 1)], ("bn.running_mean",), averaged)
+    assert pooled["bn.running_mean"][0] == pytest.approx((3 * 1 + 4) / 4) and pooled["w"][0] == 6.0
+    assert pool_statistics([(a, 0), (b, 2)], ("bn.running_mean",), averaged)["bn.running_mean"][0] == 4.0
+    assert pool_statistics([(a, 0), (b, 0)], ("bn.running_mean",), averaged)["bn.running_mean"][0] == 2.5
+
+
+def test_group_norm_backbone_has_no_statistics_and_learns(stream):
+    device = learner(stream, norm="group", epochs=8)
+    assert not statistics(device.model)
+    assert any(isinstance(m, nn.GroupNorm) for m in device.model.modules())
+    task = stream.tasks[0]
+    device.begin_task(0, task.classes, task.x_train, task.y_train)
+    while not device.task_done:
+        device.train_epoch()
+    assert device.recalibrate_norms() == 0  # nothing to recalibrate
+    # two classes of separable synthetic data (chance among all ten: 10%); it learns them
+    assert task_accuracy(device.model, task.x_test, task.y_test, task.classes)[0] >= 90.0
+
+
+@pytest.mark.parametrize("line, culprit", [
+    ("stream: {task_every_s: 0}", "stream.task_every_s"),
+    ("stream: {task_every_s: -3}", "stream.task_every_s"),
+    ("train: {norm: layer}", "train.norm"),
+    ("report: {last_k: 99}", "report.last_k 99 is larger than the run's 15 rounds"),
+    ("report: {last_k: 0}", "report.last_k"),
+    ("federation: {norm_statistics: median}", "federation.norm_statistics"),
+])
+def test_bad_values_name_the_field_in_one_line_and_exit_2(tmp_path, capsys, line, culprit):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"name: bad\n{line}\n")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and culprit in err
+
+
+def test_group_norm_refuses_recalibrated_statistics_and_channel_masks(tmp_path, capsys):
+    for extra, culprit in (("federation: {norm_statistics: recalibrated}", "federation.norm_statistics"),
+                           ("sparcl: {granularity: channel}", "sparcl.granularity channel needs train.norm batch")):
+        path = tmp_path / "bad.yaml"
+        path.write_text(f"name: bad\ntrain: {{norm: group}}\n{extra}\n")
+        assert main(["validate", str(path)]) == 2
+        assert culprit in capsys.readouterr().err
+
+
+def write_tiny_fashion_mnist(folder, per_class: int = 12) -> None:
+    """Real IDX files (the layout Debian's package ships, gzipped) with class-dependent 28x28 images."""
+    from test_data import write_idx
+
+    rng = np.random.default_rng(7)
+
+    def images(n):
+        labels = np.tile(np.arange(10), n).astype(np.uint8)
+        x = rng.integers(0, 96, size=(labels.size, 28, 28))
+        for i, y in enumerate(labels):  # a bright bar whose place is the class
+            x[i, 2 * y + 4:2 * y + 7, 4:24] = 230
+        return x.astype(np.uint8), labels
+
+    for prefix, n in (("train", per_class), ("t10k", 4)):
+        x, y = images(n)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", 0x803, x, compress=True)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", 0x801, y, compress=True)
+
+
+MEASURED = ("wall_s", "measured_compute_s", "measured_peak_rss_bytes", "measured_energy_j")
+
+
+def comparable(folder) -> dict:
+    """A run's outputs without what the clock and the process measure."""
+    out = {}
+    for name in ("rounds.csv", "device_rounds.csv", "devices.csv"):
+        rows = list(csv.DictReader((folder / name).open()))
+        out[name] = [{k: v for k, v in r.items() if k not in MEASURED and not k.startswith("measured")} for r in rows]
+    summary = json.loads((folder / "summary.json").read_text())
+    out["summary"] = {k: v for k, v in summary.items() if k not in ("wall_s", "wall_breakdown_s")}
+    with np.load(folder / "model.npz") as model:  # the final global model, to the bit
+        out["model"] = {name: model[name].tobytes() for name in model.files}
+    return out
+
+
+@pytest.mark.e2e
+def test_a_fashion_mnist_fleet_reruns_bit_identically_whatever_threads_ray_gives_its_workers(tmp_path, monkeypatch):
+    """Two Ray workers train the devices. Ray sets each worker's OMP_NUM_THREADS from the driver's
+    environment or the CPUs it reserves; before devices trained on a fixed thread count, a different
+    count changed an update's bits (31 of 58 tensors at 1 against 2 threads) and the run's accuracy.
+    On these files the same run at train.threads 1 and 2 ends with different model bits, so this
+    comparison sees a thread count that leaks through."""
+    from fleet.runner import run_scenario
+    from fleet.scenario import parse_scenario
+
+    data = tmp_path / "fmnist"
+    data.mkdir()
+    write_tiny_fashion_mnist(data, per_class=32)
+    scenario = parse_scenario({
+        "name": "repro", "dataset": {"name": "fashion-mnist", "data_dir": str(data), "n_tasks": 5},
+        "fleet": {"devices": 2, "profiles": {"rpi4": 2}}, "stream": {"rounds_per_task": 1},
+        "method": {"name": "derpp", "buffer_size": 10}, "train": {"local_epochs": 2, "width": 16, "lr": 0.1},
+        "federation": {"rounds": 2, "norm_statistics": "recalibrated"}}, source="repro")
+    run_scenario(scenario, tmp_path / "a")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # what the workers of the second run start with
+    run_scenario(scenario, tmp_path / "b")
+    first, second = comparable(tmp_path / "a"), comparable(tmp_path / "b")
+    assert first["summary"]["status"] == "complete" and len(first["rounds.csv"]) == 2
+    assert first == second
