@@ -72,3 +72,21 @@ def test_a_fleet_whose_every_device_declines_exits_non_zero(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["declined"] == 4 and summary["train_flops"] == 0 and summary["status"] == "complete"
     assert summary["sim_time_s"] > 0  # declined devices still download: time passes
+
+
+def test_a_fleet_of_plain_flower_client_apps_is_identified_and_learns_from_them(tmp_path):
+    """Flower's ordinary kind of ClientApp (a train handler, no query handler) as the ClientApp of the
+    whole simulated fleet: every node is identified as plain, gets dense arrays and its updates count."""
+    from clients import stock
+    from fleet.runner import run_scenario
+
+    scenario = tiny_scenario(tmp_path, **{"fleet.devices": 4, "fleet.profiles": {"rpi4": 4},
+                                          "federation.devices_per_round": 4, "federation.min_available": 4})
+    summary = run_scenario(scenario, tmp_path / "out", client_app=stock.app)
+    assert sorted(n.split(" is a plain")[0] for n in summary["notes"] if "is a plain Flower client" in n) \
+        == [f"device {d}" for d in range(4)]
+    assert (summary["failed_replies"], summary["rejected_updates"], summary["statuses"]["ok"]) == (0, 0, 8)
+    assert summary["status"] == "complete" and summary["upload_bytes"] > 0
+    rows = list(csv.DictReader((tmp_path / "out" / "device_rounds.csv").open()))
+    assert len(rows) == 8 and {r["client"] for r in rows} == {"stock"} and all(float(r["counted_examples"]) > 0
+                                                                               for r in rows)
