@@ -112,7 +112,8 @@ def train(msg: Message, context: Context, default_state_dir: str | None = None) 
     server_round = int(config["server-round"])
     folder = state_dir(context, default_state_dir, safe_key(str(config.get("run-key", ""))))
     result = run_round(spec, device_id(context), server_round, from_arrays(msg.content["arrays"]),
-                       load_state(context, folder, server_round), budget, fail_after)
+                       load_state(context, folder, server_round), budget, fail_after,
+                       sim_time_s=float(config.get("sim-time-s", 0.0)))
     if result.status == "ok":
         save_state(context, folder, server_round, result.state)
     info = ConfigRecord({"status": result.status, "reason": result.reason, "adaptations": result.adaptations})

@@ -54,6 +54,7 @@ class DeviceSpec:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     threads: int | None = 1             # torch threads a round trains on (None: the process's own)
     norm_statistics: str = "averaged"   # or "recalibrated": the norms' statistics recomputed before sending
+    task_every_s: float | None = None   # tasks arrive on the simulated clock (None: by rounds)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -103,8 +104,12 @@ def device_offset(device: int, devices: int, stagger_rounds: int) -> int:
     return round(device * stagger_rounds / max(1, devices - 1))
 
 
-def spec_task(spec: DeviceSpec, device: int, server_round: int) -> int:
-    """The task a device of this spec trains on in a (1-based) round."""
+def spec_task(spec: DeviceSpec, device: int, server_round: int, sim_time_s: float = 0.0) -> int:
+    """The task a device of this spec trains on in a (1-based) round that starts at `sim_time_s`: by the
+    round (task_of), or, when tasks arrive on the simulated clock, floor(sim_time_s / task_every_s),
+    the last task once the stream is over."""
+    if spec.task_every_s is not None:
+        return min(int(sim_time_s // spec.task_every_s), spec.n_tasks - 1)
     return task_of(device, server_round, rounds_per_task=spec.rounds_per_task, n_tasks=spec.n_tasks,
                    offset=device_offset(device, spec.devices, spec.stagger_rounds))
 
@@ -196,7 +201,7 @@ class RoundResult:
 
 def run_round(spec: DeviceSpec, device: int, server_round: int, global_update: dict[str, np.ndarray],
               state: bytes | None, budget: RoundBudget | None = None,
-              fail_after_flops: float | None = None) -> RoundResult:
+              fail_after_flops: float | None = None, sim_time_s: float = 0.0) -> RoundResult:
     """Load the global model, train what the budget allows of this round's local epochs, return
     the sparse update.
 
@@ -205,12 +210,13 @@ def run_round(spec: DeviceSpec, device: int, server_round: int, global_update: d
     crossed `fail_after_flops`) returns no update and the state it was given.
     """
     with torch_threads(spec.threads):
-        return _run_round(spec, device, server_round, global_update, state, budget, fail_after_flops)
+        return _run_round(spec, device, server_round, global_update, state, budget, fail_after_flops, sim_time_s)
 
 
 def _run_round(spec: DeviceSpec, device: int, server_round: int, global_update: dict[str, np.ndarray],
-               state: bytes | None, budget: RoundBudget | None, fail_after_flops: float | None) -> RoundResult:
-    task_id = spec_task(spec, device, server_round)
+               state: bytes | None, budget: RoundBudget | None, fail_after_flops: float | None,
+               sim_time_s: float) -> RoundResult:
+    task_id = spec_task(spec, device, server_round, sim_time_s)
     x, y = device_data(spec, device, task_id)
     learner = build_learner(spec, device)
     fresh = state is None

@@ -27,11 +27,13 @@ from clients.device import DeviceSpec, device_data, spec_task, stream_of
 
 def load_model(spec: DeviceSpec) -> nn.Module:
     stream = stream_of(spec)
-    return build_backbone(spec.learner.backbone, stream.input_shape, stream.num_classes, spec.learner.width)
+    return build_backbone(spec.learner.backbone, stream.input_shape, stream.num_classes, spec.learner.width,
+                          spec.learner.norm)
 
 
-def load_data(spec: DeviceSpec, partition_id: int, server_round: int, batch_size: int) -> DataLoader:
-    x, y = device_data(spec, partition_id, spec_task(spec, partition_id, server_round))
+def load_data(spec: DeviceSpec, partition_id: int, server_round: int, batch_size: int,
+              sim_time_s: float = 0.0) -> DataLoader:
+    x, y = device_data(spec, partition_id, spec_task(spec, partition_id, server_round, sim_time_s))
     generator = torch.Generator().manual_seed(spec.seed * 1000 + partition_id * 100_000 + server_round)
     return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True, generator=generator)
 
@@ -65,7 +67,7 @@ def train(msg: Message, context: Context) -> Message:
     torch.manual_seed(spec.seed * 1000 + partition_id * 100_000 + server_round)
     model = load_model(spec)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    loader = load_data(spec, partition_id, server_round, int(config["batch-size"]))
+    loader = load_data(spec, partition_id, server_round, int(config["batch-size"]), float(config.get("sim-time-s", 0.0)))
     loss = train_model(model, loader, int(config["local-epochs"]), float(config["lr"]))
     metrics = MetricRecord({"train_loss": loss, "num-examples": len(loader.dataset)})
     return Message(RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics}), reply_to=msg)

@@ -185,8 +185,9 @@ def dry_round(server_round: int, spec: DeviceSpec, config, world, rng: random.Ra
     chosen = choose_devices(rng, free, config)
     plans = world.plan(server_round, chosen, model_size)
     reports, accepted = [], []
+    start_s = world.clock_s
     for d in chosen:
-        task = spec_task(spec, d, server_round)
+        task = spec_task(spec, d, server_round, start_s)
         work = round_work(cost, int(sizes[task, d]), spec.local_epochs, books[d], plans[d])
         up = model_size if work.status == "ok" else 0
         reports.append(DeviceReport(d, work.train_flops, model_size, up, work.memory_bytes, work.kernel_flops,
@@ -199,7 +200,7 @@ def dry_round(server_round: int, spec: DeviceSpec, config, world, rng: random.Ra
     row = {"round": server_round, "online": len(online), "busy": len(online) - len(free),
            "n_offline": spec.devices - len(online), "sampled": len(chosen),
            **round_row(accepted, reports, timing), "rejected": 0, "failed": 0, "timed_out": 0,
-           "download_bytes": model_size * len(chosen), "tasks_reached": tasks_reached(spec, server_round)}
+           "download_bytes": model_size * len(chosen), "tasks_reached": tasks_reached(spec, server_round, start_s)}
     row.update(local_accuracy=None, class_il_accuracy=None)  # nothing was trained
     book_round(strategy.totals, row, timing)
     strategy.totals.download_bytes += row["download_bytes"]

@@ -78,7 +78,7 @@ def device_spec(scenario: Scenario) -> DeviceSpec:
         rounds_per_task=s.stream.rounds_per_task, stagger_rounds=s.stream.stagger_rounds,
         local_epochs=s.train.local_epochs, mask_policy=s.federation.mask_policy,
         value_dtype=s.federation.value_dtype, seed=s.seed, learner=s.learner_config(s.seed),
-        threads=s.train.threads, norm_statistics=s.federation.norm_statistics,
+        threads=s.train.threads, norm_statistics=s.federation.norm_statistics, task_every_s=s.stream.task_every_s,
     )
 
 
@@ -106,9 +106,9 @@ def run_key(scenario: Scenario, out_dir: Path) -> str:
     return f"{scenario.name}-{hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:8]}"
 
 
-def tasks_reached(spec: DeviceSpec, server_round: int) -> int:
-    """How many tasks at least one device has started by this round."""
-    return 1 + max(spec_task(spec, d, server_round) for d in range(spec.devices))
+def tasks_reached(spec: DeviceSpec, server_round: int, sim_start_s: float = 0.0) -> int:
+    """How many tasks at least one device has started by this round (which starts at `sim_start_s`)."""
+    return 1 + max(spec_task(spec, d, server_round, sim_start_s) for d in range(spec.devices))
 
 
 @dataclass
@@ -139,7 +139,7 @@ class Evaluator:
     def _evaluate(self, server_round: int) -> MetricRecord:
         strategy = self.sink["strategy"]  # it holds `arrays` decoded already
         self.learner.load_weights(strategy.global_weights, strategy.global_masks if self.learner.masks else None)
-        reached = tasks_reached(self.spec, server_round)
+        reached = tasks_reached(self.spec, server_round, float(strategy.last_row.get("sim_start_s", 0.0)))
         with torch_threads(self.spec.threads):  # the same count every run: bit-identical logits
             accs = [task_accuracy(self.learner.model, t.x_test, t.y_test, t.classes)
                     for t in self.stream.tasks[:reached]]

@@ -932,6 +932,9 @@ def _resolve(s: Scenario, fail) -> Scenario:
         fail(f"federation.devices_per_round {per_round} exceeds fleet.devices {fl.devices}")
     if fe.min_available is not None and fe.min_available > fl.devices:
         fail(f"federation.min_available {fe.min_available} exceeds fleet.devices {fl.devices}")
+    if s.stream.task_every_s is not None and s.stream.stagger_rounds:
+        fail("stream.task_every_s puts every device on the clock's task: it cannot be combined with "
+             "stream.stagger_rounds (set it to 0)")
     if fe.mask_policy == "local" and not (sp.enabled and sp.tdm):
         fail("federation.mask_policy local needs weight masks (sparcl.enabled and sparcl.tdm true)")
 

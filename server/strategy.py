@@ -389,7 +389,7 @@ class SparseFedAvg(FedAvg):
             if device in self.plain:  # what a stock Flower ClientApp reads: arrays to load, its settings
                 content = {"arrays": plain, "config": ConfigRecord({
                     "server-round": server_round, "device-spec": self.config.device_spec,
-                    **self.config.plain_config})}
+                    "sim-time-s": float(self.sim_time_s), **self.config.plain_config})}
             else:
                 budget = {f"budget-{k}": v for k, v in plans[device].items()}
                 content = {"arrays": arrays, "config": ConfigRecord({

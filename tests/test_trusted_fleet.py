@@ -189,3 +189,33 @@ def test_a_fashion_mnist_fleet_reruns_bit_identically_whatever_threads_ray_gives
     first, second = comparable(tmp_path / "a"), comparable(tmp_path / "b")
     assert first["summary"]["status"] == "complete" and len(first["rounds.csv"]) == 2
     assert first == second
+
+
+def test_tasks_arrive_on_the_simulated_clock():
+    from clients.device import DeviceSpec, spec_task
+
+    spec = DeviceSpec(n_tasks=5, devices=2, rounds_per_task=3, task_every_s=100.0)
+    assert [spec_task(spec, 1, 7, t) for t in (0.0, 99.9, 100.0, 250.0, 499.0, 1e6)] == [0, 0, 1, 2, 4, 4]
+    by_round = DeviceSpec(n_tasks=5, devices=2, rounds_per_task=3)
+    assert [spec_task(by_round, 0, r, 1e6) for r in (1, 3, 4, 7)] == [0, 0, 1, 2]  # the clock plays no part
+
+
+def test_a_dry_run_moves_through_the_tasks_with_the_clock(tmp_path):
+    """Each round's tasks_reached follows the simulated time at which it starts, not its number."""
+    from fleet.dryrun import dry_run
+    from fleet.scenario import load_scenario
+
+    scenario = load_scenario("scenarios/quickstart.yaml").with_overrides(
+        {"stream.task_every_s": 20.0, "federation.rounds": 12, "timing.budget": "generous"})
+    dry_run(scenario, tmp_path / "dry")
+    rows = list(csv.DictReader((tmp_path / "dry" / "rounds.csv").open()))
+    expected = [min(5, 1 + int(float(r["sim_start_s"]) // 20.0)) for r in rows]
+    assert [int(r["tasks_reached"]) for r in rows] == expected
+    assert expected[0] == 1 and expected[-1] > 1  # it does move on
+
+
+def test_task_every_s_with_staggered_devices_is_refused(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nstream: {task_every_s: 60, stagger_rounds: 2}\n")
+    assert main(["validate", str(path)]) == 2
+    assert "stream.task_every_s" in capsys.readouterr().err
