@@ -16,7 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clients.metrics import learning_accuracy  # noqa: E402
-from fleet.stats import median, paired  # noqa: E402
+from fleet.compare import safe_name, seeded  # noqa: E402
+from fleet.stats import describe, median, paired, paired_difference  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 LABELS = {"dense": "DER++ (dense)", "full": "SparCL-DER++, all three", "tdm": "SparCL-DER++, TDM only",
@@ -211,15 +212,86 @@ FLEET_HEAD = ("| run | final Class-IL % | forgetting | useful GFLOPs | wasted GF
               "| ok | late | failed | declined | adapted | offline |\n|---" + "|---" * 12 + "|")
 
 
+SEED_TABLE = (("final_accuracy", "Class-IL %"), ("final_accuracy_task_il", "Task-IL %"),
+              ("last_k_accuracy", "Class-IL, last 3 rounds %"), ("learning_accuracy", "learning acc. %"),
+              ("forgetting", "forgetting (ours)"), ("forgetting_authors", "forgetting (authors')"),
+              ("energy_j", "energy J"), ("sim_time_s", "simulated s"))
+
+
+def interval(r: dict, prefix: str = "") -> str:
+    """median [95% interval]; a difference (prefix delta_, or one from paired_difference) with its sign."""
+    f = "+,.2f" if prefix or "same_sign" in r else ",.2f"
+    return f"{r[prefix + 'median']:{f}} [{r[prefix + 'ci_low']:{f}}, {r[prefix + 'ci_high']:{f}}]"
+
+
+def seeds_table(paired_csv: Path) -> str:
+    """fleet compare --seeds's paired.csv as markdown: per figure, each variant's median [95% interval], and
+    its paired difference from the first variant (bold where every seed agrees on the sign)."""
+    rows = list(csv.DictReader(paired_csv.open()))
+    for r in rows:
+        for k, v in r.items():
+            if k not in ("variant", "metric", "delta_same_sign") and v not in ("", None):
+                r[k] = float(v)
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    head = "| figure | " + " | ".join(variants) + " | " + " | ".join(f"{v} minus {variants[0]}" for v in variants[1:])
+    lines = [head + " |", "|---" * (2 * len(variants)) + "|"]
+    for metric, label in SEED_TABLE:
+        got = {r["variant"]: r for r in rows if r["metric"] == metric}
+        cells = [interval(got[v]) for v in variants]
+        for v in variants[1:]:
+            d = interval(got[v], "delta_")
+            cells.append(f"**{d}**" if got[v]["delta_same_sign"] == "True" else d)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def norm_ablation() -> str:
+    """The normalisation ablation, paired by seed: averaged BatchNorm statistics (the old default), the
+    devices' recalibrated statistics pooled per batch (the flagship's generous runs) and GroupNorm."""
+    norms, budgets = RESULTS / "fmnist-budgets-norms", RESULTS / "fmnist-budgets"
+    arms = {"BatchNorm, averaged statistics": (norms, "norm=batch"),
+            "BatchNorm, recalibrated and pooled": (budgets, "generous"),
+            "GroupNorm": (norms, "norm=group")}
+    table = {}
+    for label, (folder, variant) in arms.items():  # complete runs only, by seed
+        table[label] = {}
+        for seed in range(100):
+            path = folder / safe_name(seeded(variant, seed)) / "summary.json"
+            if path.exists() and json.loads(path.read_text()).get("status") == "complete":
+                table[label][seed] = json.loads(path.read_text())
+    if not all(table.values()):
+        return ""
+    seeds = sorted(set.intersection(*(set(r) for r in table.values())))
+    base = table["BatchNorm, averaged statistics"]
+    lines = [f"seeds {', '.join(map(str, seeds))}; median [95% bootstrap interval]; paired minus averaged BatchNorm, "
+             "bold where every seed agrees on the sign",
+             "", "| normalisation | Class-IL % | minus averaged | Task-IL % | minus averaged | forgetting (ours) "
+             "| forgetting (authors') |", "|---|---|---|---|---|---|---|"]
+    for label, runs in table.items():
+        cells = []
+        for key in ("final_accuracy", "final_accuracy_task_il"):
+            values = [float(runs[s][key]) for s in seeds]
+            cells.append(interval(describe(values)))
+            if label == "BatchNorm, averaged statistics":
+                cells.append("")
+                continue
+            d = paired_difference(values, [float(base[s][key]) for s in seeds])
+            cells.append(f"**{interval(d)}**" if d["same_sign"] else interval(d))
+        for key in ("forgetting", "forgetting_authors"):
+            cells.append(interval(describe([float(runs[s][key]) for s in seeds])))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "`results/fmnist-budgets-norms/` and the generous runs of `results/fmnist-budgets/`\n\n" + "\n".join(lines)
+
+
 def fleet_tables() -> str:
     out = []
     budgets = RESULTS / "fmnist-budgets"
-    if (budgets / "comparison.csv").exists():
-        rows = [FLEET_HEAD]
-        for row in csv.DictReader((budgets / "comparison.csv").open()):
-            summary = json.loads((budgets / row["profile"] / "summary.json").read_text())
-            rows.append(fleet_row(row["profile"], summary))
-        out.append("`results/fmnist-budgets/` (SparCL-DER++, dense kernels)\n\n" + "\n".join(rows))
+    if (budgets / "paired.csv").exists():
+        out.append("`results/fmnist-budgets/paired.csv` (SparCL-DER++, dense kernels, 5 seeds)\n\n"
+                   + seeds_table(budgets / "paired.csv"))
+    ablation = norm_ablation()
+    if ablation:
+        out.append(ablation)
     tight = [(name, RESULTS / name / "summary.json") for name in
              ("fmnist-tight-sparcl-dense-kernels", "fmnist-tight-sparcl-sparse-kernels", "fmnist-tight-sparcl-channel",
               "fmnist-tight-derpp")]
