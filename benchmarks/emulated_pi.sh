@@ -22,6 +22,9 @@
 #     and, where $PI_PYPI_TORCH holds PyPI's torch 2.13.0 for aarch64 with its CUDA packages
 #     (about 4.7 GB; see below), with that torch on 2 threads (it dies with SIGILL, one line) and
 #     on 1 (it passes).
+#     Flower's SuperNode gives a ClientApp process 30 s to check in after it claims a task; an
+#     emulated ClientApp takes longer on a busy host, so the emulated devices get 300 s (only
+#     there: a .pth file in their venv, below).
 #  5. A fleet: `fleet certs`, `fleet coordinator` (TLS, registered keys), device 0 on x86,
 #     device 1 an emulated Pi 4, device 2 an emulated Zero 2 W; `fleet submit
 #     scenarios/emulated_pi.yaml` (4 rounds); after round 2 the Pi 4's device is killed (SIGKILL)
@@ -125,6 +128,7 @@ tree() {  # tree PID: it and its descendants (a device's SuperNode runs in a ses
 }
 cleanup() {
   local all=() pid
+  kill -TERM ${SAMPLER:-} ${SAMPLER2:-} 2> /dev/null || true
   for pid in "${PIDS[@]}"; do all+=($(tree "$pid")); done
   for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2> /dev/null || true; done
   for pid in "${all[@]}"; do kill -TERM "$pid" 2> /dev/null || true; done
@@ -134,6 +138,7 @@ cleanup() {
   rm -rf "$WORK" "${ROOT:?}$GUEST_WORK"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 say() { echo "\$ $*"; }
 background() {  # background NAME COMMAND...: in its own process group, output to $WORK/NAME.log
@@ -188,6 +193,43 @@ print(f"  {platform.machine()}: torch {torch.__version__} from {where}, numpy {n
 EOF
 guest cortex-a72 "$WORK/pi4" $GUEST_HOME/fleet/bin/python $GUEST_HOME/versions.py
 
+# Flower's SuperNode gives a ClientApp process 30 s from the claim of its task to check in
+# (flwr.supercore.corestate: HEARTBEAT_DEFAULT_INTERVAL), then refuses its token ("Runtime task-token
+# authentication failed"). An emulated Python with Flower and torch takes 10 s to start on an idle
+# core of this host and over 30 s on a busy one, so in the emulated devices only (their venv, this
+# variable) the window is 300 s. A real Pi 4 starts it in a few seconds; a Zero 2 W is unmeasured.
+cat > "$ROOT$GUEST_HOME/fleet/lib/python3.11/site-packages/sparcl_emulation.py" << 'EOF'
+"""benchmarks/emulated_pi.sh, emulated devices only: Flower's window for a ClientApp to check in."""
+import importlib.abc
+import importlib.util
+import os
+import sys
+
+TARGET = "flwr.supercore.corestate.in_memory_corestate"
+SECONDS = float(os.environ.get("SPARCL_EMULATED_CLAIM_S") or 0)
+
+
+class Patch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != TARGET:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            module.HEARTBEAT_DEFAULT_INTERVAL = SECONDS
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if SECONDS > 0:
+    sys.meta_path.insert(0, Patch())
+EOF
+echo "import sparcl_emulation" > "$ROOT$GUEST_HOME/fleet/lib/python3.11/site-packages/sparcl_emulation.pth"
+
 echo; echo "# 2. fleet device's torch check (scenarios/emulated_pi.yaml's network) on each emulated CPU"
 cat > "$ROOT$GUEST_HOME/check.py" << 'EOF'
 import sys
@@ -218,14 +260,16 @@ if [[ -n $PYPI_TORCH ]]; then
   check cortex-a72 "$WORK/pi4" 1 "Pi 4, PyPI's torch 2.13.0, 1 thread" "$PYPI_PATH"
   check cortex-a53 "$WORK/zero2w" 2 "Zero 2 W, PyPI's torch 2.13.0, 2 threads" "$PYPI_PATH"
   check cortex-a53 "$WORK/zero2w" 1 "Zero 2 W, PyPI's torch 2.13.0, 1 thread" "$PYPI_PATH"
-  say "QEMU_CPU=cortex-a72 PYTHONPATH=<PyPI's torch> python -c 'import torch; conv2d'   # the host's cpuinfo, no CPU ID in /sys"
+  # the cause, not the fix: the same torch on 2 threads where QEMU emulates a CPU with the ARMv8.1 atomics
+  check max "$WORK/pi4" 2 "QEMU's 'max' CPU (ARMv8.1 atomics and later), PyPI's torch 2.13.0, 2 threads" "$PYPI_PATH"
+  say "QEMU_CPU=cortex-a72 PYTHONPATH=<PyPI torch> python -c 'import torch; conv2d'   # the host's x86 cpuinfo, no CPU ID in /sys"
   rc=0
-  unshare --mount --propagation private -- sh -c "mount -t proc proc $ROOT/proc && mount --rbind /sys $ROOT/sys &&
+  (unshare --mount --propagation private -- sh -c "mount -t proc proc $ROOT/proc && mount --rbind /sys $ROOT/sys &&
     mount --rbind /dev $ROOT/dev && mkdir -p $ROOT/opt/pypi-torch && mount --bind $PYPI_TORCH $ROOT/opt/pypi-torch &&
     exec env -i QEMU_CPU=cortex-a72 HOME=$GUEST_HOME PYTHONPATH=$PYPI_PATH OMP_NUM_THREADS=1 /usr/sbin/chroot $ROOT \
-    $GUEST_HOME/fleet/bin/python -c 'import torch; torch.nn.Conv2d(1, 8, 3)(torch.randn(1, 1, 8, 8)); print(\"  imports and runs\")'" \
+    $GUEST_HOME/fleet/bin/python -c 'import torch; torch.nn.Conv2d(1, 8, 3)(torch.randn(1, 1, 8, 8)); print(\"  imports and runs\")'") \
     > "$WORK/bare.log" 2>&1 || rc=$?
-  tail -1 "$WORK/bare.log"
+  grep -a "MIDR\|qemu:\|imports and runs" "$WORK/bare.log" | sed 's/^/  /'
   echo "  (exit $rc$( ((rc > 128)) && echo ": killed by SIG$(kill -l $((rc - 128)))"))"
 fi
 
@@ -249,7 +293,8 @@ x86_device() {
 pi_device() {  # pi_device ID CPU IDENT PROFILE THREADS
   local id=$1 cpu=$2 ident=$3 profile=$4 threads=$5
   say "QEMU_CPU=$cpu ~/fleet/bin/fleet device --device-id $id --devices 3 --profile $profile --threads $threads ..."
-  background "device-$id" bash -c "$(declare -f guest); ROOT=$ROOT GUEST_HOME=$GUEST_HOME PYPI_TORCH= GUEST_ENV='$GUEST_ENV' \
+  background "device-$id" bash -c "$(declare -f guest); ROOT=$ROOT GUEST_HOME=$GUEST_HOME PYPI_TORCH= \
+    GUEST_ENV='$GUEST_ENV SPARCL_EMULATED_CLAIM_S=300' \
     guest $cpu $ident sh -c 'cd $GUEST_HOME/sparcl-fleet && exec $GUEST_HOME/fleet/bin/fleet device \
     --superlink 127.0.0.1:$PORT --device-id $id --devices 3 --state-dir $GUEST_WORK/state-$id --ca $GUEST_WORK/ca.crt \
     --key $GUEST_WORK/node-$id.key --port $((PORT + 10 + id)) --profile $profile --threads $threads \
