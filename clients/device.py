@@ -269,7 +269,9 @@ def _run_round(spec: DeviceSpec, device: int, server_round: int, global_update: 
         "compute-limited": int(work.compute_limited),
         "adapted": int(work.fit.adapted),
         "batch-size": work.fit.batch,
+        "buffer-draw": work.fit.draw,
         "buffer-size": work.fit.buffer,
+        "epoch": learner.epoch,                 # epochs of its task trained so far, this round's included
         "down-bytes": wire.model_bytes(global_update),
         "local-accuracy": work.accuracy,
         "density": float(np.mean(list(learner.weight_densities().values()))) if learner.masks else 1.0,

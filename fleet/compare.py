@@ -25,7 +25,7 @@ from fleet.stats import describe, paired_difference, time_to_accuracy
 COLUMNS = ["profile", "method", "kernels", "final_accuracy", "last_k_accuracy", "final_accuracy_task_il",
            "last_k_accuracy_task_il", "learning_accuracy", "forgetting", "forgetting_authors", "forgetting_task_il",
            "forgetting_authors_task_il", "rounds_completed", "upload_bytes",
-           "download_bytes", "train_flops", "wasted_train_flops", "sim_time_s", "energy_j", "wasted_energy_j",
+           "download_bytes", "train_flops", "wasted_train_flops", "executed_flops", "wasted_executed_flops", "sim_time_s", "energy_j", "wasted_energy_j",
            "dropped_updates", "declined", "adapted", "rejected_updates", "wall_s"]
 MAX_VARIANTS = 100
 # what the seeds table describes: summary key -> label (time_to_base_s: see time_to_base)
@@ -192,13 +192,15 @@ def safe_name(label: str) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = f"{'variant':<26}{'Class-IL':>9}{'Task-IL':>8}{'forget':>8}{'upload MB':>10}{'GFLOPs':>9}{'sim s':>9}" \
+    head = f"{'variant':<26}{'Class-IL':>9}{'Task-IL':>8}{'forget':>8}{'upload MB':>10}{'GF count':>9}{'GF exec':>9}" \
+           f"{'sim s':>9}" \
            f"{'energy J':>10}{'dropped':>8}{'declined':>9}{'adapted':>8}"
     lines = [head, "-" * len(head)]
     for r in rows:
         til = r.get("final_accuracy_task_il")
         lines.append(f"{r['profile']:<26}{r['final_accuracy']:>9.2f}{'-' if til is None else format(til, '.2f'):>8}"
                      f"{r['forgetting']:>8.2f}"
-                     f"{r['upload_bytes'] / 1e6:>10.2f}{r['train_flops'] / 1e9:>9.1f}{r['sim_time_s']:>9.1f}"
+                     f"{r['upload_bytes'] / 1e6:>10.2f}{r['train_flops'] / 1e9:>9.1f}"
+                     f"{(r.get('executed_flops') or 0) / 1e9:>9.1f}{r['sim_time_s']:>9.1f}"
                      f"{r['energy_j']:>10.1f}{r['dropped_updates']:>8}{r['declined']:>9}{r['adapted']:>8}")
     return "\n".join(lines)

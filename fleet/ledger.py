@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from fleet.timing import DeviceOutcome
-from server.strategy import DeviceReport, RoundTiming
+from server.strategy import DeviceReport, RoundTiming, executed_flops
 
 
 @dataclass
@@ -28,6 +28,8 @@ class DeviceTotals:
     energy_j: float = 0.0
     train_flops: float = 0.0     # of aggregated updates only
     wasted_train_flops: float = 0.0
+    executed_flops: float = 0.0  # what its kernels ran, of aggregated updates (clients.budget)
+    wasted_executed_flops: float = 0.0
 
 
 COLUMNS = [f.name for f in fields(DeviceTotals)]
@@ -43,6 +45,7 @@ class Ledger:
         if self.timeline is None or kinds(timing) > kinds(self.timeline[1]):
             self.timeline = (server_round, timing)
         flops = {r.device_id: r.train_flops for r in reports}
+        executed = {r.device_id: executed_flops(r) for r in reports}
         for d in timing.devices:
             t = self.devices[d.device_id]
             t.sampled += 1
@@ -51,8 +54,10 @@ class Ledger:
             t.energy_j += d.energy_j
             if d.status == "ok":
                 t.train_flops += flops.get(d.device_id, 0.0)
+                t.executed_flops += executed.get(d.device_id, 0.0)
             else:
                 t.wasted_train_flops += flops.get(d.device_id, 0.0)
+                t.wasted_executed_flops += executed.get(d.device_id, 0.0)
         for device in adapted:
             self.devices[device].adapted += 1
 

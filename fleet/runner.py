@@ -54,7 +54,8 @@ from server.strategy import DEVICE_ROUND_COLUMNS, STATUS_COUNTS, ServerConfig, S
 BASE_COLUMNS = ["round", "sim_start_s", "sim_time_s", "online", "busy", "sampled", "replies", "accepted",
                 "dropped", "rejected", "failed", "timed_out",
                 "n_offline", "n_ok", "n_late", "n_failed", "n_oom", "n_declined", "n_adapted",
-                "upload_bytes", "download_bytes", "train_flops", "wasted_train_flops", "energy_j", "wasted_energy_j",
+                "upload_bytes", "download_bytes", "train_flops", "wasted_train_flops", "executed_flops",
+                "wasted_executed_flops", "energy_j", "wasted_energy_j",
                 "modelled_compute_s", "measured_compute_s",
                 "local_accuracy", "class_il_accuracy", "task_il_accuracy", "tasks_reached", "wall_s"]
 
@@ -183,8 +184,9 @@ def learning_metrics(rows: list[dict], last_k: int) -> dict:
     for suffix, prefix, column in (("", "acc_task_", "class_il_accuracy"), ("_task_il", "til_task_", "task_il_accuracy")):
         history = accuracy_history(rows, prefix)
         out.update({
-            f"final_accuracy{suffix}": float(rows[-1].get(column, "nan")),
-            f"last_k_accuracy{suffix}": last_k_mean([float(r[column]) for r in rows], last_k),
+            f"final_accuracy{suffix}": None if rows[-1].get(column) is None else float(rows[-1][column]),
+            f"last_k_accuracy{suffix}": last_k_mean([float(r[column]) for r in rows if r.get(column) is not None],
+                                                    last_k),
             f"learning_accuracy{suffix}": learning_accuracy_over_rounds(history),
             f"forgetting{suffix}": forgetting(history),
             f"forgetting_authors{suffix}": forgetting(history, authors=True),
@@ -406,6 +408,8 @@ def summarise(scenario: Scenario, strategy, rows: list[dict], wall_s: float) -> 
         "statuses": {s: sum(int(r.get(f"n_{s}", 0)) for r in rows)
                      for s in (*STATUS_COUNTS, "offline", "adapted")},
         "wasted_train_flops": t.wasted_train_flops,
+        "executed_flops": t.executed_flops,
+        "wasted_executed_flops": t.wasted_executed_flops,
         "wasted_upload_bytes": t.wasted_upload_bytes,
         "wasted_energy_j": t.wasted_energy_j,
         "budget": scenario.timing.budget,
@@ -413,5 +417,6 @@ def summarise(scenario: Scenario, strategy, rows: list[dict], wall_s: float) -> 
         "curve": [[r["sim_time_s"], r.get("class_il_accuracy"), r.get("task_il_accuracy")] for r in rows],
         "rejections": t.rejections[:50],
         "notes": t.notes[:50],
+        "notes_left_out": max(0, len(t.notes) - 50) + max(0, len(t.rejections) - 50),
         "wall_s": wall_s,
     }

@@ -208,6 +208,10 @@ class Totals:
     wasted_train_flops: float = 0.0
     wasted_upload_bytes: int = 0
     wasted_energy_j: float = 0.0
+    # FLOPs the devices' kernels executed (what time is made of: dense kernels multiply a masked
+    # layer's zeros), beside train_flops, the FLOPs counted the RigL way
+    executed_flops: float = 0.0
+    wasted_executed_flops: float = 0.0
     rejections: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)   # declines and adaptations, with reasons
 
@@ -229,6 +233,8 @@ def book_round(totals: Totals, row: dict, timing: RoundTiming) -> None:
     t.upload_bytes += row["upload_bytes"]
     t.train_flops += row["train_flops"]
     t.wasted_train_flops += row["wasted_train_flops"]
+    t.executed_flops += row["executed_flops"]
+    t.wasted_executed_flops += row["wasted_executed_flops"]
     t.wasted_upload_bytes += row["wasted_upload_bytes"]
     t.wasted_energy_j += row["wasted_energy_j"]
 
@@ -244,10 +250,20 @@ def compute_times(reports: list[DeviceReport], timing: RoundTiming) -> dict:
     return {"modelled_compute_s": sum(ok[d] for d in measured), "measured_compute_s": sum(measured.values())}
 
 
-DEVICE_ROUND_COLUMNS = ["round", "device", "real", "client", "status", "train_flops",
+DEVICE_ROUND_COLUMNS = ["round", "device", "real", "client", "status", "train_flops", "executed_flops",
                         "modelled_compute_s", "measured_compute_s", "estimated_peak_memory_bytes",
                         "measured_peak_rss_bytes", "modelled_energy_j", "measured_energy_j", "down_bytes", "up_bytes",
-                        "num_examples", "counted_examples", "in_mask_share"]
+                        "num_examples", "counted_examples", "in_mask_share", "speed_factor", "task", "epoch",
+                        "steps", "batch", "buffer_draw", "buffer_size", "removed", "compute_limited"]
+# what a device's reply says it did -> its device_rounds.csv column (a stock client says none of it)
+DEVICE_WORK = {"task-id": "task", "epoch": "epoch", "steps": "steps", "batch-size": "batch",
+               "buffer-draw": "buffer_draw", "buffer-size": "buffer_size", "removed": "removed",
+               "compute-limited": "compute_limited"}
+
+
+def executed_flops(report: DeviceReport) -> float:
+    """What the device's kernels ran (its time); the counted FLOPs where it did not say."""
+    return report.train_flops if report.kernel_flops is None else report.kernel_flops
 
 
 def device_rows(server_round: int, reports: list[DeviceReport], timing: RoundTiming, real: set[int],
@@ -264,6 +280,7 @@ def device_rows(server_round: int, reports: list[DeviceReport], timing: RoundTim
             "round": server_round, "device": r.device_id, "real": int(r.device_id in real),
             "client": "stock" if r.device_id in plain else "sparcl",
             "status": timing.statuses.get(r.device_id, r.status), "train_flops": r.train_flops,
+            "executed_flops": executed_flops(r), "speed_factor": None if o is None else o.speed_factor,
             "modelled_compute_s": None if o is None else o.compute_s, "measured_compute_s": r.measured_compute_s,
             "estimated_peak_memory_bytes": r.peak_memory_bytes or None,
             "measured_peak_rss_bytes": r.measured_peak_rss_bytes,
@@ -272,6 +289,7 @@ def device_rows(server_round: int, reports: list[DeviceReport], timing: RoundTim
             "num_examples": None if a is None else a.metrics.get("num-examples"),
             "counted_examples": None if a is None else a.n_examples,
             "in_mask_share": None if a is None else a.metrics.get("in-mask-share"),
+            **{column: None if a is None else a.metrics.get(key) for key, column in DEVICE_WORK.items()},
         })
     return rows
 
@@ -291,6 +309,8 @@ def round_row(accepted: list[Accepted], reports: list[DeviceReport], timing: Rou
         "sim_start_s": timing.start_s, "sim_time_s": timing.sim_time_s, "energy_j": timing.energy_j,
         "upload_bytes": sum(r.up_bytes for r in useful), "train_flops": sum(r.train_flops for r in useful),
         "wasted_train_flops": sum(r.train_flops for r in wasted),
+        "executed_flops": sum(executed_flops(r) for r in useful),
+        "wasted_executed_flops": sum(executed_flops(r) for r in wasted),
         "wasted_upload_bytes": sum(r.up_bytes for r in wasted if timing.statuses.get(r.device_id) == "late"),
         "wasted_energy_j": sum(d.energy_j for d in timing.devices if d.status != "ok"),
         # the time model against the devices' own clocks, over the devices that reported both

@@ -271,6 +271,7 @@ def test_force_replaces_an_earlier_run_and_only_its_files(tmp_path, monkeypatch,
         prepare_output_dir(out_dir, force=force)
         seen["left"] = sorted(p.name for p in out_dir.iterdir())
         summary = {"status": "complete", "method": "m", "final_accuracy": 1.0, "forgetting": 0.0,
+                   "last_k": 1, "last_k_accuracy": 1.0, "final_accuracy_task_il": 1.0, "forgetting_authors": 0.0,
                    "rounds_completed": 1, "upload_bytes": 0, "sim_time_s": 0.0, "energy_j": 0.0,
                    "dropped_updates": 0, "rejected_updates": 0, "failed_replies": 0, "wasted_energy_j": 0.0,
                    "statuses": dict.fromkeys(("ok", "late", "failed", "oom", "declined", "offline", "adapted"), 0)}

@@ -189,6 +189,16 @@ def test_a_fashion_mnist_fleet_reruns_bit_identically_whatever_threads_ray_gives
     first, second = comparable(tmp_path / "a"), comparable(tmp_path / "b")
     assert first["summary"]["status"] == "complete" and len(first["rounds.csv"]) == 2
     assert first == second
+    # what every device did is in device_rounds.csv; executed FLOPs (dense kernels) beside counted ones
+    rows = first["device_rounds.csv"]
+    # 32 examples a device and task: one batch of 32 an epoch, two epochs a round, a task a round
+    assert [(r["round"], r["device"], r["task"], r["epoch"], r["steps"], r["batch"]) for r in rows] == [
+        ("1", "0", "0", "2", "2", "32"), ("1", "1", "0", "2", "2", "32"),
+        ("2", "0", "1", "2", "2", "32"), ("2", "1", "1", "2", "2", "32")]
+    assert all(float(r["executed_flops"]) > 2 * float(r["train_flops"]) > 0 for r in rows)
+    summary = first["summary"]
+    assert summary["executed_flops"] == pytest.approx(sum(float(r["executed_flops"]) for r in rows))
+    assert summary["notes_left_out"] == 0
 
 
 def test_tasks_arrive_on_the_simulated_clock():
@@ -219,3 +229,24 @@ def test_task_every_s_with_staggered_devices_is_refused(tmp_path, capsys):
     path.write_text("name: bad\nstream: {task_every_s: 60, stagger_rounds: 2}\n")
     assert main(["validate", str(path)]) == 2
     assert "stream.task_every_s" in capsys.readouterr().err
+
+
+def test_under_dense_kernels_sparcl_executes_what_dense_derpp_does_for_equal_steps(stream):
+    """Dense kernels multiply a masked layer's zeros: equal steps cost the same executed FLOPs (what the
+    device's time is made of), though SparCL's counted FLOPs are a fraction of them."""
+    from clients.sparcl.dgm import DGMConfig
+    from clients.sparcl.tdm import TDMConfig
+
+    task = stream.tasks[0]
+    works = {}
+    for name, sparcl in (("dense", SparCLConfig.dense()),
+                         ("sparcl", SparCLConfig(tdm=TDMConfig(sparsity=0.9), ddr=None, dgm=DGMConfig()))):
+        cfg = LearnerConfig(method=MethodConfig(name="derpp", buffer_size=10, minibatch=6), sparcl=sparcl,
+                            train=TrainConfig(epochs_per_task=2, batch_size=8), backbone="small-cnn", width=8)
+        device = Learner(cfg, stream.input_shape, stream.num_classes)
+        device.begin_task(0, task.classes, task.x_train, task.y_train)
+        works[name] = device.train_round(2)
+    dense, sparse = works["dense"], works["sparcl"]
+    assert dense.steps == sparse.steps == 12 and dense.examples == sparse.examples
+    assert sparse.kernel_flops == pytest.approx(dense.kernel_flops, rel=1e-12)
+    assert sparse.train_flops < 0.5 * dense.train_flops  # counted the RigL way: masked layers at 10%
