@@ -24,9 +24,9 @@ from fleet.stats import describe, paired_difference, time_to_accuracy
 
 COLUMNS = ["profile", "method", "kernels", "final_accuracy", "last_k_accuracy", "final_accuracy_task_il",
            "last_k_accuracy_task_il", "learning_accuracy", "forgetting", "forgetting_authors", "forgetting_task_il",
-           "forgetting_authors_task_il", "rounds_completed", "upload_bytes",
-           "download_bytes", "train_flops", "wasted_train_flops", "executed_flops", "wasted_executed_flops", "sim_time_s", "energy_j", "wasted_energy_j",
-           "dropped_updates", "declined", "adapted", "rejected_updates", "wall_s"]
+           "forgetting_authors_task_il", "rounds_completed", "upload_bytes", "download_bytes", "train_flops",
+           "wasted_train_flops", "executed_flops", "wasted_executed_flops", "sim_time_s", "energy_j",
+           "wasted_energy_j", "dropped_updates", "declined", "adapted", "rejected_updates", "wall_s"]
 MAX_VARIANTS = 100
 # what the seeds table describes: summary key -> label (time_to_base_s: see time_to_base)
 SEED_METRICS = {

@@ -25,7 +25,6 @@ from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from flwr.app import ArrayRecord, MetricRecord  # noqa: E402
 from flwr.serverapp import ServerApp  # noqa: E402
@@ -149,9 +148,9 @@ class Evaluator:
         row = dict(strategy.last_row)
         row.update({f"acc_task_{i}": round(c, 3) for i, (c, _) in enumerate(accs)})
         row.update({f"til_task_{i}": round(t, 3) for i, (_, t) in enumerate(accs)})
-        class_il = average_accuracy([c for c, _ in accs])
-        row.update(class_il_accuracy=round(class_il, 3), task_il_accuracy=round(average_accuracy([t for _, t in accs]), 3),
-                   tasks_reached=reached, wall_s=round(time.perf_counter() - self.started, 2))
+        class_il, task_il = average_accuracy([c for c, _ in accs]), average_accuracy([t for _, t in accs])
+        row.update(class_il_accuracy=round(class_il, 3), task_il_accuracy=round(task_il, 3), tasks_reached=reached,
+                   wall_s=round(time.perf_counter() - self.started, 2))
         for device_row in strategy.last_device_rows if self.device_csv is not None else ():
             self.device_csv.append(device_row)
         self.csv.append(row)
@@ -181,7 +180,8 @@ def learning_metrics(rows: list[dict], last_k: int) -> dict:
     if rows[-1].get("class_il_accuracy") is None:
         return {**dict.fromkeys(keys), "last_k": last_k}
     out: dict = {"last_k": last_k}
-    for suffix, prefix, column in (("", "acc_task_", "class_il_accuracy"), ("_task_il", "til_task_", "task_il_accuracy")):
+    for suffix, prefix, column in (("", "acc_task_", "class_il_accuracy"),
+                                   ("_task_il", "til_task_", "task_il_accuracy")):
         history = accuracy_history(rows, prefix)
         out.update({
             f"final_accuracy{suffix}": None if rows[-1].get(column) is None else float(rows[-1][column]),
