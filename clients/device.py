@@ -233,7 +233,7 @@ def _run_round(spec: DeviceSpec, device: int, server_round: int, global_update: 
     else:
         learner.attach(x, y)
     budget = budget or RoundBudget()
-    recalibrate = spec.norm_statistics == "recalibrated"
+    recalibrate = spec.norm_statistics == "recalibrated" and learner.has_norm_statistics
     if recalibrate and budget.compute_flops is not None:  # the pass after training is part of the round
         budget = replace(budget, compute_flops=max(0.0, budget.compute_flops - learner.recalibration_kernel_flops()))
     meter = EnergyMeter()

@@ -163,7 +163,8 @@ class MethodSpec:
     minibatch: int = rule(32, ge=1)
     alpha: float = rule(0.1, ge=0)
     beta: float = rule(0.5, ge=0)
-    mask_other_classes: bool = False
+    # the current-task loss sees the task's own classes only (as `fleet bench` trains by default)
+    mask_other_classes: bool = True
     augment: bool | None = None  # random crop + flip; None: on for cifar10, as the reference runs it
 
     def config(self, dataset: str) -> MethodConfig:
@@ -223,8 +224,8 @@ class FederationSpec:
     plain_weight: str = rule("in-mask", choices=PLAIN_WEIGHTS)
     # BatchNorm statistics of the global model: averaged as the devices' training left them, or
     # recalibrated by each device on the model it sends (one counted forward pass over its data and
-    # buffer) and pooled per batch (server.aggregate.pool_statistics)
-    norm_statistics: str = rule("averaged", choices=NORM_STATISTICS)
+    # buffer) and pooled per batch (server.aggregate.pool_statistics); GroupNorm has none to recalibrate
+    norm_statistics: str = rule("recalibrated", choices=NORM_STATISTICS)
 
 
 @dataclass(frozen=True)
@@ -907,9 +908,6 @@ def _resolve(s: Scenario, fail) -> Scenario:
     if sp.granularity == "channel" and s.train.norm != "batch":
         fail("train.norm group: channel masks compact each layer with its BatchNorm (sparcl.granularity "
              "channel needs train.norm batch)")
-    if s.train.norm != "batch" and s.federation.norm_statistics == "recalibrated":
-        fail("federation.norm_statistics recalibrated pools BatchNorm statistics: GroupNorm (train.norm group) "
-             "has none (use averaged)")
     tr = s.train
     if tr.device == "cuda" and tr.gpus_per_device == 0:
         fail("train.device cuda needs train.gpus_per_device > 0: Ray hides the GPUs from a simulated device "

@@ -121,13 +121,11 @@ def test_bad_values_name_the_field_in_one_line_and_exit_2(tmp_path, capsys, line
     assert len(err.splitlines()) == 1 and culprit in err
 
 
-def test_group_norm_refuses_recalibrated_statistics_and_channel_masks(tmp_path, capsys):
-    for extra, culprit in (("federation: {norm_statistics: recalibrated}", "federation.norm_statistics"),
-                           ("sparcl: {granularity: channel}", "sparcl.granularity channel needs train.norm batch")):
-        path = tmp_path / "bad.yaml"
-        path.write_text(f"name: bad\ntrain: {{norm: group}}\n{extra}\n")
-        assert main(["validate", str(path)]) == 2
-        assert culprit in capsys.readouterr().err
+def test_group_norm_refuses_channel_masks(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\ntrain: {norm: group}\nsparcl: {granularity: channel}\n")
+    assert main(["validate", str(path)]) == 2
+    assert "sparcl.granularity channel needs train.norm batch" in capsys.readouterr().err
 
 
 def write_tiny_fashion_mnist(folder, per_class: int = 12) -> None:
@@ -250,3 +248,30 @@ def test_under_dense_kernels_sparcl_executes_what_dense_derpp_does_for_equal_ste
     assert dense.steps == sparse.steps == 12 and dense.examples == sparse.examples
     assert sparse.kernel_flops == pytest.approx(dense.kernel_flops, rel=1e-12)
     assert sparse.train_flops < 0.5 * dense.train_flops  # counted the RigL way: masked layers at 10%
+
+
+@pytest.mark.parametrize("norm, batches", [("batch", 3), ("group", 0)])
+def test_devices_recalibrate_by_default_and_pay_for_it_where_there_are_statistics(norm, batches):
+    """The default: each device recomputes BatchNorm's statistics on what it sends, one counted forward
+    pass more than the averaged policy's round; GroupNorm has nothing to recompute and pays nothing."""
+    from dataclasses import replace
+
+    from clients import wire
+    from clients.device import build_learner, run_round
+    from fleet.runner import device_spec
+    from fleet.scenario import parse_scenario
+
+    scenario = parse_scenario({"name": "n", "dataset": {"name": "synthetic", "max_per_class": 24},
+                               "fleet": {"devices": 2}, "method": {"buffer_size": 10},
+                               "train": {"norm": norm, "width": 4, "local_epochs": 1}}, source="n")
+    spec = device_spec(scenario)
+    assert spec.norm_statistics == "recalibrated" and spec.learner.method.mask_other_classes
+    learner = build_learner(spec, 0)
+    model = wire.encode_model(learner.weights_numpy(), learner.masks_numpy())
+    recalibrated = run_round(spec, 0, 1, model, None)
+    averaged = run_round(replace(spec, norm_statistics="averaged"), 0, 1, model, None)
+    # its 24 examples of the task: one batch of them and DER++'s two buffer draws
+    assert recalibrated.metrics["norm-batches"] == batches and averaged.metrics["norm-batches"] == 0
+    assert recalibrated.metrics["steps"] == averaged.metrics["steps"]
+    extra = recalibrated.metrics["train-flops"] - averaged.metrics["train-flops"]
+    assert (extra > 0) == (norm == "batch")

@@ -291,7 +291,7 @@ class Learner:
         averaged with these counts as weights are what one pass over all their
         batches gives (server.aggregate.pool_statistics).
         """
-        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        norms = self._batch_norms()
         if not norms or len(self.y) == 0:
             return 0
         momenta = [m.momentum for m in norms]
@@ -313,6 +313,14 @@ class Learner:
             self.cost, densities, compacted)
         self.counters.kernel_flops += self.recalibration_kernel_flops()
         return batches
+
+    def _batch_norms(self) -> list[nn.Module]:
+        return [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    @property
+    def has_norm_statistics(self) -> bool:
+        """Whether the model keeps running statistics to recalibrate (BatchNorm does, GroupNorm not)."""
+        return bool(self._batch_norms())
 
     def _recalibration_batches(self):
         """Every example of the task (removed ones too: the statistics describe the task), not
