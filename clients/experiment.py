@@ -46,6 +46,11 @@ class StreamResult:
         return forgetting(self.class_il_matrix)
 
     @property
+    def forgetting_authors(self) -> float:
+        """Forgetting as SparCL's code and mammoth define it (never negative): clients.metrics.forgetting."""
+        return forgetting(self.class_il_matrix, authors=True)
+
+    @property
     def learning_acc(self) -> float:
         return learning_accuracy(self.class_il_matrix)
 
@@ -53,7 +58,7 @@ class StreamResult:
         return {
             "label": self.label, "components": self.components, "seed": self.seed,
             "class_il": self.class_il, "task_il": self.task_il, "forgetting": self.forgetting,
-            "learning_acc": self.learning_acc,
+            "forgetting_authors": self.forgetting_authors, "learning_acc": self.learning_acc,
             "train_flops": self.train_flops, "examples": self.examples, "removed": self.removed,
             "peak_memory_bytes": self.peak_memory_bytes,
             "dense_peak_memory_bytes": self.dense_peak_memory_bytes,

@@ -126,6 +126,7 @@ def summarise(runs: dict[str, list[StreamResult]]) -> dict[str, dict]:
             "class_il": median([r.class_il for r in results]),
             "task_il": median([r.task_il for r in results]),
             "forgetting": median([r.forgetting for r in results]),
+            "forgetting_authors": median([r.forgetting_authors for r in results]),
             "learning_acc": median([r.learning_acc for r in results]),
             "train_flops": median([r.train_flops for r in results]),
             "examples": median([r.examples for r in results]),
@@ -202,18 +203,19 @@ def format_table(report: dict) -> str:
 
     `learn` is the learning accuracy (Class-IL on each task right after training it): where a
     variant loses to dense by learning new tasks less well rather than forgetting old ones.
+    `forget` is ours (can be negative), `f-auth` the authors' and mammoth's (never negative).
     """
     cfg = report["config"]
     head = (f"{report['dense_label']} vs {report['label']} on {cfg['dataset']}, sparsity {cfg['sparsity']}, "
             f"{cfg['epochs']} epochs/task, medians over seeds {cfg['seeds']} (deltas paired per seed)")
     cols = (f"{'variant':<20}{'epochs':>7}{'Class-IL':>9}{'delta [min, max]':>25}{'Task-IL':>9}{'forget':>8}"
-            f"{'learn':>7}{'GFLOPs':>9}{'FLOPs x':>8}{'CPU s':>8}{'CPU x':>7}{'mem MB':>8}")
+            f"{'f-auth':>8}{'learn':>7}{'GFLOPs':>9}{'FLOPs x':>8}{'CPU s':>8}{'CPU x':>7}{'mem MB':>8}")
     lines = [head, cols, "-" * len(cols)]
     for name, v in report["variants"].items():
         spread = f"{v['acc_delta']:+.2f} [{v['acc_delta_min']:+.2f}, {v['acc_delta_max']:+.2f}]"
         lines.append(
             f"{name:<20}{v['epochs']:>7.0f}{v['class_il']:>9.2f}{spread:>25}{v['task_il']:>9.2f}"
-            f"{v['forgetting']:>8.2f}{v['learning_acc']:>7.2f}{v['train_flops'] / 1e9:>9.1f}"
+            f"{v['forgetting']:>8.2f}{v.get('forgetting_authors', float('nan')):>8.2f}{v['learning_acc']:>7.2f}{v['train_flops'] / 1e9:>9.1f}"
             f"{v['flops_ratio']:>8.1f}{v['cpu_s']:>8.1f}{v['cpu_ratio']:>7.2f}{v['peak_memory_bytes'] / 2**20:>8.2f}")
     lines.append(f"flops_ratio {report['flops_ratio']:.1f}x   acc_delta {report['acc_delta']:+.2f} points "
                  f"[{report['acc_delta_min']:+.2f}, {report['acc_delta_max']:+.2f}]   "

@@ -66,7 +66,19 @@ def test_learning_accuracy_is_a_median_column_of_the_table():
               "flops_ratio": 1.0, "acc_delta": -15.0, "acc_delta_min": -15.0, "acc_delta_max": -15.0,
               "wall_ratio": 1.0}
     header, _, _, full = format_table(report).splitlines()[1:5]
-    assert header.split()[8] == "learn" and full.split()[8] == "70.00"
+    assert header.split()[9] == "learn" and full.split()[9] == "70.00"
+    # forgetting of task 0: 90 -> 40 under both definitions here (its best is not the final row)
+    assert header.split()[7:9] == ["forget", "f-auth"] and full.split()[7:9] == ["50.00", "50.00"]
+
+
+def test_forgetting_of_a_stream_under_both_definitions():
+    """A task that ends above its best earlier accuracy: ours says negative, the authors' says 0."""
+    result = StreamResult(label="x", components="x", seed=0, class_il_matrix=[[60.0], [70.0, 90.0]],
+                          task_il_matrix=[[90.0], [95.0, 90.0]], train_flops=1.0, examples=1, removed=0,
+                          peak_memory_bytes=1, dense_peak_memory_bytes=1, wall_s=1.0, cpu_s=1.0,
+                          final_density=None, epochs=10)
+    assert (result.forgetting, result.forgetting_authors) == (-10.0, 0.0)
+    assert result.to_dict()["forgetting_authors"] == 0.0
 
 
 def test_the_ddr_rank_reaches_every_variant_with_ddr():
