@@ -21,6 +21,7 @@ from fleet.stats import describe, median, paired, paired_difference  # noqa: E40
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 LABELS = {"dense": "DER++ (dense)", "full": "SparCL-DER++, all three", "tdm": "SparCL-DER++, TDM only",
+          "static": "static mask (the initial one, never changed)",
           "tdm+ddr": "SparCL-DER++, TDM+DDR", "tdm+dgm": "SparCL-DER++, TDM+DGM",
           "dense-equal-flops": "DER++ at SparCL's FLOPs", "dense-narrow": "DER++ at the narrow width"}
 

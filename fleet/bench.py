@@ -27,7 +27,7 @@ from clients.sparcl.dgm import DGMConfig
 from clients.sparcl.learner import LearnerConfig, SparCLConfig, TrainConfig
 from clients.sparcl.tdm import TDMConfig
 
-ABLATIONS = ("full", "tdm", "tdm+ddr", "tdm+dgm", "all")
+ABLATIONS = ("full", "tdm", "tdm+ddr", "tdm+dgm", "all", "static")
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 EQUAL_FLOPS = "dense-equal-flops"
 
@@ -82,6 +82,8 @@ def sparcl_variants(config: BenchConfig) -> dict[str, SparCLConfig]:
         "tdm+ddr": SparCLConfig(tdm=tdm, ddr=ddr, dgm=None),
         "tdm+dgm": SparCLConfig(tdm=tdm, ddr=None, dgm=dgm),
         "full": SparCLConfig(tdm=tdm, ddr=ddr, dgm=dgm),
+        # the control that separates TDM from any sparse network: its initial mask, never changed
+        "static": SparCLConfig(tdm=replace(tdm, static=True), ddr=None, dgm=None),
     }
     wanted = ("tdm", "tdm+ddr", "tdm+dgm", "full") if config.ablation == "all" else (config.ablation,)
     chosen = {name: variants[name] for name in wanted}

@@ -313,3 +313,34 @@ def test_a_shared_regrow_seed_makes_devices_regrow_the_same_positions():
     a, b = masks_after_task_start(1), masks_after_task_start(2)
     assert torch.equal(a["0.weight"], b["0.weight"])
     assert int(a["0.weight"].sum()) == keep_count(8 * 4 * 9, 0.1 + 0.01)
+
+
+def test_a_static_mask_is_the_initial_one_for_the_whole_stream():
+    """The control of issue 24: magnitude-pruned at the start, never updated, not reshaped at task starts."""
+    import torch
+
+    from clients.cl.methods import MethodConfig
+    from clients.data import load_stream
+    from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainConfig
+    from clients.sparcl.tdm import TDMConfig, update_epochs
+    from fleet.bench import BenchConfig, sparcl_variants
+
+    assert update_epochs(20, TDMConfig(static=True)) == set() and update_epochs(20, TDMConfig())
+    assert sparcl_variants(BenchConfig(ablation="static"))["static"].tdm.static
+    stream = load_stream("synthetic", max_per_class=16)
+    masks = {}
+    for static in (True, False):
+        cfg = LearnerConfig(method=MethodConfig(name="derpp", buffer_size=8, minibatch=4),
+                            sparcl=SparCLConfig(tdm=TDMConfig(sparsity=0.9, static=static), ddr=None, dgm=None),
+                            train=TrainConfig(epochs_per_task=10, batch_size=8), backbone="small-cnn", width=4)
+        learner = Learner(cfg, stream.input_shape, stream.num_classes)
+        initial = {n: m.clone() for n, m in learner.masks.masks.items()}
+        for task in stream.tasks[:2]:
+            learner.begin_task(task.task_id, task.classes, task.x_train, task.y_train)
+            while not learner.task_done:
+                learner.train_epoch()
+        masks[static] = all(torch.equal(initial[n], m) for n, m in learner.masks.masks.items())
+        # the pruned weights stay zero under both
+        assert all(float(p.detach()[~learner.masks.masks[n]].abs().max()) == 0.0
+                   for n, p in learner.masks.params.items())
+    assert masks == {True: True, False: False}

@@ -46,6 +46,8 @@ class TDMConfig:
     regrow_seed: int | None = None  # shared by a fleet: devices at the same point regrow the same positions
     granularity: str = "weight"     # weight: single weights (the reference); channel: whole output channels
     sparse_kernels: bool = False    # weight masks on SparseProp's kernels where faster (clients.sparcl.sparse_kernels)
+    # the control: the initial magnitude-pruned mask kept for the whole stream (no update, no task start)
+    static: bool = False
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
@@ -254,7 +256,10 @@ class WeightMasks:
         self.reshape(grads, self.target - self.config.drop_extra, self.target, event)
 
     def begin_task(self, grads: dict[str, torch.Tensor] | None, event: tuple[int, ...] = ()) -> None:
-        """Prune to the target, then open one extra point of density for the new task."""
+        """Prune to the target, then open one extra point of density for the new task (a static mask
+        keeps its initial entries)."""
+        if self.config.static:
+            return
         self.reshape(grads, self.target, self.target + self.config.task_extra, event)
 
     def densities(self) -> dict[str, float]:
@@ -284,6 +289,8 @@ def update_epochs(epochs: int, config: TDMConfig) -> set[int]:
     boundary) and never within the final `freeze_last` of the task (at least
     one epoch when freeze_last > 0, so short tasks still settle).
     """
+    if config.static:
+        return set()
     period = max(1, int(round(config.update_every * epochs)))
     frozen = max(1, int(round(config.freeze_last * epochs))) if config.freeze_last > 0 else 0
     frozen_from = epochs - frozen
