@@ -217,7 +217,8 @@ def format_table(report: dict) -> str:
         spread = f"{v['acc_delta']:+.2f} [{v['acc_delta_min']:+.2f}, {v['acc_delta_max']:+.2f}]"
         lines.append(
             f"{name:<20}{v['epochs']:>7.0f}{v['class_il']:>9.2f}{spread:>25}{v['task_il']:>9.2f}"
-            f"{v['forgetting']:>8.2f}{v.get('forgetting_authors', float('nan')):>8.2f}{v['learning_acc']:>7.2f}{v['train_flops'] / 1e9:>9.1f}"
+            f"{v['forgetting']:>8.2f}{v.get('forgetting_authors', float('nan')):>8.2f}{v['learning_acc']:>7.2f}"
+            f"{v['train_flops'] / 1e9:>9.1f}"
             f"{v['flops_ratio']:>8.1f}{v['cpu_s']:>8.1f}{v['cpu_ratio']:>7.2f}{v['peak_memory_bytes'] / 2**20:>8.2f}")
     lines.append(f"flops_ratio {report['flops_ratio']:.1f}x   acc_delta {report['acc_delta']:+.2f} points "
                  f"[{report['acc_delta_min']:+.2f}, {report['acc_delta_max']:+.2f}]   "

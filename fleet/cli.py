@@ -589,8 +589,9 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--lr", type=float, default=0.1, help="SGD learning rate (no momentum)")
     bench.add_argument("--buffer-size", type=int, default=200)
     bench.add_argument("--width", type=int, default=None, help="backbone width (default per backbone)")
-    bench.add_argument("--ablation", default="full", help="full, tdm, tdm+ddr, tdm+dgm, all (each of these in turn), or static "
-                       "(the control: the initial magnitude-pruned mask kept for the whole stream)")
+    bench.add_argument("--ablation", default="full",
+                       help="full, tdm, tdm+ddr, tdm+dgm, all (each of these in turn), or static (the control: "
+                       "the initial magnitude-pruned mask kept for the whole stream)")
     bench.add_argument("--granularity", default="weight",
                        help="TDM masks: weight (single weights, the reference) or channel (whole output channels)")
     bench.add_argument("--sparse-kernels", action="store_true",
