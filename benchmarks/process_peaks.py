@@ -42,6 +42,10 @@ def role(pid: int) -> str | None:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return None
+    words = cmd.split()
+    program = words[1] if len(words) > 1 and words[0].endswith("-binfmt-P") else words[0] if words else ""
+    if program.rsplit("/", 1)[-1] in ("bash", "sh", "unshare", "chroot", "env", "setsid"):
+        return None  # a shell or launcher whose command line names the program it starts
     for needle, name in ROLES:
         if needle in cmd:
             return name
