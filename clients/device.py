@@ -175,6 +175,7 @@ def budget_from_config(config: dict) -> tuple[RoundBudget, float | None]:
 
     A device that would cross `fail-after-flops` crashes there (the world drew
     it): its update is lost and the state it persisted before the round stays.
+    The budget's compute is the planned one; run_round caps it at the failure.
     """
     speedup = tuple(tuple(p) for p in json.loads(str(config.get("budget-speedup", "[]"))))
     compaction = tuple(tuple(p) for p in json.loads(str(config.get("budget-compaction", "[]"))))
@@ -182,10 +183,8 @@ def budget_from_config(config: dict) -> tuple[RoundBudget, float | None]:
     compute = config.get("budget-compute-flops")
     fail = config.get("budget-fail-after-flops")
     memory = config.get("budget-memory-bytes")
-    cap = None if compute is None and fail is None else min(
-        float(v) for v in (compute, fail) if v is not None)
-    budget = RoundBudget(compute_flops=cap, memory_bytes=None if memory is None else float(memory),
-                         kernels=kernels)
+    budget = RoundBudget(compute_flops=None if compute is None else float(compute),
+                         memory_bytes=None if memory is None else float(memory), kernels=kernels)
     return budget, None if fail is None else float(fail)
 
 
@@ -234,8 +233,13 @@ def _run_round(spec: DeviceSpec, device: int, server_round: int, global_update: 
         learner.attach(x, y)
     budget = budget or RoundBudget()
     recalibrate = spec.norm_statistics == "recalibrated" and learner.has_norm_statistics
-    if recalibrate and budget.compute_flops is not None:  # the pass after training is part of the round
-        budget = replace(budget, compute_flops=max(0.0, budget.compute_flops - learner.recalibration_kernel_flops()))
+    planned = budget.compute_flops
+    if recalibrate and planned is not None:
+        # the pass after training is part of the round: reserve it with the buffer as full as it can get
+        planned = max(0.0, planned - learner.recalibration_kernel_flops(stored=learner.method.buffer.capacity))
+    # it cannot compute past its failure
+    caps = [v for v in (planned, fail_after_flops) if v is not None]
+    budget = replace(budget, compute_flops=min(caps) if caps else None)
     meter = EnergyMeter()
     meter.start()
     # this process's CPU time: other devices sharing the machine do not count. On a GPU the CPU
@@ -282,7 +286,7 @@ def _run_round(spec: DeviceSpec, device: int, server_round: int, global_update: 
     adaptations = ", ".join(work.fit.adaptations)
     # the failure bound before the budget did: it crashed, even before its first step ended
     crashed = (fail_after_flops is not None and work.compute_limited
-               and (budget.compute_flops is None or fail_after_flops <= budget.compute_flops))
+               and (planned is None or fail_after_flops <= planned))
     if crashed:
         return RoundResult({}, metrics, state, "failed", "crashed mid-round (simulated)", adaptations)
     if work.declined:

@@ -11,7 +11,8 @@
   share mean_on / (mean_on + mean_off); with exponential periods the first
   period's remainder has the same law as a whole one, so the process is
   stationary from time 0. A device is online for a round if it is on at the
-  round's start (a switch at that very instant counts from the next round).
+  round's start (a switch at that very instant counts: a round that waited
+  for a device to come online starts as it does).
 
 Each on/off device is a simpy process in one Environment that the world
 advances to its clock before each round (`env.run(until=clock)`). Its first
@@ -107,12 +108,20 @@ class Availability:
                 self.env.process(_alternate(self.env, self.on, device, periods))
 
     def advance(self, clock_s: float) -> None:
-        """Run the on/off processes up to `clock_s` (switches at exactly clock_s are not yet applied)."""
+        """Run the on/off processes up to `clock_s`, switches at exactly clock_s included."""
         if clock_s < self.env.now:  # asked about the past (a restore to an earlier clock): replay from 0
             self.reset()
-        if clock_s > self.env.now:
-            with collector_paused():
-                self.env.run(until=clock_s)
+        with collector_paused():
+            if clock_s > self.env.now:
+                self.env.run(until=clock_s)  # stops before the events at clock_s itself
+            while self.env.peek() <= clock_s:
+                self.env.step()
+
+    def next_change(self, clock_s: float) -> float:
+        """When the next on/off device switches after `clock_s` (inf: none will; bernoulli devices are
+        drawn per round, not in time)."""
+        self.advance(clock_s)
+        return float(self.env.peek())
 
     def online(self, server_round: int, devices: Sequence[int], clock_s: float) -> list[int]:
         """The devices online at a round that starts at `clock_s`, in the order given."""

@@ -337,6 +337,10 @@ def run_failed(summary: dict) -> bool:
     rounds, empty = summary["rounds_completed"], summary.get("rounds_without_update", 0)
     if rounds and empty * 2 <= rounds:
         return False
+    if rounds and summary.get("rounds_nobody_online", 0) == rounds:
+        print(f"fleet: error: no device was online in any of the {rounds} rounds (their availability; the "
+              f"clock waited until {summary['sim_time_s']:.0f} simulated s): nothing trained", file=sys.stderr)
+        return True
     st = summary["statuses"]
     print(f"fleet: error: {empty} of {rounds} rounds aggregated no update ({summary['rejected_updates']} rejected, "
           f"{summary['failed_replies']} app errors, {summary.get('timed_out_replies', 0)} timed out, "

@@ -55,6 +55,7 @@ class StepCost:
     draws: int                         # draws per step (ER 1, DER++ 2, none 0)
     buffer: int                        # replay buffer capacity
     memory: Callable[[int, int, int], int]   # peak-memory estimate at (batch, draw, buffer)
+    recalibrate: bool = False          # a forward pass over data and buffer after training (norm_statistics)
 
 
 @dataclass
@@ -88,8 +89,17 @@ def step_cost(spec: DeviceSpec, learner: Learner, kernels: KernelModel) -> StepC
     learner.use_kernels(kernels)
     train_flops, kernel_flops, _ = learner.step_costs()
     m = learner.method
+    recalibrate = spec.norm_statistics == "recalibrated" and learner.has_norm_statistics
     return StepCost(train_flops, kernel_flops, spec.learner.train.batch_size, spec.learner.method.minibatch,
-                    m.draws, m.buffer.capacity, learner.round_memory)
+                    m.draws, m.buffer.capacity, learner.round_memory, recalibrate)
+
+
+def recalibration_examples(cost: StepCost, examples: int, stored: int) -> int:
+    """Examples the recalibration pass pushes through the model (Learner.recalibration_examples): every
+    example of the task, and the buffer draws after each batch of them."""
+    if not cost.recalibrate:
+        return 0
+    return examples + math.ceil(examples / cost.batch) * cost.draws * min(cost.draw, stored)
 
 
 def round_work(cost: StepCost, examples: int, epochs: int, book: DeviceBook, plan: dict) -> Work:
@@ -108,7 +118,11 @@ def round_work(cost: StepCost, examples: int, epochs: int, book: DeviceBook, pla
     replay = cost.draws * min(fit.draw, book.seen, fit.buffer)
     wanted_examples = epochs * (examples + steps_per_epoch * replay)
     per_example_kernel = cost.kernel_flops_per_example
+    # the device reserves the pass from its compute budget, with its buffer as full as it can get
+    reserve = recalibration_examples(cost, examples, cost.buffer) * per_example_kernel / 3.0
     compute, fail = plan.get("compute-flops"), plan.get("fail-after-flops")
+    if compute is not None:
+        compute = max(0.0, compute - reserve)
     cap = min((v for v in (compute, fail) if v is not None), default=None)
     step_kernel = (fit.batch + replay) * per_example_kernel
     done = wanted_examples
@@ -122,8 +136,10 @@ def round_work(cost: StepCost, examples: int, epochs: int, book: DeviceBook, pla
         done = min(wanted_examples, steps * (fit.batch + replay))
     book.seen += int(done * examples / (examples + steps_per_epoch * replay))  # current-task examples only
     status = "failed" if crashed else "ok"
-    return Work(status, done * cost.train_flops_per_example, done * per_example_kernel, fit.memory_bytes,
-                fit.adapted, "crashed mid-round (simulated)" if status == "failed" else "")
+    # a forward pass costs a third of a step (clients.budget), counted and executed alike
+    passed = 0 if crashed else recalibration_examples(cost, examples, min(book.seen, fit.buffer)) / 3.0
+    return Work(status, (done + passed) * cost.train_flops_per_example, (done + passed) * per_example_kernel,
+                fit.memory_bytes, fit.adapted, "crashed mid-round (simulated)" if status == "failed" else "")
 
 
 @functools.lru_cache(maxsize=4096)

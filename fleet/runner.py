@@ -403,6 +403,7 @@ def summarise(scenario: Scenario, strategy, rows: list[dict], wall_s: float) -> 
         "failed_replies": t.failed_replies,
         "timed_out_replies": t.timed_out,
         "rounds_without_update": sum(1 for r in rows if int(r.get("accepted", 0)) == 0),
+        "rounds_nobody_online": sum(1 for r in rows if int(r.get("online", 1)) == 0),
         "declined": t.declined,
         "adapted": t.adapted,
         "statuses": {s: sum(int(r.get(f"n_{s}", 0)) for r in rows)

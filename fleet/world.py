@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -186,6 +187,8 @@ class SimWorld:
         start = self.clock_s
         outcome = simulate_round(works, start_s=start, deadline_s=self.deadline_s, keep_first=self.keep_first,
                                  ingress_mbps=self.server_ingress_mbps)
+        if not works and self.deadline_s is None:  # nobody to wait for: the server waits for someone to come
+            outcome = replace(outcome, end_s=self.idle_until(start))
         self.clock_s = outcome.end_s
         for d in outcome.devices:
             self.busy_until[d.device_id] = max(d.end_s, outcome.end_s)
@@ -193,6 +196,13 @@ class SimWorld:
             self._remember_work(works)
         return RoundTiming(frozenset(outcome.accepted), {d.device_id: d.status for d in outcome.devices},
                            outcome.end_s, outcome.energy_j, start_s=start, devices=outcome.devices)
+
+    def idle_until(self, start_s: float) -> float:
+        """Where a round that sampled nobody ends without a deadline: at the next on/off switch, when a
+        device may come online (the clock never freezes on a fleet that is away); a fleet of bernoulli
+        devices only is drawn again next round, at the same time."""
+        following = self.availability.next_change(start_s)
+        return following if math.isfinite(following) else start_s
 
     def _remember_work(self, works: list[DeviceWork]) -> None:
         """Book the compute of the devices that completed their training (in device order: the mean is a sum)."""

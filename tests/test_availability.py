@@ -362,3 +362,24 @@ def test_ten_thousand_onoff_devices_over_a_hundred_rounds() -> None:
     print(f"\n10,000 on/off devices: built in {built:.2f} s, 100 rounds (100 sampled each) in {took - built:.2f} s, "
           f"{(took - built) / rounds * 1000:.1f} ms a round, simulated {w.clock_s:.0f} s")
     assert w.clock_s == pytest.approx(60.0 * rounds)
+
+
+def test_a_fleet_offline_for_a_stretch_waits_on_the_clock_and_resumes_when_a_device_comes_back() -> None:
+    """No deadline and nobody online: the round ends at the next on/off switch (the clock used to freeze at
+    0 and the devices never came back), and the next round starts there with that device online."""
+    from fleet.availability import first_periods
+
+    profile = replace(BASE, availability_model="onoff", mean_on_s=100.0, mean_off_s=10_000.0)
+    seed = next(s for s in range(100) if not first_periods(s, [0, 1], 100.0, 10_000.0)[0].any())
+    states, lengths = first_periods(seed, [0, 1], 100.0, 10_000.0)
+    w = world([profile, profile], seed=seed)
+    assert w.online(1, [0, 1]) == []
+    timing = w.settle(1, [])
+    back = float(lengths.min())  # the first switch: the device whose off period ends first comes online
+    assert timing.start_s == 0.0 and timing.sim_time_s == back and w.clock_s == back
+    assert w.online(2, [0, 1]) == [int(lengths.argmin())]
+
+
+def test_a_fleet_of_bernoulli_devices_only_is_drawn_again_at_the_same_time() -> None:
+    w = world([replace(BASE, availability=0.5)] * 2)
+    assert w.settle(1, []).sim_time_s == 0.0  # no switch in time to wait for: the next round draws anew

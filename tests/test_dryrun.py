@@ -107,3 +107,42 @@ def test_a_large_rounds_timeline_keeps_every_kind_of_outcome():
     assert len(rows) <= 40 and {d.status for d in rows} == {"ok", "failed", "late"}
     assert [d.device_id for d in rows] == sorted({d.device_id for d in rows})
     assert timeline_rows(outcomes[:10], limit=40) == outcomes[:10]
+
+
+def test_a_fleet_that_never_comes_online_says_so_in_one_line(tmp_path, capsys):
+    """Devices that are never online in the run: its one-line error names availability, not the model."""
+    from fleet.cli import main
+
+    path = tmp_path / "away.yaml"
+    path.write_text(f"""name: away
+output: {tmp_path / 'out'}
+dataset: {{name: synthetic}}
+fleet: {{devices: 2, profiles: {{far: 2}}}}
+profiles:
+  far: {{base: rpi4, availability_model: bernoulli, availability: 0.000001}}
+federation: {{rounds: 3}}
+""")
+    assert main(["run", str(path), "--dry-run", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fleet: error: no device was online in any of the 3 rounds")
+    rows = list(csv.DictReader((tmp_path / "out" / "rounds.csv").open()))
+    assert [int(r["online"]) for r in rows] == [0, 0, 0]
+
+
+def test_a_fleet_away_for_days_is_waited_for_on_the_clock(tmp_path):
+    """On/off devices that start away: the round waits until the first comes back (the clock used to stay
+    at 0 for ever), then it trains."""
+    from fleet.dryrun import dry_run
+    from fleet.scenario import parse_scenario
+
+    scenario = parse_scenario({"name": "away", "dataset": {"name": "synthetic"},
+                               "fleet": {"devices": 2, "profiles": {"far": 2}},
+                               "profiles": {"far": {"base": "phone", "availability_model": "onoff", "mean_on_s": 1e6,
+                                                    "mean_off_s": 1e6, "failure_prob": 0.0}},
+                               "federation": {"rounds": 4}, "seed": 3}, source="away")
+    dry_run(scenario, tmp_path / "dry")
+    rows = list(csv.DictReader((tmp_path / "dry" / "rounds.csv").open()))
+    online = [int(r["online"]) for r in rows]
+    assert online[0] == 0 and any(online)  # away at first, then one is back
+    waited = float(rows[0]["sim_time_s"])
+    assert waited > 1000.0 and float(rows[1]["sim_start_s"]) == waited

@@ -336,15 +336,17 @@ class Learner:
                 yield buffer.examples[(torch.arange(draw, device=buffer.examples.device) + cursor) % stored]
                 cursor = (cursor + draw) % stored
 
-    def recalibration_examples(self) -> int:
-        """Examples the recalibration pass pushes through the model (what _recalibration_batches yields)."""
+    def recalibration_examples(self, stored: int | None = None) -> int:
+        """Examples the recalibration pass pushes through the model (what _recalibration_batches yields),
+        with `stored` examples in the buffer (default: as it holds now)."""
+        stored = len(self.method.buffer) if stored is None else stored
         batches = math.ceil(len(self.y) / self.batch_size)
-        return len(self.y) + batches * self.method.draws * min(self.method.minibatch, len(self.method.buffer))
+        return len(self.y) + batches * self.method.draws * min(self.method.minibatch, stored)
 
-    def recalibration_kernel_flops(self) -> float:
+    def recalibration_kernel_flops(self, stored: int | None = None) -> float:
         """What the pass costs the device's kernels: a training step's cost is three passes of
         one forward's size (clients.budget), so a third of it per example."""
-        return self.recalibration_examples() * self.step_costs()[1] / 3.0
+        return self.recalibration_examples(stored) * self.step_costs()[1] / 3.0
 
     # -- a budgeted round ---------------------------------------------------
     def round_memory(self, batch: int, draw: int, buffer: int) -> int:
