@@ -79,7 +79,7 @@ def test_defaults_filled():
     assert (s.dataset.name, s.dataset.data_dir, s.dataset.n_tasks, s.dataset.max_per_class) == ("digits", None, 5, None)
     assert s.fleet.devices == 10 and s.fleet.profiles == {"rpi4": 10}
     assert s.stream.rounds_per_task == 3 and s.stream.stagger_rounds == 0
-    assert s.method.name == "derpp" and s.method.buffer_size == 200 and s.method.mask_other_classes is True
+    assert s.method.name == "derpp" and s.method.buffer_size == 200 and s.method.mask_other_classes is False
     assert (s.train.local_epochs, s.train.batch_size, s.train.lr, s.train.backbone) == (2, 32, 0.03, "auto")
     assert s.sparcl.enabled and s.sparcl.tdm and s.sparcl.ddr and s.sparcl.dgm and s.sparcl.dgm_keep == 0.2
     f = s.federation

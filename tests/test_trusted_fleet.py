@@ -265,7 +265,7 @@ def test_devices_recalibrate_by_default_and_pay_for_it_where_there_are_statistic
                                "fleet": {"devices": 2}, "method": {"buffer_size": 10},
                                "train": {"norm": norm, "width": 4, "local_epochs": 1}}, source="n")
     spec = device_spec(scenario)
-    assert spec.norm_statistics == "recalibrated" and spec.learner.method.mask_other_classes
+    assert spec.norm_statistics == "recalibrated"
     learner = build_learner(spec, 0)
     model = wire.encode_model(learner.weights_numpy(), learner.masks_numpy())
     recalibrated = run_round(spec, 0, 1, model, None)
