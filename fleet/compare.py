@@ -201,6 +201,7 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"{r['profile']:<26}{r['final_accuracy']:>9.2f}{'-' if til is None else format(til, '.2f'):>8}"
                      f"{r['forgetting']:>8.2f}"
                      f"{r['upload_bytes'] / 1e6:>10.2f}{r['train_flops'] / 1e9:>9.1f}"
-                     f"{(r.get('executed_flops') or 0) / 1e9:>9.1f}{r['sim_time_s']:>9.1f}"
+                     f"{'-' if r.get('executed_flops') is None else format(r['executed_flops'] / 1e9, '.1f'):>9}"
+                     f"{r['sim_time_s']:>9.1f}"
                      f"{r['energy_j']:>10.1f}{r['dropped_updates']:>8}{r['declined']:>9}{r['adapted']:>8}")
     return "\n".join(lines)

@@ -64,7 +64,9 @@ def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> dic
     if len(values) != len(baseline):
         raise ValueError(f"paired figures need one value per seed on both sides, got {len(values)} "
                          f"and {len(baseline)}")
-    differences = [a - b for a, b in zip(values, baseline)]
+    # a difference within float rounding of the figures is none (two runs' equal times summed apart)
+    differences = [0.0 if abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b)) else a - b
+                   for a, b in zip(values, baseline)]
     return {**describe(differences), "same_sign": consistent_sign(differences)}
 
 

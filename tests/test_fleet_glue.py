@@ -241,3 +241,12 @@ def test_compare_resume_keeps_complete_runs_of_the_same_scenario(tmp_path, monke
     assert ran == []
     assert fleet.cli.main([*args, "--resume", "--set", "train.lr=0.2"]) == 0  # another scenario: all again
     assert len(ran) == 4
+
+
+def test_a_paired_difference_within_float_rounding_is_no_difference():
+    from fleet.stats import paired_difference
+
+    same = paired_difference([390.79 + 1e-12, 390.79 + 2e-12], [390.79, 390.79])
+    assert same["median"] == 0.0 and not same["same_sign"]
+    real = paired_difference([1.0, 2.0, 3.0], [0.5, 1.5, 2.0])
+    assert real["same_sign"] and real["median"] == 0.5 and (real["min"], real["max"]) == (0.5, 1.0)
