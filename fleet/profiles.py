@@ -144,17 +144,31 @@ REQUIRED_FIGURES: tuple[str, ...] = tuple(
 
 # --------------------------------------------------------------------------- memory for training
 
-# The learner's peak-memory estimate (weights, gradients, activations, buffer) does not
-# count the process it runs in, so memory_mb is what is left after that process too.
-# Measured in this repository's virtualenv (x86-64, Python 3.11, torch 2.13.0+cpu,
-# flwr 1.41.0, /proc/self/status): a process that imported torch, flwr and the learner
-# holds 250 MiB resident (162 MiB anonymous); a Flower SuperNode process (flwr, grpc),
-# which starts the ClientApp as a subprocess, 66 MiB. aarch64 wheels carry no MKL, so
-# 300 MiB errs on the safe side there.
-RUNTIME_MB = 300.0
-RUNTIME_SOURCE = (f"minus {RUNTIME_MB:.0f} MiB for the runtime: measured here, a process that imported torch "
-                  "2.13+cpu, flwr 1.41 and the learner holds 250 MiB RSS, a Flower SuperNode 66 MiB "
-                  "(x86-64; aarch64 wheels are smaller)")
+# The learner's peak-memory estimate (weights, gradients, activations, buffer) does not count
+# the processes a device runs around it, so memory_mb is what is left after them too. Measured
+# by benchmarks/emulated_pi.sh (results/emulated_pi.txt, 2026-12-05): the peaks (VmHWM) of the
+# four processes `fleet device` keeps while its ClientApp trains, added up: the wrapper, Flower's
+# SuperNode, its SuperExec, and the ClientApp (whose peak includes the learner's own few MiB on
+# digits, so the sum errs high by that much).
+# - x86-64, torch 2.13.0+cpu, flwr 1.41.0, native:
+#   wrapper 29 + SuperNode 162 + SuperExec 124 + ClientApp 513 = 828 MiB.
+# - aarch64, Debian bookworm's torch 1.13.1 (the README's Pi install), flwr 1.41.0, emulated by
+#   QEMU 7.2 user mode as a Cortex-A72:
+#   wrapper 81 + SuperNode 262 + SuperExec 198 + ClientApp 612 = 1153 MiB.
+#   An emulation figure: each guest process is a host QEMU process whose peak includes the
+#   emulator's own share (translated code, its heap), so a real Pi's is lower; no real Pi was at
+#   hand. The built-in boards run aarch64, so their profiles take this figure.
+RUNTIME_MB_X86 = 828.0
+RUNTIME_MB_AARCH64 = 1153.0
+RUNTIME_MB = RUNTIME_MB_AARCH64
+RUNTIME_SOURCE = (f"minus {RUNTIME_MB:.0f} MiB for the runtime: the peaks of a device's wrapper, SuperNode, "
+                  "SuperExec and training ClientApp added up, measured under QEMU emulation of a Cortex-A72 with "
+                  "Debian's torch 1.13.1 (benchmarks/emulated_pi.sh, results/emulated_pi.txt; QEMU's own share "
+                  f"included, so a real Pi's is lower; {RUNTIME_MB_X86:.0f} MiB natively on x86-64 with torch "
+                  "2.13+cpu)")
+# A board whose RAM the runtime does not leave room in keeps this much "for training": the
+# profile stays valid, and no learner fits it, so its devices decline every round.
+NO_ROOM_MB = 0.01
 
 # Raspberry Pi 4/5 on Raspberry Pi OS Lite (64-bit): the firmware keeps gpu_mem (76 MiB
 # by default on 1 GB+ boards; a Pi 5 reports ~150 MiB less than its RAM, e.g. 8048 of
@@ -220,7 +234,7 @@ _BUILTINS = (
             name="rpi5",
             peak_gflops=30.0,
             efficiency=HPL_TRAIN_EFFICIENCY,
-            memory_mb=training_memory_mb(4096, PI_SYSTEM_MB),  # 3496 MiB
+            memory_mb=training_memory_mb(4096, PI_SYSTEM_MB),  # 2643 MiB
             downlink_mbps=940.0,
             uplink_mbps=940.0,
             downlink_latency_s=0.005,
@@ -258,7 +272,7 @@ _BUILTINS = (
             name="rpi4",
             peak_gflops=11.9,
             efficiency=HPL_TRAIN_EFFICIENCY,
-            memory_mb=training_memory_mb(2048, PI_SYSTEM_MB),  # 1448 MiB
+            memory_mb=training_memory_mb(2048, PI_SYSTEM_MB),  # 595 MiB
             downlink_mbps=940.0,
             uplink_mbps=940.0,
             downlink_latency_s=0.005,
@@ -333,7 +347,7 @@ _BUILTINS = (
             name="rpi-zero2w",
             peak_gflops=3.0,
             efficiency=HPL_TRAIN_EFFICIENCY,
-            memory_mb=training_memory_mb(512, 128.0),  # 84 MiB
+            memory_mb=max(training_memory_mb(512, 128.0), NO_ROOM_MB),  # does not fit: NO_ROOM_MB
             downlink_mbps=20.0,
             uplink_mbps=12.0,
             downlink_latency_s=0.02,
@@ -354,8 +368,9 @@ _BUILTINS = (
         efficiency=HPL_EFFICIENCY_SOURCE,
         memory_mb="512 MB board, minus 128 MiB for firmware, kernel and OS: gpu_mem defaults to 64 MiB below "
                   "1 GB (raspberrypi.com/documentation/computers/config_txt.html#gpu_mem) and, assumption, "
-                  f"~64 MiB for the kernel and Raspberry Pi OS Lite; {RUNTIME_SOURCE}. What is left, ~84 MiB, "
-                  "is why a Zero 2 W trains only small models",
+                  f"~64 MiB for the kernel and Raspberry Pi OS Lite; {RUNTIME_SOURCE}. That leaves "
+                  f"{training_memory_mb(512, 128.0):.0f} MiB: this software does not fit a Zero 2 W, so the "
+                  f"profile keeps {NO_ROOM_MB} MiB and its devices decline every round",
         downlink_mbps="assumption: 2.4 GHz 802.11n, 1x1, 72 Mbit/s PHY at 20 MHz (raspberrypi.com Zero 2 W "
                       "product brief) gives ~20 Mbit/s of TCP in a busy 2.4 GHz band",
         uplink_mbps=WIFI_UPLINK_SOURCE,
@@ -380,7 +395,7 @@ _BUILTINS = (
             name="jetson-nano",
             peak_gflops=472.0,
             efficiency=0.1,
-            memory_mb=training_memory_mb(4096, 512.0, RUNTIME_MB + 700.0),  # 2584 MiB
+            memory_mb=training_memory_mb(4096, 512.0, RUNTIME_MB + 700.0),  # 1731 MiB
             downlink_mbps=940.0,
             uplink_mbps=940.0,
             downlink_latency_s=0.005,
@@ -420,7 +435,7 @@ _BUILTINS = (
             name="phone",
             peak_gflops=25.0,
             efficiency=0.8,
-            memory_mb=2560.0 - RUNTIME_MB,  # 2260 MiB
+            memory_mb=2560.0 - RUNTIME_MB,  # 1407 MiB
             downlink_mbps=20.0,
             uplink_mbps=8.0,
             downlink_latency_s=0.05,
@@ -669,7 +684,10 @@ __all__ = [
     "PROFILES",
     "PROFILE_SOURCES",
     "REQUIRED_FIGURES",
+    "NO_ROOM_MB",
     "RUNTIME_MB",
+    "RUNTIME_MB_AARCH64",
+    "RUNTIME_MB_X86",
     "BudgetProfile",
     "DeviceProfile",
     "apply_budget",
