@@ -33,6 +33,8 @@ from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainCo
 from clients.sparcl.tdm import TDMConfig
 
 MASK_POLICIES = ("global", "local")
+# the most of a round's planned compute the norm recalibration pass may take (the rest trains)
+RECALIBRATION_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -235,8 +237,12 @@ def _run_round(spec: DeviceSpec, device: int, server_round: int, global_update: 
     recalibrate = spec.norm_statistics == "recalibrated" and learner.has_norm_statistics
     planned = budget.compute_flops
     if recalibrate and planned is not None:
-        # the pass after training is part of the round: reserve it with the buffer as full as it can get
-        planned = max(0.0, planned - learner.recalibration_kernel_flops(stored=learner.method.buffer.capacity))
+        # the pass after training is part of the round: reserve it with the buffer as full as it can get,
+        # where it leaves training at least as much; a tighter budget trains, and its statistics count
+        # for nothing in the pooling (server.aggregate.pool_statistics)
+        reserve = learner.recalibration_kernel_flops(stored=learner.method.buffer.capacity)
+        recalibrate = reserve <= RECALIBRATION_SHARE * planned
+        planned = planned - reserve if recalibrate else planned
     # it cannot compute past its failure
     caps = [v for v in (planned, fail_after_flops) if v is not None]
     budget = replace(budget, compute_flops=min(caps) if caps else None)

@@ -32,7 +32,7 @@ import yaml
 
 from clients.budget import Fit, KernelModel, fit_memory
 from clients.data import TaskStream, load_stream, partition_indices
-from clients.device import DeviceSpec, spec_task
+from clients.device import RECALIBRATION_SHARE, DeviceSpec, spec_task
 from clients.sparcl.learner import Learner
 from clients.wire import encode_model, model_bytes
 from fleet.ledger import COLUMNS as DEVICE_COLUMNS, Ledger
@@ -118,11 +118,13 @@ def round_work(cost: StepCost, examples: int, epochs: int, book: DeviceBook, pla
     replay = cost.draws * min(fit.draw, book.seen, fit.buffer)
     wanted_examples = epochs * (examples + steps_per_epoch * replay)
     per_example_kernel = cost.kernel_flops_per_example
-    # the device reserves the pass from its compute budget, with its buffer as full as it can get
+    # the device reserves the pass from its compute budget, with its buffer as full as it can get, where it
+    # leaves training at least as much (clients.device.RECALIBRATION_SHARE); else it skips the pass
     reserve = recalibration_examples(cost, examples, cost.buffer) * per_example_kernel / 3.0
     compute, fail = plan.get("compute-flops"), plan.get("fail-after-flops")
-    if compute is not None:
-        compute = max(0.0, compute - reserve)
+    recalibrates = cost.recalibrate and (compute is None or reserve <= RECALIBRATION_SHARE * compute)
+    if compute is not None and recalibrates:
+        compute = compute - reserve
     cap = min((v for v in (compute, fail) if v is not None), default=None)
     step_kernel = (fit.batch + replay) * per_example_kernel
     done = wanted_examples
@@ -137,7 +139,8 @@ def round_work(cost: StepCost, examples: int, epochs: int, book: DeviceBook, pla
     book.seen += int(done * examples / (examples + steps_per_epoch * replay))  # current-task examples only
     status = "failed" if crashed else "ok"
     # a forward pass costs a third of a step (clients.budget), counted and executed alike
-    passed = 0 if crashed else recalibration_examples(cost, examples, min(book.seen, fit.buffer)) / 3.0
+    passed = recalibration_examples(cost, examples, min(book.seen, fit.buffer)) / 3.0 if recalibrates else 0.0
+    passed = 0.0 if crashed else passed
     return Work(status, (done + passed) * cost.train_flops_per_example, (done + passed) * per_example_kernel,
                 fit.memory_bytes, fit.adapted, "crashed mid-round (simulated)" if status == "failed" else "")
 

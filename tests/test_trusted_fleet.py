@@ -275,3 +275,32 @@ def test_devices_recalibrate_by_default_and_pay_for_it_where_there_are_statistic
     assert recalibrated.metrics["steps"] == averaged.metrics["steps"]
     extra = recalibrated.metrics["train-flops"] - averaged.metrics["train-flops"]
     assert (extra > 0) == (norm == "batch")
+
+
+def test_a_budget_too_tight_for_the_recalibration_pass_trains_instead():
+    """The pass may take at most half of a round's planned compute: under a tighter budget the device
+    trains with all of it and sends the statistics its training left (norm-batches 0, so they count for
+    nothing in the pooling); under a roomier one it reserves the pass and recalibrates."""
+    from clients import wire
+    from clients.budget import RoundBudget
+    from clients.device import RECALIBRATION_SHARE, build_learner, device_data, run_round
+    from fleet.runner import device_spec
+    from fleet.scenario import parse_scenario
+
+    scenario = parse_scenario({"name": "n", "dataset": {"name": "synthetic", "max_per_class": 24},
+                               "fleet": {"devices": 2}, "method": {"buffer_size": 10},
+                               "train": {"width": 4, "local_epochs": 4}}, source="n")
+    spec = device_spec(scenario)
+    learner = build_learner(spec, 0)
+    x, y = device_data(spec, 0, 0)
+    learner.begin_task(0, (0, 1), x, y)
+    reserve = learner.recalibration_kernel_flops(stored=learner.method.buffer.capacity)
+    model = wire.encode_model(learner.weights_numpy(), learner.masks_numpy())
+    # the pass would take 53% of the first budget, 33% of the second (one step fits beside it)
+    tight = run_round(spec, 0, 1, model, None, RoundBudget(compute_flops=1.9 * reserve))
+    roomy = run_round(spec, 0, 1, model, None, RoundBudget(compute_flops=3.0 * reserve))
+    assert tight.status == roomy.status == "ok"
+    assert tight.metrics["norm-batches"] == 0 and roomy.metrics["norm-batches"] > 0
+    assert tight.metrics["kernel-flops"] <= 1.9 * reserve
+    assert roomy.metrics["kernel-flops"] <= 3.0 * reserve  # the pass fits in the budget
+    assert RECALIBRATION_SHARE == 0.5
