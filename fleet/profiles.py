@@ -151,15 +151,15 @@ REQUIRED_FIGURES: tuple[str, ...] = tuple(
 # SuperNode, its SuperExec, and the ClientApp (whose peak includes the learner's own few MiB on
 # digits, so the sum errs high by that much).
 # - x86-64, torch 2.13.0+cpu, flwr 1.41.0, native:
-#   wrapper 29 + SuperNode 162 + SuperExec 124 + ClientApp 513 = 828 MiB.
+#   wrapper 29 + SuperNode 167 + SuperExec 124 + ClientApp 512 = 832 MiB.
 # - aarch64, Debian bookworm's torch 1.13.1 (the README's Pi install), flwr 1.41.0, emulated by
 #   QEMU 7.2 user mode as a Cortex-A72:
-#   wrapper 81 + SuperNode 262 + SuperExec 198 + ClientApp 612 = 1153 MiB.
+#   wrapper 80 + SuperNode 262 + SuperExec 198 + ClientApp 610 = 1150 MiB (as a Cortex-A53: 1167).
 #   An emulation figure: each guest process is a host QEMU process whose peak includes the
 #   emulator's own share (translated code, its heap), so a real Pi's is lower; no real Pi was at
 #   hand. The built-in boards run aarch64, so their profiles take this figure.
-RUNTIME_MB_X86 = 828.0
-RUNTIME_MB_AARCH64 = 1153.0
+RUNTIME_MB_X86 = 832.0
+RUNTIME_MB_AARCH64 = 1150.0
 RUNTIME_MB = RUNTIME_MB_AARCH64
 RUNTIME_SOURCE = (f"minus {RUNTIME_MB:.0f} MiB for the runtime: the peaks of a device's wrapper, SuperNode, "
                   "SuperExec and training ClientApp added up, measured under QEMU emulation of a Cortex-A72 with "
@@ -234,7 +234,7 @@ _BUILTINS = (
             name="rpi5",
             peak_gflops=30.0,
             efficiency=HPL_TRAIN_EFFICIENCY,
-            memory_mb=training_memory_mb(4096, PI_SYSTEM_MB),  # 2643 MiB
+            memory_mb=training_memory_mb(4096, PI_SYSTEM_MB),  # 2646 MiB
             downlink_mbps=940.0,
             uplink_mbps=940.0,
             downlink_latency_s=0.005,
@@ -272,7 +272,7 @@ _BUILTINS = (
             name="rpi4",
             peak_gflops=11.9,
             efficiency=HPL_TRAIN_EFFICIENCY,
-            memory_mb=training_memory_mb(2048, PI_SYSTEM_MB),  # 595 MiB
+            memory_mb=training_memory_mb(2048, PI_SYSTEM_MB),  # 598 MiB
             downlink_mbps=940.0,
             uplink_mbps=940.0,
             downlink_latency_s=0.005,
@@ -395,7 +395,7 @@ _BUILTINS = (
             name="jetson-nano",
             peak_gflops=472.0,
             efficiency=0.1,
-            memory_mb=training_memory_mb(4096, 512.0, RUNTIME_MB + 700.0),  # 1731 MiB
+            memory_mb=training_memory_mb(4096, 512.0, RUNTIME_MB + 700.0),  # 1734 MiB
             downlink_mbps=940.0,
             uplink_mbps=940.0,
             downlink_latency_s=0.005,
@@ -435,7 +435,7 @@ _BUILTINS = (
             name="phone",
             peak_gflops=25.0,
             efficiency=0.8,
-            memory_mb=2560.0 - RUNTIME_MB,  # 1407 MiB
+            memory_mb=2560.0 - RUNTIME_MB,  # 1410 MiB
             downlink_mbps=20.0,
             uplink_mbps=8.0,
             downlink_latency_s=0.05,
