@@ -59,3 +59,6 @@ def main(grid: Grid, context: Context) -> None:
                            launch=lambda server_app: server_app(grid, context))
     log.info("sparcl-fleet: %s, final Class-IL %s%% after %s rounds; wrote %s", summary["status"],
              summary["final_accuracy"], summary["rounds_completed"], out)
+    if summary["status"] == "failed":  # every reply failed: Flower's run fails too, so `fleet submit` exits 1
+        raise RuntimeError(f"no device's update was aggregated ({summary['failed_replies']} app errors, "
+                           f"{summary['rejected_updates']} rejected, {summary.get('timed_out_replies', 0)} timed out)")
