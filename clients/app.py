@@ -81,7 +81,7 @@ def query(msg: Message, context: Context) -> Message:
 
 def set_threads(context: Context) -> None:
     """The device's torch thread count (`fleet device --threads`, node config `threads`), set once per
-    ClientApp process; without it torch keeps its default (one thread per core)."""
+    ClientApp process; its rounds train on it too (over the scenario's train.threads)."""
     global _threads_set
     if _threads_set or "threads" not in context.node_config:
         return
@@ -97,6 +97,17 @@ def set_threads(context: Context) -> None:
 _threads_set = False
 
 
+def device_spec_for(config, context: Context) -> DeviceSpec:
+    """The spec the server sent, with what the device says of itself: its own copy of the data set
+    (`data-dir`) and its thread count (`threads`, from `fleet device --threads`, over the scenario's)."""
+    spec = DeviceSpec.from_json(str(config["device-spec"]))
+    if "data-dir" in context.node_config:
+        spec = replace(spec, data_dir=str(context.node_config["data-dir"]))
+    if "threads" in context.node_config:
+        spec = replace(spec, threads=int(context.node_config["threads"]))
+    return spec
+
+
 def train(msg: Message, context: Context, default_state_dir: str | None = None) -> Message:
     """One round: the config carries the round, the fleet's simulated time and this device's budget."""
     set_threads(context)
@@ -105,9 +116,7 @@ def train(msg: Message, context: Context, default_state_dir: str | None = None) 
         raise ValueError("this is a sparcl-fleet ClientApp: it needs the sparcl-fleet server (server.app, "
                          "SparseFedAvg), which sends each device its spec, round and budget; a stock Flower "
                          "strategy sends none of them")
-    spec = DeviceSpec.from_json(str(config["device-spec"]))
-    if "data-dir" in context.node_config:  # the device's own copy of the data set
-        spec = replace(spec, data_dir=str(context.node_config["data-dir"]))
+    spec = device_spec_for(config, context)
     budget, fail_after = budget_from_config(dict(config))
     server_round = int(config["server-round"])
     folder = state_dir(context, default_state_dir, safe_key(str(config.get("run-key", ""))))

@@ -553,8 +553,8 @@ def build_parser() -> ArgumentParser:
     device.add_argument("--port", type=int, default=9094, help="its local API port (127.0.0.1)")
     device.add_argument("--home", default=None, help="its Flower folder (default: <state-dir>/flwr)")
     device.add_argument("--threads", type=int, default=None,
-                        help="torch threads of its ClientApp, checked before it connects (default: torch's, one "
-                             "a core; stand-ins sharing a machine: 1)")
+                        help="torch threads its rounds train on, checked before it connects (default: the "
+                             "scenario's train.threads)")
     device.add_argument("--scenario", default=None,
                         help="the scenario the coordinator will run: the torch check trains its network at batch 1 "
                              "and at its batch (default: scenarios/pi_pair.yaml)")

@@ -233,7 +233,7 @@ class Device:
     port: int = 9094               # this SuperNode's local API (127.0.0.1 only)
     home: Path | None = None       # its FLWR_HOME (default: <state_dir>/flwr)
     insecure: bool = False
-    threads: int | None = None     # torch threads of its ClientApp (stand-ins sharing a machine: 1); None: torch's
+    threads: int | None = None     # torch threads its rounds train on; None: the scenario's train.threads
     scenario: Path | None = None   # the scenario whose network the torch check trains (None: pi_pair.yaml)
     rejoin_wait_s: float = 120.0   # how long a refused device keeps trying to join
 
@@ -276,14 +276,15 @@ def stage(text):
     print("stage: " + text, flush=True)
 stage("import torch")
 import torch
-if threads > 0:
-    torch.set_num_threads(threads)
 from clients import torch_compat
 torch_compat.install()
 from clients.backbones import build_backbone, resolved_backbone
 from fleet.scenario import INPUT_SHAPES, NUM_CLASSES, load_scenario
 stage("read the scenario " + scenario_path)
 s = load_scenario(scenario_path, simulate=False)
+# the ClientApp trains on --threads where the device sets it, else on the scenario's train.threads
+torch.set_num_threads(threads if threads > 0 else getattr(s.train, "threads", None) or torch.get_num_threads())
+print(f"threads: {torch.get_num_threads()}", flush=True)
 shape, classes = INPUT_SHAPES[s.dataset.name], NUM_CLASSES[s.dataset.name]
 name = resolved_backbone(s.train.backbone, shape[0])
 model = build_backbone(s.train.backbone, shape, classes, s.train.width)
@@ -314,7 +315,8 @@ def signal_name(number: int) -> str:
 
 def check_torch(scenario: Path | None = None, threads: int | None = None) -> str:
     """Train the scenario's network one step at batch 1 and at its batch, in a child process on `threads`
-    (None: torch's default, as the ClientApp); its last line, or InputError with one line saying why."""
+    (None: the scenario's train.threads, as the ClientApp then does); its last line, or InputError with
+    one line saying why."""
     scenario = Path(scenario or DEFAULT_CHECK_SCENARIO)
     if not scenario.is_file():
         raise InputError(f"--scenario '{scenario}' does not exist (the torch check trains that scenario's network)")
@@ -326,7 +328,9 @@ def check_torch(scenario: Path | None = None, threads: int | None = None) -> str
     lines = done.stdout.strip().splitlines()
     stages = [line[len("stage: "):] for line in lines if line.startswith("stage: ")]
     at = f"at '{stages[-1]}'" if stages else "before it started"
-    on = f"{threads} thread{'s' * (threads != 1)}" if threads else f"torch's default threads ({os.cpu_count()} CPUs)"
+    counts = [int(line.split()[1]) for line in lines if line.startswith("threads: ")]
+    n = threads or (counts[-1] if counts else None)
+    on = f"{n} thread{'s' * (n != 1)}" if n else "the scenario's train.threads"
     if done.returncode == -signal.SIGILL:
         raise InputError(
             f"the torch check died with SIGILL (illegal instruction) {at} on {on}: this torch build runs "

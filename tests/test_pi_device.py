@@ -58,6 +58,8 @@ def test_the_check_trains_the_scenarios_network_at_batch_1_and_its_batch(tmp_pat
     line = check_torch(scenario, threads=1)
     assert line.startswith(f"torch {torch.__version__} on ")
     assert "small-cnn (width 16) trains at batch 1 and 8 on 1 thread, " in line and line.endswith(" s CPU")
+    scenario.write_text("name: s\ndataset: {name: digits}\ntrain: {batch_size: 8, width: 16, threads: 2}\n")
+    assert " on 2 threads, " in check_torch(scenario)  # no --threads: the scenario's, as the ClientApp
     with pytest.raises(InputError, match=r"^--scenario '.*nope.yaml' does not exist"):
         check_torch(tmp_path / "nope.yaml", threads=1)
 
@@ -85,6 +87,15 @@ def test_threads_travel_in_the_node_config_and_are_set_once_in_the_client_app(tm
     client_app.set_threads(context)
     client_app.set_threads(context)
     assert calls == [1]
+    import yaml
+
+    from fleet.runner import device_spec
+    from fleet.scenario import parse_scenario
+
+    sent = device_spec(parse_scenario(yaml.safe_load("name: t\ntrain: {threads: 2}\n"))).to_json()
+    assert client_app.device_spec_for({"device-spec": sent}, context).threads == 1  # the device's, not the 2 sent
+    context.node_config.pop("threads")
+    assert client_app.device_spec_for({"device-spec": sent}, context).threads == 2
 
 
 def test_the_round_waits_for_the_slowest_planned_device_with_slack():
