@@ -317,7 +317,8 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
             sink["strategy"] = SparseFedAvg(config, world)
             sink["strategy"].restore(ckpt.state["strategy"], done, weights, masks)
     strategy = sink["strategy"]
-    summary = {"status": "complete", **summarise(scenario, strategy, rounds_csv.rows, time.perf_counter() - started),
+    status = "failed" if strategy.totals.every_reply_failed else "complete"  # no update was ever aggregated
+    summary = {"status": status, **summarise(scenario, strategy, rounds_csv.rows, time.perf_counter() - started),
                "wall_breakdown_s": wall_breakdown(strategy, evaluator, run_started, time.perf_counter())}
     write_json(out_dir / "summary.json", summary)
     write_csv(out_dir / "devices.csv", ledger.rows(), DEVICE_COLUMNS)

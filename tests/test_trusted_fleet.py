@@ -304,3 +304,26 @@ def test_a_budget_too_tight_for_the_recalibration_pass_trains_instead():
     assert tight.metrics["kernel-flops"] <= 1.9 * reserve
     assert roomy.metrics["kernel-flops"] <= 3.0 * reserve  # the pass fits in the budget
     assert RECALIBRATION_SHARE == 0.5
+
+
+@pytest.mark.e2e
+def test_a_run_whose_every_reply_failed_is_failed_in_summary_json(tmp_path):
+    """Every device's app crashed in every round: not a result, whatever the untrained model scores."""
+    from flwr.app import Context, Message
+    from flwr.clientapp import ClientApp
+
+    from fleet.runner import run_scenario
+    from fleet.scenario import parse_scenario
+
+    broken = ClientApp()
+
+    @broken.train()
+    def train(msg: Message, context: Context) -> Message:
+        raise RuntimeError("this device's app is broken")
+
+    scenario = parse_scenario({"name": "broken", "dataset": {"name": "synthetic"}, "fleet": {"devices": 2},
+                               "train": {"width": 4}, "federation": {"rounds": 2}}, source="broken")
+    summary = run_scenario(scenario, tmp_path / "out", client_app=broken)
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["status"] == saved["status"] == "failed"
+    assert saved["failed_replies"] == 4 and saved["rounds_without_update"] == 2
