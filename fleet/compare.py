@@ -20,7 +20,7 @@ import yaml
 from clients.errors import InputError, excerpt
 from fleet.report import RoundsCsv, prepare_output_dir
 from fleet.scenario import Scenario, parse_scenario, parse_yaml
-from fleet.stats import describe, paired_difference, time_to_accuracy
+from fleet.stats import describe, paired_difference
 
 COLUMNS = ["profile", "method", "kernels", "final_accuracy", "last_k_accuracy", "final_accuracy_task_il",
            "last_k_accuracy_task_il", "learning_accuracy", "forgetting", "forgetting_authors", "forgetting_task_il",
@@ -28,13 +28,12 @@ COLUMNS = ["profile", "method", "kernels", "final_accuracy", "last_k_accuracy", 
            "wasted_train_flops", "executed_flops", "wasted_executed_flops", "sim_time_s", "energy_j",
            "wasted_energy_j", "dropped_updates", "declined", "adapted", "rejected_updates", "wall_s"]
 MAX_VARIANTS = 100
-# what the seeds table describes: summary key -> label (time_to_base_s: see time_to_base)
+# what the seeds table describes: summary key -> label
 SEED_METRICS = {
     "final_accuracy": "Class-IL, final %", "last_k_accuracy": "Class-IL, last-k mean %",
     "final_accuracy_task_il": "Task-IL, final %", "learning_accuracy": "learning accuracy %",
     "forgetting": "forgetting (ours)", "forgetting_authors": "forgetting (authors')",
     "forgetting_task_il": "Task-IL forgetting (ours)", "energy_j": "energy J", "sim_time_s": "simulated s",
-    "time_to_base_s": "s to base's final Class-IL",
 }
 
 
@@ -93,28 +92,16 @@ PAIRED_ORDER = ["variant", "metric", "seeds", "median", "ci_low", "ci_high", "mi
                 "delta_ci_low", "delta_ci_high", "delta_min", "delta_max", "delta_same_sign"]
 
 
-def time_to_base(run: dict, base: dict) -> float | None:
-    """Simulated seconds until `run` first reaches the final Class-IL of `base` (the first variant under
-    the same seed); None if it never does."""
-    return time_to_accuracy(run["curve"], float(base["final_accuracy"]))
-
-
 def paired_over_seeds(rows: Sequence[dict], labels: Sequence[str], seeds: Sequence[int]) -> list[dict]:
     """Per variant and figure (SEED_METRICS): median, 95% bootstrap interval and range over the seeds, and
     the same of its difference from the first variant under the same seed, with whether that sign holds
-    on every seed. Time to the base's accuracy is described over the seeds that reach it."""
+    on every seed."""
     by_label = {r["profile"]: r for r in rows}
     bases = [by_label[seeded(labels[0], s)] for s in seeds]
     out = []
     for label in labels:
         runs = [by_label[seeded(label, s)] for s in seeds]
         for metric in SEED_METRICS:
-            if metric == "time_to_base_s":
-                values = [time_to_base(r, b) for r, b in zip(runs, bases)]
-                reached = [v for v in values if v is not None]
-                row = {"variant": label, "metric": metric, "seeds": len(reached)}
-                out.append({**row, **(describe(reached) if reached else {})})
-                continue
             values = [float(r[metric]) for r in runs]
             delta = paired_difference(values, [float(b[metric]) for b in bases])
             out.append({"variant": label, "metric": metric, "seeds": len(seeds), **describe(values),
@@ -131,15 +118,10 @@ def format_paired(summary: Sequence[dict]) -> str:
     for metric, label in SEED_METRICS.items():
         for i, r in enumerate(x for x in summary if x["metric"] == metric):
             name = label if i == 0 else ""
-            if "median" not in r:
-                lines.append(f"{name:<28}{r['variant']:<22}{'never':>10}")
-                continue
             text = f"{name:<28}{r['variant']:<22}{r['median']:>10.2f}   [{r['ci_low']:>8.2f}, {r['ci_high']:>8.2f}]"
             if "delta_median" in r and r["variant"] != base:
                 text += (f"   {r['delta_median']:+.2f} [{r['delta_ci_low']:+.2f}, {r['delta_ci_high']:+.2f}]"
                          f"{'*' if r['delta_same_sign'] else ''}")
-            elif metric == "time_to_base_s":
-                text += f"   reached on {r['seeds']} seeds"
             lines.append(text)
     return "\n".join(lines)
 

@@ -68,12 +68,3 @@ def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> dic
     differences = [0.0 if abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b)) else a - b
                    for a, b in zip(values, baseline)]
     return {**describe(differences), "same_sign": consistent_sign(differences)}
-
-
-def time_to_accuracy(curve: Sequence[Sequence[float | None]], target: float) -> float | None:
-    """The first simulated time at which Class-IL accuracy reaches `target` (curve: [time, Class-IL, ...]
-    per round), or None if it never does."""
-    for point in curve:
-        if point[1] is not None and point[1] >= target:
-            return float(point[0])
-    return None
