@@ -119,7 +119,7 @@ def format_paired(summary: Sequence[dict]) -> str:
         for i, r in enumerate(x for x in summary if x["metric"] == metric):
             name = label if i == 0 else ""
             text = f"{name:<28}{r['variant']:<22}{r['median']:>10.2f}   [{r['ci_low']:>8.2f}, {r['ci_high']:>8.2f}]"
-            if "delta_median" in r and r["variant"] != base:
+            if r["variant"] != base:
                 text += (f"   {r['delta_median']:+.2f} [{r['delta_ci_low']:+.2f}, {r['delta_ci_high']:+.2f}]"
                          f"{'*' if r['delta_same_sign'] else ''}")
             lines.append(text)
