@@ -6,7 +6,8 @@ the same scenario, seed included, in one process, one after the other. With
 `--seeds` every variant runs once per seed, and the table adds each variant's
 median and 95% bootstrap interval of each figure (fleet.stats), and its paired
 difference from the first variant, seed by seed, marked where its sign holds on
-every seed: one seed's final round moves by points on its own.
+every seed: one seed's final round moves by points on its own. tradeoff.png
+sets each variant's final accuracy against its energy and simulated time.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from clients.errors import InputError, excerpt
-from fleet.report import RoundsCsv, prepare_output_dir
+from fleet.report import RoundsCsv, plot_tradeoff, prepare_output_dir
 from fleet.scenario import Scenario, parse_scenario, parse_yaml
 from fleet.stats import describe, paired_difference
 
@@ -92,6 +93,22 @@ PAIRED_ORDER = ["variant", "metric", "seeds", "median", "ci_low", "ci_high", "mi
                 "delta_ci_low", "delta_ci_high", "delta_min", "delta_max", "delta_same_sign"]
 
 
+def variant_of(label: str, seed: int) -> str:
+    """The variant a run's label names (`seeded`'s inverse); a label without its seed is a variant itself."""
+    suffix = f" seed={seed}"
+    return label[: -len(suffix)] if label.endswith(suffix) else label
+
+
+def tradeoff_points(rows: Sequence[dict], chosen: dict[str, Scenario]) -> dict[str, list[dict]]:
+    """The comparison's rows (one per run, labelled as in `chosen`) grouped by variant, in `chosen`'s order."""
+    by_label = {r["profile"]: r for r in rows}
+    out: dict[str, list[dict]] = {}
+    for label, sc in chosen.items():
+        if label in by_label:
+            out.setdefault(variant_of(label, sc.seed), []).append(by_label[label])
+    return out
+
+
 def paired_over_seeds(rows: Sequence[dict], labels: Sequence[str], seeds: Sequence[int]) -> list[dict]:
     """Per variant and figure (SEED_METRICS): median, 95% bootstrap interval and range over the seeds, and
     the same of its difference from the first variant under the same seed, with whether that sign holds
@@ -148,7 +165,8 @@ def completed_summary(folder: Path, scenario: Scenario) -> dict | None:
 
 def compare(scenario: Scenario, out_dir: Path, chosen: dict[str, Scenario],
             run: Callable[[Scenario, Path, str], dict], *, force: bool = False, resume: bool = False) -> list[dict]:
-    """Run every variant into out_dir/<label>/ and write out_dir/comparison.csv (row by row).
+    """Run every variant into out_dir/<label>/ and write out_dir/comparison.csv (row by row), then
+    tradeoff.png (plot_tradeoff: each variant's median over its seeds).
 
     force: out_dir may already hold a comparison (its old files are replaced).
     resume: a variant whose folder holds its complete run is read, not run again.
@@ -159,6 +177,8 @@ def compare(scenario: Scenario, out_dir: Path, chosen: dict[str, Scenario],
         folder = out_dir / safe_name(label)
         summary = (completed_summary(folder, variant) if resume else None) or run(variant, folder, label)
         table.append({"profile": label, **{k: summary.get(k) for k in COLUMNS[1:]}, "curve": summary["curve"]})
+    plot_tradeoff(tradeoff_points(table.rows, chosen), out_dir / "tradeoff.png",
+                  f"{scenario.name}: final accuracy against energy and time")
     return table.rows
 
 

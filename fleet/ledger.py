@@ -1,12 +1,15 @@
 """Per-device bookkeeping of a run: what each device did, spent and went through.
 
-Fed once a round with the world's settled outcomes; becomes devices.csv, and
-keeps the round worth drawing as a timeline: the first with the most kinds of
-outcome (a late or declined device shows the budget).
+Fed once a round with the world's settled outcomes and who was offline or
+busy at its start; becomes devices.csv, and keeps the round worth drawing as a
+timeline (the first with the most kinds of outcome: a late or declined device
+shows the budget) and every round of the tracked devices (`RoundTrace`) for
+the multi-round timeline.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, fields
 
 from fleet.timing import DeviceOutcome
@@ -18,6 +21,8 @@ class DeviceTotals:
     device: int
     profile: str
     sampled: int = 0
+    offline: int = 0             # rounds at whose start it was offline
+    busy: int = 0                # rounds it was online for but still finishing a late round (not eligible)
     ok: int = 0
     late: int = 0
     failed: int = 0
@@ -33,17 +38,28 @@ class DeviceTotals:
 
 
 COLUMNS = [f.name for f in fields(DeviceTotals)]
+TRACKED = 40  # devices the multi-round timeline follows in a bigger fleet
+OUTCOME_COLUMNS = [f.name for f in fields(DeviceOutcome)]
 
 
 class Ledger:
-    def __init__(self, profiles: list[str]) -> None:
+    def __init__(self, profiles: list[str], track: int = TRACKED) -> None:
         self.devices = [DeviceTotals(d, name) for d, name in enumerate(profiles)]
         self.timeline: tuple[int, RoundTiming] | None = None
+        self.tracked = tracked_devices(profiles, track)
+        self.rounds: list[RoundTrace] = []
 
     def add_round(self, server_round: int, timing: RoundTiming, reports: list[DeviceReport],
-                  adapted: set[int]) -> None:
+                  adapted: set[int], offline: Collection[int] = (), busy: Collection[int] = ()) -> None:
+        """`offline`, `busy`: the devices offline at the round's start, and those online but still finishing
+        a late round (what the server saw before sampling)."""
         if self.timeline is None or kinds(timing) > kinds(self.timeline[1]):
             self.timeline = (server_round, timing)
+        for d in offline:
+            self.devices[d].offline += 1
+        for d in busy:
+            self.devices[d].busy += 1
+        self.rounds.append(trace(server_round, timing, self.tracked, offline, busy))
         flops = {r.device_id: r.train_flops for r in reports}
         executed = {r.device_id: executed_flops(r) for r in reports}
         for d in timing.devices:
@@ -70,10 +86,14 @@ class Ledger:
             server_round, t = self.timeline
             timeline = {"round": server_round, "start_s": t.start_s, "sim_time_s": t.sim_time_s,
                         "energy_j": t.energy_j, "devices": [asdict(d) for d in t.devices]}
-        return {"devices": self.rows(), "timeline": timeline}
+        return {"devices": self.rows(), "timeline": timeline, "outcome_columns": OUTCOME_COLUMNS,
+                "rounds": [r.to_json() for r in self.rounds]}
 
     def restore(self, snapshot: dict) -> None:
-        self.devices = [DeviceTotals(**row) for row in snapshot["devices"]]
+        self.devices = [DeviceTotals(**row) for row in snapshot["devices"]]  # older: offline, busy 0
+        columns = snapshot.get("outcome_columns", OUTCOME_COLUMNS)
+        # an older checkpoint has no rounds: the multi-round timeline then starts where the run resumed
+        self.rounds = [RoundTrace.from_json(r, columns) for r in snapshot.get("rounds", [])]
         t = snapshot["timeline"]
         if t is None:
             self.timeline = None
@@ -87,3 +107,61 @@ class Ledger:
 
 def kinds(timing: RoundTiming) -> int:
     return len({d.status for d in timing.devices})
+
+# --------------------------------------------------------------------------- every round, of the tracked devices
+
+
+@dataclass(frozen=True)
+class RoundTrace:
+    """One round as the multi-round timeline draws it: when it started and closed, the outcomes of the
+    tracked devices it sampled, and which tracked devices were offline or busy at its start.
+
+    Kept by the ledger, not rebuilt from device_rounds.csv: that file has no download, upload or
+    link-waiting times and no offline or busy devices, and a dry run writes none. Only the tracked
+    devices are kept (at most TRACKED), so a fleet of 10,000 costs what one of 40 does.
+    """
+
+    round: int
+    start_s: float
+    close_s: float
+    devices: tuple[DeviceOutcome, ...] = ()
+    offline: tuple[int, ...] = ()
+    busy: tuple[int, ...] = ()
+
+    def to_json(self) -> dict:
+        """Outcomes as rows in OUTCOME_COLUMNS' order: a checkpoint holds every round of them."""
+        return {"round": self.round, "start_s": self.start_s, "close_s": self.close_s,
+                "devices": [[getattr(d, c) for c in OUTCOME_COLUMNS] for d in self.devices],
+                "offline": list(self.offline), "busy": list(self.busy)}
+
+    @classmethod
+    def from_json(cls, data: dict, columns: Sequence[str]) -> RoundTrace:
+        """Inverse of to_json; an outcome field the writer did not have takes its default."""
+        return cls(int(data["round"]), float(data["start_s"]), float(data["close_s"]),
+                   tuple(DeviceOutcome(**dict(zip(columns, row))) for row in data["devices"]),
+                   tuple(data["offline"]), tuple(data["busy"]))
+
+
+def trace(server_round: int, timing: RoundTiming, tracked: Sequence[int], offline: Collection[int],
+          busy: Collection[int]) -> RoundTrace:
+    """The round's RoundTrace, of the `tracked` devices only."""
+    keep = set(tracked)
+    offline, busy = set(offline), set(busy)
+    return RoundTrace(server_round, timing.start_s, timing.sim_time_s,
+                      tuple(sorted((d for d in timing.devices if d.device_id in keep), key=lambda d: d.device_id)),
+                      tuple(d for d in tracked if d in offline), tuple(d for d in tracked if d in busy))
+
+
+def tracked_devices(profiles: Sequence[str], limit: int = TRACKED) -> list[int]:
+    """The devices a multi-round timeline follows: all of a fleet of at most `limit`; else each profile in
+    proportion to its share of the fleet (at least one each while they fit), evenly spread over its ids."""
+    if len(profiles) <= limit:
+        return list(range(len(profiles)))
+    groups: dict[str, list[int]] = {}
+    for d, name in enumerate(profiles):
+        groups.setdefault(name, []).append(d)
+    quota = {k: max(1, round(limit * len(v) / len(profiles))) for k, v in groups.items()}
+    while sum(quota.values()) > limit:  # the rounding and the floors of one may overshoot
+        quota[max(quota, key=quota.get)] -= 1
+    step = {k: (len(v) - 1) / max(1, quota[k] - 1) for k, v in groups.items()}
+    return sorted(v[round(i * step[k])] for k, v in groups.items() for i in range(quota[k]))

@@ -14,6 +14,7 @@ import csv
 import fcntl
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -36,8 +37,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 # Files a run or a comparison writes into its folder; the first three mean "this folder holds a run".
 RUN_MARKERS = ("summary.json", "rounds.csv", "comparison.csv")
-RUN_FILES = (*RUN_MARKERS, "accuracy.png", "accuracy_time.png", "bytes.png", "timeline.png", "devices.csv",
-             "device_rounds.csv", "scenario.yaml", "comparison.png", "model.npz")
+RUN_FILES = (*RUN_MARKERS, "accuracy.png", "accuracy_time.png", "bytes.png", "timeline.png", "timeline_rounds.png",
+             "devices.csv", "device_rounds.csv", "scenario.yaml", "comparison.png", "tradeoff.png", "model.npz")
 RUN_FOLDERS = ("checkpoint",)
 
 _UMASK = os.umask(0o022)
@@ -310,6 +311,107 @@ def plot_timeline(outcomes: Sequence, start_s: float, close_s: float, deadline_s
     save_figure(fig, path)
 
 
+# what the multi-round timeline draws: kind -> (colour, bar height, legend label); drawn in this order
+TIMELINE_KINDS = {
+    "offline": ("0.85", 0.9, "offline at the round's start"),
+    "busy": ("moccasin", 0.9, "busy at the round's start (finishing a late round)"),
+    "download": ("tab:blue", 0.55, "download"),
+    "compute": ("tab:olive", 0.55, "compute"),
+    "upload": ("tab:cyan", 0.55, "upload (own uplink)"),
+    "link wait": ("tab:pink", 0.55, "upload waiting on the shared server link"),
+    "idle": ("0.55", 0.2, "idle until the round closed"),
+    "late": ("tab:orange", 0.55, "work past the round's close"),
+}
+TIMELINE_MARKS = {"failed": ("x", "tab:red"), "declined": ("|", "tab:gray"), "oom": ("s", "tab:purple")}
+
+
+def timeline_bars(rounds: Sequence) -> tuple[dict[str, list[tuple[int, float, float]]],
+                                             dict[str, list[tuple[int, float]]]]:
+    """What the multi-round timeline draws, from fleet.ledger.RoundTrace records: per kind of stretch
+    (TIMELINE_KINDS) its bars as (device, left, width) in simulated seconds, and per status in
+    TIMELINE_MARKS a mark (device, where its work stopped).
+
+    A sampled device's download, compute and upload follow each other from the round's start; the
+    upload is its own uplink's time, then the seconds the shared server link added (`link_wait_s`);
+    whatever of them falls after the round's close is "late" (the device stays busy: the next round
+    shows it so), and an accepted device idles from its arrival to the close, an out-of-memory one
+    from the start. An offline or busy device is shaded for the whole round: that is what the server
+    saw when it sampled.
+    """
+    bars: dict[str, list[tuple[int, float, float]]] = {k: [] for k in TIMELINE_KINDS}
+    marks: dict[str, list[tuple[int, float]]] = {k: [] for k in TIMELINE_MARKS}
+
+    def add(kind: str, device: int, left: float, right: float) -> None:
+        if right > left:
+            bars[kind].append((device, left, right - left))
+
+    for r in rounds:
+        for d in r.offline:
+            add("offline", d, r.start_s, r.close_s)
+        for d in r.busy:
+            add("busy", d, r.start_s, r.close_s)
+        for o in r.devices:
+            at = o.start_s
+            wait = o.link_wait_s
+            for kind, width in (("download", o.download_s), ("compute", o.compute_s),
+                                ("upload", o.upload_s - wait), ("link wait", wait)):
+                add(kind, o.device_id, at, min(at + width, r.close_s))
+                at += width
+            add("late", o.device_id, max(o.start_s, r.close_s), at)
+            if o.status == "ok":
+                add("idle", o.device_id, at, r.close_s)
+            elif o.status == "oom":
+                add("idle", o.device_id, o.start_s, r.close_s)
+            if o.status in marks:
+                marks[o.status].append((o.device_id, at))
+    return bars, marks
+
+
+def plot_timeline_rounds(rounds: Sequence, devices: Sequence[int], path: Path, title: str,
+                         labels: dict[int, str] | None = None, *, fleet: int | None = None,
+                         deadline_s: float | None = None) -> None:
+    """A Gantt chart of every round (fleet.ledger.RoundTrace records) on the simulated clock, a row per
+    device in `devices` (the ledger's tracked devices: all of a small fleet); see timeline_bars.
+
+    `fleet`: the fleet's size, said in the title where fewer devices are shown.
+    """
+    bars, marks = timeline_bars(rounds)
+    row = {d: i for i, d in enumerate(devices)}
+    if fleet is not None and len(devices) < fleet:
+        title = f"{title}\n{len(devices)} of its {fleet} devices shown, each profile in proportion"
+    fig, ax = plt.subplots(figsize=(11, 0.32 * len(devices) + 2.4))
+    for kind, (colour, height, name) in TIMELINE_KINDS.items():
+        shown = [b for b in bars[kind] if b[0] in row]
+        if shown:
+            ax.barh([row[d] for d, _, _ in shown], [w for _, _, w in shown], left=[x for _, x, _ in shown],
+                    height=height, color=colour, label=name, linewidth=0)
+    for status, (marker, colour) in TIMELINE_MARKS.items():
+        shown = [m for m in marks[status] if m[0] in row]
+        if shown:
+            ax.scatter([x for _, x in shown], [row[d] for d, _ in shown], marker=marker, color=colour, s=30,
+                       zorder=3, label=status)
+    for r in rounds:
+        ax.axvline(r.start_s, color="black", lw=0.4, alpha=0.3)
+        if deadline_s is not None:
+            ax.plot([r.start_s + deadline_s] * 2, [-0.5, len(devices) - 0.5], color="tab:red", ls=":", lw=0.6)
+    if rounds:
+        ax.axvline(rounds[-1].close_s, color="black", lw=0.4, alpha=0.3)
+        step = max(1, math.ceil(len(rounds) / 25))  # at most 25 round numbers along the top
+        top = ax.secondary_xaxis("top")
+        shown_rounds = rounds[::step]
+        top.set_xticks([(r.start_s + r.close_s) / 2 for r in shown_rounds], [str(r.round) for r in shown_rounds],
+                       fontsize=7)
+        top.set_xlabel("round", fontsize=8)
+    names = labels or {}
+    ax.set_yticks(range(len(devices)), [f"{d} {names.get(d, '')}" for d in devices], fontsize=7)
+    ax.set_ylim(len(devices) - 0.5, -0.5)
+    ax.set(xlabel="simulated time (s)", title=title)
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a bar
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def plot_accuracy_time(curves: dict[str, Sequence[Sequence[float]]], path: Path, title: str) -> None:
     """Class-IL accuracy against simulated time, one line per run (a profile, a variant); curve points are
     [time, Class-IL, ...]."""
@@ -376,6 +478,54 @@ def plot_comparison(rows: Sequence[dict], path: Path, title: str) -> None:
         ax.set_title(label, fontsize=10)
         ax.tick_params(axis="x", rotation=30)
         ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+TRADEOFF_AXES = (("energy_j", "total energy (J)"), ("sim_time_s", "simulated time (s)"))
+
+
+def tradeoff_stats(points: dict[str, Sequence[dict]]) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """Per variant and figure (final Class-IL and each of TRADEOFF_AXES): (median, min, max) over its runs
+    (one per seed); a run without a final accuracy (nothing trained) is left out, a variant with none too."""
+    keys = ("final_accuracy", *(k for k, _ in TRADEOFF_AXES))
+    out = {}
+    for variant, runs in points.items():
+        runs = [r for r in runs if r.get("final_accuracy") is not None]
+        if runs:
+            out[variant] = {k: (float(np.median(v)), float(min(v)), float(max(v)))
+                            for k in keys for v in [[float(r[k]) for r in runs]]}
+    return out
+
+
+def plot_tradeoff(points: dict[str, Sequence[dict]], path: Path, title: str) -> None:
+    """Final Class-IL accuracy against total energy and against simulated time, a point per variant at
+    its median over seeds; with several seeds, each seed as a small dot and min-max whiskers both ways.
+    `points`: variant -> its runs' summaries (final_accuracy, energy_j, sim_time_s)."""
+    stats = tradeoff_stats(points)
+    if any(len(runs) > 1 for runs in points.values()):
+        title = f"{title}\nmedian over seeds, whiskers from the lowest to the highest seed, a dot per seed"
+    fig, axes = plt.subplots(1, len(TRADEOFF_AXES), figsize=(5.2 * len(TRADEOFF_AXES), 4.2), sharey=True)
+    for i, (variant, figures) in enumerate(stats.items()):
+        colour = f"C{i % 10}"
+        acc = figures["final_accuracy"]
+        runs = [r for r in points[variant] if r.get("final_accuracy") is not None]
+        for ax, (key, _) in zip(axes, TRADEOFF_AXES):
+            x = figures[key]
+            if len(runs) > 1:
+                ax.scatter([float(r[key]) for r in runs], [float(r["final_accuracy"]) for r in runs], s=10,
+                           color=colour, alpha=0.45, lw=0)
+            ax.errorbar([x[0]], [acc[0]], xerr=[[x[0] - x[1]], [x[2] - x[0]]],
+                        yerr=[[acc[0] - acc[1]], [acc[2] - acc[0]]], fmt="o", color=colour, capsize=3,
+                        label=f"{variant} ({len(runs)} seed{'s' if len(runs) > 1 else ''})" if ax is axes[0] else None)
+            ax.annotate(variant, (x[0], acc[0]), xytext=(4, 4), textcoords="offset points", fontsize=7, color=colour)
+    for ax, (_, label) in zip(axes, TRADEOFF_AXES):
+        ax.set(xlabel=label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("final Class-IL accuracy (%)")
+    if 0 < len(stats) <= 12:  # more would cover the points: the labels beside them name the variants
+        axes[0].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)

@@ -42,8 +42,8 @@ from fleet.checkpoint import (  # noqa: E402
 from fleet.interrupts import stopping  # noqa: E402
 from fleet.ledger import COLUMNS as DEVICE_COLUMNS, Ledger  # noqa: E402
 from fleet.report import (  # noqa: E402
-    RoundsCsv, folder_lock, plot_accuracy, plot_accuracy_time, plot_bytes, plot_timeline, prepare_output_dir,
-    write_csv, write_json, write_model, write_text,
+    RoundsCsv, folder_lock, plot_accuracy, plot_accuracy_time, plot_bytes, plot_timeline, plot_timeline_rounds,
+    prepare_output_dir, write_csv, write_json, write_model, write_text,
 )
 from fleet.scenario import Scenario  # noqa: E402
 from fleet.world import SimWorld  # noqa: E402
@@ -144,7 +144,8 @@ class Evaluator:
             accs = [task_accuracy(self.learner.model, t.x_test, t.y_test, t.classes)
                     for t in self.stream.tasks[:reached]]
         if strategy.last_timing is not None:
-            self.ledger.add_round(server_round, strategy.last_timing, strategy.last_reports, strategy.last_adapted)
+            self.ledger.add_round(server_round, strategy.last_timing, strategy.last_reports, strategy.last_adapted,
+                                  strategy.last_offline, strategy.last_busy)
         row = dict(strategy.last_row)
         row.update({f"acc_task_{i}": round(c, 3) for i, (c, _) in enumerate(accs)})
         row.update({f"til_task_{i}": round(t, 3) for i, (_, t) in enumerate(accs)})
@@ -366,6 +367,11 @@ def write_plots(scenario: Scenario, spec: DeviceSpec, world: SimWorld, ledger: L
                       out_dir / "timeline.png", f"{scenario.name}: round {server_round} "
                       f"({spec.learner.label}, budget {scenario.timing.budget}, {world.kernels.kind} kernels)",
                       dict(enumerate(scenario.device_profiles())))
+    if ledger.rounds:
+        plot_timeline_rounds(ledger.rounds, ledger.tracked, out_dir / "timeline_rounds.png",
+                             f"{scenario.name}: every round ({spec.learner.label}, budget {scenario.timing.budget})",
+                             dict(enumerate(scenario.device_profiles())), fleet=len(ledger.devices),
+                             deadline_s=world.deadline_s)
 
 
 def make_world(scenario: Scenario) -> SimWorld:

@@ -339,6 +339,8 @@ class SparseFedAvg(FedAvg):
         self.last_timing: RoundTiming | None = None
         self.last_reports: list[DeviceReport] = []
         self.last_adapted: set[int] = set()
+        self.last_offline: frozenset[int] = frozenset()  # this round's devices offline at its start
+        self.last_busy: frozenset[int] = frozenset()     # and those online but finishing a late round
         self.sim_time_s = 0.0
         self.global_weights: dict[str, np.ndarray] = {}
         self.global_masks: dict[str, np.ndarray] = {}
@@ -395,6 +397,8 @@ class SparseFedAvg(FedAvg):
             online = self.world.online(server_round, sorted(by_device))
             free = self.world.free(online)
             chosen = choose_devices(self.rng, free, self.config)
+            self.last_offline = frozenset(by_device).difference(online)
+            self.last_busy = frozenset(online).difference(free)
             dense = plain_model(self.global_weights, self.config.counters) if self.plain else {}
             plain = to_arrays(dense) if dense else None
             sizes = {"wire": model_bytes(flat), "plain": model_bytes(dense)}
