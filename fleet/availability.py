@@ -24,6 +24,13 @@ timeline is therefore a pure function of (seed, device, time): whatever the
 rounds, the devices asked or the order replies came in; and a resumed run
 rebuilds the processes at time 0 and replays them to the restored clock
 (`reset`), which replays exactly what the uninterrupted run played.
+
+`online_seconds` says how long each device was online within a stretch of a
+round (for the idle energy of the devices that were online but not working):
+`always`, all of it; `bernoulli`, all of it or none, as its draw at the
+round's start said (the model has nothing finer than a round); `onoff`, the
+parts of its online periods inside, from the switches logged while the
+processes play the stretch out.
 """
 
 from __future__ import annotations
@@ -75,12 +82,33 @@ def onoff_periods(seed: int, device: int, mean_on_s: float, mean_off_s: float,
         yield on, float(rng.exponential(mean_on_s if on else mean_off_s))
 
 
+class _SwitchLog:
+    """Where the on/off processes note their switches, (time, device, online?), while `entries` is a list."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[float, int, bool]] | None = None
+
+
 def _alternate(env: simpy.Environment, state: np.ndarray, device: int,
-               periods: Iterator[tuple[bool, float]]) -> Iterator[simpy.Event]:
+               periods: Iterator[tuple[bool, float]], log: _SwitchLog | None = None) -> Iterator[simpy.Event]:
     """The simpy process of one on/off device: set its state, wait out the period, switch."""
     for on, length in periods:
         state[device] = on
+        if log is not None and log.entries is not None:
+            log.entries.append((env.now, device, on))
         yield env.timeout(length)
+
+
+def _on_seconds(on_at_start: bool, switches: Sequence[tuple[float, bool]], start_s: float, lo: float,
+                end_s: float) -> float:
+    """Seconds online within [lo, end_s] of a device online (or not) at start_s <= lo that switched at the
+    given (time, online?) in order, all within [start_s, end_s]."""
+    total, since, on = 0.0, start_s, on_at_start
+    for t, state in (*switches, (end_s, on_at_start)):
+        if on:
+            total += max(0.0, min(t, end_s) - max(since, lo))
+        since, on = t, state
+    return total
 
 
 class Availability:
@@ -93,6 +121,7 @@ class Availability:
         self.alternating = np.flatnonzero(self.codes == ONOFF)
         self.mean_on = np.array([profiles[d].mean_on_s for d in self.alternating], dtype=np.float64)
         self.mean_off = np.array([profiles[d].mean_off_s for d in self.alternating], dtype=np.float64)
+        self.log = _SwitchLog()
         self.reset()
 
     def reset(self) -> None:
@@ -105,7 +134,7 @@ class Availability:
             for device, mean_on, mean_off, on, length in zip(self.alternating.tolist(), self.mean_on.tolist(),
                                                              self.mean_off.tolist(), states.tolist(), lengths.tolist()):
                 periods = onoff_periods(self.seed, device, mean_on, mean_off, first=(on, length))
-                self.env.process(_alternate(self.env, self.on, device, periods))
+                self.env.process(_alternate(self.env, self.on, device, periods, self.log))
 
     def advance(self, clock_s: float) -> None:
         """Run the on/off processes up to `clock_s`, switches at exactly clock_s included."""
@@ -137,6 +166,47 @@ class Availability:
             self.advance(clock_s)
             keep[alternating] = self.on[ids[alternating]]
         return [d for d, k in zip(devices, keep.tolist()) if k]
+
+    def online_seconds(self, server_round: int, start_s: float, end_s: float, from_s) -> np.ndarray:
+        """Seconds each device of the fleet was online within [max(from_s, start_s), end_s] of the round
+        `server_round` that started at `start_s`; `from_s` is one time per device (or one for all).
+
+        `always`: all of it; `bernoulli`: all of it if its draw at the round's
+        start said online (the same draw as `online`), else none; `onoff`: the
+        parts of its online periods inside. Plays the on/off processes out to
+        end_s (the next round starts there or later).
+        """
+        lo = np.maximum(np.broadcast_to(np.asarray(from_s, dtype=np.float64), self.codes.shape), start_s)
+        span = np.maximum(end_s - lo, 0.0)
+        out = np.where(self.codes == ALWAYS, span, 0.0)
+        drawn = np.flatnonzero(self.codes == BERNOULLI)
+        if drawn.size:
+            online = keyed_uniforms(self.seed, server_round, drawn, ONLINE) < self.chance[drawn]
+            out[drawn] = np.where(online, span[drawn], 0.0)
+        if self.alternating.size and end_s > start_s:
+            out[self.alternating] = self._onoff_seconds(start_s, end_s, lo[self.alternating])
+        return out
+
+    def _onoff_seconds(self, start_s: float, end_s: float, lo: np.ndarray) -> np.ndarray:
+        """The on/off devices' online seconds within [lo, end_s], from their state at start_s and the switches
+        logged while the processes run on to end_s."""
+        self.advance(start_s)
+        on_at_start = self.on[self.alternating].copy()
+        self.log.entries = []
+        try:
+            self.advance(end_s)
+            entries = self.log.entries
+        finally:
+            self.log.entries = None
+        out = np.where(on_at_start, np.maximum(end_s - lo, 0.0), 0.0)
+        switches: dict[int, list[tuple[float, bool]]] = {}
+        for t, device, on in entries:  # in time order: the environment runs its events so
+            switches.setdefault(device, []).append((t, on))
+        if switches:
+            index = np.searchsorted(self.alternating, list(switches))
+            for i, (device, seen) in zip(index.tolist(), switches.items()):
+                out[i] = _on_seconds(bool(on_at_start[i]), seen, start_s, float(lo[i]), end_s)
+        return out
 
 
 __all__ = ["ALWAYS", "BERNOULLI", "ONOFF", "Availability", "first_periods", "onoff_periods"]

@@ -31,6 +31,7 @@ class DeviceTotals:
     adapted: int = 0
     busy_s: float = 0.0          # downloading, computing, uploading
     energy_j: float = 0.0
+    idle_energy_j: float = 0.0   # idle while online and not in a round's work (RoundTiming.idle_energy_j)
     train_flops: float = 0.0     # of aggregated updates only
     wasted_train_flops: float = 0.0
     executed_flops: float = 0.0  # what its kernels ran, of aggregated updates (clients.budget)
@@ -76,6 +77,8 @@ class Ledger:
                 t.wasted_executed_flops += executed.get(d.device_id, 0.0)
         for device in adapted:
             self.devices[device].adapted += 1
+        for device, joules in timing.idle_by_device.items():
+            self.devices[device].idle_energy_j += joules
 
     def rows(self) -> list[dict]:
         return [asdict(t) for t in self.devices]
@@ -85,12 +88,13 @@ class Ledger:
         if self.timeline is not None:
             server_round, t = self.timeline
             timeline = {"round": server_round, "start_s": t.start_s, "sim_time_s": t.sim_time_s,
-                        "energy_j": t.energy_j, "devices": [asdict(d) for d in t.devices]}
+                        "energy_j": t.energy_j, "idle_energy_j": t.idle_energy_j,
+                        "devices": [asdict(d) for d in t.devices]}
         return {"devices": self.rows(), "timeline": timeline, "outcome_columns": OUTCOME_COLUMNS,
                 "rounds": [r.to_json() for r in self.rounds]}
 
     def restore(self, snapshot: dict) -> None:
-        self.devices = [DeviceTotals(**row) for row in snapshot["devices"]]  # older: offline, busy 0
+        self.devices = [DeviceTotals(**row) for row in snapshot["devices"]]  # older: offline, busy, idle_energy_j 0
         columns = snapshot.get("outcome_columns", OUTCOME_COLUMNS)
         # an older checkpoint has no rounds: the multi-round timeline then starts where the run resumed
         self.rounds = [RoundTrace.from_json(r, columns) for r in snapshot.get("rounds", [])]
@@ -101,7 +105,7 @@ class Ledger:
         devices = tuple(DeviceOutcome(**d) for d in t["devices"])
         timing = RoundTiming(frozenset(d.device_id for d in devices if d.status == "ok"),
                              {d.device_id: d.status for d in devices}, t["sim_time_s"], t["energy_j"],
-                             start_s=t["start_s"], devices=devices)
+                             start_s=t["start_s"], devices=devices, idle_energy_j=t.get("idle_energy_j", 0.0))
         self.timeline = (t["round"], timing)
 
 

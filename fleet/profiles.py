@@ -13,9 +13,9 @@ Python/torch/Flower runtime (training_memory_mb), not the board's total.
 Scenarios add their own profiles (a built-in with some figures changed, or
 every figure from scratch) under `profiles:`; see fleet.scenario.
 
-A BudgetProfile scales a device down (compute, memory, bandwidth) and may add a
-per-round deadline, so `fleet compare` can run one scenario under several
-resource regimes.
+A BudgetProfile scales a device down (compute, memory, bandwidth, and the power
+that goes with them: apply_budget) and may add a per-round deadline, so
+`fleet compare` can run one scenario under several resource regimes.
 """
 
 from __future__ import annotations
@@ -92,6 +92,13 @@ class DeviceProfile:
     memory_mb counts MiB (2**20 bytes, as a "4 GB" board has 4096 of them);
     link rates count Mbit/s (1e6 bits), the unit links are sold in. Uplink
     and downlink differ on most access links (Wi-Fi, LTE, ADSL).
+
+    Radio power follows Huang et al.'s LTE model (MobiSys 2012), linear in
+    throughput: radio_w plus downlink_w_per_mbps (uplink_w_per_mbps) per
+    Mbit/s received (sent), so that term's energy is per megabit moved; with
+    both 0 (the default) a transfer draws radio_w whatever its rate. After each
+    transfer the radio may stay powered for tail_s at tail_w (LTE's RRC tail;
+    0: none), on top of what the device does meanwhile (fleet.timing).
     """
 
     name: str
@@ -103,7 +110,7 @@ class DeviceProfile:
     downlink_latency_s: float  # fixed cost of one download
     uplink_latency_s: float  # fixed cost of one upload
     active_w: float  # power while computing
-    radio_w: float  # power while transferring
+    radio_w: float  # power while transferring, before the per-Mbit/s terms below (Huang et al.'s base)
     idle_w: float  # power while waiting
     availability: float  # probability the device is online at a round ("bernoulli"), (0, 1]
     availability_model: str = "bernoulli"  # always | bernoulli (a draw each round) | onoff (alternating periods)
@@ -111,6 +118,10 @@ class DeviceProfile:
     mean_off_s: float = 600.0  # onoff: mean length of an offline period
     failure_prob: float = 0.0  # chance that a sampled device fails mid-round, [0, 1)
     speed_jitter: float = 0.0  # coefficient of variation of its compute speed from round to round, [0, 1]
+    downlink_w_per_mbps: float = 0.0  # radio power per Mbit/s received, on top of radio_w; 0: radio_w at any rate
+    uplink_w_per_mbps: float = 0.0  # radio power per Mbit/s sent, on top of radio_w
+    tail_s: float = 0.0  # seconds the radio stays powered after each transfer (an LTE RRC tail); 0: none
+    tail_w: float = 0.0  # power of that tail, on top of what the device does meanwhile
 
     def __post_init__(self) -> None:
         owner = f"device profile '{self.name}'"
@@ -118,7 +129,8 @@ class DeviceProfile:
             raise InputError(f"device profile name must be a non-empty string, got {self.name!r}")
         for f in ("peak_gflops", "memory_mb", "downlink_mbps", "uplink_mbps"):
             _check_positive(owner, f, getattr(self, f))
-        for f in ("downlink_latency_s", "uplink_latency_s", "active_w", "radio_w", "idle_w"):
+        for f in ("downlink_latency_s", "uplink_latency_s", "active_w", "radio_w", "idle_w",
+                  "downlink_w_per_mbps", "uplink_w_per_mbps", "tail_s", "tail_w"):
             _check_non_negative(owner, f, getattr(self, f))
         for f in ("efficiency", "availability"):
             _check_fraction(owner, f, getattr(self, f))
@@ -134,6 +146,16 @@ class DeviceProfile:
     def train_flops_per_s(self) -> float:
         """FLOP/s a training loop actually sustains: peak derated by efficiency."""
         return self.peak_gflops * 1e9 * self.efficiency
+
+    @property
+    def download_w(self) -> float:
+        """Power while receiving at the full downlink rate (Huang et al.: linear in throughput)."""
+        return self.radio_w + self.downlink_w_per_mbps * self.downlink_mbps
+
+    @property
+    def upload_w(self) -> float:
+        """Power while sending at the full uplink rate."""
+        return self.radio_w + self.uplink_w_per_mbps * self.uplink_mbps
 
 
 FIGURES: tuple[str, ...] = tuple(f.name for f in fields(DeviceProfile) if f.name != "name")
@@ -212,6 +234,12 @@ BERNOULLI_SOURCE = "assumption: an independent draw each round (availability_mod
 UNUSED_ONOFF_SOURCE = "unused: availability_model is not onoff (DeviceProfile default)"
 WIRED_FAILURE_SOURCE = ("assumption: a wired board on mains rarely dies inside a round; the scenario's "
                         "timing.offline_rate_per_s adds time-based failures to every device")
+FLAT_RADIO_SOURCE = ("assumption: 0, radio_w is the power of a transfer at any rate; no measurement splits this "
+                     "device's transfer power into a base and a per-Mbit/s term")
+WIRED_NO_TAIL_SOURCE = ("0: Ethernet has no radio state to leave after a transfer; the NIC's draw is in radio_w "
+                        "and idle_w (assumption)")
+WIFI_NO_TAIL_SOURCE = ("assumption: 0, a Wi-Fi client returns to power save within a fraction of a second after a "
+                       "transfer, no RRC-style tail of seconds; negligible next to a round")
 STEADY_JITTER_SOURCE = ("assumption: 0, a dedicated board on mains with a heatsink runs the same work at the "
                         "same speed round after round (within a few percent); an uncooled board throttles at 80 C, "
                         "a steady slowdown that a lower efficiency models better than jitter")
@@ -226,6 +254,14 @@ def _builtin(profile: DeviceProfile, **sources: str) -> tuple[DeviceProfile, dic
                            f"sources for no figure {extra}")
     return profile, {f: sources[f] for f in FIGURES}
 
+
+# The phone's radio: Huang et al. measured an LTE phone's power (MobiSys 2012).
+HUANG_POWER_SOURCE = ("Huang et al., 'A Close Examination of Performance and Power Characteristics of 4G LTE "
+                      "Networks', MobiSys 2012: power while transferring on LTE, linear in throughput, "
+                      "P = 1288 mW + 52 mW per Mbit/s down + 438 mW per Mbit/s up")
+HUANG_TAIL_SOURCE = ("Huang et al., MobiSys 2012: after the last packet of a transfer an LTE phone's radio stays in "
+                     "RRC_CONNECTED for a tail of 11.576 s (the inactivity timer), at ~1060 mW, before it drops to "
+                     "RRC_IDLE")
 
 _BUILTINS = (
     # Raspberry Pi 5 (4 GB) on Gigabit Ethernet and mains.
@@ -265,6 +301,10 @@ _BUILTINS = (
         mean_off_s=UNUSED_ONOFF_SOURCE,
         failure_prob=WIRED_FAILURE_SOURCE,
         speed_jitter=STEADY_JITTER_SOURCE,
+        downlink_w_per_mbps=FLAT_RADIO_SOURCE,
+        uplink_w_per_mbps=FLAT_RADIO_SOURCE,
+        tail_s=WIRED_NO_TAIL_SOURCE,
+        tail_w=WIRED_NO_TAIL_SOURCE,
     ),
     # Raspberry Pi 4 (2 GB) at 1.8 GHz on Gigabit Ethernet and mains.
     _builtin(
@@ -302,6 +342,10 @@ _BUILTINS = (
         mean_off_s=UNUSED_ONOFF_SOURCE,
         failure_prob=WIRED_FAILURE_SOURCE,
         speed_jitter=STEADY_JITTER_SOURCE,
+        downlink_w_per_mbps=FLAT_RADIO_SOURCE,
+        uplink_w_per_mbps=FLAT_RADIO_SOURCE,
+        tail_s=WIRED_NO_TAIL_SOURCE,
+        tail_w=WIRED_NO_TAIL_SOURCE,
     ),
     # The same Pi 4 on Wi-Fi: its 1x1 802.11ac radio through a wall or two.
     _builtin(
@@ -340,6 +384,10 @@ _BUILTINS = (
         mean_off_s=UNUSED_ONOFF_SOURCE,
         failure_prob="assumption: a Wi-Fi link drops inside ~1 round in 50 (interference, roaming)",
         speed_jitter=STEADY_JITTER_SOURCE,
+        downlink_w_per_mbps=FLAT_RADIO_SOURCE,
+        uplink_w_per_mbps=FLAT_RADIO_SOURCE,
+        tail_s=WIFI_NO_TAIL_SOURCE,
+        tail_w=WIFI_NO_TAIL_SOURCE,
     ),
     # Raspberry Pi Zero 2 W: 4x Cortex-A53 at 1 GHz, 512 MB, 2.4 GHz 802.11n.
     _builtin(
@@ -388,6 +436,10 @@ _BUILTINS = (
         failure_prob="assumption: Wi-Fi drops and under-voltage resets end ~3% of its rounds",
         speed_jitter="assumption: without a heatsink the small package heats up under sustained load and the "
                      "firmware throttles at 80 C, so its speed varies ~10% from round to round",
+        downlink_w_per_mbps=FLAT_RADIO_SOURCE,
+        uplink_w_per_mbps=FLAT_RADIO_SOURCE,
+        tail_s=WIFI_NO_TAIL_SOURCE,
+        tail_w=WIFI_NO_TAIL_SOURCE,
     ),
     # NVIDIA Jetson Nano (4 GB) in its 10 W mode, on Gigabit Ethernet and mains.
     _builtin(
@@ -428,6 +480,10 @@ _BUILTINS = (
         mean_off_s=UNUSED_ONOFF_SOURCE,
         failure_prob=WIRED_FAILURE_SOURCE,
         speed_jitter=STEADY_JITTER_SOURCE,
+        downlink_w_per_mbps=FLAT_RADIO_SOURCE,
+        uplink_w_per_mbps=FLAT_RADIO_SOURCE,
+        tail_s=WIRED_NO_TAIL_SOURCE,
+        tail_w=WIRED_NO_TAIL_SOURCE,
     ),
     # Phone, Snapdragon 8xx class, training in the background on LTE.
     _builtin(
@@ -441,7 +497,7 @@ _BUILTINS = (
             downlink_latency_s=0.05,
             uplink_latency_s=0.06,
             active_w=5.0,
-            radio_w=2.5,
+            radio_w=1.288,  # 2.328 W receiving at 20 Mbit/s, 4.792 W sending at 8
             idle_w=0.5,
             availability=1 / 3,
             availability_model="onoff",
@@ -449,6 +505,10 @@ _BUILTINS = (
             mean_off_s=14400.0,
             failure_prob=0.08,
             speed_jitter=0.2,
+            downlink_w_per_mbps=0.052,
+            uplink_w_per_mbps=0.438,
+            tail_s=11.576,
+            tail_w=1.06,
         ),
         peak_gflops="already a training figure, not HPL: the project's design reference (DESIGN.md, section 5) "
                     "gives ~15-30 GFLOP/s for CPU training on Snapdragon 8xx phones, without a public measurement "
@@ -469,11 +529,11 @@ _BUILTINS = (
                          "(3GPP TS 36.213)",
         active_w="assumption: a Snapdragon 8xx draws ~4-6 W under sustained multi-core CPU load before it "
                  "throttles",
-        radio_w="Huang et al., 'A Close Examination of Performance and Power Characteristics of 4G LTE "
-                "Networks', MobiSys 2012: P = 1288 mW + 52 mW per Mbit/s down (+ 438 per Mbit/s up), so ~2.3 W "
-                "for a 20 Mbit/s download; uploads at 8 Mbit/s draw ~4.8 W, but they carry far fewer bytes "
-                "(sparse updates), so 2.5 W",
-        idle_w="assumption: awake and waiting with the radio in connected-mode DRX, ~0.5 W",
+        radio_w=HUANG_POWER_SOURCE + "; the 1288 mW base. At this profile's rates: 2.328 W receiving at 20 "
+                "Mbit/s, 4.792 W sending at 8. As measured: a sparse update's fewer bytes shorten its upload, "
+                "they do not lower the power",
+        idle_w="assumption: awake and waiting, ~0.5 W, with the radio idle once its tail is over (tail_w is the "
+               "tail's)",
         availability="assumption: the stationary share of the on/off process, 2 h / (2 h + 4 h) = 1/3 "
                      "(used if a world draws a bernoulli availability instead)",
         availability_model="phones train only when idle, charging and on an unmetered network (Bonawitz et al., "
@@ -486,6 +546,10 @@ _BUILTINS = (
                      "drop out (errors, network, losing eligibility); 8% taken",
         speed_jitter="assumption: phone SoCs throttle under sustained load and share the CPU with other apps, "
                      "so speed varies ~20% from round to round",
+        downlink_w_per_mbps=HUANG_POWER_SOURCE + "; 52 mW per Mbit/s received",
+        uplink_w_per_mbps=HUANG_POWER_SOURCE + "; 438 mW per Mbit/s sent",
+        tail_s=HUANG_TAIL_SOURCE,
+        tail_w=HUANG_TAIL_SOURCE,
     ),
     # Microcontroller for contrast: nRF52840 (Cortex-M4F at 64 MHz, 256 KB RAM) on BLE.
     _builtin(
@@ -533,6 +597,12 @@ _BUILTINS = (
         failure_prob="assumption: BLE links drop (range, interference, a gateway busy elsewhere) in ~5% of rounds",
         speed_jitter="assumption: 0, a microcontroller without an OS, DVFS or a data cache runs the same code in "
                      "the same cycles every round",
+        downlink_w_per_mbps=("assumption: 0, the nRF52840's RX and TX currents are per radio-on time, not per bit "
+                             "(nRF52840 Product Specification); radio_w covers any rate"),
+        uplink_w_per_mbps=("assumption: 0, the nRF52840's RX and TX currents are per radio-on time, not per bit "
+                           "(nRF52840 Product Specification); radio_w covers any rate"),
+        tail_s="assumption: 0, between BLE connection events the radio is off (System ON sleep is idle_w)",
+        tail_w="assumption: 0, between BLE connection events the radio is off (System ON sleep is idle_w)",
     ),
 )
 
@@ -557,7 +627,7 @@ def profile_sources(name: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- printing
 
 TABLE_COLUMNS = ("profile", "peak GF/s", "eff", "train GF/s", "mem MiB", "down Mb/s", "up Mb/s", "down s", "up s",
-                 "active W", "radio W", "idle W", "availability", "fail p", "jitter")
+                 "active W", "radio W", "idle W", "availability", "fail p", "jitter", "tail")
 
 
 def _num(value: float) -> str:
@@ -576,12 +646,20 @@ def availability_text(p: DeviceProfile) -> str:
     return f"onoff {_num(p.mean_on_s)}/{_num(p.mean_off_s)} s"
 
 
+def radio_text(p: DeviceProfile) -> str:
+    """Transfer power: one figure, or receiving/sending at the full rates where it depends on the rate."""
+    if p.download_w == p.radio_w == p.upload_w:
+        return _num(p.radio_w)
+    return f"{_num(p.download_w)}/{_num(p.upload_w)}"
+
+
 def profile_row(p: DeviceProfile) -> tuple[str, ...]:
     """One profile's key figures, as the columns of TABLE_COLUMNS."""
+    tail = f"{_num(p.tail_s)} s {_num(p.tail_w)} W" if p.tail_s > 0 else "-"
     return (p.name, _num(p.peak_gflops), _num(p.efficiency), _num(p.train_flops_per_s / 1e9), _num(p.memory_mb),
             _num(p.downlink_mbps), _num(p.uplink_mbps), _num(p.downlink_latency_s), _num(p.uplink_latency_s),
-            _num(p.active_w), _num(p.radio_w), _num(p.idle_w), availability_text(p), _num(p.failure_prob),
-            _num(p.speed_jitter))
+            _num(p.active_w), radio_text(p), _num(p.idle_w), availability_text(p), _num(p.failure_prob),
+            _num(p.speed_jitter), tail)
 
 
 def format_profile_table(profiles: Mapping[str, DeviceProfile]) -> str:
@@ -593,8 +671,9 @@ def format_profile_table(profiles: Mapping[str, DeviceProfile]) -> str:
         cells = [cell.ljust(w) if i in (0, 12) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))]
         lines.append("  ".join(cells).rstrip())
     lines.append("GF/s: GFLOP/s (train = peak x eff); Mb/s: Mbit/s; down/up s: fixed seconds per transfer; "
-                 "availability: bernoulli p per round or onoff mean on/off s; fleet profiles --sources: where "
-                 "each figure comes from")
+                 "radio W: transferring (receiving/sending at the full rates where power grows with throughput); "
+                 "availability: bernoulli p per round or onoff mean on/off s; tail: the radio's power-on after "
+                 "each transfer; fleet profiles --sources: where each figure comes from")
     return "\n".join(lines)
 
 
@@ -659,16 +738,40 @@ def get_budget(name: str) -> BudgetProfile:
         raise _unknown("budget profile", name, BUDGETS) from None
 
 
-def apply_budget(device: DeviceProfile, budget: BudgetProfile) -> DeviceProfile:
-    """The device under a budget: peak compute, memory and bandwidth scaled.
+def budget_active_w(device: DeviceProfile, compute_scale: float) -> float:
+    """Power while computing under a compute budget: idle_w + (active_w - idle_w) x compute_scale.
 
-    Compute scales the peak, not the efficiency, so efficiency stays in (0, 1].
+    Assumption (no profile's source measures a capped device): a budget caps
+    the clock, and a CMOS chip's dynamic power, C V^2 f, scales with the clock
+    at a fixed voltage, while the idle floor stays. So a FLOP costs the same
+    dynamic energy at any cap, and only the floor's share grows with the longer
+    time. Not the cubic of DVFS, where the voltage follows the clock down: a
+    cap need not lower the voltage, and linear is the conservative choice,
+    the one that saves the least. Written as active_w x s + idle_w x (1 - s),
+    exact at s = 1; never below 0 (a scale above 1 on a device whose active
+    power is below its idle power would go negative).
+    """
+    return max(0.0, device.active_w * compute_scale + device.idle_w * (1.0 - compute_scale))
+
+
+def apply_budget(device: DeviceProfile, budget: BudgetProfile) -> DeviceProfile:
+    """The device under a budget: peak compute, memory and bandwidth scaled, and the power that goes with them.
+
+    Compute scales the peak, not the efficiency, so efficiency stays in (0, 1],
+    and the power while computing with it (budget_active_w: the clock's
+    dynamic share, linearly). Bandwidth scales both link rates; radio power
+    follows them through Huang et al.'s linear model: radio_w stays (paid for
+    the longer transfer) and the per-Mbit/s terms, whose energy is per megabit
+    moved, scale with the throughput by themselves, so nothing here changes
+    them: a phone under `tight` receives at 10 Mbit/s at 1.808 W (2.328 at 20)
+    and sends at 4 Mbit/s at 3.040 W (4.792 at 8). The tail, a timer, stays.
     The name is kept so the result still identifies the hardware; the deadline
     is the round's business (fleet.timing.simulate_round), not the device's.
     """
     return replace(
         device,
         peak_gflops=device.peak_gflops * budget.compute_scale,
+        active_w=budget_active_w(device, budget.compute_scale),
         memory_mb=device.memory_mb * budget.memory_scale,
         downlink_mbps=device.downlink_mbps * budget.bandwidth_scale,
         uplink_mbps=device.uplink_mbps * budget.bandwidth_scale,
@@ -691,6 +794,7 @@ __all__ = [
     "BudgetProfile",
     "DeviceProfile",
     "apply_budget",
+    "budget_active_w",
     "format_profile_sources",
     "format_profile_table",
     "get_budget",

@@ -54,7 +54,7 @@ BASE_COLUMNS = ["round", "sim_start_s", "sim_time_s", "online", "busy", "sampled
                 "dropped", "rejected", "failed", "timed_out",
                 "n_offline", "n_ok", "n_late", "n_failed", "n_oom", "n_declined", "n_adapted",
                 "upload_bytes", "download_bytes", "train_flops", "wasted_train_flops", "executed_flops",
-                "wasted_executed_flops", "energy_j", "wasted_energy_j",
+                "wasted_executed_flops", "energy_j", "idle_energy_j", "wasted_energy_j",
                 "modelled_compute_s", "measured_compute_s",
                 "local_accuracy", "class_il_accuracy", "task_il_accuracy", "tasks_reached", "wall_s"]
 
@@ -402,6 +402,7 @@ def summarise(scenario: Scenario, strategy, rows: list[dict], wall_s: float) -> 
         "rounds_completed": len(rows),
         "sim_time_s": strategy.sim_time_s,
         "energy_j": t.energy_j,
+        "idle_energy_j": t.idle_energy_j,
         "upload_bytes": t.upload_bytes,
         "download_bytes": t.download_bytes,
         "train_flops": t.train_flops,

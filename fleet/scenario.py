@@ -282,6 +282,10 @@ class ProfileSpec:
     mean_off_s: float | None = rule(None, gt=0)
     failure_prob: float | None = rule(None, ge=0, lt=1)
     speed_jitter: float | None = rule(None, ge=0, le=1)
+    downlink_w_per_mbps: float | None = rule(None, ge=0)
+    uplink_w_per_mbps: float | None = rule(None, ge=0)
+    tail_s: float | None = rule(None, ge=0)
+    tail_w: float | None = rule(None, ge=0)
     sources: dict[str, str] | None = None  # figure -> where it comes from
 
     def given(self) -> dict[str, Any]:

@@ -35,7 +35,13 @@ Round model (all times absolute simulated seconds):
 * an arrival exactly at the deadline is in time; arrivals after the close are
   "late" — they still finish their work (and pay its energy) but are ignored,
   and the device stays busy until it has finished;
-* accepted ("ok") devices then idle from their arrival until the close.
+* accepted ("ok") devices then idle from their arrival until the close;
+* energy: computing at active_w, transferring at radio_w plus the megabits
+  moved at the profile's per-Mbit/s terms (Huang et al.'s LTE model, linear
+  in throughput), waiting at idle_w, and after each transfer burst the
+  radio's tail (tail_s at tail_w) on top of computing or waiting: cut short
+  by the next transfer, and counted only while the device is in the round
+  (to the close for one that waits for it, else to its end_s).
 """
 
 from __future__ import annotations
@@ -95,13 +101,47 @@ def upload_time_s(nbytes: float, profile: DeviceProfile) -> float:
     return transfer_time_s(nbytes, profile.uplink_mbps, profile.uplink_latency_s)
 
 
-def energy_j(busy_s: float, radio_s: float, idle_s: float, profile: DeviceProfile) -> float:
-    """Joules: each state's power times the time spent in it."""
+def energy_j(busy_s: float, radio_s: float, idle_s: float, profile: DeviceProfile, *, down_mbit: float = 0.0,
+             up_mbit: float = 0.0, tail_s: float = 0.0) -> float:
+    """Joules: each state's power times the time spent in it, plus the radio's throughput term and its tail.
+
+    busy_s computing at active_w, radio_s transferring at radio_w, idle_s
+    waiting at idle_w; the megabits received and sent at downlink_w_per_mbps
+    and uplink_w_per_mbps (Huang et al.'s model is linear in throughput, so
+    that term's energy is per megabit, whatever the rate); tail_s in the
+    radio's tail at tail_w, on top of what the device does meanwhile (the CPU
+    computing or waiting and the radio are both on).
+    """
     return (
         profile.active_w * _non_negative("busy_s", busy_s)
         + profile.radio_w * _non_negative("radio_s", radio_s)
         + profile.idle_w * _non_negative("idle_s", idle_s)
+        + profile.downlink_w_per_mbps * _non_negative("down_mbit", down_mbit)
+        + profile.uplink_w_per_mbps * _non_negative("up_mbit", up_mbit)
+        + profile.tail_w * _non_negative("tail_s", tail_s)
     )
+
+
+def moved_mbit(seconds: float, nbytes: float, mbps: float, latency_s: float) -> float:
+    """Megabits a transfer of `nbytes` moved in `seconds`: all of them once done; cut short, at most its own
+    rate's worth after its latency (a shared link's fair share moves no more)."""
+    return min(8 * _non_negative("nbytes", nbytes) / 1e6, max(0.0, seconds - latency_s) * mbps)
+
+
+def tail_time_s(transfers: Sequence[tuple[float, float]], stop_s: float, tail_s: float) -> float:
+    """Seconds the radio spends in its tail: after each transfer (start, end), in time order, until tail_s has
+    passed, the next transfer starts, or the device leaves the round at stop_s.
+
+    A transfer that starts inside the tail cuts it: the two are one burst,
+    and only the tail after the last of them runs its course. So a download
+    followed at once by an upload pays one tail; two transfers more than
+    tail_s apart pay two.
+    """
+    total = 0.0
+    for i, (_, end) in enumerate(transfers):
+        until = min(end + tail_s, stop_s, transfers[i + 1][0] if i + 1 < len(transfers) else math.inf)
+        total += max(0.0, until - end)
+    return total
 
 
 def staleness_weight(staleness: float) -> float:
@@ -166,6 +206,10 @@ class DeviceOutcome:
     waiting for the round to close, which only "ok" and "oom" devices do.
     end_s is when the device stopped working: after the close for a late one,
     which stays busy until then. speed_factor is the jitter it computed at.
+    tail_s is the time its radio spent in its tail after transfers (LTE),
+    counted while the device was in the round: up to the close for one that
+    waited for it ("ok", "oom"), up to end_s for the others (a late device's
+    upload tail after its end, a declined one's download tail, are not).
     """
 
     device_id: int
@@ -177,6 +221,7 @@ class DeviceOutcome:
     upload_s: float
     energy_j: float
     speed_factor: float = 1.0
+    tail_s: float = 0.0              # its radio's tail after transfers, within the round (energy_j has it)
 
 
 @dataclass(frozen=True)
@@ -334,9 +379,22 @@ def _status(work: DeviceWork, trace: _Trace, accepted: set[int]) -> Status:
 
 
 def _outcome(work: DeviceWork, trace: _Trace, status: Status, start_s: float) -> DeviceOutcome:
-    """Freeze a trace; only devices still waiting at the close ("ok", "oom") pay idle energy."""
-    idle_s = trace.waited_until - trace.end_s if status in ("ok", "oom") and trace.waited_until is not None else 0.0
+    """Freeze a trace; only devices still waiting at the close ("ok", "oom") pay idle energy.
+
+    Energy: compute at active_w, transfers at radio_w plus the megabits they
+    moved at the per-Mbit/s terms, waiting at idle_w, and the radio's tail at
+    tail_w on top (tail_time_s: the download's, cut by the upload if that
+    starts within it, and the upload's), within the device's time in the round.
+    """
+    p = work.profile
+    waited = status in ("ok", "oom") and trace.waited_until is not None
+    idle_s = trace.waited_until - trace.end_s if waited else 0.0
     radio_s = trace.download_s + trace.upload_s
+    up_start = start_s + trace.download_s + trace.compute_s
+    transfers = [(a, a + t) for a, t in ((start_s, trace.download_s), (up_start, trace.upload_s)) if t > 0]
+    tail_s = tail_time_s(transfers, trace.waited_until if waited else trace.end_s, p.tail_s) if p.tail_s else 0.0
+    mbit = {"down_mbit": moved_mbit(trace.download_s, work.down_bytes, p.downlink_mbps, p.downlink_latency_s),
+            "up_mbit": moved_mbit(trace.upload_s, work.up_bytes, p.uplink_mbps, p.uplink_latency_s)}
     return DeviceOutcome(
         device_id=work.device_id,
         status=status,
@@ -345,8 +403,9 @@ def _outcome(work: DeviceWork, trace: _Trace, status: Status, start_s: float) ->
         compute_s=trace.compute_s,
         download_s=trace.download_s,
         upload_s=trace.upload_s,
-        energy_j=energy_j(trace.compute_s, radio_s, max(idle_s, 0.0), work.profile),
+        energy_j=energy_j(trace.compute_s, radio_s, max(idle_s, 0.0), p, tail_s=tail_s, **mbit),
         speed_factor=work.speed_factor,
+        tail_s=tail_s,
     )
 
 
@@ -507,6 +566,8 @@ __all__ = [
     "Status",
     "compute_time_s",
     "energy_j",
+    "moved_mbit",
+    "tail_time_s",
     "failure_delay",
     "failure_fraction",
     "fits_memory",

@@ -14,7 +14,9 @@ before anyone trains and settled after:
   advance), its memory budget, and when it fails if it does;
 * `settle`: the round replayed with the work really done, at each device's
   jittered speed and over the shared server link if there is one; statuses,
-  the simulated clock, energy, and who stays busy past the close.
+  the simulated clock, energy, and who stays busy past the close; and the idle
+  energy of every device online in the round over the time that energy does
+  not charge it for (`_idle_energy`).
 
 Failures: a device fails at the earlier of a Poisson failure
 (`offline_rate_per_s`, fleet.timing.failure_delay) and its profile's
@@ -75,6 +77,7 @@ class SimWorld:
         self.seed = seed
         self.kernels = kernels or KernelModel()
         self.availability = Availability(self.profiles, seed)
+        self.idle_w = np.array([p.idle_w for p in self.profiles], dtype=np.float64)
         self.jitter = np.array([p.speed_jitter for p in self.profiles], dtype=np.float64)
         self.failure_prob = np.array([p.failure_prob for p in self.profiles], dtype=np.float64)
         self.tracks_work = bool((self.failure_prob > 0).any())  # the expected compute places failures
@@ -189,13 +192,41 @@ class SimWorld:
                                  ingress_mbps=self.server_ingress_mbps)
         if not works and self.deadline_s is None:  # nobody to wait for: the server waits for someone to come
             outcome = replace(outcome, end_s=self.idle_until(start))
+        idle = self._idle_energy(server_round, start, outcome.end_s, outcome.devices)
         self.clock_s = outcome.end_s
         for d in outcome.devices:
             self.busy_until[d.device_id] = max(d.end_s, outcome.end_s)
         if self.tracks_work:
             self._remember_work(works)
         return RoundTiming(frozenset(outcome.accepted), {d.device_id: d.status for d in outcome.devices},
-                           outcome.end_s, outcome.energy_j, start_s=start, devices=outcome.devices)
+                           outcome.end_s, outcome.energy_j, start_s=start, devices=outcome.devices,
+                           idle_energy_j=math.fsum(idle.values()), idle_by_device=idle)
+
+    def _idle_energy(self, server_round: int, start_s: float, close_s: float, outcomes: Sequence,
+                     carried_end_s: Mapping[int, float] | None = None) -> dict[int, float]:
+        """idle_w x the seconds each device was online in [start_s, close_s] that energy_j does not charge
+        (nonzero ones only, by device id).
+
+        energy_j charges a sampled device from the round's start until it
+        leaves: the close for one that waited for it ("ok", "oom"), its end_s
+        for the others (a late one past the close). A device still finishing
+        an earlier round's late work is not idle until it is done (busy_until,
+        or `carried_end_s` for a late upload the server link slowed into this
+        round). So energy_j + this is what every online device drew over the
+        round, the convention that counts idle fleets; energy_j alone counts
+        the work and the waiting of the devices that delivered. Called before
+        settle books this round's busy times.
+        """
+        if close_s <= start_s:
+            return {}
+        since = np.full(len(self.profiles), start_s)
+        for d, until in (*self.busy_until.items(), *(carried_end_s or {}).items()):
+            if until > since[d]:
+                since[d] = until
+        for o in outcomes:
+            since[o.device_id] = close_s if o.status in ("ok", "oom") else o.end_s
+        joules = self.availability.online_seconds(server_round, start_s, close_s, since) * self.idle_w
+        return {int(d): float(joules[d]) for d in np.flatnonzero(joules > 0)}
 
     def idle_until(self, start_s: float) -> float:
         """Where a round that sampled nobody ends without a deadline: at the next on/off switch, when a

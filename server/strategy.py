@@ -104,6 +104,10 @@ class RoundTiming:
     energy_j: float                         # energy the round cost the fleet
     start_s: float = 0.0                    # simulated clock when the round started
     devices: tuple = ()                     # per-device outcomes (fleet.timing.DeviceOutcome)
+    # idle power of every device online in the round over the time energy_j does not charge it for (fleet.world),
+    # so energy_j + idle_energy_j is what the online fleet drew; idle_by_device: its nonzero shares, by device id
+    idle_energy_j: float = 0.0
+    idle_by_device: dict[int, float] = field(default_factory=dict)
 
 
 class World(Protocol):
@@ -205,6 +209,7 @@ class Totals:
     download_bytes: int = 0
     train_flops: float = 0.0
     energy_j: float = 0.0
+    idle_energy_j: float = 0.0       # online devices idle outside what energy_j charges (RoundTiming)
     wasted_train_flops: float = 0.0
     wasted_upload_bytes: int = 0
     wasted_energy_j: float = 0.0
@@ -230,6 +235,7 @@ def book_round(totals: Totals, row: dict, timing: RoundTiming) -> None:
     t.declined += row["n_declined"]
     t.adapted += row["n_adapted"]
     t.energy_j += timing.energy_j
+    t.idle_energy_j += timing.idle_energy_j
     t.upload_bytes += row["upload_bytes"]
     t.train_flops += row["train_flops"]
     t.wasted_train_flops += row["wasted_train_flops"]
@@ -307,6 +313,7 @@ def round_row(accepted: list[Accepted], reports: list[DeviceReport], timing: Rou
         "replies": len(reports), "accepted": len(on_time),
         "dropped": sum(1 for r in reports if timing.statuses.get(r.device_id) in ("late", "failed", "oom")),
         "sim_start_s": timing.start_s, "sim_time_s": timing.sim_time_s, "energy_j": timing.energy_j,
+        "idle_energy_j": timing.idle_energy_j,
         "upload_bytes": sum(r.up_bytes for r in useful), "train_flops": sum(r.train_flops for r in useful),
         "wasted_train_flops": sum(r.train_flops for r in wasted),
         "executed_flops": sum(executed_flops(r) for r in useful),

@@ -301,8 +301,9 @@ def test_apply_budget_scales_exactly() -> None:
     assert (scaled.peak_gflops, scaled.memory_mb, scaled.downlink_mbps, scaled.uplink_mbps) == (
         15.0, dev.memory_mb * 0.25, 940.0 * 0.1, 940.0 * 0.1)
     assert scaled.train_flops_per_s == approx(dev.train_flops_per_s * 0.5)
-    unchanged = ("name", "efficiency", "downlink_latency_s", "uplink_latency_s", "active_w", "radio_w", "idle_w",
-                 "availability")
+    assert scaled.active_w == approx(2.7 + (11.0 - 2.7) * 0.5)  # the clock's dynamic power scales with it
+    unchanged = ("name", "efficiency", "downlink_latency_s", "uplink_latency_s", "radio_w", "idle_w",
+                 "availability", "tail_s", "tail_w")
     assert all(getattr(scaled, f) == getattr(dev, f) for f in unchanged)
     assert apply_budget(dev, get_budget("generous")) == dev
 
