@@ -286,7 +286,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 force=args.force, resume=bool(args.resume), dry=args.dry_run,
                                 ray_address=args.ray_address)
     st = summary["statuses"]
-    learned = ("dry run (no training, no accuracy)" if summary.get("dry_run") else
+    learned = (f"dry run (no training, no accuracy; {summary.get('estimate')})" if summary.get("dry_run") else
                f"final Class-IL accuracy {summary['final_accuracy']:.2f}% (mean of the last {summary['last_k']} rounds "
                f"{summary['last_k_accuracy']:.2f}), Task-IL {summary['final_accuracy_task_il']:.2f}%, forgetting "
                f"{summary['forgetting']:.2f} (authors' {summary['forgetting_authors']:.2f})")
