@@ -15,7 +15,7 @@ millisecond for 10,000 devices. A test pins it to numpy's own generator.
 
 Streams: 0 availability (bernoulli), 1 Poisson failure delay, 2 failure
 chance and point, 3 and 4 speed jitter, 5 and 6 (at round 0) the first
-on/off period (fleet.availability).
+on/off period (fleet.availability), 7 the order of simultaneous arrivals.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 ONLINE, POISSON, FAILURE, JITTER_A, JITTER_B = 0, 1, 2, 3, 4
+TIE = 7  # the order of arrivals at the same instant
 
 # numpy.random.SeedSequence's constants (bit_generator.pyx) and PCG64's multiplier (pcg64.h).
 _INIT_A, _MULT_A, _INIT_B, _MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38DED

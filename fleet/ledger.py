@@ -112,6 +112,7 @@ class Ledger:
 def kinds(timing: RoundTiming) -> int:
     return len({d.status for d in timing.devices})
 
+
 # --------------------------------------------------------------------------- every round, of the tracked devices
 
 

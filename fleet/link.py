@@ -123,6 +123,13 @@ class SharedLink:
         self._reschedule()
         return complete
 
+    def remaining(self, transfer: Transfer) -> float:
+        """Bytes `transfer` still has to send, now."""
+        if transfer.done.triggered or transfer.cls is None:
+            return 0.0
+        self._advance()
+        return max(0.0, transfer.finish - transfer.cls.served)
+
     # -- the fluid model -------------------------------------------------------------
     def _advance(self) -> None:
         dt = self.env.now - self.last

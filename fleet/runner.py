@@ -380,7 +380,8 @@ def make_world(scenario: Scenario) -> SimWorld:
     return SimWorld(scenario.resolved_device_profiles(), scenario.budget_profile(),
                     deadline_s=t.deadline_s, keep_first=t.keep_first, offline_rate_per_s=t.offline_rate_per_s,
                     seed=scenario.seed, kernels=scenario.kernel_model(),
-                    server_ingress_mbps=t.server_ingress_mbps)
+                    server_ingress_mbps=t.server_ingress_mbps, server_egress_mbps=t.server_egress_mbps,
+                    plan_quantile=t.plan_quantile)
 
 
 def stopped_summary(scenario: Scenario, sink: dict, rows: list[dict], wall_s: float, status: str) -> dict:

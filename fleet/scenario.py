@@ -83,6 +83,7 @@ from fleet.profiles import (
     BudgetProfile,
     DeviceProfile,
 )
+from fleet.timing import DEFAULT_PLAN_QUANTILE
 from server.strategy import AGGREGATIONS, NORM_STATISTICS, PLAIN_WEIGHTS
 
 NUM_CLASSES = {name: 10 for name in DATASETS}  # every supported dataset has 10 classes
@@ -245,6 +246,8 @@ class TimingSpec:
     speedup: dict[float, float] | None = None  # sparse kernels: sparsity -> speed-up; default the paper's
     compaction_speedup: dict[float, float] | None = None  # channel masks: FLOPs sparsity -> speed-up
     server_ingress_mbps: float | None = rule(None, gt=0)  # the server link all uploads share; None: unlimited
+    server_egress_mbps: float | None = rule(None, gt=0)  # the server link all downloads share; None: unlimited
+    plan_quantile: float = rule(DEFAULT_PLAN_QUANTILE, gt=0, lt=1)  # share of rounds a jittery device may be late
 
 
 @dataclass(frozen=True)

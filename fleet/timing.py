@@ -51,7 +51,8 @@ import math
 from collections import Counter
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
@@ -64,6 +65,11 @@ from fleet.profiles import DeviceProfile
 
 MIB = 2**20  # bytes per memory_mb unit
 Status = Literal["ok", "late", "failed", "oom", "declined"]
+
+# A scheduler's margin: plan a deadline's compute at the speed a jittery device beats in all but this share of
+# its rounds (planned_speed), so a compute-limited device is late in about a tenth of them; at the mean speed
+# it would be late in about half.
+DEFAULT_PLAN_QUANTILE = 0.1
 
 
 # --------------------------------------------------------------------------- checks
@@ -176,6 +182,7 @@ class DeviceWork:
     declined: bool = False
     crashed: bool = False            # it reported failing: it computed until fail_at_s
     speed_factor: float = 1.0        # this round's compute speed over the profile's (jitter)
+    tie_key: float = 0.0             # orders arrivals at the same instant (the world draws it per round)
 
     @property
     def time_flops(self) -> float:
@@ -221,16 +228,37 @@ class DeviceOutcome:
     upload_s: float
     energy_j: float
     speed_factor: float = 1.0
+    link_wait_s: float = 0.0         # of upload_s, the time the shared server link added to its own uplink's
     tail_s: float = 0.0              # its radio's tail after transfers, within the round (energy_j has it)
 
 
 @dataclass(frozen=True)
+class Carried:
+    """A late upload still crossing the server link when its round closed: it shares the link with the
+    next round's uploads from `start_s` (when its remaining `nbytes` start, or started, to cross) until
+    it is done or its device fails (`stop_s`)."""
+
+    device_id: int
+    start_s: float
+    nbytes: float
+    cap_bytes_per_s: float
+    stop_s: float = math.inf
+
+
+@dataclass(frozen=True)
 class RoundOutcome:
-    """A closed round: when it started and closed, and every device's fate."""
+    """A closed round: when it started and closed, and every device's fate.
+
+    `carry`: the late uploads the next round's shares the server link with;
+    `carried_end_s`: when the earlier rounds' late uploads given to this one
+    ended (their devices stay busy until then).
+    """
 
     start_s: float
     end_s: float
     devices: tuple[DeviceOutcome, ...]
+    carry: tuple[Carried, ...] = ()
+    carried_end_s: dict[int, float] = field(default_factory=dict)
 
     @property
     def accepted(self) -> tuple[int, ...]:
@@ -261,6 +289,9 @@ class _Trace:
     upload_s: float = 0.0
     dropped: bool = False
     waited_until: float | None = None  # when an arrived/oom device stopped waiting for the close
+    link_wait_s: float = 0.0
+    transfer: Any = None               # its upload on the shared link, while it is on it
+    link_start_s: float = math.inf     # when its upload's bytes started onto the shared link
 
 
 @dataclass(frozen=True)
@@ -276,41 +307,52 @@ _DEADLINE = object()  # sentinel the deadline process puts in the server's inbox
 SimGen = Generator[simpy.Event, Any, None]
 
 
+def _over_link(env: simpy.Environment, link: SharedLink, transfer, fail: float):
+    """Wait for `transfer` to cross `link`, or for the device's failure; True when it crossed."""
+    if math.isfinite(fail):
+        yield transfer.done | env.timeout(max(0.0, fail - env.now))
+    else:
+        yield transfer.done
+    return transfer.done.triggered or link.cancel(transfer)
+
+
 def _device(
     env: simpy.Environment, work: DeviceWork, inbox: simpy.Store, closed: simpy.Event, trace: _Trace,
-    link: SharedLink | None = None,
+    link: SharedLink | None = None, egress: SharedLink | None = None,
 ) -> SimGen:
     """download -> compute -> upload, each cut short by the device's failure time.
 
-    With a shared `link` the upload is its latency, then its bytes over the
-    link (as long as the link's sharing makes it).
+    Over a shared link (`egress` for the download, `link` for the upload) a
+    transfer is its latency, then its bytes over the link, as long as the
+    link's sharing makes it; link_wait_s is what that sharing added to the
+    upload over its own uplink's time.
     """
     p = work.profile
     fail = env.now + work.fail_at_s
-    phases = [("download_s", download_time_s(work.down_bytes, p))]
+    down = p.downlink_latency_s if egress is not None else download_time_s(work.down_bytes, p)
+    phases = [("download_s", down, egress, work.down_bytes, p.downlink_mbps)]
     if not work.declined:
         compute = math.inf if work.crashed else compute_time_s(work.time_flops, p) / work.speed_factor
-        upload = p.uplink_latency_s if link is not None else upload_time_s(work.up_bytes, p)
-        phases += [("compute_s", compute), ("upload_s", upload)]
-    for field, duration in phases:
+        up = p.uplink_latency_s if link is not None else upload_time_s(work.up_bytes, p)
+        phases += [("compute_s", compute, None, 0, 0.0), ("upload_s", up, link, work.up_bytes, p.uplink_mbps)]
+    for phase, duration, shared, nbytes, mbps in phases:
+        started = env.now
+        crossed = True
         if env.now + duration > fail:
-            left = fail - env.now
-            yield env.timeout(left)
-            setattr(trace, field, left)
-            trace.end_s, trace.dropped = env.now, True
-            yield inbox.put(_Report(work.device_id, arrived=False))
-            return
-        yield env.timeout(duration)
-        setattr(trace, field, duration)
-    if link is not None and not work.declined:
-        started = env.now - trace.upload_s
-        transfer = link.send(work.up_bytes, p.uplink_mbps * 1e6 / 8)
-        if math.isfinite(fail):
-            yield transfer.done | env.timeout(max(0.0, fail - env.now))
+            yield env.timeout(fail - env.now)
+            crossed = False
         else:
-            yield transfer.done
-        trace.upload_s = env.now - started
-        if not transfer.done.triggered and not link.cancel(transfer):  # failed mid-upload
+            yield env.timeout(duration)
+            if shared is not None:
+                transfer = shared.send(nbytes, mbps * 1e6 / 8)
+                if shared is link:
+                    trace.transfer, trace.link_start_s = transfer, env.now
+                crossed = yield from _over_link(env, shared, transfer, fail)
+                trace.transfer = None
+        setattr(trace, phase, env.now - started)
+        if shared is link and link is not None and crossed:
+            trace.link_wait_s = max(0.0, trace.upload_s - upload_time_s(nbytes, p))
+        if not crossed:
             trace.end_s, trace.dropped = env.now, True
             yield inbox.put(_Report(work.device_id, arrived=False))
             return
@@ -320,6 +362,17 @@ def _device(
         return
     yield closed  # wait (idle) for the server to close the round
     trace.waited_until = env.now
+
+
+def _carried(env: simpy.Environment, link: SharedLink, flow: "Carried", ends: dict[int, float],
+             live: dict[int, Any]) -> SimGen:
+    """An earlier round's late upload, still crossing the server link in this round."""
+    yield env.timeout(max(0.0, flow.start_s - env.now))
+    transfer = link.send(flow.nbytes, flow.cap_bytes_per_s)
+    live[flow.device_id] = transfer
+    yield from _over_link(env, link, transfer, flow.stop_s)
+    live.pop(flow.device_id, None)
+    ends[flow.device_id] = env.now
 
 
 def _idle_until_close(env: simpy.Environment, closed: simpy.Event, trace: _Trace) -> SimGen:
@@ -405,18 +458,20 @@ def _outcome(work: DeviceWork, trace: _Trace, status: Status, start_s: float) ->
         upload_s=trace.upload_s,
         energy_j=energy_j(trace.compute_s, radio_s, max(idle_s, 0.0), p, tail_s=tail_s, **mbit),
         speed_factor=work.speed_factor,
+        link_wait_s=trace.link_wait_s,
         tail_s=tail_s,
     )
 
 
 def _check_round_args(
     works: Sequence[DeviceWork], start_s: float, deadline_s: float | None, keep_first: int | None,
-    ingress_mbps: float | None = None,
+    ingress_mbps: float | None = None, egress_mbps: float | None = None,
 ) -> None:
     """Reject round settings that would make the model meaningless, naming the culprit."""
-    if ingress_mbps is not None and (isinstance(ingress_mbps, bool) or not isinstance(ingress_mbps, (int, float))
-                                     or not (math.isfinite(ingress_mbps) and ingress_mbps > 0)):
-        raise InputError(f"ingress_mbps must be a finite number > 0 or None, got {ingress_mbps!r}")
+    for name, mbps in (("ingress_mbps", ingress_mbps), ("egress_mbps", egress_mbps)):
+        if mbps is not None and (isinstance(mbps, bool) or not isinstance(mbps, (int, float))
+                                 or not (math.isfinite(mbps) and mbps > 0)):
+            raise InputError(f"{name} must be a finite number > 0 or None, got {mbps!r}")
     if not math.isfinite(start_s):
         raise InputError(f"start_s must be finite, got {start_s!r}")
     if deadline_s is not None and not (math.isfinite(deadline_s) and deadline_s > 0):
@@ -496,6 +551,22 @@ def speed_factor(speed_jitter, seed: int, server_round: int, devices) -> np.ndar
     return out
 
 
+def planned_speed(speed_jitter: float, quantile: float) -> float:
+    """The speed factor a device reaches or beats with probability 1 - `quantile` (speed_factor's lognormal).
+
+    Planning a deadline's compute at this speed makes a compute-limited
+    device late in a share `quantile` of its rounds: it is late exactly when
+    its round's factor falls below this one. 1 where the jitter is 0.
+    """
+    if not 0 < quantile < 1:
+        raise InputError(f"plan_quantile must be in (0, 1), got {quantile!r}")
+    cv = _non_negative("speed_jitter", speed_jitter)
+    if cv == 0:
+        return 1.0
+    sigma2 = math.log1p(cv * cv)
+    return math.exp(math.sqrt(sigma2) * NormalDist().inv_cdf(quantile) - sigma2 / 2)
+
+
 def simulate_round(
     works: Sequence[DeviceWork],
     *,
@@ -503,37 +574,73 @@ def simulate_round(
     deadline_s: float | None,
     keep_first: int | None,
     ingress_mbps: float | None = None,
+    egress_mbps: float | None = None,
+    carried: Sequence[Carried] = (),
 ) -> RoundOutcome:
     """Run one synchronous round in simpy and report each device's status, times and energy.
 
     deadline_s is seconds after start_s (None: no deadline); keep_first=K
     closes the round at the K-th in-time arrival (None: keep all in time);
-    ingress_mbps is the server link every upload shares (None: unlimited).
-    Failures and speed factors come with the work (DeviceWork), so the
-    outcome is the same whatever the order of `works`.
+    ingress_mbps is the server link every upload shares, egress_mbps the one
+    every download shares (None: unlimited); `carried` are earlier rounds'
+    late uploads still on the ingress link. Failures, speed factors and the
+    order of arrivals at the same instant (tie_key) come with the work
+    (DeviceWork), so the outcome is the same whatever the order of `works`.
     """
-    _check_round_args(works, start_s, deadline_s, keep_first, ingress_mbps)
-    works = sorted(works, key=lambda w: w.device_id)
+    _check_round_args(works, start_s, deadline_s, keep_first, ingress_mbps, egress_mbps)
+    works = sorted(works, key=lambda w: (w.tie_key, w.device_id))
     env = simpy.Environment(initial_time=start_s)
     inbox, closed = simpy.Store(env), env.event()
     accepted: list[int] = []
     traces = [_Trace(end_s=start_s) for _ in works]
     link = SharedLink(env, ingress_mbps * 1e6 / 8) if ingress_mbps is not None else None
+    egress = SharedLink(env, egress_mbps * 1e6 / 8) if egress_mbps is not None else None
+    ends: dict[int, float] = {}
+    live: dict[int, Any] = {}
+    for flow in carried if link is not None else ():
+        env.process(_carried(env, link, flow, ends, live))
     expected = 0
     for work, trace in zip(works, traces):
         if not fits_memory(work.peak_memory_bytes, work.profile):
             env.process(_idle_until_close(env, closed, trace))
             continue
         expected += 1
-        env.process(_device(env, work, inbox, closed, trace, link))
+        env.process(_device(env, work, inbox, closed, trace, link, egress))
     env.process(_server(env, inbox, expected, keep_first, accepted, closed, deadline_s is not None))
     if deadline_s is not None:
         env.process(_deadline(env, deadline_s, inbox, closed))
+    in_flight: list[Carried] = []
+    if link is not None:
+        closed.callbacks.append(
+            lambda _: in_flight.extend(_in_flight(env, link, start_s, works, traces, carried, live)))
     with collector_paused():
         env.run()  # to the end, so late devices finish and their energy is counted
     kept = set(accepted)
-    devices = tuple(_outcome(w, t, _status(w, t, kept), start_s) for w, t in zip(works, traces))
-    return RoundOutcome(start_s=start_s, end_s=closed.value, devices=devices)
+    order = sorted(range(len(works)), key=lambda i: works[i].device_id)
+    devices = tuple(_outcome(works[i], traces[i], _status(works[i], traces[i], kept), start_s) for i in order)
+    carry = () if link is None else _after_close(start_s, works, traces, carried, closed.value, in_flight)
+    return RoundOutcome(start_s=start_s, end_s=closed.value, devices=devices, carry=carry, carried_end_s=ends)
+
+
+def _in_flight(env: simpy.Environment, link: SharedLink, start_s: float, works: Sequence[DeviceWork],
+               traces: Sequence[_Trace], carried: Sequence[Carried], live: dict[int, Any]) -> list[Carried]:
+    """At the close: the uploads on the server link, each with the bytes it has left."""
+    stops = {f.device_id: f.stop_s for f in carried}
+    out = [Carried(w.device_id, env.now, link.remaining(t.transfer), t.transfer.cls.cap, start_s + w.fail_at_s)
+           for w, t in zip(works, traces) if t.transfer is not None and not t.transfer.done.triggered]
+    out += [Carried(d, env.now, link.remaining(transfer), transfer.cls.cap, stops[d])
+            for d, transfer in sorted(live.items()) if not transfer.done.triggered]
+    return out
+
+
+def _after_close(start_s: float, works: Sequence[DeviceWork], traces: Sequence[_Trace],
+                 carried: Sequence[Carried], close_s: float, in_flight: Sequence[Carried]) -> tuple[Carried, ...]:
+    """The uploads that reach the server link only from the close on (late devices still computing then)."""
+    on_link = {f.device_id for f in in_flight}
+    out = [Carried(w.device_id, t.link_start_s, w.up_bytes, w.profile.uplink_mbps * 1e6 / 8, start_s + w.fail_at_s)
+           for w, t in zip(works, traces) if close_s <= t.link_start_s < math.inf and w.device_id not in on_link]
+    out += [f for f in carried if f.start_s >= close_s and f.device_id not in on_link]
+    return tuple(in_flight) + tuple(sorted(out, key=lambda f: (f.start_s, f.device_id)))
 
 
 # --------------------------------------------------------------------------- selection
@@ -558,7 +665,10 @@ def sample_devices(available_ids: Sequence[int], k: int, *, over_select: float =
 
 
 __all__ = [
+    "DEFAULT_PLAN_QUANTILE",
     "MIB",
+    "Carried",
+    "planned_speed",
     "collector_paused",
     "DeviceOutcome",
     "DeviceWork",

@@ -10,13 +10,23 @@ before anyone trains and settled after:
   round;
 * `plan`: for each sampled device, its download time, the compute budget that
   fits before the deadline after its expected upload (in the FLOPs its kernels
-  execute, at its nominal speed: a device does not know its jitter in
-  advance), its memory budget, and when it fails if it does;
+  execute, at the speed it beats in all but `plan_quantile` of its rounds:
+  a device does not know its jitter in advance, and a scheduler that planned
+  at the mean speed would make it late in about half of its compute-limited
+  rounds), its memory budget, and when it fails if it does;
 * `settle`: the round replayed with the work really done, at each device's
-  jittered speed and over the shared server link if there is one; statuses,
-  the simulated clock, energy, and who stays busy past the close; and the idle
-  energy of every device online in the round over the time that energy does
-  not charge it for (`_idle_energy`).
+  jittered speed and over the shared server links if there are (downloads
+  through the egress, uploads through the ingress, where the last round's late
+  uploads still compete); statuses, the simulated clock, energy, and who stays
+  busy past the close; and the idle energy of every device online in the
+  round over the time that energy does not charge it for (`_idle_energy`).
+
+The server's aggregation and evaluation take no simulated time: the next
+round starts at the close (on the flagship's models they take milliseconds
+of the server's CPU against rounds of minutes).
+
+Arrivals at the same instant reach the server in a keyed random order per
+round (under `keep_first` the lowest ids would otherwise always win ties).
 
 Failures: a device fails at the earlier of a Poisson failure
 (`offline_rate_per_s`, fleet.timing.failure_delay) and its profile's
@@ -49,13 +59,14 @@ import numpy as np
 
 from clients.budget import KernelModel
 from fleet.availability import Availability
-from fleet.draws import ONLINE, keyed_uniforms
+from fleet.draws import ONLINE, TIE, keyed_uniforms
 from fleet.link import fair_shares
 from fleet.profiles import BudgetProfile, DeviceProfile, apply_budget
 from fleet.timing import (
-    MIB, DeviceWork, compute_time_s, download_time_s, failure_delay, failure_fraction, fits_memory, simulate_round,
-    speed_factor, upload_time_s,
+    DEFAULT_PLAN_QUANTILE, MIB, Carried, DeviceWork, compute_time_s, download_time_s, failure_delay,
+    failure_fraction, fits_memory, planned_speed, simulate_round, speed_factor, upload_time_s,
 )
+
 from server.strategy import DeviceReport, RoundTiming
 
 
@@ -67,18 +78,23 @@ def is_online(profile: DeviceProfile, seed: int, server_round: int, device: int)
 class SimWorld:
     def __init__(self, profiles: Sequence[DeviceProfile], budget: BudgetProfile, *, deadline_s: float | None,
                  keep_first: int | None, offline_rate_per_s: float, seed: int,
-                 kernels: KernelModel | None = None, server_ingress_mbps: float | None = None) -> None:
+                 kernels: KernelModel | None = None, server_ingress_mbps: float | None = None,
+                 server_egress_mbps: float | None = None, plan_quantile: float = DEFAULT_PLAN_QUANTILE) -> None:
         scaled: dict[DeviceProfile, DeviceProfile] = {}  # a fleet has few kinds: scale each once
         self.profiles = [scaled[p] if p in scaled else scaled.setdefault(p, apply_budget(p, budget)) for p in profiles]
         self.deadline_s = deadline_s if deadline_s is not None else budget.deadline_s
         self.keep_first = keep_first
         self.offline_rate_per_s = offline_rate_per_s
         self.server_ingress_mbps = server_ingress_mbps
+        self.server_egress_mbps = server_egress_mbps
+        self.plan_quantile = plan_quantile
         self.seed = seed
         self.kernels = kernels or KernelModel()
         self.availability = Availability(self.profiles, seed)
         self.idle_w = np.array([p.idle_w for p in self.profiles], dtype=np.float64)
         self.jitter = np.array([p.speed_jitter for p in self.profiles], dtype=np.float64)
+        speeds = {j: planned_speed(j, plan_quantile) for j in set(self.jitter.tolist())}
+        self.planned_speed = np.array([speeds[j] for j in self.jitter.tolist()], dtype=np.float64)
         self.failure_prob = np.array([p.failure_prob for p in self.profiles], dtype=np.float64)
         self.tracks_work = bool((self.failure_prob > 0).any())  # the expected compute places failures
         self.clock_s = 0.0
@@ -88,6 +104,8 @@ class SimWorld:
         self.fail_at: dict[int, float] = {}  # this round's failure times of the planned devices
         self.poisson_at: dict[int, float] = {}  # of which the Poisson failures
         self.chance_at: dict[int, tuple[float, float]] = {}  # and failure_prob's: (fraction of the work, time)
+        self.upload_bytes: dict[int, int] = {}  # the largest update each device has sent back
+        self.carry: tuple[Carried, ...] = ()    # late uploads still on the server link at the last close
 
     # -- checkpoints -------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -96,7 +114,9 @@ class SimWorld:
         Every draw is keyed and the on/off processes replay from time 0, so
         nothing else carries over.
         """
-        snap: dict = {"clock_s": self.clock_s, "busy_until": sorted(self.busy_until.items())}
+        snap: dict = {"clock_s": self.clock_s, "busy_until": sorted(self.busy_until.items()),
+                      "upload_bytes": sorted(self.upload_bytes.items()),
+                      "carry": [[f.device_id, f.start_s, f.nbytes, f.cap_bytes_per_s, f.stop_s] for f in self.carry]}
         if self.tracks_work:
             snap.update(expected_flops=sorted(self.expected_flops.items()), mean_flops=self.mean_flops)
         return snap
@@ -107,6 +127,9 @@ class SimWorld:
         self.expected_flops = {int(d): float(f) for d, f in snapshot.get("expected_flops", [])}
         mean = snapshot.get("mean_flops")
         self.mean_flops = None if mean is None else float(mean)
+        self.upload_bytes = {int(d): int(b) for d, b in snapshot.get("upload_bytes", [])}
+        self.carry = tuple(Carried(int(d), float(t), float(b), float(c), float(s))
+                           for d, t, b, c, s in snapshot.get("carry", []))
         self.availability.reset()  # the on/off processes replay to the restored clock on the next round
 
     # -- before the round ------------------------------------------------------
@@ -125,22 +148,25 @@ class SimWorld:
         `down_bytes`: the model sent, to all alike or per device (a plain
         Flower client gets the dense model).
 
-        The expected upload is the size of the model sent (the same tensors at
-        the same density), over the device's uplink or, with a server link,
-        at its fair share of that link among the sampled devices (with a
-        binding deadline they all upload at once); the compute budget is what
-        the device's nominal sustained rate does in the time left before the
-        deadline (none without one).
+        The expected upload is the largest update the device has sent back so
+        far (a task start grows the mask: its update is larger than the model
+        it was sent), or the model sent before it has sent one, over the
+        device's uplink or, with a server link, at its fair share of that
+        link among the sampled devices (with a binding deadline they all
+        upload at once); the download likewise through the server's egress.
+        The compute budget is what the device's sustained rate, at the speed
+        of its `plan_quantile`, does in the time left before the deadline
+        (none without one).
         """
         self.fail_at, self.poisson_at, self.chance_at = {}, {}, {}
         plans: dict[int, dict[str, float | str]] = {}
         speeds = speed_factor(self.jitter[devices], self.seed, server_round, devices) if devices else []
         fractions = failure_fraction(self.failure_prob[devices], self.seed, server_round, devices) if devices else []
         sizes = down_bytes if isinstance(down_bytes, Mapping) else dict.fromkeys(devices, down_bytes)
-        uploads = self._expected_uploads(devices, sizes)
-        for d, speed, fraction, up_s in zip(devices, speeds, fractions, uploads):
+        uploads = self._expected_uploads(devices, {d: max(sizes[d], self.upload_bytes.get(d, 0)) for d in devices})
+        downloads = self._expected_downloads(devices, sizes)
+        for d, speed, fraction, up_s, down_s in zip(devices, speeds, fractions, uploads, downloads):
             p = self.profiles[d]
-            down_s = download_time_s(sizes[d], p)
             budget: dict[str, float | str] = {
                 "memory-bytes": float(p.memory_mb * MIB), "download-s": down_s, "kernels": self.kernels.kind,
                 "speedup": json.dumps(self.kernels.speedup), "compaction": json.dumps(self.kernels.compaction),
@@ -148,7 +174,7 @@ class SimWorld:
             }
             if self.deadline_s is not None:
                 left = self.deadline_s - down_s - up_s
-                budget["compute-flops"] = max(0.0, left) * p.train_flops_per_s
+                budget["compute-flops"] = max(0.0, left) * p.train_flops_per_s * float(self.planned_speed[d])
                 budget["deadline-s"] = self.deadline_s
             fail_at = self.poisson_at[d] = failure_delay(self.offline_rate_per_s, self.seed, server_round, d)
             if math.isfinite(fraction):
@@ -172,6 +198,15 @@ class SimWorld:
         return [self.profiles[d].uplink_latency_s + 8 * up_bytes[d] / (rate * 1e6)
                 for d, rate in zip(devices, shares)]
 
+    def _expected_downloads(self, devices: list[int], down_bytes: Mapping[int, int]) -> list[float]:
+        """Each device's download time: its own link, or its fair share of the server's egress (all start
+        at once; a share only grows as others finish, so this is an upper bound)."""
+        if self.server_egress_mbps is None:
+            return [download_time_s(down_bytes[d], self.profiles[d]) for d in devices]
+        shares = fair_shares([self.profiles[d].downlink_mbps for d in devices], self.server_egress_mbps)
+        return [self.profiles[d].downlink_latency_s + 8 * down_bytes[d] / (rate * 1e6)
+                for d, rate in zip(devices, shares)]
+
     def _planned_flops(self, device: int, budget_flops: float | None) -> float:
         """The compute a device is expected to do: its last completed round's, never more than its budget."""
         expected = self.expected_flops.get(device, self.mean_flops)
@@ -183,19 +218,27 @@ class SimWorld:
         """Replay the round with the work really done; advance the clock; book who stays busy."""
         ids = [r.device_id for r in reports]
         speeds = speed_factor(self.jitter[ids], self.seed, server_round, ids) if ids else []
+        ties = keyed_uniforms(self.seed, server_round, ids, TIE) if ids else []
         works = [DeviceWork(r.device_id, self.profiles[r.device_id], r.train_flops, r.down_bytes, r.up_bytes,
                             r.peak_memory_bytes, kernel_flops=r.kernel_flops,
                             fail_at_s=self._fail_at(r, float(s)), declined=r.status == "declined",
-                            crashed=r.status == "failed", speed_factor=float(s)) for r, s in zip(reports, speeds)]
+                            crashed=r.status == "failed", speed_factor=float(s), tie_key=float(tie))
+                 for r, s, tie in zip(reports, speeds, ties)]
         start = self.clock_s
         outcome = simulate_round(works, start_s=start, deadline_s=self.deadline_s, keep_first=self.keep_first,
-                                 ingress_mbps=self.server_ingress_mbps)
+                                 ingress_mbps=self.server_ingress_mbps, egress_mbps=self.server_egress_mbps,
+                                 carried=self.carry)
         if not works and self.deadline_s is None:  # nobody to wait for: the server waits for someone to come
             outcome = replace(outcome, end_s=self.idle_until(start))
-        idle = self._idle_energy(server_round, start, outcome.end_s, outcome.devices)
+        idle = self._idle_energy(server_round, start, outcome.end_s, outcome.devices, outcome.carried_end_s)
         self.clock_s = outcome.end_s
         for d in outcome.devices:
             self.busy_until[d.device_id] = max(d.end_s, outcome.end_s)
+        for device, end in outcome.carried_end_s.items():  # a late upload slowed by this round's
+            self.busy_until[device] = max(self.busy_until.get(device, 0.0), end)
+        self.carry = outcome.carry
+        self.upload_bytes.update((r.device_id, max(r.up_bytes, self.upload_bytes.get(r.device_id, 0)))
+                                 for r in reports if r.status == "ok" and r.up_bytes > 0)
         if self.tracks_work:
             self._remember_work(works)
         return RoundTiming(frozenset(outcome.accepted), {d.device_id: d.status for d in outcome.devices},

@@ -8,6 +8,7 @@ model and never flaky.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 import json
 import math
 import random
@@ -17,11 +18,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from clients.errors import InputError
 from fleet.availability import Availability, onoff_periods
 from fleet.draws import keyed_uniforms
 from fleet.link import fair_shares, water_level
 from fleet.profiles import DeviceProfile, get_budget
-from fleet.timing import DeviceWork, failure_delay, failure_fraction, simulate_round, speed_factor
+from fleet.timing import (
+    DEFAULT_PLAN_QUANTILE, Carried, DeviceWork, failure_delay, failure_fraction, planned_speed, simulate_round,
+    speed_factor,
+)
 from fleet.world import SimWorld, is_online
 from server.strategy import DeviceReport
 
@@ -32,9 +37,10 @@ BASE = DeviceProfile(name="base", peak_gflops=10.0, efficiency=0.3, memory_mb=64
 GENEROUS = get_budget("generous")
 
 
-def world(profiles, *, deadline_s=None, rate=0.0, seed=0, ingress=None) -> SimWorld:
-    return SimWorld(profiles, GENEROUS, deadline_s=deadline_s, keep_first=None, offline_rate_per_s=rate, seed=seed,
-                    server_ingress_mbps=ingress)
+def world(profiles, *, deadline_s=None, rate=0.0, seed=0, ingress=None, egress=None,
+          quantile=DEFAULT_PLAN_QUANTILE, keep_first=None) -> SimWorld:
+    return SimWorld(profiles, GENEROUS, deadline_s=deadline_s, keep_first=keep_first, offline_rate_per_s=rate,
+                    seed=seed, server_ingress_mbps=ingress, server_egress_mbps=egress, plan_quantile=quantile)
 
 
 def reports_from(plans: dict, flops: float, nbytes: int) -> list[DeviceReport]:
@@ -228,16 +234,45 @@ def test_jitter_has_mean_one_and_the_coefficient_of_variation_asked_for() -> Non
     assert not np.array_equal(speed_factor(0.2, 11, 3, range(10)), speed_factor(0.2, 11, 4, range(10)))
 
 
-def test_jitter_makes_a_device_that_uses_its_whole_budget_late_when_it_runs_slow() -> None:
+@pytest.mark.parametrize("q", [0.1, 0.5])
+def test_jitter_makes_a_device_that_uses_its_whole_budget_late_when_it_runs_below_its_planned_speed(q) -> None:
     n = 40
-    w = world([replace(BASE, speed_jitter=0.3)] * n, deadline_s=20.0, seed=6)
+    w = world([replace(BASE, speed_jitter=0.3)] * n, deadline_s=20.0, seed=6, quantile=q)
     plans = w.plan(1, list(range(n)), 1_250_000)
-    assert [p["compute-flops"] for p in plans.values()] == [pytest.approx((20.0 - 2 * 1.05) * 3e9)] * n  # nominal
+    speed = planned_speed(0.3, q)
+    assert [p["compute-flops"] for p in plans.values()] == [pytest.approx((20.0 - 2 * 1.05) * 3e9 * speed)] * n
     timing = w.settle(1, reports_from(plans, math.inf, 1_250_000))
     factors = speed_factor(0.3, 6, 1, range(n))
     assert [d.speed_factor for d in timing.devices] == factors.tolist()
-    assert [d.status for d in timing.devices] == ["ok" if f > 1 else "late" for f in factors]
-    assert 5 < sum(factors > 1) < n - 5
+    assert [d.status for d in timing.devices] == ["ok" if f >= speed else "late" for f in factors]
+
+
+def test_the_planned_speed_is_the_quantile_of_the_jitter() -> None:
+    sigma = math.sqrt(math.log1p(0.3**2))
+    assert planned_speed(0.3, 0.5) == pytest.approx(math.exp(-sigma**2 / 2))  # the lognormal's median
+    assert planned_speed(0.3, 0.1) == pytest.approx(math.exp(-1.2815515655446004 * sigma - sigma**2 / 2))
+    assert planned_speed(0.0, 0.1) == 1.0
+    assert planned_speed(0.3, 0.05) < planned_speed(0.3, 0.1) < planned_speed(0.3, 0.5) < 1.0
+
+
+@pytest.mark.parametrize("q", [0.1, 0.3])
+def test_over_ten_thousand_planned_rounds_a_jittered_device_is_late_in_a_share_q(q) -> None:
+    # 100 compute-limited devices that train their whole budget, 100 rounds: 10,000 planned device-rounds,
+    # each with its own keyed speed. The late share's standard error is sqrt(q(1-q)/10,000) = 0.003 (q 0.1)
+    # or 0.0046 (q 0.3): allow four of them.
+    n, rounds = 100, 100
+    w = world([replace(BASE, speed_jitter=0.2)] * n, deadline_s=20.0, seed=3, quantile=q)
+    late = 0
+    for r in range(1, rounds + 1):
+        plans = w.plan(r, list(range(n)), 1_250_000)
+        late += list(w.settle(r, reports_from(plans, math.inf, 1_250_000)).statuses.values()).count("late")
+    assert late / (n * rounds) == pytest.approx(q, abs=4 * math.sqrt(q * (1 - q) / (n * rounds)))
+
+
+@pytest.mark.parametrize("q", [0.0, 1.0, -0.1, 1.5])
+def test_a_plan_quantile_outside_the_open_unit_interval_is_refused(q) -> None:
+    with pytest.raises(InputError, match="plan_quantile must be in \\(0, 1\\)"):
+        world([BASE], deadline_s=20.0, quantile=q)
 
 
 # --------------------------------------------------------------------------- the server's ingress link
@@ -308,6 +343,93 @@ def test_the_plan_budgets_each_upload_at_its_share_of_the_server_link() -> None:
     plans = unlimited.plan(1, list(range(n)), size)
     w.plan(2, list(range(n)), size)
     assert set(w.settle(2, reports_from(plans, math.inf, size)).statuses.values()) == {"late"}
+
+
+def test_a_late_upload_slows_an_on_time_upload_of_the_next_round_by_the_fair_share_amount() -> None:
+    link = 80.0  # 10 MB/s
+    late = DeviceWork(1, fast(), 0.9 * 3e9, down_bytes=0, up_bytes=2_000_000, peak_memory_bytes=0)
+    first = simulate_round([late], start_s=0.0, deadline_s=1.0, keep_first=None, ingress_mbps=link)
+    # on the link from 0.9 s alone at 10 MB/s: 1 MB crossed by the close at 1 s, 1 MB left; it ends at 1.1 s
+    assert first.end_s == 1.0 and first.devices[0].status == "late"
+    assert first.devices[0].end_s == pytest.approx(1.1)
+    assert first.carry == (Carried(1, 1.0, pytest.approx(1e6), 1e6 * 1e6 / 8),)
+    on_time = DeviceWork(0, fast(), 0.0, down_bytes=0, up_bytes=1_000_000, peak_memory_bytes=0)
+    alone = simulate_round([on_time], start_s=1.0, deadline_s=1.0, keep_first=None, ingress_mbps=link)
+    shared = simulate_round([on_time], start_s=1.0, deadline_s=1.0, keep_first=None, ingress_mbps=link,
+                            carried=first.carry)
+    assert alone.devices[0].upload_s == pytest.approx(0.1)
+    # both have 1 MB to send from 1 s: 5 MB/s each, so both end at 1.2 s; the on-time upload waited 0.1 s
+    assert shared.devices[0].upload_s == pytest.approx(0.2)
+    # link_wait_s: what the server link added over its own (1 Tbit/s) uplink's 8 us
+    assert shared.devices[0].link_wait_s - alone.devices[0].link_wait_s == pytest.approx(0.1)
+    assert shared.devices[0].link_wait_s == pytest.approx(0.2 - 8e-6)
+    assert shared.carried_end_s == {1: pytest.approx(1.2)} and shared.carry == ()
+    assert shared.end_s == pytest.approx(1.2)  # everyone reported: the round closes
+
+
+def test_a_late_upload_still_computing_at_the_close_joins_the_next_round_when_it_starts_sending() -> None:
+    late = DeviceWork(1, fast(), 1.5 * 3e9, down_bytes=0, up_bytes=1_000_000, peak_memory_bytes=0)
+    first = simulate_round([late], start_s=0.0, deadline_s=1.0, keep_first=None, ingress_mbps=80.0)
+    assert first.carry == (Carried(1, pytest.approx(1.5), 1_000_000, 1e6 * 1e6 / 8),)
+    on_time = DeviceWork(0, fast(), 0.5 * 3e9, down_bytes=0, up_bytes=1_000_000, peak_memory_bytes=0)
+    second = simulate_round([on_time], start_s=1.0, deadline_s=1.0, keep_first=None, ingress_mbps=80.0,
+                            carried=first.carry)
+    # from 1.5 s both share the link: 1 MB each at 5 MB/s, both end at 1.7 s (alone, 1.6 s)
+    assert second.devices[0].upload_s == pytest.approx(0.2) and second.carried_end_s == {1: pytest.approx(1.7)}
+
+
+def test_the_world_keeps_a_late_device_busy_until_its_slowed_upload_ends_and_snapshots_the_link() -> None:
+    w = world([fast(), fast()], deadline_s=1.0, ingress=80.0)
+    w.plan(1, [1], 0)
+    w.settle(1, [DeviceReport(1, 0.9 * 3e9, 0, 2_000_000, 1000)])
+    assert w.busy_until[1] == pytest.approx(1.1) and len(w.carry) == 1
+    resumed = world([fast(), fast()], deadline_s=1.0, ingress=80.0)
+    resumed.restore(json.loads(json.dumps(w.snapshot())))
+    for x in (w, resumed):
+        x.plan(2, [0], 0)
+        x.last = x.settle(2, [DeviceReport(0, 0.0, 0, 1_000_000, 1000)])
+    assert w.last == resumed.last and w.busy_until == resumed.busy_until
+    assert w.busy_until[1] == pytest.approx(1.2) and w.last.devices[0].upload_s == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("n", [1, 5, 200])
+def test_n_downloads_share_the_server_egress_and_the_plan_budgets_for_it(n: int) -> None:
+    size = 1_250_000  # 1 s alone at 10 Mbit/s; n of them through a 10 Mbit/s egress take n s
+    w = world([BASE] * n, deadline_s=float(3 * n), egress=10.0)
+    plans = w.plan(1, list(range(n)), size)
+    assert plans[0]["download-s"] == pytest.approx(0.05 + n * 1.0)
+    assert plans[0]["compute-flops"] == pytest.approx((3 * n - 0.05 - n - 1.05) * 3e9 * planned_speed(0.0, 0.1))
+    timing = w.settle(1, reports_from(plans, 0.0, size))
+    assert all(d.download_s == pytest.approx(0.05 + n * 1.0) for d in timing.devices)
+
+
+def test_bad_server_links_are_refused_naming_them() -> None:
+    for kw, name in (({"egress_mbps": -1.0}, "egress_mbps"), ({"ingress_mbps": 0.0}, "ingress_mbps")):
+        with pytest.raises(InputError, match=name):
+            simulate_round([], start_s=0.0, deadline_s=None, keep_first=None, **kw)
+
+
+def test_the_plan_expects_the_largest_update_a_device_has_sent_back() -> None:
+    w = world([BASE], deadline_s=60.0)
+    first = w.plan(1, [0], 1_250_000)
+    w.settle(1, [DeviceReport(0, 1e9, 1_250_000, 2_500_000, 1000)])  # its update was twice the model's size
+    second = w.plan(2, [0], 1_250_000)
+    assert first[0]["compute-flops"] - second[0]["compute-flops"] == pytest.approx(1.0 * 3e9)  # 1 s more upload
+
+
+def test_under_keep_first_simultaneous_arrivals_are_ordered_by_a_keyed_draw_not_by_id() -> None:
+    n, keep, rounds = 10, 3, 400
+    w = world([BASE] * n, deadline_s=100.0, keep_first=keep)
+    wins = Counter()
+    for r in range(1, rounds + 1):
+        plans = w.plan(r, list(range(n)), 1000)
+        timing = w.settle(r, reports_from(plans, 1e9, 1000))
+        assert len(timing.accepted) == keep
+        wins.update(timing.accepted)
+        for d in range(n):
+            w.busy_until[d] = 0.0
+    # each device wins a share 3/10 of rounds: 120 of 400, standard deviation 9.2; allow 5 of them
+    assert all(abs(wins[d] - rounds * keep / n) < 5 * math.sqrt(rounds * 0.3 * 0.7) for d in range(n))
 
 
 # --------------------------------------------------------------------------- resuming

@@ -98,3 +98,16 @@ def test_a_bad_ray_address_is_one_line_before_any_work(tmp_path, capsys, address
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and culprit in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("timing, culprit", [
+    ("plan_quantile: 0", "timing.plan_quantile"), ("plan_quantile: 1.0", "timing.plan_quantile"),
+    ("plan_quantile: -0.2", "timing.plan_quantile"), ("server_egress_mbps: -5", "timing.server_egress_mbps"),
+    ("server_egress_mbps: 0", "timing.server_egress_mbps"),
+])
+def test_bad_planning_margins_and_server_links_get_one_line_naming_the_field(tmp_path, capsys, timing, culprit):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"name: x\ntiming:\n  {timing}\n")
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and culprit in err[0], err
