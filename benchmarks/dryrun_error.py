@@ -130,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         folders = [f.resolve() for f in args.runs]
         report, band_rows = {}, []
         with tempfile.TemporaryDirectory(prefix="dryrun-error-") as tmp:
-            for label, folder in zip(labels(folders), folders):
+            for label, folder, given in zip(labels(folders), folders, args.runs):
                 result, table = measure(folder, Path(tmp) / label)
-                report[label] = {"run": str(folder), **result}
+                report[label] = {"run": str(given), **result}
                 write_csv(args.out / f"{label}_rounds.csv", table, list(table[0]) if table else ["round"])
                 print(f"{label}: {result['rounds']} rounds, same fates in {result['same_fates']}; "
                       f"dry run: {result['estimate'] or 'no estimate stated'}")
