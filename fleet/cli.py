@@ -368,7 +368,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                                             desc=label, force=args.force or args.resume),
                    force=args.force or args.resume, resume=args.resume)
     print(format_table(rows))
-    written = "comparison.csv, comparison.png, accuracy_time.png"
+    written = "comparison.csv, comparison.png, accuracy_time.png, tradeoff.png"
     if seeds:
         summary = paired_over_seeds(rows, list(labels), seeds)
         print(format_paired(summary))
