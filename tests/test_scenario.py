@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from clients.errors import InputError
 from clients.sparcl.learner import LearnerConfig
 from fleet.profiles import PROFILES
 from fleet.scenario import (
+    INPUT_SHAPES,
+    NUM_CLASSES,
     FederationSpec,
     Scenario,
     device_offset,
@@ -324,3 +327,32 @@ def test_spec_dataclasses_are_frozen():
     with pytest.raises(AttributeError):
         s.seed = 1  # type: ignore[misc]
     assert isinstance(s.federation, FederationSpec)
+
+
+@pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_scenario_validates(path):
+    assert isinstance(load_scenario(path), Scenario)
+
+
+def test_the_memory_scenario_binds_on_its_pi_4s_and_not_under_its_roomier_budget():
+    """On a board shared with other services the Pi 4 (598 MiB after the runtime) gets 5% of it: less than
+    a full round's peak (batch 32 and DER++'s two draws of 32), so its memory policy must shrink; the Pi 5
+    and the balanced budget fit it whole. The learner is built from the scenario alone (no data)."""
+    from clients.sparcl.learner import Learner
+    from fleet.dryrun import fitted, step_cost
+    from fleet.runner import device_spec, make_world
+    from fleet.timing import MIB
+
+    base = load_scenario(SCENARIOS / "fmnist_memory.yaml")
+    spec = device_spec(base)
+    shape, classes = INPUT_SHAPES[base.dataset.name], NUM_CLASSES[base.dataset.name]
+    learner = Learner(spec.learner.with_device("cpu"), shape, classes)
+    for budget, pi4_shrinks in (("balanced", False), ("shared-board", True)):
+        scenario = replace(base, timing=replace(base.timing, budget=budget))
+        world = make_world(scenario)
+        cost = step_cost(spec, learner, world.kernels)
+        for profile, name in zip(world.profiles, scenario.device_profiles()):
+            fit = fitted(cost, profile.memory_mb * MIB, base.method.buffer_size)
+            assert fit.declined is None
+            shrinks = (fit.batch, fit.draw, fit.buffer) != (cost.batch, cost.draw, base.method.buffer_size)
+            assert shrinks == (pi4_shrinks and name == "rpi4"), (budget, name, fit)
