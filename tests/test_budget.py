@@ -122,6 +122,19 @@ def test_a_device_given_c_flops_does_at_most_c(stream):
     assert learner.epoch == work.steps // 5 and learner.cursor == 8 * (work.steps % 5)  # real progress
 
 
+def test_under_dense_kernels_sparcl_and_dense_derpp_execute_the_same_flops_for_the_same_steps(stream):
+    """Dense kernels multiply the masked zeros: SparCL-DER++ at 0.9 and dense DER++ run the same kernels a
+    step, so equal steps are equal executed FLOPs (time), while SparCL's counted FLOPs are far fewer."""
+    sparse, dense = make(stream, 0.9), make(stream, None)
+    kernels = KernelModel("dense")
+    for learner in (sparse, dense):
+        learner.use_kernels(kernels)
+    a, b = sparse.train_round(1, RoundBudget()), dense.train_round(1, RoundBudget())
+    assert a.steps == b.steps == 5 and a.examples == b.examples
+    assert a.kernel_flops == b.kernel_flops > 0
+    assert a.train_flops < 0.5 * b.train_flops
+
+
 def test_the_epoch_position_carries_over_between_rounds(stream):
     a, b = make(stream), make(stream)
     per_round = [a.train_round(2, RoundBudget(compute_flops=3.5 * 24 * a.step_costs()[1])).steps
