@@ -32,6 +32,10 @@ class StreamResult:
     cpu_s: float             # process CPU time of training: what a busy machine cannot inflate
     final_density: float | None
     epochs: int
+    # weights of the layers SparCL masks (the 3x3 convolutions outside the stem): all of them, and those
+    # live at the stream's end (every one for a dense run); None where a result predates them
+    masked_weights: int | None = None
+    live_weights: int | None = None
 
     @property
     def class_il(self) -> float:
@@ -63,7 +67,7 @@ class StreamResult:
             "peak_memory_bytes": self.peak_memory_bytes,
             "dense_peak_memory_bytes": self.dense_peak_memory_bytes,
             "wall_s": self.wall_s, "cpu_s": self.cpu_s, "final_density": self.final_density,
-            "epochs": self.epochs,
+            "epochs": self.epochs, "masked_weights": self.masked_weights, "live_weights": self.live_weights,
             "class_il_matrix": self.class_il_matrix, "task_il_matrix": self.task_il_matrix,
         }
 
@@ -98,6 +102,8 @@ def run_stream(config: LearnerConfig, stream: TaskStream,
         cil.append(row_c)
         til.append(row_t)
     densities = learner.weight_densities()
+    masked = {n: p.numel() for n, p in learner.model.named_parameters() if n in learner.masked_names}
+    live = sum(int(learner.masks.live(n).sum()) for n in masked) if learner.masks else sum(masked.values())
     c = learner.counters
     return StreamResult(
         label=config.label, components=config.sparcl.components, seed=config.train.seed,
@@ -105,4 +111,5 @@ def run_stream(config: LearnerConfig, stream: TaskStream,
         removed=c.removed, peak_memory_bytes=c.peak_memory, dense_peak_memory_bytes=c.peak_memory_dense,
         wall_s=wall, cpu_s=cpu, epochs=config.train.epochs_per_task,
         final_density=(sum(densities.values()) / len(densities)) if densities else None,
+        masked_weights=sum(masked.values()), live_weights=live,
     )

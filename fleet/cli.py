@@ -54,18 +54,22 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 def cmd_bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from fleet.bench import BenchConfig, format_table, run_bench, total_epochs
+    from fleet.bench import BenchConfig, format_table, run_bench, total_epochs, with_authors_settings
 
+    given = {k: getattr(args, k) for k in ("lr", "ddr_presentations", "replay_from_task")
+             if getattr(args, k) is not None}  # set on the command line: kept over --authors-settings
     config = BenchConfig(
         dataset=args.dataset, data_dir=args.data_dir, method=args.method, sparsity=args.sparsity,
-        seeds=parse_seeds(args.seeds), epochs=args.epochs, lr=args.lr, buffer_size=args.buffer_size,
+        seeds=parse_seeds(args.seeds), epochs=args.epochs, buffer_size=args.buffer_size,
         width=args.width, ablation=args.ablation, dgm_keep=args.dgm_keep,
         mask_other_classes=not args.no_class_mask, max_per_class=args.max_per_class,
         equal_flops=not args.no_equal_flops, granularity=args.granularity, sparse_kernels=args.sparse_kernels,
         recalibrate_norms=args.recalibrate_norms, ddr_rank=args.ddr_rank, device=args.device,
-        ddr_presentations=args.ddr_presentations,
-        narrow_width=args.narrow_width,
+        narrow_width=args.narrow_width, controls=not args.no_controls, narrow_match=args.narrow_match,
+        **given,
     )
+    if args.authors_settings:
+        config = with_authors_settings(config, keep=given)
     _validate_bench(config)
     if args.json:
         check_writable(Path(args.json))
@@ -590,12 +594,14 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--seeds", default="0,1,2,3,4",
                        help="comma-separated seeds (paired medians and their spread are reported)")
     bench.add_argument("--epochs", type=int, default=50, help="epochs per task")
-    bench.add_argument("--lr", type=float, default=0.1, help="SGD learning rate (no momentum)")
+    bench.add_argument("--lr", type=float, default=None,
+                       help="SGD learning rate, no momentum (default 0.1; 0.03 under --authors-settings)")
     bench.add_argument("--buffer-size", type=int, default=200)
     bench.add_argument("--width", type=int, default=None, help="backbone width (default per backbone)")
     bench.add_argument("--ablation", default="full",
-                       help="full, tdm, tdm+ddr, tdm+dgm, all (each of these in turn), or static (the control: "
-                       "the initial magnitude-pruned mask kept for the whole stream)")
+                       help="full, tdm, tdm+ddr, tdm+dgm, all (each of these in turn), static (the control: "
+                       "the initial magnitude-pruned mask kept for the whole stream), or a comma-separated list "
+                       "(e.g. tdm,full)")
     bench.add_argument("--granularity", default="weight",
                        help="TDM masks: weight (single weights, the reference) or channel (whole output channels)")
     bench.add_argument("--sparse-kernels", action="store_true",
@@ -606,9 +612,16 @@ def build_parser() -> ArgumentParser:
                        "over the task and the buffer, counted) instead of keeping the lagging running average")
     bench.add_argument("--ddr-rank", default="forgetting", choices=DDR_RANKS,
                        help="which examples DDR removes: the least forgotten (SparCL), or random ones (the control)")
-    bench.add_argument("--ddr-presentations", type=int, default=1, metavar="K",
+    bench.add_argument("--ddr-presentations", type=int, default=None, metavar="K",
                        help="epochs of forgetting statistics each DDR removal waits for; removals that no longer "
-                       "fit in a task are skipped (1: the reference's points as they fall)")
+                       "fit in a task are skipped (default 1: the reference's points as they fall; 5 under "
+                       "--authors-settings)")
+    bench.add_argument("--replay-from-task", type=int, default=None, metavar="T",
+                       help="the first task (0-based) whose steps add buffer terms; the buffer fills from the "
+                       "start (default 0, as mammoth; 1 under --authors-settings, as SparCL's code)")
+    bench.add_argument("--authors-settings", action="store_true",
+                       help="SparCL's authors' settings: constant lr 0.03, replay from the second task, DDR's "
+                       "five-presentation schedule where epochs allow (flags given explicitly still apply)")
     bench.add_argument("--dgm-keep", type=float, default=0.2, help="share of gradient entries DGM keeps")
     bench.add_argument("--device", default="cpu",
                        help="where to train: cpu, cuda, cuda:N, or auto (a GPU where there is one); on a GPU "
@@ -619,8 +632,14 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--no-equal-flops", action="store_true",
                        help="skip the dense baseline trained for SparCL's FLOPs (fewer epochs)")
     bench.add_argument("--narrow-width", type=int, default=None,
-                       help="also run the dense method at this smaller width: the baseline channel masks must beat "
-                       "(a channel-masked network is a narrower one)")
+                       help="run the dense method at this smaller width (default: the width whose training FLOPs "
+                       "are nearest SparCL's, see --narrow-match): the baseline masks must beat")
+    bench.add_argument("--narrow-match", default="per-example", choices=("per-example", "total"),
+                       help="the automatic narrow width matches SparCL's training FLOPs per example (default) or "
+                       "in total (DDR's removed examples counted as saved)")
+    bench.add_argument("--no-controls", action="store_true",
+                       help="skip the standing controls (the static mask at the same sparsity and the dense "
+                       "network of equal FLOPs) for a quick run; dense at the same width always runs")
     bench.add_argument("--json", default=None, help="write the report here")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(func=cmd_bench)

@@ -68,7 +68,8 @@ def test_bench_json_holds_the_promised_keys(tmp_path):
     report = json.loads(out.read_text())
     assert report["flops_ratio"] > 1 and report["wall_ratio"] > 0
     assert isinstance(report["acc_delta"], float)
-    assert {r["variant"] for r in report["runs"]} == {"dense", "full", "dense-equal-flops"}
+    # the standing controls (issue 24): the static mask and the dense network of equal FLOPs
+    assert {r["variant"] for r in report["runs"]} == {"dense", "full", "dense-equal-flops", "static", "dense-narrow"}
     assert report["acc_delta_min"] <= report["acc_delta"] <= report["acc_delta_max"]
     assert "vs_equal_flops" in report
 

@@ -4,12 +4,20 @@ Each method is a small class over `RehearsalMethod` with three hooks, in the
 spirit of mammoth's `observe`, but split so that SparCL can act between the
 backward pass and the optimizer step:
 
-- `begin_task(classes)` when a new task starts;
+- `begin_task(classes, task_id)` when a new task starts;
 - `loss(x, y)` builds the training loss of one step (current batch plus any
   buffer draws) and says how many examples it processed;
 - `end_step(x, y, logits)` after the optimizer step: the buffer update.
 
 Methods hold no optimizer and never call backward: the learner does that.
+
+Replay starts once the buffer holds an example, as in mammoth (its `observe`
+replays `if not self.buffer.is_empty()` and fills the buffer after the step, so
+from a task's second step). `replay_from_task: 1` is what SparCL's authors run:
+their `train()` replays only `if ... not buffer.is_empty() and t > 0` while
+filling the buffer in every task (neu-spiral/SparCL,
+main_sparse_train_w_data_gradient_efficient.py, line 303; buffer.add_data at
+lines 470-477, every step), so the first task trains on its own data alone.
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ class MethodConfig:
     beta: float = 0.5          # DER++: weight of the buffer cross-entropy
     mask_other_classes: bool = False  # current-task loss ignores logits of other tasks' classes
     augment: bool = False      # random crop + flip on the current batch and buffer draws (CIFAR)
+    # the first task (0-based) whose steps add buffer terms; the buffer fills from the start either way.
+    # 0: replay as soon as the buffer holds an example (mammoth); 1: from the second task (SparCL's code)
+    replay_from_task: int = 0
 
     def __post_init__(self) -> None:
         if self.name not in METHODS:
@@ -47,6 +58,9 @@ class MethodConfig:
             raise InputError(f"buffer_size must be >= 0, got {self.buffer_size}")
         if self.minibatch < 1:
             raise InputError(f"minibatch must be >= 1, got {self.minibatch}")
+        if isinstance(self.replay_from_task, bool) or not isinstance(self.replay_from_task, int) \
+                or self.replay_from_task < 0:
+            raise InputError(f"replay_from_task must be an integer >= 0, got {excerpt(self.replay_from_task)}")
 
 
 @dataclass
@@ -69,18 +83,30 @@ class RehearsalMethod:
         self.augment = augment or (lambda x: x)
         self.classes: tuple[int, ...] = ()
         self.minibatch = config.minibatch  # a memory budget may shrink it for a round
+        self.replay_on = config.replay_from_task == 0  # set per task by begin_task
+
+    @property
+    def replaying(self) -> bool:
+        """Whether this step adds buffer terms: the task allows it and the buffer holds an example."""
+        return self.replay_on and len(self.buffer) > 0
+
+    @property
+    def active_draws(self) -> int:
+        """Buffer minibatches a step draws now (none before `replay_from_task` or with an empty buffer)."""
+        return self.draws if self.replaying else 0
 
     def step_examples(self, batch: int) -> int:
         """Examples one step pushes through the model: the batch plus every buffer draw."""
-        return batch + self.draws * min(self.minibatch, len(self.buffer))
+        return batch + self.active_draws * min(self.minibatch, len(self.buffer))
 
     def draw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One buffer minibatch, augmented like the current batch."""
         bx, by, blogits = self.buffer.sample(self.minibatch)
         return self.augment(bx), by, blogits
 
-    def begin_task(self, classes: tuple[int, ...]) -> None:
+    def begin_task(self, classes: tuple[int, ...], task_id: int = 0) -> None:
         self.classes = tuple(classes)
+        self.replay_on = task_id >= self.config.replay_from_task
 
     def current_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """The logits the current-task loss sees: other tasks' classes at -inf if masked."""
@@ -108,7 +134,7 @@ class ER(RehearsalMethod):
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> StepLoss:
         step = super().loss(x, y)
-        if len(self.buffer) == 0:
+        if not self.replaying:
             return step
         bx, by, _ = self.draw()
         step.loss = step.loss + F.cross_entropy(self.model(bx), by)
@@ -131,7 +157,7 @@ class DER(RehearsalMethod):
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> StepLoss:
         step = super().loss(x, y)
-        if len(self.buffer) > 0:
+        if self.replaying:
             self.logit_term(step)
         return step
 
@@ -146,7 +172,7 @@ class DERPP(DER):
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> StepLoss:
         step = super().loss(x, y)
-        if len(self.buffer) > 0:
+        if self.replaying:
             bx, by, _ = self.draw()
             step.loss = step.loss + self.config.beta * F.cross_entropy(self.model(bx), by)
             step.examples += bx.shape[0]

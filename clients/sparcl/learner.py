@@ -225,7 +225,7 @@ class Learner:
         self.task_id, self.classes, self.epoch = task_id, tuple(classes), 0
         self.attach(x, y)
         self.order, self.cursor, self.epoch_hits = None, 0, 0
-        self.method.begin_task(self.classes)
+        self.method.begin_task(self.classes, task_id)
         ddr = self.config.sparcl.ddr
         self.removal = DataRemoval(len(y), self.epochs_per_task, ddr, self.rng) if ddr else None
         if self.masks:
@@ -332,7 +332,7 @@ class Learner:
         draw, cursor = min(self.method.minibatch, stored), 0
         for start in range(0, len(order), self.batch_size):
             yield self.x[order[start:start + self.batch_size]]
-            for _ in range(self.method.draws if stored else 0):
+            for _ in range(self.method.draws if stored and self.method.replay_on else 0):
                 yield buffer.examples[(torch.arange(draw, device=buffer.examples.device) + cursor) % stored]
                 cursor = (cursor + draw) % stored
 
@@ -341,7 +341,8 @@ class Learner:
         with `stored` examples in the buffer (default: as it holds now)."""
         stored = len(self.method.buffer) if stored is None else stored
         batches = math.ceil(len(self.y) / self.batch_size)
-        return len(self.y) + batches * self.method.draws * min(self.method.minibatch, stored)
+        draws = self.method.draws if self.method.replay_on else 0  # the mix a step of this task sees
+        return len(self.y) + batches * draws * min(self.method.minibatch, stored)
 
     def recalibration_kernel_flops(self, stored: int | None = None) -> float:
         """What the pass costs the device's kernels: a training step's cost is three passes of
@@ -542,7 +543,7 @@ class Learner:
         task = state["task"]
         self.task_id, self.epoch, self.classes = task["task_id"], task["epoch"], tuple(task["classes"])
         self.order, self.cursor, self.epoch_hits = task["order"], task["cursor"], task["epoch_hits"]
-        self.method.begin_task(self.classes)
+        self.method.begin_task(self.classes, self.task_id)
         self.removal = None
         if state["removal"] is not None and self.config.sparcl.ddr:
             r = state["removal"]
