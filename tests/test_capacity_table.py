@@ -1,0 +1,161 @@
+"""benchmarks/capacity_table.py on hand-made arm reports, and benchmarks/fmnist_capacity.sh end to end (tiny)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("capacity_table", PROJECT / "benchmarks" / "capacity_table.py")
+capacity = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(capacity)
+
+MACHINE = {"host": "box", "cpu": "Some CPU", "torch": "2.0", "threads": 1, "device": "cpu"}
+
+
+def run(variant: str, seed: int, class_il: float, flops: float, cpu: float, live: int) -> dict:
+    return {"variant": variant, "seed": seed, "class_il": class_il, "train_flops": flops, "live_weights": live,
+            "cpu_s": cpu, "wall_s": 2 * cpu}
+
+
+def arm(width: int, sparsity: float, seed: int, figures: dict[str, tuple], narrow: int = 9, device: str = "cpu",
+        machine: dict | None = None) -> dict:
+    """A `fleet bench sparcl` report of one seed: figures[variant] = (class_il, flops, cpu, live)."""
+    return {"config": {"dataset": "fashion-mnist", "width": width, "sparsity": sparsity, "seeds": [seed],
+                       "epochs": 20, "narrow_width": narrow, "device": device, "max_per_class": 300,
+                       "ablation": "tdm,full", "recalibrate_norms": True, "controls": True},
+            "machine": machine or MACHINE,
+            "runs": [run(v, seed, *f) for v, f in figures.items()]}
+
+
+# seed 0 and 1 at width 32, sparsity 0.9: (Class-IL, FLOPs, CPU s, live weights)
+SEED0 = {"dense": (73.0, 1000.0, 300.0, 69120), "tdm": (71.0, 120.0, 300.0, 6912), "full": (72.0, 100.0, 250.0, 6912),
+         "static": (70.0, 110.0, 280.0, 6912), "dense-narrow": (69.0, 105.0, 50.0, 6480)}
+SEED1 = {"dense": (74.0, 1000.0, 320.0, 69120), "tdm": (72.0, 120.0, 300.0, 6912), "full": (71.0, 100.0, 200.0, 6912),
+         "static": (72.5, 110.0, 300.0, 6912), "dense-narrow": (70.0, 95.0, 60.0, 6480)}
+
+
+def rows_of(*reports: dict) -> list[dict]:
+    return [row for report in reports for row in capacity.flatten(report)]
+
+
+def test_each_sparcl_arm_is_paired_per_seed_against_each_control():
+    rows = capacity.table_rows(rows_of(arm(32, 0.9, 0, SEED0), arm(32, 0.9, 1, SEED1)))
+    keyed = {(r["arm"], r["control"]): r for r in rows}
+    assert list(keyed) == [("full", "dense"), ("full", "static"), ("full", "dense-narrow"),
+                           ("tdm", "dense"), ("tdm", "static"), ("tdm", "dense-narrow")]
+    d = keyed[("full", "dense")]
+    # full minus dense: -1 and -3; dense over full: FLOPs 10 and 10, CPU 1.2 and 1.6
+    assert (d["delta_median"], d["delta_min"], d["delta_max"]) == (-2.0, -3.0, -1.0)
+    assert d["flops_ratio"] == 10.0 and d["time_ratio"] == pytest.approx(1.4) and d["time"] == "cpu"
+    assert (d["seeds"], d["control_width"], d["arm_class_il"], d["control_class_il"]) == ("0 1", "32", 71.5, 73.5)
+    s = keyed[("full", "static")]
+    assert (s["delta_median"], s["delta_min"], s["delta_max"]) == (0.25, -1.5, 2.0)
+    n = keyed[("full", "dense-narrow")]
+    assert (n["delta_median"], n["control_width"]) == (2.0, "9") and n["flops_ratio"] == pytest.approx(1.0)
+    assert n["time_ratio"] == pytest.approx((0.2 + 0.3) / 2)  # the narrow network is faster: below 1
+    assert keyed[("tdm", "dense")]["delta_median"] == -2.0
+    assert n["machines"] == "box: Some CPU, torch 2.0"
+
+
+def test_an_arm_trained_on_a_gpu_is_timed_on_the_wall_clock_and_names_its_gpu():
+    gpu = {**MACHINE, "gpu": "NVIDIA H100", "device": "cuda"}
+    rows = capacity.table_rows(rows_of(arm(64, 0.9, 0, SEED0, device="cuda", machine=gpu)))
+    d = next(r for r in rows if (r["arm"], r["control"]) == ("full", "dense"))
+    assert d["time"] == "wall" and d["time_ratio"] == pytest.approx(600 / 500)
+    assert d["machines"] == "box: NVIDIA H100, torch 2.0"
+
+
+def test_the_target_names_what_misses():
+    rows = capacity.table_rows(rows_of(arm(32, 0.9, 0, SEED0), arm(32, 0.9, 1, SEED1)))
+    assert capacity.meets_target(rows, 32) == (
+        "missed: median -2.00 vs dense (target >= -1)")
+    good0 = {**SEED0, "full": (72.5, 100.0, 250.0, 6912)}
+    good1 = {**SEED1, "full": (74.0, 100.0, 200.0, 6912)}
+    rows = capacity.table_rows(rows_of(arm(32, 0.9, 0, good0), arm(32, 0.9, 1, good1)))
+    assert capacity.meets_target(rows, 32) == "met"
+    cheap = {**SEED0, "full": (72.5, 101.0, 250.0, 6912), "static": (75.0, 110.0, 280.0, 6912)}
+    rows = capacity.table_rows(rows_of(arm(32, 0.9, 0, cheap)))
+    assert capacity.meets_target(rows, 32) == "missed: FLOPs 9.9x fewer (target 10x); -2.50 vs the static mask"
+    assert capacity.meets_target(rows, 64) == "not all controls ran"
+
+
+def test_the_curve_has_one_line_per_method_and_dense_spans_every_width_it_ran():
+    s95 = {**SEED0, "full": (60.0, 60.0, 250.0, 3456), "tdm": (61.0, 70.0, 250.0, 3456),
+           "static": (59.0, 65.0, 250.0, 3456), "dense-narrow": (65.0, 62.0, 30.0, 3000)}
+    reports = [arm(32, 0.9, 0, SEED0), arm(32, 0.9, 1, SEED1), arm(32, 0.95, 0, s95, narrow=7)]
+    points = capacity.curve_points(rows_of(*reports))
+    keys = [(p["method"], p["sparsity"], p["width"]) for p in points]
+    assert keys == [("dense", 0.0, 7), ("dense", 0.0, 9), ("dense", 0.0, 32), ("full", 0.9, 32), ("full", 0.95, 32),
+                    ("static", 0.9, 32), ("static", 0.95, 32), ("tdm", 0.9, 32), ("tdm", 0.95, 32)]
+    dense32 = points[2]  # seed 0's dense run appears in both sparsities' arms: counted once
+    assert (dense32["seeds"], dense32["class_il"], dense32["class_il_min"], dense32["class_il_max"]) == \
+        ("0 1", 73.5, 73.0, 74.0)
+    assert (points[1]["train_flops"], points[1]["live_weights"]) == (100.0, 6480)
+    assert points[4]["class_il"] == 60.0 and points[4]["seeds"] == "0"
+
+
+def test_check_says_complete_incomplete_or_other_settings(tmp_path, capsys):
+    path = tmp_path / "w32_s0.9_seed0.json"
+    expect = {"width": "32", "sparsity": "0.90", "seeds": "[0]", "dataset": "fashion-mnist", "max_per_class": "300",
+              "ablation": "tdm,full", "recalibrate_norms": "true"}
+    assert capacity.check_arm(path, expect) == 1  # absent
+    path.write_text(json.dumps(arm(32, 0.9, 0, SEED0))[:-20])
+    assert capacity.check_arm(path, expect) == 1  # cut short
+    path.write_text(json.dumps(arm(32, 0.9, 0, {k: v for k, v in SEED0.items() if k != "dense-narrow"})))
+    assert capacity.check_arm(path, expect) == 1  # a control missing
+    path.write_text(json.dumps(arm(32, 0.9, 0, SEED0)))
+    assert capacity.check_arm(path, expect) == 0
+    assert capacity.check_arm(path, {**expect, "epochs": "10"}) == 2
+    assert "epochs is 20, not 10" in capsys.readouterr().err
+    assert capacity.main(["--check", str(path), "--expect", "width=32", "--expect", "ablation=tdm,full"]) == 0
+
+
+def test_the_table_script_writes_the_table_the_points_and_the_plot(tmp_path, capsys):
+    arms = tmp_path / "arms"
+    arms.mkdir()
+    for seed, figures in ((0, SEED0), (1, SEED1)):
+        (arms / f"w32_s0.90_seed{seed}.json").write_text(json.dumps(arm(32, 0.9, seed, figures)))
+    assert capacity.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| 32 | SparCL-DER++ 0.9 | 71.50 | -2.00 [-3.00, -1.00] | 10.00x, 1.40x cpu | +0.25 [-1.50, +2.00] | " \
+           "+2.00 [+1.00, +3.00] (w9) | 1.00x, 0.25x cpu | 0 1 |" in out
+    assert "target at width 32 (SparCL-DER++ 0.90): missed: median -2.00 vs dense (target >= -1)" in out
+    with open(tmp_path / "table.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 6 and table[0]["arm"] == "full" and float(table[0]["delta_median"]) == -2.0
+    with open(tmp_path / "points.csv") as f:
+        assert len(list(csv.DictReader(f))) == 5  # dense at 32 and 9, full, tdm, static
+    assert (tmp_path / "capacity.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_capacity_script_runs_end_to_end_and_resumes(tmp_path):
+    """The tiny setting: digits, width 4, one seed, one epoch, one sparsity; then run again: nothing reruns."""
+    env = {**os.environ, "DATASET": "digits", "WIDTHS": "4", "SEEDS": "0", "EPOCHS": "1", "MAX_PER_CLASS": "20",
+           "SPARSITIES": "0.9", "OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(["bash", "benchmarks/fmnist_capacity.sh"], cwd=PROJECT, env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    report = json.loads((tmp_path / "arms" / "w4_s0.9_seed0.json").read_text())
+    assert {r["variant"] for r in report["runs"]} == {"dense", "tdm", "full", "static", "dense-narrow"}
+    assert set(report["machine"]) >= {"host", "cpu", "torch"} and report["config"]["recalibrate_norms"]
+    assert (tmp_path / "arms" / "w4_s0.9_seed0.txt").read_text().startswith("$ .venv/bin/fleet bench sparcl ")
+    assert "| 4 | SparCL-DER++ 0.9 |" in first.stdout and "| 4 | TDM only 0.9 |" in first.stdout
+    for name in ("table.csv", "points.csv", "capacity.png", "table.txt"):
+        assert (tmp_path / name).exists()
+    stamp = (tmp_path / "arms" / "w4_s0.9_seed0.json").stat().st_mtime_ns
+    again = subprocess.run(["bash", "benchmarks/fmnist_capacity.sh"], cwd=PROJECT, env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "w4_s0.9_seed0: complete, skipped" in again.stdout
+    assert (tmp_path / "arms" / "w4_s0.9_seed0.json").stat().st_mtime_ns == stamp
+    other = subprocess.run(["bash", "benchmarks/fmnist_capacity.sh"], cwd=PROJECT, env={**env, "EPOCHS": "2"},
+                           capture_output=True, text=True, timeout=600)
+    assert other.returncode == 2 and "epochs is 1, not 2" in other.stderr
