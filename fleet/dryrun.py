@@ -361,8 +361,8 @@ def dry_round(server_round: int, spec: DeviceSpec, config, world, rng: random.Ra
         if work.status == "ok":  # a device keeps its state unless its round is ok (clients.app)
             books[d] = book
         up = model_size if work.status == "ok" else 0
-        reports.append(DeviceReport(d, work.train_flops, model_size, up, work.memory_bytes, work.kernel_flops,
-                                    work.status))
+        memory = work.memory_bytes if work.status == "ok" else 0  # as the strategy books a decline or failure
+        reports.append(DeviceReport(d, work.train_flops, model_size, up, memory, work.kernel_flops, work.status))
         if work.status == "ok":
             accepted.append(Accepted(d, {}, {}, int(sizes[task, d]),
                                      {"adapted": int(work.adapted), "task-id": task}))

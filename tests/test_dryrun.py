@@ -124,3 +124,18 @@ def test_a_fleet_away_for_days_is_waited_for_on_the_clock(tmp_path):
     assert online[0] == 0 and any(online)  # away at first, then one is back
     waited = float(rows[0]["sim_time_s"])
     assert waited > 1000.0 and float(rows[1]["sim_start_s"]) == waited
+
+
+def test_a_board_that_cannot_hold_the_runtime_declines_in_a_dry_run_as_it_does_for_real(tmp_path):
+    """A Pi Zero 2 W has no memory left after the runtime: a real device declines every round (its memory
+    policy fits nothing) and the strategy books a decline; the dry run books the same, not out of memory."""
+    from fleet.dryrun import dry_run
+    from fleet.scenario import parse_scenario
+
+    scenario = parse_scenario({"name": "zero", "dataset": {"name": "synthetic"},
+                               "fleet": {"devices": 2, "profiles": {"rpi4": 1, "rpi-zero2w": 1}},
+                               "federation": {"rounds": 3}}, source="zero")
+    summary = dry_run(scenario, tmp_path / "dry")
+    assert summary["statuses"]["declined"] == 3 and summary["statuses"]["oom"] == 0
+    devices = list(csv.DictReader((tmp_path / "dry" / "devices.csv").open()))
+    assert [(r["profile"], r["declined"], r["ok"]) for r in devices] == [("rpi4", "0", "3"), ("rpi-zero2w", "3", "0")]
