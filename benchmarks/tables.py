@@ -205,18 +205,26 @@ def fleet_row(label: str, summary: dict) -> str:
     st = summary["statuses"]
     return (f"| {label} | {summary['final_accuracy']:.2f} | {summary['forgetting']:.2f} | "
             f"{summary['train_flops'] / 1e9:,.0f} | {summary['wasted_train_flops'] / 1e9:,.0f} | "
+            f"{gflops(summary, 'executed_flops')} | {gflops(summary, 'wasted_executed_flops')} | "
             f"{summary['sim_time_s']:,.0f} | {summary['energy_j']:,.0f} | {st['ok']} | {st['late']} | "
             f"{st['failed']} | {st['declined']} | {st['adapted']} | {st['offline']} |")
 
 
-FLEET_HEAD = ("| run | final Class-IL % | forgetting | useful GFLOPs | wasted GFLOPs | simulated s | energy J "
-              "| ok | late | failed | declined | adapted | offline |\n|---" + "|---" * 12 + "|")
+FLEET_HEAD = ("| run | final Class-IL % | forgetting | useful GFLOPs counted | wasted GFLOPs counted "
+              "| useful GFLOPs executed | wasted GFLOPs executed | simulated s | energy J "
+              "| ok | late | failed | declined | adapted | offline |\n|---" + "|---" * 14 + "|")
+
+
+def gflops(summary: dict, key: str) -> str:
+    """FLOPs in GFLOPs; '-' for a run made before they were recorded."""
+    return "-" if summary.get(key) is None else f"{summary[key] / 1e9:,.0f}"
 
 
 SEED_TABLE = (("final_accuracy", "Class-IL %"), ("final_accuracy_task_il", "Task-IL %"),
               ("last_k_accuracy", "Class-IL, last 3 rounds %"), ("learning_accuracy", "learning acc. %"),
               ("forgetting", "forgetting (ours)"), ("forgetting_authors", "forgetting (authors')"),
-              ("energy_j", "energy J"), ("sim_time_s", "simulated s"))
+              ("energy_j", "energy J"), ("idle_energy_j", "idle energy J (online devices, outside energy J)"),
+              ("sim_time_s", "simulated s"))
 
 
 def interval(r: dict, prefix: str = "") -> str:

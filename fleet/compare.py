@@ -27,14 +27,15 @@ COLUMNS = ["profile", "method", "kernels", "final_accuracy", "last_k_accuracy", 
            "last_k_accuracy_task_il", "learning_accuracy", "forgetting", "forgetting_authors", "forgetting_task_il",
            "forgetting_authors_task_il", "rounds_completed", "upload_bytes", "download_bytes", "train_flops",
            "wasted_train_flops", "executed_flops", "wasted_executed_flops", "sim_time_s", "energy_j",
-           "wasted_energy_j", "dropped_updates", "declined", "adapted", "rejected_updates", "wall_s"]
+           "wasted_energy_j", "idle_energy_j", "dropped_updates", "declined", "adapted", "rejected_updates", "wall_s"]
 MAX_VARIANTS = 100
 # what the seeds table describes: summary key -> label
 SEED_METRICS = {
     "final_accuracy": "Class-IL, final %", "last_k_accuracy": "Class-IL, last-k mean %",
     "final_accuracy_task_il": "Task-IL, final %", "learning_accuracy": "learning accuracy %",
     "forgetting": "forgetting (ours)", "forgetting_authors": "forgetting (authors')",
-    "forgetting_task_il": "Task-IL forgetting (ours)", "energy_j": "energy J", "sim_time_s": "simulated s",
+    "forgetting_task_il": "Task-IL forgetting (ours)", "energy_j": "energy J",
+    "idle_energy_j": "idle energy J", "sim_time_s": "simulated s",
 }
 
 
