@@ -407,7 +407,8 @@ def plot_timeline_rounds(rounds: Sequence, devices: Sequence[int], path: Path, t
     ax.set_ylim(len(devices) - 0.5, -0.5)
     ax.set(xlabel="simulated time (s)", title=title)
     ax.grid(alpha=0.3, axis="x")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a bar
+    if ax.get_legend_handles_labels()[0]:  # a fleet that never came online draws no bar
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a bar
     fig.tight_layout()
     save_figure(fig, path)
 
