@@ -3,13 +3,16 @@
 # buffer) under its balanced budget and on boards shared with other services (5% of the memory left
 # after the runtime), paired by seed. Writes results/fmnist-memory/ and results/fmnist-memory.txt (which
 # starts with the exact command); each run's device_rounds.csv shows the batch, buffer draw and buffer
-# every device chose. SEEDS=0,1,2 for more seeds (about 4 minutes a run on 2 cores).
+# every device chose. SEEDS=0,1,2 for more seeds (about 4 minutes a run on 2 cores); RESUME=1 keeps every
+# finished run of the same scenario.
 # Needs Debian's dataset-fashion-mnist package (apt-get install dataset-fashion-mnist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/common.sh
+AGAIN=()
+[[ -n "${RESUME:-}" ]] && AGAIN=(--resume)
 run results/fmnist-memory compare scenarios/fmnist_memory.yaml --profiles balanced,shared-board \
-  --seeds "${SEEDS:-0}"
+  --seeds "${SEEDS:-0}" "${AGAIN[@]}"
 .venv/bin/python - <<'PY'
 import csv, glob, statistics
 for folder in sorted(glob.glob("results/fmnist-memory/*_seed_*")):
