@@ -17,7 +17,12 @@ Round model (all times absolute simulated seconds):
   one shared link after the device's own uplink latency: concurrent uploads
   split it max-min fairly, each also capped by its own uplink (fleet.link),
   so 1,000 devices uploading at once take as long as the server's link
-  needs; without one (None) each upload runs at its own uplink rate;
+  needs; without one (None) each upload runs at its own uplink rate; an
+  earlier round's late uploads still on that link (`carried`) share it, and
+  the ones still on it at this close are handed on (`RoundOutcome.carry`);
+* with a server egress link (`egress_mbps`), downloads share it the same way;
+* arrivals at the same instant reach the server in `tie_key` order (the world
+  draws it per round, so no device id always wins a tie);
 * a device whose peak memory exceeds its profile is "oom": it does no work and
   idles until the round closes;
 * a device that declined (its budget fits nothing) downloads, answers at once
