@@ -355,7 +355,7 @@ def _device(
                 crossed = yield from _over_link(env, shared, transfer, fail)
                 trace.transfer = None
         setattr(trace, phase, env.now - started)
-        if shared is link and link is not None and crossed:
+        if phase == "upload_s" and shared is not None and crossed:
             trace.link_wait_s = max(0.0, trace.upload_s - upload_time_s(nbytes, p))
         if not crossed:
             trace.end_s, trace.dropped = env.now, True
@@ -369,7 +369,7 @@ def _device(
     trace.waited_until = env.now
 
 
-def _carried(env: simpy.Environment, link: SharedLink, flow: "Carried", ends: dict[int, float],
+def _carried(env: simpy.Environment, link: SharedLink, flow: Carried, ends: dict[int, float],
              live: dict[int, Any]) -> SimGen:
     """An earlier round's late upload, still crossing the server link in this round."""
     yield env.timeout(max(0.0, flow.start_s - env.now))

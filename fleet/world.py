@@ -64,7 +64,7 @@ from fleet.link import fair_shares
 from fleet.profiles import BudgetProfile, DeviceProfile, apply_budget
 from fleet.timing import (
     DEFAULT_PLAN_QUANTILE, MIB, Carried, DeviceWork, compute_time_s, download_time_s, failure_delay,
-    failure_fraction, fits_memory, planned_speed, simulate_round, speed_factor, upload_time_s,
+    failure_fraction, fits_memory, planned_speed, simulate_round, speed_factor, transfer_time_s, upload_time_s,
 )
 
 from server.strategy import DeviceReport, RoundTiming
@@ -163,8 +163,9 @@ class SimWorld:
         speeds = speed_factor(self.jitter[devices], self.seed, server_round, devices) if devices else []
         fractions = failure_fraction(self.failure_prob[devices], self.seed, server_round, devices) if devices else []
         sizes = down_bytes if isinstance(down_bytes, Mapping) else dict.fromkeys(devices, down_bytes)
-        uploads = self._expected_uploads(devices, {d: max(sizes[d], self.upload_bytes.get(d, 0)) for d in devices})
-        downloads = self._expected_downloads(devices, sizes)
+        expected_up = {d: max(sizes[d], self.upload_bytes.get(d, 0)) for d in devices}
+        uploads = self._expected_transfers(devices, expected_up, self.server_ingress_mbps, "uplink")
+        downloads = self._expected_transfers(devices, sizes, self.server_egress_mbps, "downlink")
         for d, speed, fraction, up_s, down_s in zip(devices, speeds, fractions, uploads, downloads):
             p = self.profiles[d]
             budget: dict[str, float | str] = {
@@ -188,24 +189,15 @@ class SimWorld:
             plans[d] = budget
         return plans
 
-    def _expected_uploads(self, devices: list[int], up_bytes: Mapping[int, int]) -> list[float]:
-        """Each device's expected upload time (as big as what it was sent): its own link, or its fair
-        share of the server's."""
-        if self.server_ingress_mbps is None:
-            return [upload_time_s(up_bytes[d], self.profiles[d]) for d in devices]
-        caps = [self.profiles[d].uplink_mbps for d in devices]
-        shares = fair_shares(caps, self.server_ingress_mbps)
-        return [self.profiles[d].uplink_latency_s + 8 * up_bytes[d] / (rate * 1e6)
-                for d, rate in zip(devices, shares)]
-
-    def _expected_downloads(self, devices: list[int], down_bytes: Mapping[int, int]) -> list[float]:
-        """Each device's download time: its own link, or its fair share of the server's egress (all start
-        at once; a share only grows as others finish, so this is an upper bound)."""
-        if self.server_egress_mbps is None:
-            return [download_time_s(down_bytes[d], self.profiles[d]) for d in devices]
-        shares = fair_shares([self.profiles[d].downlink_mbps for d in devices], self.server_egress_mbps)
-        return [self.profiles[d].downlink_latency_s + 8 * down_bytes[d] / (rate * 1e6)
-                for d, rate in zip(devices, shares)]
+    def _expected_transfers(self, devices: list[int], nbytes: Mapping[int, int], server_mbps: float | None,
+                            way: str) -> list[float]:
+        """Each device's expected transfer time one `way` ("uplink" or "downlink"): at its own link's rate,
+        or at its fair share of the server's link in that direction when there is one (all start at once;
+        a share only grows as others finish, so this is an upper bound)."""
+        own = [getattr(self.profiles[d], f"{way}_mbps") for d in devices]
+        rates = own if server_mbps is None else fair_shares(own, server_mbps)
+        return [transfer_time_s(nbytes[d], rate, getattr(self.profiles[d], f"{way}_latency_s"))
+                for d, rate in zip(devices, rates)]
 
     def _planned_flops(self, device: int, budget_flops: float | None) -> float:
         """The compute a device is expected to do: its last completed round's, never more than its budget."""
