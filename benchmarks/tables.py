@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from clients.metrics import learning_accuracy  # noqa: E402
+from clients.metrics import forgetting, learning_accuracy  # noqa: E402
 from fleet.compare import safe_name, seeded  # noqa: E402
 from fleet.stats import describe, median, paired, paired_difference  # noqa: E402
 
@@ -26,19 +26,26 @@ LABELS = {"dense": "DER++ (dense)", "full": "SparCL-DER++, all three", "tdm": "S
           "dense-equal-flops": "DER++ at SparCL's FLOPs", "dense-narrow": "DER++ at the narrow width"}
 
 
+def authors_forgetting(report: dict, variant: str) -> float:
+    """The variant's median forgetting under the authors' (and mammoth's) definition, from each run's
+    accuracy matrix: reports written before the bench recorded it hold the matrix too."""
+    return median([forgetting(r["class_il_matrix"], authors=True) for r in report["runs"] if r["variant"] == variant])
+
+
 def bench_table(path: Path) -> str:
     report = json.loads(path.read_text())
     cfg = report["config"]
     lines = [f"`{path.relative_to(RESULTS.parent)}`: sparsity {cfg['sparsity']}, seeds {cfg['seeds']}",
              "",
              "| run | epochs/task | Class-IL % (median) | paired delta vs dense [min, max] | Task-IL % | forgetting "
-             "| FLOPs dense/run | CPU time dense/run |",
+             "(ours, authors') | FLOPs dense/run | CPU time dense/run |",
              "|---|---|---|---|---|---|---|---|"]
     for name, v in report["variants"].items():
         spread = f"[{v['acc_delta_min']:+.2f}, {v['acc_delta_max']:+.2f}]"
         delta = "" if name == "dense" else f"{v['acc_delta']:+.2f} {spread}"
         lines.append(f"| {LABELS.get(name, name)} | {v['epochs']:.0f} | {v['class_il']:.2f} | {delta} | "
-                     f"{v['task_il']:.2f} | {v['forgetting']:.2f} | {v['flops_ratio']:.1f}x | {v['cpu_ratio']:.2f}x |")
+                     f"{v['task_il']:.2f} | {v['forgetting']:.2f}, {authors_forgetting(report, name):.2f} | "
+                     f"{v['flops_ratio']:.1f}x | {v['cpu_ratio']:.2f}x |")
     if "vs_equal_flops" in report:
         e = report["vs_equal_flops"]
         lines.append("")
@@ -65,11 +72,13 @@ def per_seed(path: Path) -> str:
 
 
 def seed_figures(path: Path, variant: str) -> dict[int, dict]:
-    """Per seed, one variant's Class-IL, learning accuracy, forgetting and newest task, from its accuracy matrix
+    """Per seed, one variant's Class-IL, learning accuracy, forgetting (ours and the authors') and newest task,
+    from its accuracy matrix
     (reports written before the bench printed learning accuracy hold the matrix too)."""
     runs = [r for r in json.loads(path.read_text())["runs"] if r["variant"] == variant]
     return {r["seed"]: {"class_il": r["class_il"], "learning": learning_accuracy(r["class_il_matrix"]),
-                        "forgetting": r["forgetting"], "newest": r["class_il_matrix"][-1][-1]} for r in runs}
+                        "forgetting": r["forgetting"], "newest": r["class_il_matrix"][-1][-1],
+                        "forgetting_authors": forgetting(r["class_il_matrix"], authors=True)} for r in runs}
 
 
 def paired_text(a: dict[int, dict], b: dict[int, dict], key: str) -> str:
@@ -90,13 +99,14 @@ def ddr_tables() -> str:
     arms = {"ranked": seed_figures(files["ranked"], "full"), "tdm": seed_figures(files["tdm"], "tdm"),
             "random": seed_figures(files["random"], "full"),
             "ranked20": seed_figures(files["ranked20"], "full"), "tdm20": seed_figures(files["tdm20"], "tdm")}
-    lines = ["| run | Class-IL delta vs dense [min, max] | learning accuracy | forgetting | newest task, Class-IL |",
-             "|---|---|---|---|---|"]
+    lines = ["| run | Class-IL delta vs dense [min, max] | learning accuracy | forgetting (ours) "
+             "| forgetting (authors') | newest task, Class-IL |", "|---|---|---|---|---|---|"]
     for label, runs in (("DER++ (dense)", dense), (LABELS["tdm"], arms["tdm"]), (LABELS["full"], arms["ranked"]),
                         ("the same, DDR removing at random (`--ddr-rank random`)", arms["random"])):
         delta = "" if runs is dense else paired_text(runs, dense, "class_il")
         lines.append(f"| {label} | {delta} | " + " | ".join(
-            f"{median([f[k] for f in runs.values()]):.1f}" for k in ("learning", "forgetting", "newest")) + " |")
+            f"{median([f[k] for f in runs.values()]):.1f}" for k in ("learning", "forgetting", "forgetting_authors",
+                                                                       "newest")) + " |")
     lines += ["",
               f"All three minus TDM only, learning accuracy: {paired_text(arms['ranked'], arms['tdm'], 'learning')}",
               f"All three minus TDM only, Class-IL: {paired_text(arms['ranked'], arms['tdm'], 'class_il')}",
