@@ -15,7 +15,10 @@ sparsity and seed, each with its standing controls) and writes:
   live weights (the masked 3x3 convolutions' weights alive at the stream's end),
   one line per method (SparCL at each sparsity, TDM alone, the static mask, and
   dense at every width it ran: the full widths and the equal-FLOPs ones), medians
-  over seeds with their per-seed range.
+  over seeds with their per-seed range;
+- OUT/choice.csv: the answer to "at my budget, which network?": per budget (training
+  FLOPs counted, and CPU seconds on dense kernels) the networks on the Pareto front of
+  Class-IL against cost, each from the cost at which it becomes the best measured choice.
 
 It prints the table (markdown) and, per width, whether SparCL-DER++ 0.90 meets
 the issue's target: within 1 point of dense (paired median, no seed below -3) at
@@ -47,7 +50,11 @@ TABLE_COLUMNS = ("width", "sparsity", "arm", "control", "control_width", "seeds"
                  "delta_max", "flops_ratio", "time_ratio", "time", "arm_class_il", "control_class_il",
                  "arm_live_weights", "control_live_weights", "machines")
 POINT_COLUMNS = ("method", "sparsity", "width", "seeds", "class_il", "class_il_min", "class_il_max",
-                 "train_flops", "live_weights", "machines")
+                 "train_flops", "cpu_s", "live_weights", "machines")
+CHOICE_COLUMNS = ("budget", "from", "method", "sparsity", "width", "class_il", "class_il_min", "class_il_max",
+                  "train_flops", "cpu_s", "live_weights", "seeds")
+BUDGETS = {"train_flops": "training FLOPs counted (what sparse kernels would execute)",
+           "cpu_s": "CPU seconds on this machine's dense kernels (zeros multiplied)"}
 
 
 # -- reading arms --------------------------------------------------------------------------------
@@ -221,9 +228,52 @@ def curve_points(rows: list[dict]) -> list[dict]:
                        "seeds": " ".join(str(s) for s in sorted(seeds)), "class_il": median(acc),
                        "class_il_min": min(acc), "class_il_max": max(acc),
                        "train_flops": median([r["train_flops"] for r in runs]),
+                       "cpu_s": median([r["cpu_s"] for r in runs]) if all(r["device"] == "cpu" for r in runs) else None,
                        "live_weights": median([r["live_weights"] for r in runs]),
                        "machines": "; ".join(sorted({r["machine"] for r in runs}))})
     return points
+
+
+def frontier(points: list[dict], cost: str) -> list[dict]:
+    """The networks worth training as a budget of `cost` grows: from the cheapest point up, each one whose
+    median Class-IL beats every cheaper one (the Pareto front of Class-IL against cost). Points without
+    that cost (CPU time of GPU runs) are left out."""
+    front, best = [], float("-inf")
+    for p in sorted((p for p in points if p[cost] is not None), key=lambda p: (p[cost], -p["class_il"])):
+        if p["class_il"] > best:
+            front.append(p)
+            best = p["class_il"]
+    return front
+
+
+def network_name(point: dict) -> str:
+    if point["method"] == "dense":
+        return f"dense DER++, width {point['width']}"
+    label = {"full": "SparCL-DER++", "tdm": "TDM only", "static": "static mask"}[point["method"]]
+    return f"{label} {point['sparsity']:g}, width {point['width']}"
+
+
+def choice_rows(points: list[dict]) -> list[dict]:
+    """For each budget (counted FLOPs, CPU seconds): from which cost each network on the front is the best
+    measured choice."""
+    return [{"budget": cost, "from": p[cost], **{k: p[k] for k in CHOICE_COLUMNS if k in p}}
+            for cost in BUDGETS for p in frontier(points, cost)]
+
+
+def format_choice(rows: list[dict]) -> str:
+    """Markdown: at a budget, which network to train (the best measured Class-IL within it)."""
+    lines = []
+    for cost, label in BUDGETS.items():
+        picks = [r for r in rows if r["budget"] == cost]
+        if not picks:
+            continue
+        unit = (lambda v: f"{v / 1e12:.2f} TFLOPs") if cost == "train_flops" else (lambda v: f"{v / 60:.1f} CPU min")
+        lines += ["", f"Budget: {label}", "",
+                  "| budget from | train | Class-IL % [min, max] | live weights | seeds |", "|---|---|---|---|---|"]
+        for r in picks:
+            lines.append(f"| {unit(r['from'])} | {network_name(r)} | {r['class_il']:.2f} [{r['class_il_min']:.2f}, "
+                         f"{r['class_il_max']:.2f}] | {r['live_weights']:,.0f} | {r['seeds']} |")
+    return "\n".join(lines[1:])
 
 
 def plot(points: list[dict], path: Path, dataset: str) -> None:
@@ -287,12 +337,16 @@ def main(argv: list[str] | None = None) -> int:
     points = curve_points(rows)
     write_csv(out / "table.csv", table, TABLE_COLUMNS)
     write_csv(out / "points.csv", points, POINT_COLUMNS)
+    choice = choice_rows(points)
+    write_csv(out / "choice.csv", choice, CHOICE_COLUMNS)
     plot(points, out / "capacity.png", ", ".join(sorted({r["dataset"] for r in rows})))
     print(format_table(table))
     for width in sorted({r["width"] for r in table if r["sparsity"] == 0.9}):
         print(f"target at width {width} (SparCL-DER++ 0.90): {meets_target(table, width)}")
+    print()
+    print(format_choice(choice))
     print("machines: " + "; ".join(sorted({r["machine"] for r in rows})))
-    print(f"wrote {out / 'table.csv'}, {out / 'points.csv'}, {out / 'capacity.png'}")
+    print(f"wrote {out / 'table.csv'}, {out / 'points.csv'}, {out / 'choice.csv'}, {out / 'capacity.png'}")
     return 0
 
 

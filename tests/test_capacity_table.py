@@ -101,6 +101,27 @@ def test_the_curve_has_one_line_per_method_and_dense_spans_every_width_it_ran():
     assert points[4]["class_il"] == 60.0 and points[4]["seeds"] == "0"
 
 
+def test_the_choice_at_a_budget_is_the_front_of_class_il_against_cost():
+    """Walking up the cost, a network is chosen only where it beats every cheaper one; a tie in cost goes to the
+    better Class-IL, a tie in Class-IL to the cheaper network."""
+    points = capacity.curve_points(rows_of(arm(32, 0.9, 0, SEED0), arm(32, 0.9, 1, SEED1)))
+    rows = capacity.choice_rows(points)
+    flops = [(r["method"], r["width"], r["from"], r["class_il"]) for r in rows if r["budget"] == "train_flops"]
+    assert flops == [("full", 32, 100.0, 71.5), ("dense", 32, 1000.0, 73.5)]  # w9 ties at 100 FLOPs, lower
+    cpu = [(r["method"], r["width"], r["from"]) for r in rows if r["budget"] == "cpu_s"]
+    assert cpu == [("dense", 9, 55.0), ("full", 32, 225.0), ("dense", 32, 310.0)]  # tdm: 71.5 at 300 s, no gain
+    text = capacity.format_choice(rows)
+    assert "| 0.00 TFLOPs | SparCL-DER++ 0.9, width 32 | 71.50 [71.00, 72.00] | 6,912 | 0 1 |" in text
+    assert "| 0.9 CPU min | dense DER++, width 9 | 69.50 [69.00, 70.00] | 6,480 | 0 1 |" in text
+
+
+def test_a_gpu_run_has_no_cpu_time_to_choose_by():
+    gpu = arm(32, 0.9, 0, SEED0, device="cuda")
+    points = capacity.curve_points(rows_of(gpu))
+    assert all(p["cpu_s"] is None for p in points)
+    assert {r["budget"] for r in capacity.choice_rows(points)} == {"train_flops"}
+
+
 def test_check_says_complete_incomplete_or_other_settings(tmp_path, capsys):
     path = tmp_path / "w32_s0.9_seed0.json"
     expect = {"width": "32", "sparsity": "0.90", "seeds": "[0]", "dataset": "fashion-mnist", "max_per_class": "300",
@@ -132,6 +153,10 @@ def test_the_table_script_writes_the_table_the_points_and_the_plot(tmp_path, cap
     assert len(table) == 6 and table[0]["arm"] == "full" and float(table[0]["delta_median"]) == -2.0
     with open(tmp_path / "points.csv") as f:
         assert len(list(csv.DictReader(f))) == 5  # dense at 32 and 9, full, tdm, static
+    with open(tmp_path / "choice.csv") as f:
+        assert [(r["budget"], r["method"]) for r in csv.DictReader(f)] == [
+            ("train_flops", "full"), ("train_flops", "dense"), ("cpu_s", "dense"), ("cpu_s", "full"),
+            ("cpu_s", "dense")]
     assert (tmp_path / "capacity.png").read_bytes()[:4] == b"\x89PNG"
 
 
