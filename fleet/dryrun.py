@@ -54,7 +54,7 @@ from fleet.runner import (
     device_spec, make_world, round_columns, server_config, summarise, tasks_reached, write_plots,
 )
 from fleet.scenario import Scenario
-from server.strategy import Accepted, DeviceReport, Totals, book_round, choose_devices, round_row
+from server.strategy import Accepted, DeviceReport, Totals, arrivals_kept, book_round, choose_devices, round_row
 
 
 @dataclass(frozen=True)
@@ -366,7 +366,7 @@ def dry_round(server_round: int, spec: DeviceSpec, config, world, rng: random.Ra
         if work.status == "ok":
             accepted.append(Accepted(d, {}, {}, int(sizes[task, d]),
                                      {"adapted": int(work.adapted), "task-id": task}))
-    timing = world.settle(server_round, reports)
+    timing = world.settle(server_round, reports, arrivals_kept(config, len(free)))
     strategy.sim_time_s = timing.sim_time_s
     row = {"round": server_round, "online": len(online), "busy": len(online) - len(free),
            "n_offline": spec.devices - len(online), "sampled": len(chosen),

@@ -95,7 +95,7 @@ def server_config(scenario: Scenario, spec: DeviceSpec, learner: Learner) -> Ser
         round_timeout_s=f.round_timeout_s, seed=scenario.seed, devices=scenario.fleet.devices,
         device_spec=spec.to_json(), counters=counters, statistics=statistics,
         plain_config={"lr": t.lr, "local-epochs": t.local_epochs, "batch-size": t.batch_size},
-        plain_weight=f.plain_weight, norm_statistics=f.norm_statistics,
+        plain_weight=f.plain_weight, norm_statistics=f.norm_statistics, over_select=f.over_select,
     )
 
 

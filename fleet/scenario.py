@@ -228,6 +228,9 @@ class FederationSpec:
     # recalibrated by each device on the model it sends (one counted forward pass over its data and
     # buffer) and pooled per batch (server.aggregate.pool_statistics); GroupNorm has none to recalibrate
     norm_statistics: str = rule("recalibrated", choices=NORM_STATISTICS)
+    # sample this factor more of the free devices than devices_per_round (capped at all of them) and
+    # close the round at the first devices_per_round updates to arrive; the rest are late (wasted work)
+    over_select: float = rule(1.0, ge=1)
 
 
 @dataclass(frozen=True)
@@ -936,6 +939,9 @@ def _resolve(s: Scenario, fail) -> Scenario:
         fail(f"federation.devices_per_round as a fraction must be in (0, 1], got {per_round}")
     if isinstance(per_round, int) and per_round > fl.devices:
         fail(f"federation.devices_per_round {per_round} exceeds fleet.devices {fl.devices}")
+    if fe.over_select > 1 and (per_round is None or per_round == fl.devices or per_round == 1.0):
+        fail(f"federation.over_select {fe.over_select:g} samples no one more: federation.devices_per_round is "
+             f"the whole fleet of {fl.devices} (ask for fewer)")
     if fe.min_available is not None and fe.min_available > fl.devices:
         fail(f"federation.min_available {fe.min_available} exceeds fleet.devices {fl.devices}")
     if s.stream.task_every_s is not None and s.stream.stagger_rounds:

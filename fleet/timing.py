@@ -648,27 +648,6 @@ def _after_close(start_s: float, works: Sequence[DeviceWork], traces: Sequence[_
     return tuple(in_flight) + tuple(sorted(out, key=lambda f: (f.start_s, f.device_id)))
 
 
-# --------------------------------------------------------------------------- selection
-
-
-def sample_devices(available_ids: Sequence[int], k: int, *, over_select: float = 1.3, seed: int) -> list[int]:
-    """Pick ceil(k * over_select) online devices (capped at all of them), sorted.
-
-    Servers over-select (~1.3x, Bonawitz et al. 2019) and keep the first K
-    updates, so stragglers and dropouts do not stall the round.
-    """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InputError(f"k (devices per round) must be an int >= 1, got {k!r}")
-    if not (isinstance(over_select, (int, float)) and math.isfinite(over_select) and over_select >= 1):
-        raise InputError(f"over_select must be a number >= 1, got {over_select!r}")
-    ids = [int(i) for i in available_ids]
-    if len(set(ids)) != len(ids):
-        raise InputError(f"available_ids must be unique, got {ids}")
-    n = min(math.ceil(round(k * over_select, 9)), len(ids))  # round: 10 * 1.3 is 13.000000000000002
-    picked = np.random.default_rng(seed).choice(len(ids), size=n, replace=False)
-    return sorted(ids[i] for i in picked)
-
-
 __all__ = [
     "DEFAULT_PLAN_QUANTILE",
     "MIB",
@@ -686,7 +665,6 @@ __all__ = [
     "failure_delay",
     "failure_fraction",
     "fits_memory",
-    "sample_devices",
     "simulate_round",
     "speed_factor",
     "staleness_weight",

@@ -206,8 +206,11 @@ class SimWorld:
         return min(known) if known else 0.0
 
     # -- after the round -------------------------------------------------------
-    def settle(self, server_round: int, reports: list[DeviceReport]) -> RoundTiming:
-        """Replay the round with the work really done; advance the clock; book who stays busy."""
+    def settle(self, server_round: int, reports: list[DeviceReport], keep: int | None = None) -> RoundTiming:
+        """Replay the round with the work really done; advance the clock; book who stays busy.
+
+        `keep`: the round closes at that many in-time arrivals (over-selection), or at `keep_first`'s
+        if that is fewer; the updates after it are late."""
         ids = [r.device_id for r in reports]
         speeds = speed_factor(self.jitter[ids], self.seed, server_round, ids) if ids else []
         ties = keyed_uniforms(self.seed, server_round, ids, TIE) if ids else []
@@ -217,7 +220,8 @@ class SimWorld:
                             crashed=r.status == "failed", speed_factor=float(s), tie_key=float(tie))
                  for r, s, tie in zip(reports, speeds, ties)]
         start = self.clock_s
-        outcome = simulate_round(works, start_s=start, deadline_s=self.deadline_s, keep_first=self.keep_first,
+        keep_first = min((k for k in (keep, self.keep_first) if k is not None), default=None)
+        outcome = simulate_round(works, start_s=start, deadline_s=self.deadline_s, keep_first=keep_first,
                                  ingress_mbps=self.server_ingress_mbps, egress_mbps=self.server_egress_mbps,
                                  carried=self.carry)
         if not works and self.deadline_s is None:  # nobody to wait for: the server waits for someone to come

@@ -12,6 +12,7 @@ The server itself stays free of timing and of torch.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections import Counter
@@ -78,6 +79,9 @@ class ServerConfig:
     plain_weight: str = "in-mask"
     # "recalibrated": devices recompute the norms' statistics on what they send, pooled per batch
     norm_statistics: str = "averaged"
+    # sample this factor more devices than devices_per_round asks and keep the first that many
+    # updates to arrive (1: no over-selection)
+    over_select: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,7 @@ class World(Protocol):
 
     def plan(self, server_round: int, devices: list[int], down_bytes: int | dict[int, int]) -> dict[int, dict]: ...
 
-    def settle(self, server_round: int, reports: list[DeviceReport]) -> RoundTiming: ...
+    def settle(self, server_round: int, reports: list[DeviceReport], keep: int | None = None) -> RoundTiming: ...
 
 
 class InstantWorld:
@@ -134,7 +138,8 @@ class InstantWorld:
     def plan(self, server_round: int, devices: list[int], down_bytes: int | dict[int, int]) -> dict[int, dict]:
         return {d: {} for d in devices}
 
-    def settle(self, server_round: int, reports: list[DeviceReport]) -> RoundTiming:
+    def settle(self, server_round: int, reports: list[DeviceReport], keep: int | None = None) -> RoundTiming:
+        """Everyone arrives at once: no order to keep the first `keep` by, so every update counts."""
         ok = [r.device_id for r in reports if r.status == "ok"]
         return RoundTiming(frozenset(ok), {r.device_id: r.status for r in reports}, 0.0, 0.0)
 
@@ -176,9 +181,24 @@ def plain_model(weights: dict[str, np.ndarray], counters: tuple[str, ...]) -> di
     return {**weights, **{name: np.zeros((), np.int64) for name in counters}}
 
 
+def over_selected(k: int, factor: float, available: int) -> int:
+    """Devices to sample so that the first k updates to arrive can be kept: ceil(k x factor), capped at those
+    available. Servers over-select (about 1.3x, Bonawitz et al. 2019) so that stragglers and dropouts do
+    not stall the round."""
+    return min(available, math.ceil(round(k * factor, 9)))  # round: 10 x 1.3 is 13.000000000000002
+
+
+def arrivals_kept(config: ServerConfig, free: int) -> int | None:
+    """How many arrivals the round keeps under over-selection (None: every update in time)."""
+    return sample_size(config, free) if config.over_select > 1 and free else None
+
+
 def choose_devices(rng: random.Random, free: list[int], config: ServerConfig) -> list[int]:
-    """This round's sample of the free devices, in id order (a dry run draws the same ones)."""
-    return sorted(rng.sample(free, sample_size(config, len(free)))) if free else []
+    """This round's sample of the free devices, over-selected where asked, in id order (a dry run draws the
+    same ones)."""
+    if not free:
+        return []
+    return sorted(rng.sample(free, over_selected(sample_size(config, len(free)), config.over_select, len(free))))
 
 
 @dataclass
@@ -357,6 +377,7 @@ class SparseFedAvg(FedAvg):
         self._sent: dict[int, int] = {}        # device id -> bytes sent to it this round
         self.round_work: dict[int, float] = {}  # device id -> kernel FLOPs of its last completed round
         self.round_timeout_s = config.round_timeout_s  # this round's wait for replies (paced_timeout)
+        self.keep: int | None = None           # this round's arrivals to keep (over-selection), None: all
 
     @contextmanager
     def timed(self, key: str) -> Iterator[None]:
@@ -404,6 +425,7 @@ class SparseFedAvg(FedAvg):
             online = self.world.online(server_round, sorted(by_device))
             free = self.world.free(online)
             chosen = choose_devices(self.rng, free, self.config)
+            self.keep = arrivals_kept(self.config, len(free))
             self.last_offline = frozenset(by_device).difference(online)
             self.last_busy = frozenset(online).difference(free)
             dense = plain_model(self.global_weights, self.config.counters) if self.plain else {}
@@ -508,7 +530,7 @@ class SparseFedAvg(FedAvg):
         with self.timed("aggregation"):
             accepted, reports = self._collect(server_round, replies)
         with self.timed("world"):
-            timing = self.world.settle(server_round, reports)
+            timing = self.world.settle(server_round, reports, self.keep)
         self.last_timing, self.last_reports = timing, reports
         self.last_device_rows = device_rows(server_round, reports, timing, self.real, self.plain, accepted)
         self.last_adapted = {a.device_id for a in accepted if a.metrics.get("adapted", 0)}

@@ -432,6 +432,23 @@ def test_under_keep_first_simultaneous_arrivals_are_ordered_by_a_keyed_draw_not_
     assert all(abs(wins[d] - rounds * keep / n) < 5 * math.sqrt(rounds * 0.3 * 0.7) for d in range(n))
 
 
+def test_over_selection_closes_the_round_at_the_kth_arrival_and_the_rest_are_late_and_busy() -> None:
+    """Four devices, 1, 2, 3 and 4 GFLOPs of work at 3 GFLOP/s (BASE): keeping 2 closes the round when the
+    second arrives; the other two are late, their work wasted, and still busy when the next round starts.
+    The world's own keep_first binds where it is fewer."""
+    w = world([BASE] * 4)
+    reports = [DeviceReport(d, (d + 1) * 1e9, 1000, 1000, 1000) for d in range(4)]
+    w.plan(1, list(range(4)), 1000)
+    timing = w.settle(1, reports, keep=2)
+    assert timing.accepted == {0, 1} and timing.statuses == {0: "ok", 1: "ok", 2: "late", 3: "late"}
+    second = next(o for o in timing.devices if o.device_id == 1)
+    assert timing.sim_time_s == pytest.approx(second.end_s)
+    assert w.free(list(range(4))) == [0, 1]
+    fewer = world([BASE] * 4, keep_first=1)
+    fewer.plan(1, list(range(4)), 1000)
+    assert fewer.settle(1, reports, keep=2).accepted == {0}
+
+
 # --------------------------------------------------------------------------- resuming
 
 

@@ -112,3 +112,18 @@ def test_bad_planning_margins_and_server_links_get_one_line_naming_the_field(tmp
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and culprit in err[0], err
+
+
+@pytest.mark.parametrize("federation, culprit", [
+    ("{devices_per_round: 2, over_select: 0.5}", "federation.over_select"),
+    ("{devices_per_round: 2, over_select: 0}", "federation.over_select"),
+    ("{devices_per_round: 2, over_select: yes}", "federation.over_select"),
+    ("{devices_per_round: 4, over_select: 1.3}", "federation.over_select 1.3 samples no one more"),
+    ("{over_select: 1.3}", "federation.over_select 1.3 samples no one more"),
+])
+def test_bad_over_selection_gets_one_line_naming_the_field(tmp_path, capsys, federation, culprit):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"name: x\nfleet: {{devices: 4}}\nfederation: {federation}\n")
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and culprit in err[0], err

@@ -139,3 +139,24 @@ def test_a_board_that_cannot_hold_the_runtime_declines_in_a_dry_run_as_it_does_f
     assert summary["statuses"]["declined"] == 3 and summary["statuses"]["oom"] == 0
     devices = list(csv.DictReader((tmp_path / "dry" / "devices.csv").open()))
     assert [(r["profile"], r["declined"], r["ok"]) for r in devices] == [("rpi4", "0", "3"), ("rpi-zero2w", "3", "0")]
+
+
+def test_an_over_selected_dry_run_samples_more_and_keeps_the_first_arrivals(tmp_path):
+    """12 devices, 4 a round over-selected 1.5x: 6 sampled each round, at most 4 kept, the rest late (no deadline,
+    so the round closes at the fourth arrival) and their work counted as wasted."""
+    scenario = tmp_path / "s.yaml"
+    out = tmp_path / "out"
+    scenario.write_text("""name: over
+dataset: {name: synthetic}
+fleet: {devices: 12, profiles: {rpi4: 6, phone: 6}}
+stream: {rounds_per_task: 2}
+train: {local_epochs: 1, width: 4}
+federation: {rounds: 4, devices_per_round: 4, over_select: 1.5}
+timing: {budget: generous}
+""")
+    assert main(["run", str(scenario), "--dry-run", "--out", str(out), "--quiet"]) == 0
+    rows = list(csv.DictReader((out / "rounds.csv").open()))
+    assert all(int(r["sampled"]) <= 6 and int(r["accepted"]) <= 4 for r in rows)
+    assert int(rows[0]["sampled"]) == 6 and int(rows[0]["accepted"]) == 4 and int(rows[0]["n_late"]) == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["wasted_train_flops"] > 0

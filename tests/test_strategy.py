@@ -10,7 +10,7 @@ from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDic
 from clients.records import from_arrays, to_arrays
 from clients.wire import encode_model
 from server.strategy import (
-    DeviceReport, RoundTiming, ServerConfig, SparseFedAvg, sample_size,
+    DeviceReport, RoundTiming, ServerConfig, SparseFedAvg, arrivals_kept, choose_devices, over_selected, sample_size,
 )
 
 NAMES = ("conv.weight",)
@@ -104,7 +104,7 @@ def test_resparsify_holds_the_target_density():
 class HalfOnTime:
     """Even device ids make the deadline, odd ones are late."""
 
-    def settle(self, server_round, reports: list[DeviceReport]) -> RoundTiming:
+    def settle(self, server_round, reports: list[DeviceReport], keep=None) -> RoundTiming:
         ok = {r.device_id for r in reports if r.device_id % 2 == 0 and r.status == "ok"}
         statuses = {r.device_id: "ok" if r.device_id in ok else ("late" if r.status == "ok" else r.status)
                     for r in reports}
@@ -137,7 +137,7 @@ def test_declined_and_crashed_devices_are_reported_to_the_world_and_counted():
     seen = []
 
     class Recorder(HalfOnTime):
-        def settle(self, server_round, reports):
+        def settle(self, server_round, reports, keep=None):
             seen.extend(reports)
             return super().settle(server_round, reports)
 
@@ -220,3 +220,43 @@ def test_a_plain_clients_normalisation_statistics_count_for_nothing_in_a_sparse_
                                   statistics=("bn.running_mean",))
     assert not masks["bn.running_mean"].any() and not weights["bn.running_mean"].any()
     np.testing.assert_array_equal(weights["conv.weight"], np.eye(2, dtype=np.float32))
+
+
+@pytest.mark.parametrize("k,factor,available,expected", [
+    (10, 1.3, 100, 13),   # 10 x 1.3 is 13.000000000000002 in floating point: still 13
+    (3, 1.3, 100, 4), (3, 1.0, 100, 3), (4, 1.5, 5, 5), (2, 2.0, 3, 3), (1, 1.01, 1, 1)])
+def test_over_selection_samples_ceil_k_times_the_factor_capped_at_those_available(k, factor, available, expected):
+    assert over_selected(k, factor, available) == expected
+
+
+def test_an_over_selected_round_samples_more_devices_and_keeps_devices_per_round_arrivals():
+    import random
+
+    cfg = ServerConfig(rounds=1, devices_per_round=3, min_available=1, over_select=1.3)
+    assert len(choose_devices(random.Random(0), list(range(10)), cfg)) == 4
+    assert arrivals_kept(cfg, 10) == 3 and arrivals_kept(cfg, 2) == 2 and arrivals_kept(cfg, 0) is None
+    plain = ServerConfig(rounds=1, devices_per_round=3, min_available=1)
+    assert len(choose_devices(random.Random(0), list(range(10)), plain)) == 3 and arrivals_kept(plain, 10) is None
+
+
+class KeepRecordingWorld(OfflineOddWorld):
+    """Every device online; records what the strategy asks settle to keep."""
+
+    def online(self, server_round, devices):
+        return devices
+
+    def settle(self, server_round, reports, keep=None):
+        self.keep = keep
+        ok = frozenset(r.device_id for r in reports if r.status == "ok")
+        return RoundTiming(ok, {r.device_id: "ok" for r in reports}, 1.0, 0.0)
+
+
+def test_the_strategy_sends_to_the_over_selected_sample_and_asks_the_world_to_keep_the_first_k():
+    s = strategy(over_select=1.5)
+    s.config = ServerConfig(**{**s.config.__dict__, "devices_per_round": 2})
+    s.world = KeepRecordingWorld()
+    arrays = to_arrays(encode_model(*global_model()))
+    messages = list(s.configure_train(1, arrays, ConfigRecord({}), NodesOnly()))
+    assert len(messages) == 3 and s.last_row["sampled"] == 3
+    s.aggregate_train(1, [])
+    assert s.world.keep == 2

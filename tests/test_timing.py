@@ -25,7 +25,6 @@ from fleet.timing import (
     energy_j,
     failure_delay,
     fits_memory,
-    sample_devices,
     simulate_round,
     staleness_weight,
     download_time_s,
@@ -256,22 +255,6 @@ def test_a_speed_factor_scales_the_compute_time() -> None:
 
 
 # --------------------------------------------------------------------------- selection
-
-
-def test_sample_devices_over_selects_and_caps() -> None:
-    picked = sample_devices(list(range(100)), 10, seed=1)
-    assert len(picked) == 13 and picked == sorted(set(picked))  # ceil(10 * 1.3), not 14
-    assert picked == sample_devices(list(range(100)), 10, seed=1)
-    assert sample_devices([5, 9, 2], 10, seed=1) == [2, 5, 9]
-    assert len(sample_devices(list(range(100)), 10, over_select=1.0, seed=1)) == 10
-    assert sample_devices([], 3, seed=0) == []
-
-
-def test_sample_devices_rejects_bad_k() -> None:
-    with pytest.raises(InputError, match="k "):
-        sample_devices([1, 2], 0, seed=0)
-    with pytest.raises(InputError, match="over_select"):
-        sample_devices([1, 2], 1, over_select=0.5, seed=0)
 
 
 # --------------------------------------------------------------------------- profiles
