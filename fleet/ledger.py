@@ -61,20 +61,24 @@ class Ledger:
         for d in busy:
             self.devices[d].busy += 1
         self.rounds.append(trace(server_round, timing, self.tracked, offline, busy))
-        flops = {r.device_id: r.train_flops for r in reports}
-        executed = {r.device_id: executed_flops(r) for r in reports}
+        by_device: dict[int, list[DeviceReport]] = {}  # in order: an asynchronous version may hold a device twice
+        for r in reports:
+            by_device.setdefault(r.device_id, []).append(r)
         for d in timing.devices:
             t = self.devices[d.device_id]
             t.sampled += 1
             setattr(t, d.status, getattr(t, d.status) + 1)
             t.busy_s += d.download_s + d.compute_s + d.upload_s
             t.energy_j += d.energy_j
+            queue = by_device.get(d.device_id)
+            r = queue.pop(0) if queue else None
+            flops, executed = (0.0, 0.0) if r is None else (r.train_flops, executed_flops(r))
             if d.status == "ok":
-                t.train_flops += flops.get(d.device_id, 0.0)
-                t.executed_flops += executed.get(d.device_id, 0.0)
+                t.train_flops += flops
+                t.executed_flops += executed
             else:
-                t.wasted_train_flops += flops.get(d.device_id, 0.0)
-                t.wasted_executed_flops += executed.get(d.device_id, 0.0)
+                t.wasted_train_flops += flops
+                t.wasted_executed_flops += executed
         for device in adapted:
             self.devices[device].adapted += 1
         for device, joules in timing.idle_by_device.items():

@@ -238,3 +238,32 @@ def resparsify(weights: Weights, masked_names: list[str], sparsity: float,
             masks[name] = top_k_mask(w, keep_count(w.size, s))
         w[~masks[name]] = 0
     return out, masks
+
+
+# --------------------------------------------------------------------------- asynchronous (FedBuff)
+
+
+def staleness_weight(staleness: int) -> float:
+    """The share of its change a stale update contributes: 1 / sqrt(1 + s) for an update computed on a
+    global model s versions old (FedAsync's polynomial discount with a = 1/2, the one FedBuff uses)."""
+    if isinstance(staleness, bool) or not isinstance(staleness, (int, np.integer)) or staleness < 0:
+        raise InputError(f"staleness must be an int >= 0 (versions), got {staleness!r}")
+    return 1.0 / float(np.sqrt(1.0 + staleness))
+
+
+def change_of(update: Weights, base: Weights) -> Weights:
+    """What a device changed: its update minus the global model it started from (float64, exact for float32)."""
+    return {name: np.asarray(update[name], np.float64) - np.asarray(base[name], np.float64) for name in base}
+
+
+def stale_applied(current: Weights, change: Weights, weight: float) -> Weights:
+    """A stale update as the newest global model plus `weight` times its change.
+
+    This is what the buffered server averages (mask-aware, each device's own
+    mask): an entry the device's mask kept moves by weight x its change from
+    wherever the global model has it now, so a change made on an older model
+    is replayed onto the newer one rather than overwriting it. Fresh (weight
+    1, change from the current model) it is the update itself.
+    """
+    return {name: (np.asarray(w, np.float64) + weight * change[name]).astype(np.float32)
+            for name, w in current.items()}

@@ -7,15 +7,56 @@ defines is the server's side and what it asks of the world:
 * `Arrival`: one launched device's work reaching the server (its update,
   or the news that it failed, ran out of memory or declined);
 * `AsyncWorld`: the simulated world in asynchronous mode (fleet.async_world,
-  with simpy): who may start now, each start's budget, and the next arrival.
+  with simpy): who may start now, each start's budget, and the next arrival;
+* `BufferedFedAvg`: the server. It reuses the synchronous strategy's
+  validation, identification, aggregation and bookkeeping, and replaces
+  Flower's round loop with an event loop (`run`).
+
+The loop: whoever is free and online starts at the clock (up to the
+concurrency limit), all from the newest model, in one batch of training
+messages (a *dispatch*, whose number is the training's `server-round`); the
+world then yields the next arrival. An update `s` versions old (global
+versions applied since its device started) is dropped and counted as wasted
+beyond `max_staleness` ("late": in asynchronous mode, too stale to count);
+otherwise it joins the buffer, and every K updates the buffer is applied:
+
+    new = resparsify(mask-aware mean over the buffer of (current + w(s) x change))
+
+where `change` is the update minus the model its device started from and
+w(s) = 1 / sqrt(1 + s) (server.aggregate.staleness_weight). A stale sparse
+update is so replayed onto the newest model on the entries its own mask kept;
+where the global mask changed since it started, the re-sparsification to the
+target decides, as it does for a synchronous round. Each application is a
+*version*: the run's rounds.csv has one row per version, evaluated as a
+synchronous round is.
+
+Each arrival is also reported (`arrival_rows`): its staleness in versions and
+in seconds, and whether the task it trained is still the stream's current one
+(an update on a task the stream has left still counts: rehearsal is the point).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from server.strategy import DeviceReport
+import numpy as np
+from flwr.app import ArrayRecord, MetricRecord
+from flwr.serverapp import Grid
+
+from clients.records import from_arrays, to_arrays
+from clients.wire import decode_model, encode_model, model_bytes
+from server.aggregate import change_of, pool_statistics, stale_applied, staleness_weight
+from server.strategy import (
+    Accepted, DeviceReport, RoundTiming, ServerConfig, SparseFedAvg, book_round, device_rows, executed_flops,
+    plain_model, STATUS_COUNTS,
+)
+
+ARRIVAL_COLUMNS = ["version", "device", "dispatch", "start_version", "status", "staleness", "staleness_s",
+                   "weight", "start_s", "time_s", "task", "task_now", "task_current", "train_flops", "energy_j"]
 
 
 @dataclass(frozen=True)
@@ -53,3 +94,235 @@ class AsyncWorld(Protocol):
     def snapshot(self) -> dict: ...
 
     def restore(self, snapshot: dict) -> None: ...
+
+
+@dataclass(frozen=True)
+class BufferConfig:
+    """FedBuff's settings: apply every `buffer_size` updates, drop one more than `max_staleness` versions
+    old, and let at most `concurrency` devices train at once."""
+
+    buffer_size: int
+    max_staleness: int
+    concurrency: int
+
+
+@dataclass
+class InFlight:
+    """A device's launched work, from its reply until its arrival."""
+
+    dispatch: int
+    version: int                     # the global version it started from
+    report: DeviceReport
+    update: Accepted | None = None   # its validated update (None: it failed, declined or was rejected)
+    change: dict[str, np.ndarray] | None = None  # update minus the model it started from
+
+
+@dataclass
+class Entry:
+    """One arrival within a version: what it was and what became of it."""
+
+    arrival: Arrival
+    flight: InFlight
+    status: str                      # ok (in the buffer), late (too stale), failed, oom, declined
+    staleness: int
+
+
+@dataclass
+class Interval:
+    """What happened between two versions."""
+
+    start_s: float
+    entries: list[Entry] = field(default_factory=list)
+    dispatched: int = 0
+    download_bytes: int = 0
+    timed_out: int = 0
+    rejected: int = 0
+    failed: int = 0
+
+
+class BufferedFedAvg(SparseFedAvg):
+    def __init__(self, config: ServerConfig, world: AsyncWorld, buffer: BufferConfig,
+                 current_task: Callable[[int, float], int] | None = None) -> None:
+        super().__init__(config, world)
+        self.buffer_config = buffer
+        self.current_task = current_task   # (device, clock) -> the task the stream gives it then
+        self.version = 0
+        self.dispatch = 0
+        self.in_flight: dict[int, InFlight] = {}
+        self.buffer: list[Entry] = []
+        self.interval = Interval(0.0)
+        self.arrival_rows: list[dict] = []
+
+    # -- the event loop -------------------------------------------------------------
+    def run(self, grid: Grid, initial_arrays: ArrayRecord, versions: int,
+            evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None) -> dict:
+        """Apply `versions` more versions of the global model (fewer if the fleet stalls for good)."""
+        if not self.global_weights:
+            self.global_weights, self.global_masks = decode_model(from_arrays(initial_arrays))
+        if evaluate_fn is not None and self.round_offset == 0:
+            evaluate_fn(0, initial_arrays)
+        target = self.version + versions
+        while self.version < target:
+            self._start_ready(grid)
+            event = self.world.next_event()
+            self.sim_time_s = self.world.clock_s
+            if event is None:
+                if self.world.stalled():
+                    self.totals.notes.append(f"stalled after version {self.version}: nobody in flight and no "
+                                             "device will come online")
+                    break
+                continue
+            self._arrive(event)
+            if len(self.buffer) >= self.buffer_config.buffer_size:
+                arrays = self._apply()
+                if evaluate_fn is not None:
+                    evaluate_fn(self.version + self.round_offset, arrays)
+        return {"versions": self.version}
+
+    def _start_ready(self, grid: Grid) -> None:
+        """Start whoever is free and online now (up to the concurrency limit) from the newest model."""
+        nodes = self._wait_for_nodes(grid)
+        self._identify(grid, nodes)
+        by_device = {d: n for n, d in self.devices.items() if n in nodes}
+        limit = self.buffer_config.concurrency - len(self.in_flight)
+        with self.timed("world"):
+            ready = [d for d in self.world.ready(self.version, limit) if d in by_device]
+        if not ready:
+            return
+        if self.started_s is None:
+            self.started_s = time.perf_counter()
+        self.dispatch += 1
+        flat = encode_model(self.global_weights, self.global_masks, value_dtype=self.config.value_dtype)
+        dense = plain_model(self.global_weights, self.config.counters) if self.plain else {}
+        sizes = {"wire": model_bytes(flat), "plain": model_bytes(dense)}
+        self._sent = {d: sizes["plain" if d in self.plain else "wire"] for d in ready}
+        with self.timed("world"):
+            plans = self.world.plan(self.dispatch, ready, self._sent)
+        messages = self.train_messages(self.dispatch, ready, plans, to_arrays(flat),
+                                       to_arrays(dense) if dense else None, by_device)
+        replies = list(grid.send_and_receive(messages, timeout=self.paced_timeout(plans)))
+        replies.sort(key=lambda r: self.devices.get(r.metadata.src_node_id, -1))
+        rejected0, failed0 = self.totals.rejected_updates, self.totals.failed_replies
+        with self.timed("aggregation"):
+            accepted, reports = self._collect(self.dispatch, replies)
+        self.interval.rejected += self.totals.rejected_updates - rejected0
+        self.interval.failed += self.totals.failed_replies - failed0
+        replied = {self.devices.get(r.metadata.src_node_id, -1) for r in replies}
+        booked = {r.device_id for r in reports}
+        for d in ready:  # its update was rejected, or no reply came: it failed as far as the server can tell
+            if d not in booked:
+                if d not in replied:
+                    self.totals.timed_out += 1
+                    self.interval.timed_out += 1
+                reports.append(DeviceReport(d, 0.0, self._sent[d], 0, 0, 0.0, "failed"))
+        updates = {a.device_id: a for a in accepted}
+        for r in reports:
+            a = updates.get(r.device_id) if r.status == "ok" else None
+            change = None if a is None else change_of(a.weights, self.global_weights)
+            self.in_flight[r.device_id] = InFlight(self.dispatch, self.version, r, a, change)
+        self.totals.download_bytes += sum(self._sent.values())
+        self.interval.dispatched += len(ready)
+        self.interval.download_bytes += sum(self._sent.values())
+        with self.timed("world"):
+            self.world.launch(self.dispatch, reports)
+
+    def _arrive(self, arrival: Arrival) -> None:
+        """Book an arrival: into the buffer, or dropped (too stale, or no update)."""
+        flight = self.in_flight.pop(arrival.device_id)
+        staleness = self.version - flight.version
+        status = arrival.status
+        if status == "ok" and flight.update is None:  # it arrived, but its update was rejected
+            status = "failed"
+        if status == "ok" and staleness > self.buffer_config.max_staleness:
+            status = "late"
+        entry = Entry(arrival, flight, status, staleness)
+        self.interval.entries.append(entry)
+        if status == "ok":
+            self.buffer.append(entry)
+        self.arrival_rows.append(self._arrival_row(entry))
+
+    def _arrival_row(self, e: Entry) -> dict:
+        task = None if e.flight.update is None else e.flight.update.metrics.get("task-id")
+        now = None if self.current_task is None else self.current_task(e.arrival.device_id, e.arrival.time_s)
+        return {"version": self.version + self.round_offset, "device": e.arrival.device_id,
+                "dispatch": e.flight.dispatch, "start_version": e.flight.version, "status": e.status,
+                "staleness": e.staleness, "staleness_s": e.arrival.time_s - e.arrival.outcome.start_s,
+                "weight": staleness_weight(e.staleness) if e.status == "ok" else 0.0,
+                "start_s": e.arrival.outcome.start_s, "time_s": e.arrival.time_s,
+                "task": None if task is None else int(task), "task_now": now,
+                "task_current": None if task is None or now is None else int(int(task) == now),
+                "train_flops": e.flight.report.train_flops, "energy_j": e.arrival.outcome.energy_j}
+
+    def _apply(self) -> ArrayRecord:
+        """Apply the buffer: a new global version, its round row and timing for the evaluator."""
+        current = self.global_weights
+        buffered = [(stale_applied(current, e.flight.change, staleness_weight(e.staleness)),
+                     e.flight.update.masks, e.flight.update.n_examples) for e in self.buffer]
+        with self.timed("aggregation"):
+            weights, masks = self.aggregate(buffered)
+            if self.config.norm_statistics == "recalibrated":
+                weights = pool_statistics([(e.flight.update.weights, float(e.flight.update.metrics.get(
+                    "norm-batches", 0))) for e in self.buffer], self.config.statistics, weights)
+            flat = encode_model(weights, masks, value_dtype=self.config.value_dtype)
+            self.global_weights, self.global_masks = decode_model(flat)
+        self.version += 1
+        self._close_interval()
+        self.buffer = []
+        return to_arrays(flat)
+
+    def _close_interval(self) -> None:
+        """The version's row, timing and device rows, and the run's totals, from the interval's arrivals."""
+        iv, now = self.interval, self.world.clock_s
+        entries = iv.entries
+        outcomes = tuple(replace(e.arrival.outcome, status=e.status) for e in entries)
+        reports = [e.flight.report for e in entries]
+        applied = [e for e in entries if e.status == "ok"]
+        timing = RoundTiming(frozenset(e.arrival.device_id for e in applied),
+                             {e.arrival.device_id: e.status for e in entries}, now,
+                             math.fsum(o.energy_j for o in outcomes), start_s=iv.start_s, devices=outcomes)
+        accepted = [e.flight.update for e in applied]
+        row = version_row(entries, iv, now)
+        self.totals.accepted_updates += len(applied)
+        book_round(self.totals, row, timing)
+        self.last_row = {"round": self.version + self.round_offset, **row}
+        self.last_timing, self.last_reports = timing, reports
+        self.last_device_rows = device_rows(self.version + self.round_offset, reports, timing, self.real,
+                                            self.plain, accepted)
+        self.last_adapted = {a.device_id for a in accepted if a.metrics.get("adapted", 0)}
+        self.last_offline, self.last_busy = frozenset(), frozenset(self.in_flight)
+        self.sim_time_s = now
+        self.interval = Interval(now)
+
+
+def version_row(entries: list[Entry], interval: Interval, now: float) -> dict:
+    """A version's figures for rounds.csv, as a synchronous round's (server.strategy.round_row), counted per
+    arrival: a device that arrived twice in the interval counts twice. Useful work is what the buffer
+    applied; the rest (too stale, failed, out of memory, declined) is wasted."""
+    useful = [e for e in entries if e.status == "ok"]
+    wasted = [e for e in entries if e.status != "ok"]
+    counts = {f"n_{s}": sum(1 for e in entries if e.status == s) for s in STATUS_COUNTS}
+    accuracy = [e.flight.update.metrics["local-accuracy"] for e in useful
+                if "local-accuracy" in e.flight.update.metrics]
+    modelled = [e.arrival.outcome.compute_s for e in useful]
+    measured = [e.flight.report.measured_compute_s for e in useful if e.flight.report.measured_compute_s is not None]
+    return {
+        "online": None, "busy": None, "sampled": interval.dispatched, "replies": len(entries),
+        "accepted": len(useful), "dropped": sum(1 for e in wasted if e.status in ("late", "failed", "oom")),
+        "rejected": interval.rejected, "failed": interval.failed, "timed_out": interval.timed_out,
+        "sim_start_s": interval.start_s, "sim_time_s": now,
+        "energy_j": math.fsum(e.arrival.outcome.energy_j for e in entries), "idle_energy_j": 0.0,
+        "upload_bytes": sum(e.flight.report.up_bytes for e in useful),
+        "download_bytes": interval.download_bytes,
+        "train_flops": sum(e.flight.report.train_flops for e in useful),
+        "wasted_train_flops": sum(e.flight.report.train_flops for e in wasted),
+        "executed_flops": sum(executed_flops(e.flight.report) for e in useful),
+        "wasted_executed_flops": sum(executed_flops(e.flight.report) for e in wasted),
+        "wasted_upload_bytes": sum(e.flight.report.up_bytes for e in wasted if e.status == "late"),
+        "wasted_energy_j": math.fsum(e.arrival.outcome.energy_j for e in wasted),
+        "modelled_compute_s": sum(modelled), "measured_compute_s": sum(measured) if measured else None,
+        **counts, "n_offline": 0,
+        "n_adapted": sum(1 for e in useful if e.flight.update.metrics.get("adapted", 0)),
+        "local_accuracy": float(np.mean(accuracy)) if accuracy else 0.0,
+        "tasks": "|".join(str(int(e.flight.update.metrics.get("task-id", -1))) for e in useful),
+        "statuses": "|".join(f"{e.arrival.device_id}:{e.status}" for e in entries),
+    }

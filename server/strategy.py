@@ -437,6 +437,12 @@ class SparseFedAvg(FedAvg):
         self.round_timeout_s = self.paced_timeout(plans)
         self.last_row = {"round": server_round, "online": len(online), "busy": len(online) - len(free),
                          "n_offline": len(by_device) - len(online), "sampled": len(chosen)}
+        return self.train_messages(server_round, chosen, plans, arrays, plain, by_device)
+
+    def train_messages(self, server_round: int, chosen: list[int], plans: dict[int, dict], arrays: ArrayRecord,
+                       plain: ArrayRecord | None, by_device: dict[int, int]) -> list[Message]:
+        """One training message per chosen device: the wire-format model with its budget, or for a plain
+        Flower client the dense arrays and its settings; stamped with the clock it starts at."""
         messages = []
         for device in chosen:
             if device in self.plain:  # what a stock Flower ClientApp reads: arrays to load, its settings

@@ -1,0 +1,226 @@
+"""The buffered (FedBuff) server's event loop on a hand-made world: order, staleness, drops, reply order."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from flwr.app import Message, MetricRecord, RecordDict
+
+from clients.records import from_arrays, to_arrays
+from clients.wire import decode_model, encode_model
+from server.aggregate import change_of, stale_applied, staleness_weight
+from server.buffered import Arrival, BufferConfig, BufferedFedAvg
+from server.strategy import ServerConfig
+
+NAMES = ("conv.weight",)
+
+
+@pytest.fixture(autouse=True)
+def task_identity(monkeypatch):
+    """Messages are stamped with the running task's identity, which a ServerApp process has."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, attr, value)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The fields of fleet.timing.DeviceOutcome the server reads."""
+
+    device_id: int
+    status: str
+    start_s: float
+    end_s: float
+    compute_s: float = 1.0
+    download_s: float = 0.0
+    upload_s: float = 0.0
+    energy_j: float = 2.0
+    speed_factor: float = 1.0
+
+
+class FixedTimes:
+    """Every device always online; device d's every launch takes seconds[d]; simultaneous arrivals in id order."""
+
+    def __init__(self, seconds: dict[int, float]) -> None:
+        self.seconds, self.clock_s = seconds, 0.0
+        self.flying: dict[int, tuple[float, float, int, str]] = {}  # device -> (arrival, start, dispatch, status)
+        self.launched: list[tuple[int, list[int]]] = []
+
+    def ready(self, version, limit):
+        return sorted(d for d in self.seconds if d not in self.flying)[:max(0, limit)]
+
+    def plan(self, dispatch, devices, down_bytes):
+        return {d: {} for d in devices}
+
+    def launch(self, dispatch, reports):
+        self.launched.append((dispatch, [r.device_id for r in reports]))
+        for r in reports:
+            self.flying[r.device_id] = (self.clock_s + self.seconds[r.device_id], self.clock_s, dispatch, r.status)
+
+    def next_event(self):
+        device = min(self.flying, key=lambda d: (self.flying[d][0], d))
+        time_s, start, dispatch, status = self.flying.pop(device)
+        self.clock_s = time_s
+        return Arrival(device, dispatch, status, time_s, Outcome(device, status, start, time_s))
+
+    def stalled(self):
+        return not self.flying
+
+
+class Devices:
+    """The Flower grid, with devices that add (d + 1) to every weight their mask keeps (and to the head)."""
+
+    def __init__(self, nodes: int, shuffle: int | None = None) -> None:
+        self.nodes = [100 + d for d in range(nodes)]
+        self.shuffle = shuffle
+        self.received: list[tuple[int, int, np.ndarray]] = []   # (device, server-round, conv weights)
+
+    def get_node_ids(self):
+        return list(self.nodes)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for m in messages:
+            device = m.metadata.dst_node_id - 100
+            weights, masks = decode_model(from_arrays(m.content["arrays"]))
+            self.received.append((device, int(m.content["config"]["server-round"]), weights["conv.weight"].copy()))
+            mask = masks["conv.weight"]
+            update = {"conv.weight": np.where(mask, weights["conv.weight"] + device + 1, 0).astype(np.float32),
+                      "head.bias": (weights["head.bias"] + device + 1).astype(np.float32)}
+            replies.append(Message(RecordDict({
+                "arrays": to_arrays(encode_model(update, {"conv.weight": mask})),
+                "metrics": MetricRecord({"num-examples": 10, "train-flops": 1e6, "task-id": device})}), reply_to=m))
+        if self.shuffle is not None:
+            random.Random(self.shuffle).shuffle(replies)
+        return replies
+
+
+def initial() -> tuple[dict, dict]:
+    return ({"conv.weight": np.array([1.0, 2.0, 0.0, 0.0], np.float32), "head.bias": np.zeros(2, np.float32)},
+            {"conv.weight": np.array([True, True, False, False])})
+
+
+def server(world, *, k: int, bound: int, concurrency: int, devices: int) -> BufferedFedAvg:
+    cfg = ServerConfig(rounds=1, devices_per_round=devices, min_available=1, sparsity=0.5, masked_names=NAMES,
+                       resparsify=False)
+    s = BufferedFedAvg(cfg, world, BufferConfig(k, bound, concurrency), current_task=lambda d, t: int(t // 10))
+    s.devices = {100 + d: d for d in range(devices)}
+    return s
+
+
+def run(s: BufferedFedAvg, grid: Devices, versions: int) -> list[dict]:
+    seen = []
+    s.run(grid, to_arrays(encode_model(*initial())), versions,
+          evaluate_fn=lambda v, arrays: seen.append((v, from_arrays(arrays))) or None)
+    return seen
+
+
+def test_with_k_1_and_no_staleness_each_arrival_is_applied_in_order():
+    """One device at a time (concurrency 1): every update is fresh, so every version is that update."""
+    world = FixedTimes({0: 1.0, 1: 2.0})
+    s = server(world, k=1, bound=0, concurrency=1, devices=2)
+    grid = Devices(2)
+    seen = run(s, grid, 3)
+    assert [v for v, _ in seen] == [0, 1, 2, 3]
+    conv = [decode_model(flat)[0]["conv.weight"].tolist() for _, flat in seen[1:]]
+    assert conv == [[2, 3, 0, 0], [3, 4, 0, 0], [4, 5, 0, 0]]  # device 0 each time: the lowest free id
+    assert [(r["version"], r["staleness"], r["weight"], r["status"]) for r in s.arrival_rows] == \
+        [(0, 0, 1.0, "ok"), (1, 0, 1.0, "ok"), (2, 0, 1.0, "ok")]
+    assert world.clock_s == 3.0 and s.sim_time_s == 3.0
+    assert s.last_row["round"] == 3 and s.last_row["sim_start_s"] == 2.0 and s.last_row["sim_time_s"] == 3.0
+
+
+def test_a_stale_update_is_replayed_onto_the_newest_model_at_its_staleness_weight():
+    """Devices 0 (1 s) and 1 (2.5 s) start together from version 0; device 0 makes versions 1 and 2; device 1's
+    change (+2 on the kept weights) arrives 2 versions old and moves version 2 by 2 / sqrt(3)."""
+    s = server(FixedTimes({0: 1.0, 1: 2.5}), k=1, bound=2, concurrency=2, devices=2)
+    seen = run(s, Devices(2), 3)
+    v3 = decode_model(seen[-1][1])[0]
+    w = 2 / math.sqrt(3)
+    np.testing.assert_allclose(v3["conv.weight"], [3 + w, 4 + w, 0, 0], rtol=1e-6)
+    np.testing.assert_allclose(v3["head.bias"], [2 + w, 2 + w], rtol=1e-6)
+    rows = [(r["device"], r["start_version"], r["staleness"], r["status"]) for r in s.arrival_rows]
+    assert rows == [(0, 0, 0, "ok"), (0, 1, 0, "ok"), (1, 0, 2, "ok")]
+    assert s.arrival_rows[2]["weight"] == pytest.approx(1 / math.sqrt(3))
+    assert s.arrival_rows[2]["staleness_s"] == 2.5
+
+
+def test_an_update_older_than_the_bound_is_dropped_and_counted_as_wasted():
+    s = server(FixedTimes({0: 1.0, 1: 2.5}), k=1, bound=1, concurrency=2, devices=2)
+    seen = run(s, Devices(2), 3)
+    dropped = [r for r in s.arrival_rows if r["status"] == "late"]
+    assert [(r["device"], r["staleness"], r["weight"]) for r in dropped] == [(1, 2, 0.0)]
+    assert s.totals.dropped_updates == 1 and s.totals.wasted_train_flops == 1e6
+    assert s.totals.accepted_updates == 3
+    # versions 1-3 are device 0's three fresh updates: device 1's stale change left no trace
+    assert decode_model(seen[-1][1])[0]["conv.weight"].tolist() == [4, 5, 0, 0]
+
+
+def test_k_updates_fill_the_buffer_before_a_version():
+    """K = 2: both devices' first updates (fresh, from version 0) are averaged into version 1."""
+    s = server(FixedTimes({0: 1.0, 1: 1.5}), k=2, bound=5, concurrency=2, devices=2)
+    seen = run(s, Devices(2), 1)
+    v1 = decode_model(seen[-1][1])[0]
+    assert v1["conv.weight"].tolist() == [2.5, 3.5, 0, 0]  # v0 + mean(1, 2), equal examples
+    # dispatched in the interval: both at t=0, device 0 again at t=1 (from version 0 still)
+    assert s.last_row["accepted"] == 2 and s.last_row["sim_time_s"] == 1.5 and s.last_row["sampled"] == 3
+
+
+def test_the_order_replies_come_back_in_changes_nothing():
+    """The engine may return replies in any order: arrivals, versions and weights are the same."""
+    def outcome(shuffle):
+        s = server(FixedTimes({0: 1.0, 1: 1.0, 2: 3.0}), k=2, bound=3, concurrency=3, devices=3)
+        seen = run(s, Devices(3, shuffle=shuffle), 4)
+        return s.arrival_rows, [decode_model(flat)[0]["conv.weight"].tolist() for _, flat in seen]
+
+    assert outcome(None) == outcome(1) == outcome(7)
+
+
+def test_devices_start_from_the_newest_version_with_the_dispatch_as_their_round():
+    grid = Devices(2)
+    run(server(FixedTimes({0: 1.0, 1: 2.5}), k=1, bound=5, concurrency=2, devices=2), grid, 3)
+    assert [(d, r, w.tolist()) for d, r, w in grid.received] == [
+        (0, 1, [1, 2, 0, 0]), (1, 1, [1, 2, 0, 0]),   # dispatch 1: both from version 0
+        (0, 2, [2, 3, 0, 0]),                          # dispatch 2 at t=1: version 1
+        (0, 3, [3, 4, 0, 0])]                          # dispatch 3 at t=2: version 2
+
+
+@pytest.mark.parametrize("s", [-1, 1.5, True])
+def test_staleness_must_be_a_whole_number_of_versions(s):
+    from clients.errors import InputError
+
+    with pytest.raises(InputError, match="staleness must be an int >= 0"):
+        staleness_weight(s)
+
+
+def test_staleness_weight_is_one_over_the_root_of_one_plus_s():
+    assert [staleness_weight(s) for s in (0, 3, 8)] == [1.0, 0.5, 1 / 3]
+
+
+def test_a_fresh_update_replayed_is_the_update_itself_to_the_bit():
+    rng = np.random.default_rng(0)
+    base = {"w": rng.normal(size=50).astype(np.float32)}
+    update = {"w": rng.normal(size=50).astype(np.float32)}
+    assert np.array_equal(stale_applied(base, change_of(update, base), 1.0)["w"], update["w"])
+
+
+def test_a_task_the_stream_has_left_is_reported_and_still_counts():
+    """Tasks change every 10 s here (current_task); a 12 s update trained on task 0 arrives during task 1."""
+    s = server(FixedTimes({0: 12.0}), k=1, bound=0, concurrency=1, devices=1)
+    s.devices = {100: 0}
+    run(s, Devices(1), 1)
+    row = s.arrival_rows[0]
+    assert (row["task"], row["task_now"], row["task_current"], row["status"]) == (0, 1, 0, "ok")
+
+
+def test_each_start_is_one_dispatch_launched_on_the_world():
+    world = FixedTimes({0: 1.0})
+    s = server(world, k=1, bound=0, concurrency=1, devices=1)
+    s.devices = {100: 0}
+    run(s, Devices(1), 2)
+    assert world.launched == [(1, [0]), (2, [0])]
