@@ -285,8 +285,12 @@ class RoundOutcome:
 
 
 @dataclass
-class _Trace:
-    """Mutable per-device log the simpy processes fill in; frozen into a DeviceOutcome afterwards."""
+class DeviceTrace:
+    """Mutable per-device log the simpy processes fill in; frozen into a DeviceOutcome afterwards.
+
+    Public so that other simpy models of the same device (fleet.async_world) reuse `device_process`,
+    `device_status` and `device_outcome` rather than copy them.
+    """
 
     end_s: float
     download_s: float = 0.0
@@ -321,8 +325,8 @@ def _over_link(env: simpy.Environment, link: SharedLink, transfer, fail: float):
     return transfer.done.triggered or link.cancel(transfer)
 
 
-def _device(
-    env: simpy.Environment, work: DeviceWork, inbox: simpy.Store, closed: simpy.Event, trace: _Trace,
+def device_process(
+    env: simpy.Environment, work: DeviceWork, inbox: simpy.Store, closed: simpy.Event, trace: DeviceTrace,
     link: SharedLink | None = None, egress: SharedLink | None = None,
 ) -> SimGen:
     """download -> compute -> upload, each cut short by the device's failure time.
@@ -380,7 +384,7 @@ def _carried(env: simpy.Environment, link: SharedLink, flow: Carried, ends: dict
     ends[flow.device_id] = env.now
 
 
-def _idle_until_close(env: simpy.Environment, closed: simpy.Event, trace: _Trace) -> SimGen:
+def _idle_until_close(env: simpy.Environment, closed: simpy.Event, trace: DeviceTrace) -> SimGen:
     """An oom device does nothing but wait for the round to close."""
     yield closed
     trace.waited_until = env.now
@@ -425,7 +429,7 @@ def _server(
     closed.succeed(env.now)
 
 
-def _status(work: DeviceWork, trace: _Trace, accepted: set[int]) -> Status:
+def device_status(work: DeviceWork, trace: DeviceTrace, accepted: set[int]) -> Status:
     """Classify a device once the simulation has run to the end."""
     if not fits_memory(work.peak_memory_bytes, work.profile):
         return "oom"
@@ -436,7 +440,7 @@ def _status(work: DeviceWork, trace: _Trace, accepted: set[int]) -> Status:
     return "ok" if work.device_id in accepted else "late"
 
 
-def _outcome(work: DeviceWork, trace: _Trace, status: Status, start_s: float) -> DeviceOutcome:
+def device_outcome(work: DeviceWork, trace: DeviceTrace, status: Status, start_s: float) -> DeviceOutcome:
     """Freeze a trace; only devices still waiting at the close ("ok", "oom") pay idle energy.
 
     Energy: compute at active_w, transfers at radio_w plus the megabits they
@@ -597,7 +601,7 @@ def simulate_round(
     env = simpy.Environment(initial_time=start_s)
     inbox, closed = simpy.Store(env), env.event()
     accepted: list[int] = []
-    traces = [_Trace(end_s=start_s) for _ in works]
+    traces = [DeviceTrace(end_s=start_s) for _ in works]
     link = SharedLink(env, ingress_mbps * 1e6 / 8) if ingress_mbps is not None else None
     egress = SharedLink(env, egress_mbps * 1e6 / 8) if egress_mbps is not None else None
     ends: dict[int, float] = {}
@@ -610,7 +614,7 @@ def simulate_round(
             env.process(_idle_until_close(env, closed, trace))
             continue
         expected += 1
-        env.process(_device(env, work, inbox, closed, trace, link, egress))
+        env.process(device_process(env, work, inbox, closed, trace, link, egress))
     env.process(_server(env, inbox, expected, keep_first, accepted, closed, deadline_s is not None))
     if deadline_s is not None:
         env.process(_deadline(env, deadline_s, inbox, closed))
@@ -622,13 +626,14 @@ def simulate_round(
         env.run()  # to the end, so late devices finish and their energy is counted
     kept = set(accepted)
     order = sorted(range(len(works)), key=lambda i: works[i].device_id)
-    devices = tuple(_outcome(works[i], traces[i], _status(works[i], traces[i], kept), start_s) for i in order)
+    devices = tuple(device_outcome(works[i], traces[i], device_status(works[i], traces[i], kept), start_s)
+                    for i in order)
     carry = () if link is None else _after_close(start_s, works, traces, carried, closed.value, in_flight)
     return RoundOutcome(start_s=start_s, end_s=closed.value, devices=devices, carry=carry, carried_end_s=ends)
 
 
 def _in_flight(env: simpy.Environment, link: SharedLink, start_s: float, works: Sequence[DeviceWork],
-               traces: Sequence[_Trace], carried: Sequence[Carried], live: dict[int, Any]) -> list[Carried]:
+               traces: Sequence[DeviceTrace], carried: Sequence[Carried], live: dict[int, Any]) -> list[Carried]:
     """At the close: the uploads on the server link, each with the bytes it has left."""
     stops = {f.device_id: f.stop_s for f in carried}
     out = [Carried(w.device_id, env.now, link.remaining(t.transfer), t.transfer.cls.cap, start_s + w.fail_at_s)
@@ -638,7 +643,7 @@ def _in_flight(env: simpy.Environment, link: SharedLink, start_s: float, works: 
     return out
 
 
-def _after_close(start_s: float, works: Sequence[DeviceWork], traces: Sequence[_Trace],
+def _after_close(start_s: float, works: Sequence[DeviceWork], traces: Sequence[DeviceTrace],
                  carried: Sequence[Carried], close_s: float, in_flight: Sequence[Carried]) -> tuple[Carried, ...]:
     """The uploads that reach the server link only from the close on (late devices still computing then)."""
     on_link = {f.device_id for f in in_flight}
@@ -655,10 +660,14 @@ __all__ = [
     "planned_speed",
     "collector_paused",
     "DeviceOutcome",
+    "DeviceTrace",
     "DeviceWork",
     "RoundOutcome",
     "Status",
     "compute_time_s",
+    "device_outcome",
+    "device_process",
+    "device_status",
     "energy_j",
     "moved_mbit",
     "tail_time_s",
