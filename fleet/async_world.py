@@ -10,9 +10,13 @@ simpy Environment with the same device model as a synchronous round
 failure), over persistent server links (fleet.link.SharedLink, max-min fair)
 when the base has `server_ingress_mbps` / `server_egress_mbps`.
 
-* `ready`: who is online at the clock (`always`, or `onoff` periods; a
-  `bernoulli` device is drawn per round and async mode has no rounds, so it is
-  refused) and not in flight; over the server's limit, a keyed random choice
+* `ready`: who is online at the clock (`always`, `onoff` periods, or a
+  `bernoulli` draw per global version, as a synchronous device is drawn per
+  round; when nobody is training and every such device drew offline, the
+  fleet is drawn again at the same instant, as a synchronous round that
+  sampled nobody is followed by a fresh draw: each draw has its own key,
+  version + 1 + REDRAW x redraws) and not in flight; over the server's
+  limit, a keyed random choice
   (fleet.draws' TIE stream at key READY_KEY + the next dispatch, apart from
   every tie draw), so no device id is always preferred;
 * `plan`: SimWorld.plan keyed by the dispatch (the batch of starts): its
@@ -72,6 +76,7 @@ from server.strategy import DeviceReport
 # number, so it never shares a draw with the tie keys of (seed, dispatch, device, TIE), and still one 32-bit word
 # (keyed_uniforms' fast path).
 READY_KEY = 2**31
+REDRAW = 2**24  # bernoulli draws: key version + 1 + REDRAW x redraws, apart from every version's first draw
 SNAPSHOT_FORMAT = "async-world/1"
 _REPORT_FIELDS = tuple(f.name for f in dataclasses.fields(DeviceReport))
 
@@ -129,11 +134,8 @@ class AsyncWorld:
     """server.buffered.AsyncWorld over a SimWorld (see the module docstring)."""
 
     def __init__(self, base: SimWorld) -> None:
-        for d, p in enumerate(base.profiles):
-            if p.availability_model == "bernoulli":
-                raise InputError(f"profile '{p.name}' (device {d}) uses availability_model 'bernoulli', drawn per "
-                                 "round: asynchronous mode has no rounds (use 'always' or 'onoff')")
         self.base = base
+        self._drawn = any(p.availability_model == "bernoulli" for p in base.profiles)
         self._initial = base.snapshot()
         self._reset()
 
@@ -153,6 +155,7 @@ class AsyncWorld:
         self._ended: list[tuple[float, float, int]] = []  # heap of (time, tie key, device): ended, not returned
         self._running = 0
         self._dispatch = 0  # the last planned dispatch
+        self._redraws = 0   # fresh bernoulli draws of an idle fleet (ready's key)
         self._log: list[list] = []
 
     # -- the protocol ----------------------------------------------------------------
@@ -167,15 +170,16 @@ class AsyncWorld:
     def ready(self, version: int, limit: int) -> list[int]:
         """Devices online at the clock and not in flight, at most `limit` (a keyed choice), by id.
 
-        `version` is the global model's; availability is asked for version + 1 (it matters to bernoulli
-        devices only, which async mode refuses).
+        `version` is the global model's: bernoulli devices are drawn for version + 1 (and for each redraw
+        of an idle fleet, see the module docstring).
         """
         if limit <= 0:
             return []
         free = np.ones(len(self.base.profiles), dtype=bool)
         free[list(self._flying)] = False
         idle = np.flatnonzero(free).tolist()
-        online = self.base.availability.online(version + 1, idle, self.clock_s) if idle else []
+        key = version + 1 + REDRAW * self._redraws
+        online = self.base.availability.online(key, idle, self.clock_s) if idle else []
         if len(online) <= limit:
             return online
         keys = keyed_uniforms(self.base.seed, READY_KEY + self._dispatch + 1, online, TIE)
@@ -208,8 +212,8 @@ class AsyncWorld:
             return self._next_event()
 
     def stalled(self) -> bool:
-        """Nothing in flight, and no device will ever switch online or offline again."""
-        return not self._flying and math.isinf(self._next_change())
+        """Nothing in flight, no device will ever switch online or offline again, and none is drawn."""
+        return not self._flying and math.isinf(self._next_change()) and not self._drawn
 
     # -- checkpoints -------------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -314,7 +318,9 @@ class AsyncWorld:
                 env.step()
                 continue
             if math.isinf(change):
-                return None  # nothing in flight and nothing will come online
+                if self._drawn:  # an idle fleet of drawn devices: draw it again at this instant
+                    self._redraws += 1
+                return None  # nothing in flight and nothing will come online until a draw
             if self._switch_to(change):
                 return None
         while env.peek() == env.now:  # everything else due at this instant, so the tie order decides
@@ -346,4 +352,4 @@ class AsyncWorld:
         return Arrival(work.device_id, flight.dispatch, status, float(outcome.end_s), outcome)
 
 
-__all__ = ["READY_KEY", "SNAPSHOT_FORMAT", "AsyncWorld", "delay_to", "report_from_row", "report_row"]
+__all__ = ["READY_KEY", "REDRAW", "SNAPSHOT_FORMAT", "AsyncWorld", "delay_to", "report_from_row", "report_row"]

@@ -3,6 +3,8 @@
 After each finished round k the run writes DIR/checkpoint/:
 
 * `global-<k>.npz`: the global weights and masks (numpy; read without pickle);
+* `flight-<k>.npz`: in asynchronous mode, the updates still in flight at version k
+  (trained, not yet arrived: server.buffered.BufferedFedAvg.flight_arrays);
 * `state.json`: round k, the strategy's totals and random generator, the
   world's snapshot (its clock, busy devices, and what failures are planned
   from; on/off availability replays from the keys), the ledger, every row of
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,7 @@ STATE = "state.json"
 DEVICES = "devices"
 MAX_STATE_BYTES = 1 << 30
 _GLOBAL = re.compile(r"global-(\d{1,9})\.npz")
+_FLIGHT = re.compile(r"flight-(\d{1,9})\.npz")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Checkpoint:
     state: dict                        # JSON: strategy, world, ledger, rows, wall_s
     weights: dict[str, np.ndarray]
     masks: dict[str, np.ndarray]
+    flight: dict[str, np.ndarray] = field(default_factory=dict)  # asynchronous mode's updates in flight
 
 
 def checkpoint_dir(out_dir: Path) -> Path:
@@ -66,9 +70,13 @@ def write_checkpoint(out_dir: Path, ckpt: Checkpoint) -> None:
     folder.mkdir(exist_ok=True)
     name = f"global-{ckpt.round}.npz"
     write_model(folder / name, ckpt.weights, ckpt.masks)
-    write_text(folder / STATE, json.dumps({"round": ckpt.round, "global": name, **ckpt.state}, default=plain))
+    named = {"round": ckpt.round, "global": name}
+    if ckpt.flight:
+        named["flight"] = f"flight-{ckpt.round}.npz"
+        write_model(folder / named["flight"], ckpt.flight, {})
+    write_text(folder / STATE, json.dumps({**named, **ckpt.state}, default=plain))
     for path in folder.iterdir():
-        if _GLOBAL.fullmatch(path.name) and path.name != name:
+        if (_GLOBAL.fullmatch(path.name) or _FLIGHT.fullmatch(path.name)) and path.name not in named.values():
             path.unlink(missing_ok=True)
 
 
@@ -86,14 +94,18 @@ def read_checkpoint(out_dir: Path) -> Checkpoint | None:
             state = json.loads(f.read())
         name = state.pop("global")
         k = state.pop("round")
+        flight_name = state.pop("flight", None)
         if not (isinstance(name, str) and _GLOBAL.fullmatch(name)) or type(k) is not int or k < 1:
             raise ValueError("it names no round or no global model")
+        if flight_name is not None and not (isinstance(flight_name, str) and _FLIGHT.fullmatch(flight_name)):
+            raise ValueError("it names no file of updates in flight")
         weights, masks = read_model(folder / name)
+        flight = read_model(folder / flight_name)[0] if flight_name else {}
     except InputError:
         raise
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise InputError(f"checkpoint in '{folder}' cannot be read: {err}") from None
-    return Checkpoint(k, state, weights, masks)
+    return Checkpoint(k, state, weights, masks, flight)
 
 
 def remove_checkpoint(out_dir: Path) -> None:

@@ -25,6 +25,7 @@ from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from flwr.app import ArrayRecord, MetricRecord  # noqa: E402
 from flwr.serverapp import ServerApp  # noqa: E402
@@ -47,7 +48,8 @@ from fleet.report import (  # noqa: E402
 )
 from fleet.scenario import Scenario  # noqa: E402
 from fleet.world import SimWorld  # noqa: E402
-from server.app import make_server_app  # noqa: E402
+from server.app import Resume, make_server_app, make_strategy, restore_strategy  # noqa: E402
+from server.buffered import ARRIVAL_COLUMNS, BufferConfig  # noqa: E402
 from server.strategy import DEVICE_ROUND_COLUMNS, STATUS_COUNTS, ServerConfig, SparseFedAvg  # noqa: E402
 
 BASE_COLUMNS = ["round", "sim_start_s", "sim_time_s", "online", "busy", "sampled", "replies", "accepted",
@@ -139,7 +141,9 @@ class Evaluator:
     def _evaluate(self, server_round: int) -> MetricRecord:
         strategy = self.sink["strategy"]  # it holds `arrays` decoded already
         self.learner.load_weights(strategy.global_weights, strategy.global_masks if self.learner.masks else None)
-        reached = tasks_reached(self.spec, server_round, float(strategy.last_row.get("sim_start_s", 0.0)))
+        # the tasks the devices had reached when they started this round's work (asynchronous: its last start)
+        clock = strategy.last_row.get("tasks_from_s", strategy.last_row.get("sim_start_s", 0.0))
+        reached = tasks_reached(self.spec, server_round, float(clock))
         with torch_threads(self.spec.threads):  # the same count every run: bit-identical logits
             accs = [task_accuracy(self.learner.model, t.x_test, t.y_test, t.classes)
                     for t in self.stream.tasks[:reached]]
@@ -193,6 +197,24 @@ def learning_metrics(rows: list[dict], last_k: int) -> dict:
             f"forgetting_authors{suffix}": forgetting(history, authors=True),
         })
     return out
+
+
+def arrival_figures(rows: list[dict]) -> dict:
+    """An asynchronous run's arrivals in brief: how stale the applied updates were (versions and seconds),
+    how many were dropped as too stale, and the share of applied updates trained on a task the stream had
+    left by their arrival."""
+    applied = [r for r in rows if r["status"] == "ok"]
+
+    def spread(values: list[float]) -> dict:
+        if not values:
+            return {"median": None, "p90": None, "max": None}
+        return {"median": float(np.median(values)), "p90": float(np.percentile(values, 90)), "max": max(values)}
+
+    known = [r for r in applied if r.get("task_current") not in (None, "")]
+    return {"count": len(rows), "applied": len(applied), "too_stale": sum(1 for r in rows if r["status"] == "late"),
+            "staleness_versions": spread([int(r["staleness"]) for r in applied]),
+            "staleness_s": spread([float(r["staleness_s"]) for r in applied]),
+            "off_task_share": (sum(1 for r in known if not int(r["task_current"])) / len(known)) if known else None}
 
 
 def backend_config(ray_dir: Path | None = None, ray_address: str | None = None,
@@ -261,7 +283,9 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
 def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream, learner: Learner,
          config: ServerConfig, ckpt: Checkpoint | None, *, on_round, verbose: bool, client_app, force: bool,
          ray_address: str | None, launch: Launch | None) -> dict:
-    world = make_world(scenario)
+    base = make_world(scenario)
+    world = async_world(base) if scenario.federation.mode == "async" else base
+    buffer = buffer_config(scenario)
     ledger = Ledger(scenario.device_profiles())
     if ckpt is None:
         prepare_output_dir(out_dir, force=force)
@@ -273,8 +297,10 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
         rows, device_rows, wall0 = ckpt.state["rows"], ckpt.state.get("device_rows", []), ckpt.state["wall_s"]
         world.restore(ckpt.state["world"])
         ledger.restore(ckpt.state["ledger"])
-        for device in range(spec.devices):  # states written in the round that never finished
-            state_store.discard_after(device_state_dir(out_dir), device, done)
+        # states written in the round that never finished (asynchronous devices name theirs by dispatch)
+        last = int(ckpt.state["strategy"].get("dispatch", done))
+        for device in range(spec.devices):
+            state_store.discard_after(device_state_dir(out_dir), device, last)
     rounds_csv = RoundsCsv(out_dir / "rounds.csv", round_columns(spec.n_tasks), rows)
     device_csv = RoundsCsv(out_dir / "device_rounds.csv", DEVICE_ROUND_COLUMNS, device_rows)
     sink: dict = {}
@@ -288,7 +314,9 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
         strategy = sink["strategy"]
         state = {"strategy": strategy.snapshot(), "world": world.snapshot(), "ledger": ledger.snapshot(),
                  "rows": rounds_csv.rows, "device_rows": device_csv.rows, "wall_s": time.perf_counter() - started}
-        write_checkpoint(out_dir, Checkpoint(server_round, state, strategy.global_weights, strategy.global_masks))
+        flight = strategy.flight_arrays() if buffer is not None else {}
+        write_checkpoint(out_dir, Checkpoint(server_round, state, strategy.global_weights, strategy.global_masks,
+                                             flight))
         write_summary("running")  # a run killed outright leaves this marker: resume it
 
     def stopped(status: str) -> None:  # interrupted or failed: keep the finished rounds, say how it ended
@@ -298,8 +326,10 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
 
     evaluator = Evaluator(stream, learner, spec, rounds_csv, sink, ledger, on_round, started, checkpoint,
                           device_csv=device_csv)
-    server_app = make_server_app(config, weights, masks, world, evaluator, sink,
-                                 resume=(done, ckpt.state["strategy"]) if ckpt else None)
+    resume = Resume(done, ckpt.state["strategy"], ckpt.flight) if ckpt else None
+    current_task = (lambda device, clock_s: spec_task(spec, device, 1, clock_s)) if buffer is not None else None
+    server_app = make_server_app(config, weights, masks, world, evaluator, sink, resume=resume, buffer=buffer,
+                                 current_task=current_task)
     quiet_flower(verbose)
     write_summary("running")
     run_started = time.perf_counter()
@@ -315,17 +345,19 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
             if "result" not in sink:
                 raise RuntimeError("the Flower run ended without a result (see the log with --verbose)")
         else:  # stopped after its last round was checkpointed, before it was written up
-            sink["strategy"] = SparseFedAvg(config, world)
-            sink["strategy"].restore(ckpt.state["strategy"], done, weights, masks)
+            sink["strategy"] = make_strategy(config, world, buffer, current_task)
+            restore_strategy(sink["strategy"], resume, weights, masks)
     strategy = sink["strategy"]
     status = "failed" if strategy.totals.every_reply_failed else "complete"  # no update was ever aggregated
     summary = {"status": status, **summarise(scenario, strategy, rounds_csv.rows, time.perf_counter() - started),
                "wall_breakdown_s": wall_breakdown(strategy, evaluator, run_started, time.perf_counter())}
     write_json(out_dir / "summary.json", summary)
     write_csv(out_dir / "devices.csv", ledger.rows(), DEVICE_COLUMNS)
+    if buffer is not None:
+        write_csv(out_dir / "arrivals.csv", strategy.arrival_rows, ARRIVAL_COLUMNS)
     write_model(out_dir / "model.npz", strategy.global_weights, strategy.global_masks)
     remove_checkpoint(out_dir)
-    write_plots(scenario, spec, world, ledger, rounds_csv.rows, summary, out_dir)
+    write_plots(scenario, spec, base, ledger, rounds_csv.rows, summary, out_dir)
     return summary
 
 
@@ -361,6 +393,8 @@ def write_plots(scenario: Scenario, spec: DeviceSpec, world: SimWorld, ledger: L
         plot_accuracy_time({label: summary["curve"]}, out_dir / "accuracy_time.png", label)
     if rows:
         plot_bytes(rows, out_dir / "bytes.png", label)
+    if scenario.federation.mode == "async":  # the round timelines picture synchronous rounds
+        return
     if ledger.timeline is not None:
         server_round, timing = ledger.timeline
         plot_timeline(timing.devices, timing.start_s, timing.sim_time_s, world.deadline_s,
@@ -372,6 +406,21 @@ def write_plots(scenario: Scenario, spec: DeviceSpec, world: SimWorld, ledger: L
                              f"{scenario.name}: every round ({spec.learner.label}, budget {scenario.timing.budget})",
                              dict(enumerate(scenario.device_profiles())), fleet=len(ledger.devices),
                              deadline_s=world.deadline_s)
+
+
+def buffer_config(scenario: Scenario) -> BufferConfig | None:
+    """FedBuff's settings in asynchronous mode (concurrency defaults to devices_per_round), else None."""
+    f = scenario.federation
+    if f.mode != "async":
+        return None
+    return BufferConfig(f.buffer_size, f.max_staleness, f.concurrency or scenario.sample_size())
+
+
+def async_world(base: SimWorld):
+    """The asynchronous world over the scenario's simpy world (fleet.async_world)."""
+    from fleet.async_world import AsyncWorld
+
+    return AsyncWorld(base)
 
 
 def make_world(scenario: Scenario) -> SimWorld:
@@ -412,7 +461,11 @@ def summarise(scenario: Scenario, strategy, rows: list[dict], wall_s: float) -> 
         "failed_replies": t.failed_replies,
         "timed_out_replies": t.timed_out,
         "rounds_without_update": sum(1 for r in rows if int(r.get("accepted", 0)) == 0),
-        "rounds_nobody_online": sum(1 for r in rows if int(r.get("online", 1)) == 0),
+        "rounds_nobody_online": sum(1 for r in rows if r.get("online") not in (None, "") and int(r["online"]) == 0),
+        "mode": scenario.federation.mode,
+        "accepted_updates": t.accepted_updates,
+        "energy_per_update_j": (t.energy_j / t.accepted_updates) if t.accepted_updates else None,
+        **({"arrivals": arrival_figures(strategy.arrival_rows)} if hasattr(strategy, "arrival_rows") else {}),
         "declined": t.declined,
         "adapted": t.adapted,
         "statuses": {s: sum(int(r.get(f"n_{s}", 0)) for r in rows)

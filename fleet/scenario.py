@@ -84,6 +84,7 @@ from fleet.profiles import (
     DeviceProfile,
 )
 from fleet.timing import DEFAULT_PLAN_QUANTILE
+from server.buffered import MODES
 from server.strategy import AGGREGATIONS, NORM_STATISTICS, PLAIN_WEIGHTS
 
 NUM_CLASSES = {name: 10 for name in DATASETS}  # every supported dataset has 10 classes
@@ -231,6 +232,14 @@ class FederationSpec:
     # sample this factor more of the free devices than devices_per_round (capped at all of them) and
     # close the round at the first devices_per_round updates to arrive; the rest are late (wasted work)
     over_select: float = rule(1.0, ge=1)
+    # sync: rounds that wait for a deadline or every device; async: FedBuff (server.buffered), where devices
+    # train whenever free and online and the server applies every buffer_size updates (a version: `rounds`
+    # counts versions), dropping one more than max_staleness versions old, with at most `concurrency`
+    # devices training at once (default devices_per_round); tasks must come on the clock (stream.task_every_s)
+    mode: str = rule("sync", choices=MODES)
+    buffer_size: int = rule(2, ge=1)
+    max_staleness: int = rule(4, ge=0)
+    concurrency: int | None = rule(None, ge=1)
 
 
 @dataclass(frozen=True)
@@ -987,7 +996,25 @@ def _resolve(s: Scenario, fail) -> Scenario:
     if s.timing.keep_first is not None and s.timing.keep_first > s.sample_size():
         fail(f"timing.keep_first {s.timing.keep_first} exceeds the {s.sample_size()} devices sampled per round "
              "(federation.devices_per_round)")
+    if s.federation.mode == "async":
+        _check_async(s, fail)
+    elif s.federation.concurrency is not None:
+        fail("federation.concurrency limits asynchronous training: it needs federation.mode async")
     return s
+
+
+def _check_async(s: Scenario, fail) -> None:
+    """What asynchronous mode needs: tasks on the clock (there are no rounds to count them by), and none of the
+    synchronous round's controls."""
+    if s.stream.task_every_s is None:
+        fail("federation.mode async has no rounds to count tasks by: set stream.task_every_s (tasks on the "
+             "simulated clock)")
+    if s.federation.over_select > 1:
+        fail("federation.over_select samples synchronous rounds: it cannot be combined with federation.mode async")
+    if s.timing.keep_first is not None:
+        fail("timing.keep_first closes synchronous rounds: in federation.mode async use federation.buffer_size")
+    if s.fleet.stock_clients:
+        fail("federation.mode async runs SparCL devices only (fleet.stock_clients)")
 
 
 def _check_user_profile(name: str, spec: ProfileSpec, fail) -> None:

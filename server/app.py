@@ -9,6 +9,7 @@ strategy back to it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import ArrayRecord, Context, MessageType, MetricRecord
@@ -16,31 +17,63 @@ from flwr.serverapp import Grid, ServerApp
 
 from clients.records import to_arrays
 from clients.wire import encode_model
+from server.buffered import AsyncWorld, BufferConfig, BufferedFedAvg
 from server.strategy import ServerConfig, SparseFedAvg, World
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 
 
+@dataclass(frozen=True)
+class Resume:
+    """A checkpoint to continue from: rounds (versions) done, the strategy's snapshot, and the arrays of an
+    asynchronous run's work in flight; its global model is the app's initial one."""
+
+    done: int
+    snapshot: dict
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def make_strategy(config: ServerConfig, world: World | AsyncWorld | None, buffer: BufferConfig | None = None,
+                  current_task: Callable[[int, float], int] | None = None) -> SparseFedAvg:
+    """The synchronous strategy, or with a buffer the asynchronous one (server.buffered)."""
+    if buffer is None:
+        return SparseFedAvg(config, world)
+    return BufferedFedAvg(config, world, buffer, current_task)
+
+
+def restore_strategy(strategy: SparseFedAvg, resume: Resume, weights: dict[str, np.ndarray],
+                     masks: dict[str, np.ndarray]) -> None:
+    if isinstance(strategy, BufferedFedAvg):
+        strategy.restore(resume.snapshot, resume.done, weights, masks, resume.arrays)
+    else:
+        strategy.restore(resume.snapshot, resume.done, weights, masks)
+
+
 def make_server_app(config: ServerConfig, initial_weights: dict[str, np.ndarray],
-                    initial_masks: dict[str, np.ndarray], world: World | None = None,
+                    initial_masks: dict[str, np.ndarray], world: World | AsyncWorld | None = None,
                     evaluate_fn: EvaluateFn | None = None, sink: dict | None = None,
-                    resume: tuple[int, dict] | None = None) -> ServerApp:
-    """`resume`: (rounds done, strategy snapshot) of a checkpoint whose global model is the initial one."""
+                    resume: Resume | None = None, buffer: BufferConfig | None = None,
+                    current_task: Callable[[int, float], int] | None = None) -> ServerApp:
+    """Synchronous rounds on Flower's loop, or with a `buffer` asynchronous versions on the buffered
+    server's event loop; `config.rounds` counts either."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        strategy = SparseFedAvg(config, world)
+        strategy = make_strategy(config, world, buffer, current_task)
         done = 0
         if resume is not None:
-            done, snapshot = resume
-            strategy.restore(snapshot, done, initial_weights, initial_masks)
+            done = resume.done
+            restore_strategy(strategy, resume, initial_weights, initial_masks)
         if sink is not None:
             sink["strategy"] = strategy
         initial = to_arrays(encode_model(initial_weights, initial_masks, value_dtype=config.value_dtype))
-        result = strategy.start(grid=PacedGrid(grid, strategy), initial_arrays=initial,
-                                num_rounds=config.rounds - done,
-                                timeout=config.round_timeout_s, evaluate_fn=shifted(evaluate_fn, done))
+        if isinstance(strategy, BufferedFedAvg):
+            result = strategy.run(PacedGrid(grid, strategy), initial, config.rounds - done, evaluate_fn)
+        else:
+            result = strategy.start(grid=PacedGrid(grid, strategy), initial_arrays=initial,
+                                    num_rounds=config.rounds - done,
+                                    timeout=config.round_timeout_s, evaluate_fn=shifted(evaluate_fn, done))
         if sink is not None:
             sink["result"] = result
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -54,6 +54,8 @@ from server.strategy import (
     Accepted, DeviceReport, RoundTiming, ServerConfig, SparseFedAvg, book_round, device_rows, executed_flops,
     plain_model, STATUS_COUNTS,
 )
+
+MODES = ("sync", "async")
 
 ARRIVAL_COLUMNS = ["version", "device", "dispatch", "start_version", "status", "staleness", "staleness_s",
                    "weight", "start_s", "time_s", "task", "task_now", "task_current", "train_flops", "energy_j"]
@@ -152,6 +154,52 @@ class BufferedFedAvg(SparseFedAvg):
         self.buffer: list[Entry] = []
         self.interval = Interval(0.0)
         self.arrival_rows: list[dict] = []
+        self.task_clock_s = 0.0
+
+    # -- checkpoints -----------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """The synchronous strategy's snapshot, the version and dispatch counts, the arrivals so far, and the
+        work in flight (its arrays apart: `flight_arrays`). Taken at a version: the buffer is empty."""
+        snap = super().snapshot()
+        snap.update(version=self.version, dispatch=self.dispatch, arrivals=self.arrival_rows,
+                    task_clock_s=self.task_clock_s,
+                    in_flight=[{"device": d, "dispatch": f.dispatch, "version": f.version, "report": asdict(f.report),
+                                "n_examples": None if f.update is None else f.update.n_examples,
+                                "metrics": None if f.update is None else f.update.metrics}
+                               for d, f in sorted(self.in_flight.items())])
+        return snap
+
+    def flight_arrays(self) -> dict[str, np.ndarray]:
+        """The updates in flight, as `<device>/<weights|masks|change>/<tensor>` arrays (an npz holds them)."""
+        out = {}
+        for d, f in self.in_flight.items():
+            if f.update is None:
+                continue
+            for part, arrays in (("weights", f.update.weights), ("masks", f.update.masks), ("change", f.change)):
+                out.update({f"{d}/{part}/{name}": a for name, a in arrays.items()})
+        return out
+
+    def restore(self, snapshot: dict, rounds_done: int, weights: dict[str, np.ndarray],
+                masks: dict[str, np.ndarray], arrays: dict[str, np.ndarray] | None = None) -> None:
+        super().restore(snapshot, rounds_done, weights, masks)
+        self.round_offset = 0  # versions are numbered from the run's start
+        self.version, self.dispatch = int(snapshot["version"]), int(snapshot["dispatch"])
+        self.arrival_rows = list(snapshot["arrivals"])
+        self.task_clock_s = float(snapshot["task_clock_s"])
+        self.interval = Interval(self.sim_time_s)
+        parts: dict[tuple[int, str], dict[str, np.ndarray]] = {}
+        for key, a in (arrays or {}).items():
+            device, part, name = key.split("/", 2)
+            parts.setdefault((int(device), part), {})[name] = a
+        self.in_flight = {}
+        for f in snapshot["in_flight"]:
+            d = int(f["device"])
+            update = None
+            if f["n_examples"] is not None:
+                update = Accepted(d, parts[(d, "weights")], parts.get((d, "masks"), {}), f["n_examples"],
+                                  dict(f["metrics"]))
+            self.in_flight[d] = InFlight(int(f["dispatch"]), int(f["version"]), DeviceReport(**f["report"]), update,
+                                         None if update is None else parts[(d, "change")])
 
     # -- the event loop -------------------------------------------------------------
     def run(self, grid: Grid, initial_arrays: ArrayRecord, versions: int,
@@ -159,7 +207,7 @@ class BufferedFedAvg(SparseFedAvg):
         """Apply `versions` more versions of the global model (fewer if the fleet stalls for good)."""
         if not self.global_weights:
             self.global_weights, self.global_masks = decode_model(from_arrays(initial_arrays))
-        if evaluate_fn is not None and self.round_offset == 0:
+        if evaluate_fn is not None and self.version == 0:
             evaluate_fn(0, initial_arrays)
         target = self.version + versions
         while self.version < target:
@@ -284,7 +332,10 @@ class BufferedFedAvg(SparseFedAvg):
         row = version_row(entries, iv, now)
         self.totals.accepted_updates += len(applied)
         book_round(self.totals, row, timing)
-        self.last_row = {"round": self.version + self.round_offset, **row}
+        # the latest start of any work that reached the server so far: the tasks evaluated are those reached
+        # by then (never fewer than before: an accuracy matrix only grows)
+        self.task_clock_s = max([self.task_clock_s, *(e.arrival.outcome.start_s for e in entries)])
+        self.last_row = {"round": self.version + self.round_offset, **row, "tasks_from_s": self.task_clock_s}
         self.last_timing, self.last_reports = timing, reports
         self.last_device_rows = device_rows(self.version + self.round_offset, reports, timing, self.real,
                                             self.plain, accepted)

@@ -360,9 +360,23 @@ def test_restore_between_plan_and_launch() -> None:
 # --------------------------------------------------------------------------- refusals
 
 
-def test_a_bernoulli_profile_is_refused_by_name() -> None:
-    with pytest.raises(InputError, match="profile 'flaky'.*bernoulli"):
-        world([BASE, replace(BASE, name="flaky", availability_model="bernoulli", availability=0.5)])
+def test_bernoulli_devices_are_drawn_per_version_and_an_idle_fleet_is_drawn_again() -> None:
+    """A bernoulli device is drawn at each version (the key a synchronous round would use), so within a version
+    its draw holds; with nobody training and nobody drawn online, next_event returns None without moving the
+    clock and the next ready() draws afresh: the fleet never stalls."""
+    flaky = replace(BASE, name="flaky", availability_model="bernoulli", availability=0.3)
+    w = world([flaky] * 6)
+    first = w.ready(0, 6)
+    assert first == w.ready(0, 6)  # the same version, the same draw
+    draws = [first]
+    for _ in range(40):
+        if draws[-1]:
+            break
+        assert w.next_event() is None and not w.stalled() and w.clock_s == 0.0
+        draws.append(w.ready(0, 6))
+    assert draws[-1], "forty fresh draws of six devices at 0.3 all came out offline"
+    online = [d for v in range(200) for d in w.ready(v, 6)]  # over many versions, about 30% of the devices
+    assert abs(len(online) / 1200 - 0.3) < 5 * math.sqrt(0.3 * 0.7 / 1200)
 
 
 def test_launching_what_was_not_planned_is_refused() -> None:

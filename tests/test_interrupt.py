@@ -124,7 +124,25 @@ def test_a_run_killed_after_round_k_resumes_to_exactly_the_uninterrupted_result(
     failures mid-round (the world's clock and keyed draws; devices that crash
     or decline keep their earlier state files): all of it must carry over.
     """
-    scenario = binding_deadline_scenario(tmp_path / "resumable.yaml", "resumable", rounds=7)
+    kill_and_resume(tmp_path, binding_deadline_scenario(tmp_path / "resumable.yaml", "resumable", rounds=7))
+
+
+def test_an_asynchronous_run_killed_mid_buffer_resumes_to_exactly_the_uninterrupted_result(tmp_path):
+    """The same in asynchronous mode (FedBuff): killed with updates in flight and the buffer part full, it
+    resumes from the last version (the world replays its log, the updates in flight come from the
+    checkpoint) to the same versions, arrivals and model; some updates come too stale and are dropped."""
+    scenario = binding_deadline_scenario(tmp_path / "buffered.yaml", "buffered", rounds=7)
+    text = scenario.read_text().replace("stream: {rounds_per_task: 2}", "stream: {task_every_s: 0.05}")
+    text = text.replace("devices_per_round: 2}", "devices_per_round: 2, mode: async, buffer_size: 2, "
+                        "max_staleness: 0, concurrency: 3}")
+    scenario.write_text(text)
+    straight, _ = kill_and_resume(tmp_path, scenario)
+    arrivals = list(csv.DictReader((straight / "arrivals.csv").open()))
+    assert {r["status"] for r in arrivals} >= {"ok", "late", "failed"} and len(arrivals) >= 14
+
+
+def kill_and_resume(tmp_path: Path, scenario: Path) -> tuple[Path, Path]:
+    """Run `scenario` straight, and again killed after its third checkpoint and resumed: the same results."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     fleet = [sys.executable, "-m", "fleet.cli", "run"]
@@ -163,6 +181,9 @@ def test_a_run_killed_after_round_k_resumes_to_exactly_the_uninterrupted_result(
     assert (killed / "devices.csv").read_text() == (straight / "devices.csv").read_text()
     assert not (killed / "checkpoint").exists()  # a complete run keeps its model, not its checkpoint
     assert (killed / "model.npz").read_bytes() == (straight / "model.npz").read_bytes()
+    if (straight / "arrivals.csv").exists():
+        assert (killed / "arrivals.csv").read_text() == (straight / "arrivals.csv").read_text()
+    return straight, killed
 
 
 def test_a_signal_landing_on_another_thread_interrupts_a_main_thread_blocked_in_a_join(default_sigint):
