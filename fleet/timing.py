@@ -155,11 +155,6 @@ def tail_time_s(transfers: Sequence[tuple[float, float]], stop_s: float, tail_s:
     return total
 
 
-def staleness_weight(staleness: float) -> float:
-    """Down-weight an update computed on a model `staleness` rounds old (1/sqrt(1+s), as FedAsync's polynomial)."""
-    return 1.0 / math.sqrt(1.0 + _non_negative("staleness", staleness))
-
-
 def fits_memory(peak_bytes: float, profile: DeviceProfile) -> bool:
     """Whether training's peak memory fits the device (memory_mb counts MiB)."""
     return _non_negative("peak_memory_bytes", peak_bytes) <= profile.memory_mb * MIB
@@ -676,7 +671,6 @@ __all__ = [
     "fits_memory",
     "simulate_round",
     "speed_factor",
-    "staleness_weight",
     "download_time_s",
     "transfer_time_s",
     "upload_time_s",

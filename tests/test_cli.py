@@ -127,3 +127,28 @@ def test_bad_over_selection_gets_one_line_naming_the_field(tmp_path, capsys, fed
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and culprit in err[0], err
+
+
+@pytest.mark.parametrize("federation, stream, culprit", [
+    ("{mode: async, buffer_size: 0}", "{task_every_s: 60}", "federation.buffer_size"),
+    ("{mode: async, max_staleness: -1}", "{task_every_s: 60}", "federation.max_staleness"),
+    ("{mode: async, concurrency: 0}", "{task_every_s: 60}", "federation.concurrency"),
+    ("{mode: fedbuff}", "{task_every_s: 60}", "federation.mode"),
+    ("{mode: async}", "{rounds_per_task: 2}", "set stream.task_every_s"),
+    ("{mode: async, devices_per_round: 2, over_select: 1.5}", "{task_every_s: 60}", "federation.over_select"),
+    ("{concurrency: 2}", "{task_every_s: 60}", "federation.concurrency limits asynchronous training"),
+])
+def test_bad_asynchronous_settings_get_one_line_naming_the_field(tmp_path, capsys, federation, stream, culprit):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"name: x\nfleet: {{devices: 4}}\nstream: {stream}\nfederation: {federation}\n")
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and culprit in err[0], err
+
+
+def test_keep_first_closes_synchronous_rounds_only(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nfleet: {devices: 4}\nstream: {task_every_s: 60}\nfederation: {mode: async}\n"
+                   "timing: {keep_first: 2}\n")
+    assert main(["validate", str(bad)]) == 2
+    assert "timing.keep_first closes synchronous rounds" in capsys.readouterr().err

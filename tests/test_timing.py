@@ -26,7 +26,6 @@ from fleet.timing import (
     failure_delay,
     fits_memory,
     simulate_round,
-    staleness_weight,
     download_time_s,
     transfer_time_s,
     upload_time_s,
@@ -77,11 +76,6 @@ def test_energy_is_power_times_time_per_state() -> None:
     assert energy_j(2.0, 3.0, 4.0, HAND) == 5 * 2 + 2 * 3 + 1 * 4
 
 
-def test_staleness_weight() -> None:
-    assert staleness_weight(0) == 1.0
-    assert staleness_weight(3) == 0.5
-
-
 def test_fits_memory_counts_mib() -> None:
     assert fits_memory(MIB, HAND)
     assert not fits_memory(MIB + 1, HAND)
@@ -92,8 +86,6 @@ def test_formulas_reject_negative_inputs() -> None:
         compute_time_s(-1, HAND)
     with pytest.raises(InputError, match="nbytes"):
         transfer_time_s(float("nan"), 10.0, 0.05)
-    with pytest.raises(InputError, match="staleness"):
-        staleness_weight(-1)
 
 
 # --------------------------------------------------------------------------- simpy round
