@@ -51,9 +51,11 @@ from clients.wire import encode_model, model_bytes
 from fleet.ledger import COLUMNS as DEVICE_COLUMNS, Ledger
 from fleet.report import RoundsCsv, folder_lock, prepare_output_dir, write_csv, write_json, write_text
 from fleet.runner import (
-    device_spec, make_world, round_columns, server_config, summarise, tasks_reached, write_plots,
+    async_world, buffer_config, device_spec, make_world, round_columns, server_config, summarise, tasks_reached,
+    write_plots,
 )
 from fleet.scenario import Scenario
+from server.buffered import ARRIVAL_COLUMNS, BufferConfig, BufferedFedAvg
 from server.strategy import Accepted, DeviceReport, Totals, arrivals_kept, book_round, choose_devices, round_row
 
 
@@ -124,6 +126,40 @@ class DryStrategy:
 
     totals: Totals = field(default_factory=Totals)
     sim_time_s: float = 0.0
+
+
+class DryBuffered(BufferedFedAvg):
+    """The buffered server's own event loop over a fleet that trains nothing (asynchronous mode).
+
+    Each device's work comes from the accounting (round_work, as a synchronous dry round's) and its
+    update is the model it was sent, unchanged: so arrivals, staleness, versions, time and energy are
+    what the real loop would book for that work, and the model never moves.
+    """
+
+    def __init__(self, config, world, buffer: BufferConfig, current_task, spec: DeviceSpec, cost: StepCost,
+                 sizes: np.ndarray) -> None:
+        super().__init__(config, world, buffer, current_task)
+        self.spec, self.cost, self.sizes = spec, cost, sizes
+        self.books = [DeviceBook() for _ in range(spec.devices)]
+
+    def _nodes(self, grid) -> dict[int, int]:
+        return {d: d for d in range(self.spec.devices)}
+
+    def _train(self, grid, ready, plans, flat, dense, by_device):
+        accepted, reports = [], []
+        for d in ready:
+            task = spec_task(self.spec, d, self.dispatch, self.world.clock_s)
+            examples = int(self.sizes[task, d])
+            work, book = round_work(self.cost, task, examples, self.spec.local_epochs, self.books[d], plans[d])
+            size = self._sent[d]
+            if work.status == "ok":  # a device keeps its state unless its round is ok (clients.app)
+                self.books[d] = book
+                accepted.append(Accepted(d, self.global_weights, self.global_masks, examples,
+                                         {"adapted": int(work.adapted), "task-id": task, "num-examples": examples}))
+                reports.append(DeviceReport(d, work.train_flops, size, size, work.memory_bytes, work.kernel_flops))
+            else:
+                reports.append(DeviceReport(d, work.train_flops, size, 0, 0, work.kernel_flops, work.status))
+        return accepted, reports, set(ready)
 
 
 # what a dry run says it is (summary.json `estimate`, the CLI's line; see the module docstring)
@@ -317,16 +353,21 @@ def dry_run(scenario: Scenario, out_dir: Path, *, on_round=None, force: bool = F
         write_text(out_dir / "scenario.yaml", yaml.safe_dump(scenario.to_dict(), sort_keys=False))
         rows_csv = RoundsCsv(out_dir / "rounds.csv", round_columns(spec.n_tasks))
         ledger = Ledger(scenario.device_profiles())
-        strategy, rng = DryStrategy(), random.Random(config.seed)
-        books = [DeviceBook() for _ in range(spec.devices)]
         started = time.perf_counter()
-        for server_round in range(1, config.rounds + 1):
-            row = dry_round(server_round, spec, config, world, rng, books, sizes, cost, model_size, strategy,
-                            ledger)
-            row["wall_s"] = round(time.perf_counter() - started, 2)
-            rows_csv.append(row)
-            if callable(on_round):
-                on_round(row)
+        if scenario.federation.mode == "async":
+            strategy = dry_versions(scenario, spec, config, world, cost, sizes, learner, masks, ledger, rows_csv,
+                                    on_round, started)
+            write_csv(out_dir / "arrivals.csv", strategy.arrival_rows, ARRIVAL_COLUMNS)
+        else:
+            strategy, rng = DryStrategy(), random.Random(config.seed)
+            books = [DeviceBook() for _ in range(spec.devices)]
+            for server_round in range(1, config.rounds + 1):
+                row = dry_round(server_round, spec, config, world, rng, books, sizes, cost, model_size, strategy,
+                                ledger)
+                row["wall_s"] = round(time.perf_counter() - started, 2)
+                rows_csv.append(row)
+                if callable(on_round):
+                    on_round(row)
         estimate = FLOPS_BOUND if cost.fixed_kernels else FLOPS_ESTIMATE.format(why=estimate_reason(scenario))
         summary = {"status": "complete", "dry_run": True, "estimate": estimate, "flops_upper_bound": cost.fixed_kernels,
                    **summarise(scenario, strategy, rows_csv.rows, time.perf_counter() - started)}
@@ -334,6 +375,30 @@ def dry_run(scenario: Scenario, out_dir: Path, *, on_round=None, force: bool = F
         write_csv(out_dir / "devices.csv", ledger.rows(), DEVICE_COLUMNS)
         write_plots(scenario, spec, world, ledger, rows_csv.rows, summary, out_dir)
     return summary
+
+
+def dry_versions(scenario: Scenario, spec: DeviceSpec, config, world, cost: StepCost, sizes: np.ndarray,
+                 learner: Learner, masks: dict, ledger: Ledger, rows_csv: RoundsCsv, on_round, started: float
+                 ) -> DryBuffered:
+    """Asynchronous mode without training: the buffered server's loop (DryBuffered) over the asynchronous
+    world, one rounds.csv row per version."""
+    strategy = DryBuffered(config, async_world(world), buffer_config(scenario),
+                           lambda device, clock_s: spec_task(spec, device, 1, clock_s), spec, cost, sizes)
+    strategy.global_weights, strategy.global_masks = learner.weights_numpy(), masks
+
+    def version_done(version: int, _arrays) -> None:
+        if version == 0:
+            return None
+        row = {**strategy.last_row, "local_accuracy": None, "class_il_accuracy": None,
+               "tasks_reached": tasks_reached(spec, version, strategy.last_row["tasks_from_s"]),
+               "wall_s": round(time.perf_counter() - started, 2)}
+        ledger.add_round(version, strategy.last_timing, strategy.last_reports, strategy.last_adapted)
+        rows_csv.append(row)
+        if callable(on_round):
+            on_round(row)
+
+    strategy.run(None, None, config.rounds, version_done)
+    return strategy
 
 
 def estimate_reason(scenario: Scenario) -> str:

@@ -227,11 +227,28 @@ class BufferedFedAvg(SparseFedAvg):
                     evaluate_fn(self.version + self.round_offset, arrays)
         return {"versions": self.version}
 
-    def _start_ready(self, grid: Grid) -> None:
-        """Start whoever is free and online now (up to the concurrency limit) from the newest model."""
+    def _nodes(self, grid: Grid) -> dict[int, int]:
+        """Device id -> node id of the devices connected now (new ones identified)."""
         nodes = self._wait_for_nodes(grid)
         self._identify(grid, nodes)
-        by_device = {d: n for n, d in self.devices.items() if n in nodes}
+        return {d: n for n, d in self.devices.items() if n in nodes}
+
+    def _train(self, grid: Grid, ready: list[int], plans: dict[int, dict], flat: dict[str, np.ndarray],
+               dense: dict[str, np.ndarray], by_device: dict[int, int]
+               ) -> tuple[list[Accepted], list[DeviceReport], set[int]]:
+        """The devices train (one batch of Flower messages): the valid updates, a report per answer, and
+        who answered at all."""
+        messages = self.train_messages(self.dispatch, ready, plans, to_arrays(flat),
+                                        to_arrays(dense) if dense else None, by_device)
+        replies = list(grid.send_and_receive(messages, timeout=self.paced_timeout(plans)))
+        replies.sort(key=lambda r: self.devices.get(r.metadata.src_node_id, -1))
+        with self.timed("aggregation"):
+            accepted, reports = self._collect(self.dispatch, replies)
+        return accepted, reports, {self.devices.get(r.metadata.src_node_id, -1) for r in replies}
+
+    def _start_ready(self, grid: Grid) -> None:
+        """Start whoever is free and online now (up to the concurrency limit) from the newest model."""
+        by_device = self._nodes(grid)
         limit = self.buffer_config.concurrency - len(self.in_flight)
         with self.timed("world"):
             ready = [d for d in self.world.ready(self.version, limit) if d in by_device]
@@ -246,16 +263,10 @@ class BufferedFedAvg(SparseFedAvg):
         self._sent = {d: sizes["plain" if d in self.plain else "wire"] for d in ready}
         with self.timed("world"):
             plans = self.world.plan(self.dispatch, ready, self._sent)
-        messages = self.train_messages(self.dispatch, ready, plans, to_arrays(flat),
-                                       to_arrays(dense) if dense else None, by_device)
-        replies = list(grid.send_and_receive(messages, timeout=self.paced_timeout(plans)))
-        replies.sort(key=lambda r: self.devices.get(r.metadata.src_node_id, -1))
         rejected0, failed0 = self.totals.rejected_updates, self.totals.failed_replies
-        with self.timed("aggregation"):
-            accepted, reports = self._collect(self.dispatch, replies)
+        accepted, reports, replied = self._train(grid, ready, plans, flat, dense, by_device)
         self.interval.rejected += self.totals.rejected_updates - rejected0
         self.interval.failed += self.totals.failed_replies - failed0
-        replied = {self.devices.get(r.metadata.src_node_id, -1) for r in replies}
         booked = {r.device_id for r in reports}
         for d in ready:  # its update was rejected, or no reply came: it failed as far as the server can tell
             if d not in booked:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+
+import pytest
 
 from fleet.cli import main
 from fleet.dryrun import DeviceBook, StepCost, round_work
@@ -160,3 +163,28 @@ timing: {budget: generous}
     assert int(rows[0]["sampled"]) == 6 and int(rows[0]["accepted"]) == 4 and int(rows[0]["n_late"]) == 2
     summary = json.loads((out / "summary.json").read_text())
     assert summary["wasted_train_flops"] > 0
+
+
+def test_an_asynchronous_dry_run_runs_the_buffered_loop_without_training(tmp_path):
+    """Versions of K = 2 applied updates each, arrivals reported, nothing trained; updates from the accounting."""
+    scenario = tmp_path / "s.yaml"
+    out = tmp_path / "out"
+    scenario.write_text("""name: drybuf
+dataset: {name: synthetic}
+fleet: {devices: 6, profiles: {rpi4: 3, rpi5: 3}}
+stream: {task_every_s: 0.5}
+train: {local_epochs: 1, width: 4}
+federation: {rounds: 5, mode: async, buffer_size: 2, max_staleness: 1, concurrency: 4}
+timing: {budget: tight, deadline_s: 0.05}
+""")
+    assert main(["run", str(scenario), "--dry-run", "--out", str(out), "--quiet"]) == 0
+    rows = list(csv.DictReader((out / "rounds.csv").open()))
+    assert [int(r["round"]) for r in rows] == [1, 2, 3, 4, 5] and all(int(r["accepted"]) == 2 for r in rows)
+    assert all(r["class_il_accuracy"] == "" for r in rows)
+    arrivals = list(csv.DictReader((out / "arrivals.csv").open()))
+    applied = [a for a in arrivals if a["status"] == "ok"]
+    assert len(applied) == 10 and all(int(a["staleness"]) <= 1 for a in applied)
+    assert all(float(a["weight"]) == pytest.approx(1 / math.sqrt(1 + int(a["staleness"]))) for a in applied)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mode"] == "async" and summary["arrivals"]["applied"] == 10 and summary["train_flops"] > 0
+    assert summary["sim_time_s"] == pytest.approx(float(rows[-1]["sim_time_s"]))
