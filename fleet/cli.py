@@ -354,15 +354,15 @@ def run_failed(summary: dict) -> bool:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from fleet.compare import (PAIRED_ORDER, compare, format_paired, format_table, over_seeds, paired_over_seeds,
-                               seeded, variant_dirs, variants)
+    from fleet.compare import (PAIRED_ORDER, compare, format_paired, format_table, named, over_seeds,
+                               paired_over_seeds, seeded, variant_dirs, variants)
     from fleet.report import (check_output_dir, plot_accuracy_bands, plot_accuracy_time, plot_comparison,
                               plot_seed_comparison, write_csv)
 
     scenario = load_scenario_with_sets(args)
     profiles = [p.strip() for p in args.profiles.split(",") if p.strip()] if args.profiles else None
     seeds = parse_seeds(args.seeds) if args.seeds else None
-    labels = variants(scenario, profiles, args.vary)
+    labels = named(variants(scenario, profiles, args.vary), args.labels)
     chosen = over_seeds(labels, seeds) if seeds else labels
     out_dir = Path(args.out or f"{scenario.output}-compare")
     for folder in (out_dir, *variant_dirs(out_dir, chosen)):
@@ -502,6 +502,8 @@ def build_parser() -> ArgumentParser:
                       "(default: generous,tight,starved)")
     comp.add_argument("--vary", default=None, help="instead of profiles, vary one value: "
                       "section.key=v1,v2 (e.g. federation.aggregation=mask-aware,fedavg)")
+    comp.add_argument("--labels", default=None, help="names for the variants, comma-separated, in order (e.g. "
+                      "sync,over,async for three --vary values)")
     comp.add_argument("--seeds", default=None, help="run every variant once per seed, e.g. 0,1,2,3,4, and add "
                       "medians, 95%% intervals and differences from the first variant paired by seed")
     comp.add_argument("--resume", action="store_true", help="keep every variant whose folder holds a complete run "

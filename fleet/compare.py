@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from clients.errors import InputError, excerpt
-from fleet.report import RoundsCsv, plot_tradeoff, prepare_output_dir
+from fleet.report import RoundsCsv, plot_tradeoff, prepare_output_dir, write_csv
 from fleet.scenario import Scenario, parse_scenario, parse_yaml
 from fleet.stats import describe, paired_difference
 
@@ -27,7 +27,9 @@ COLUMNS = ["profile", "method", "kernels", "final_accuracy", "last_k_accuracy", 
            "last_k_accuracy_task_il", "learning_accuracy", "forgetting", "forgetting_authors", "forgetting_task_il",
            "forgetting_authors_task_il", "rounds_completed", "upload_bytes", "download_bytes", "train_flops",
            "wasted_train_flops", "executed_flops", "wasted_executed_flops", "sim_time_s", "energy_j",
-           "wasted_energy_j", "idle_energy_j", "dropped_updates", "declined", "adapted", "rejected_updates", "wall_s"]
+           "wasted_energy_j", "idle_energy_j", "dropped_updates", "declined", "adapted", "rejected_updates",
+           "accepted_updates", "energy_per_update_j", "common_s", "class_il_at_common_s", "task_il_at_common_s",
+           "time_to_reference_s", "wall_s"]
 MAX_VARIANTS = 100
 # what the seeds table describes: summary key -> label
 SEED_METRICS = {
@@ -36,6 +38,8 @@ SEED_METRICS = {
     "forgetting": "forgetting (ours)", "forgetting_authors": "forgetting (authors')",
     "forgetting_task_il": "Task-IL forgetting (ours)", "energy_j": "energy J",
     "idle_energy_j": "idle energy J", "sim_time_s": "simulated s",
+    "class_il_at_common_s": "Class-IL at equal time %", "task_il_at_common_s": "Task-IL at equal time %",
+    "energy_per_update_j": "energy J per update", "wasted_energy_j": "wasted energy J",
 }
 
 
@@ -80,6 +84,18 @@ def variants(scenario: Scenario, profiles: list[str] | None, vary: str | None) -
     return {name: scenario.with_overrides({"timing.budget": name}) for name in names}
 
 
+def named(chosen: dict[str, Scenario], labels: str | None) -> dict[str, Scenario]:
+    """The variants under the user's names (`--labels a,b,c`, one per variant, in order)."""
+    if labels is None:
+        return chosen
+    names = [n.strip() for n in labels.split(",")]
+    if len(names) != len(chosen) or not all(names) or len(set(names)) != len(names):
+        raise InputError(f"--labels: {len(chosen)} distinct names needed, one per variant, got {excerpt(labels)}")
+    if any(len(n) > 40 or " seed=" in n for n in names):
+        raise InputError(f"--labels: a name is at most 40 characters and holds no ' seed=', got {excerpt(labels)}")
+    return dict(zip(names, chosen.values()))
+
+
 def seeded(label: str, seed: int) -> str:
     """The label of one variant's run under one seed."""
     return f"{label} seed={seed}"
@@ -110,6 +126,36 @@ def tradeoff_points(rows: Sequence[dict], chosen: dict[str, Scenario]) -> dict[s
     return out
 
 
+def value_at(curve: Sequence[Sequence], time_s: float, column: int) -> float | None:
+    """A run's accuracy (curve column 1: Class-IL, 2: Task-IL) at its last evaluation at or before `time_s`."""
+    before = [point[column] for point in curve if point[0] <= time_s * (1 + 1e-12) and point[column] is not None]
+    return float(before[-1]) if before else None
+
+
+def first_time(curve: Sequence[Sequence], target: float) -> float | None:
+    """The simulated time of a run's first evaluation whose Class-IL reaches `target` (None: never)."""
+    return next((float(point[0]) for point in curve if point[1] is not None and point[1] >= target), None)
+
+
+def common_time_figures(rows: Sequence[dict], chosen: dict[str, Scenario]) -> None:
+    """Add to each run, against the runs of its seed: the accuracy at the time every one of them reached
+    (the earliest of their final simulated times: modes that cover the clock differently compare at equal
+    time), and the time it took to reach the final Class-IL of the seed's first variant."""
+    by_seed: dict[int, list[dict]] = {}
+    by_label = {r["profile"]: r for r in rows}
+    for label, sc in chosen.items():
+        if label in by_label:
+            by_seed.setdefault(sc.seed, []).append(by_label[label])
+    for runs in by_seed.values():
+        common = min(float(r["sim_time_s"]) for r in runs)
+        reference = runs[0].get("final_accuracy")
+        for r in runs:
+            curve = r.get("curve") or []
+            r.update(common_s=common, class_il_at_common_s=value_at(curve, common, 1),
+                     task_il_at_common_s=value_at(curve, common, 2),
+                     time_to_reference_s=None if reference is None else first_time(curve, float(reference)))
+
+
 def paired_over_seeds(rows: Sequence[dict], labels: Sequence[str], seeds: Sequence[int]) -> list[dict]:
     """Per variant and figure (SEED_METRICS): median, 95% bootstrap interval and range over the seeds, and
     the same of its difference from the first variant under the same seed, with whether that sign holds
@@ -120,6 +166,8 @@ def paired_over_seeds(rows: Sequence[dict], labels: Sequence[str], seeds: Sequen
     for label in labels:
         runs = [by_label[seeded(label, s)] for s in seeds]
         for metric in SEED_METRICS:
+            if any(r.get(metric) in (None, "") for r in (*runs, *bases)):  # a dry run's accuracy, no update
+                continue
             values = [float(r[metric]) for r in runs]
             delta = paired_difference(values, [float(b[metric]) for b in bases])
             out.append({"variant": label, "metric": metric, "seeds": len(seeds), **describe(values),
@@ -178,6 +226,8 @@ def compare(scenario: Scenario, out_dir: Path, chosen: dict[str, Scenario],
         folder = out_dir / safe_name(label)
         summary = (completed_summary(folder, variant) if resume else None) or run(variant, folder, label)
         table.append({"profile": label, **{k: summary.get(k) for k in COLUMNS[1:]}, "curve": summary["curve"]})
+    common_time_figures(table.rows, chosen)
+    write_csv(out_dir / "comparison.csv", table.rows, COLUMNS)  # the figures across runs, once all have run
     plot_tradeoff(tradeoff_points(table.rows, chosen), out_dir / "tradeoff.png",
                   f"{scenario.name}: final accuracy against energy and time")
     return table.rows

@@ -433,6 +433,7 @@ def dry_round(server_round: int, spec: DeviceSpec, config, world, rng: random.Ra
                                      {"adapted": int(work.adapted), "task-id": task}))
     timing = world.settle(server_round, reports, arrivals_kept(config, len(free)))
     strategy.sim_time_s = timing.sim_time_s
+    strategy.totals.accepted_updates += len(timing.accepted)
     row = {"round": server_round, "online": len(online), "busy": len(online) - len(free),
            "n_offline": spec.devices - len(online), "sampled": len(chosen),
            **round_row(accepted, reports, timing), "rejected": 0, "failed": 0, "timed_out": 0,

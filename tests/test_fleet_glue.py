@@ -247,3 +247,35 @@ def test_a_paired_difference_within_float_rounding_is_no_difference():
     assert same["median"] == 0.0 and not same["same_sign"]
     real = paired_difference([1.0, 2.0, 3.0], [0.5, 1.5, 2.0])
     assert real["same_sign"] and real["median"] == 0.5 and (real["min"], real["max"]) == (0.5, 1.0)
+
+
+def test_compare_takes_accuracy_at_the_time_every_run_of_a_seed_reached_and_time_to_the_first_ones_final():
+    """Seed 3: sync ends at 100 s with 60%, async runs to 150 s; at 100 s async had 65% (its evaluation at
+    90 s) and it first reached sync's 60% at 60 s. Seed 7: async ends first (80 s), so sync is read at 80 s;
+    async never reaches sync's final 70%."""
+    from fleet.compare import common_time_figures, first_time, value_at
+
+    scenario = load_scenario("scenarios/quickstart.yaml")
+    chosen = over_seeds(variants(scenario, None, "federation.aggregation=mask-aware,fedavg"), [3, 7])
+    curves = [[[0, 10, 50], [50, 40, 80], [100, 60, 90]], [[0, 10, 50], [60, 62, 85], [90, 65, 88], [150, 70, 90]],
+              [[0, 10, 50], [40, 50, 70], [120, 70, 95]], [[0, 10, 50], [80, 55, 75]]]
+    rows = [{"profile": label, "sim_time_s": c[-1][0], "final_accuracy": c[-1][1], "curve": c}
+            for label, c in zip(chosen, curves)]
+    common_time_figures(rows, chosen)
+    got = [(r["common_s"], r["class_il_at_common_s"], r["task_il_at_common_s"], r["time_to_reference_s"])
+           for r in rows]
+    assert got == [(100, 60.0, 90.0, 100.0), (100, 65.0, 88.0, 60.0), (80, 50.0, 70.0, 120.0), (80, 55.0, 75.0, None)]
+    assert value_at([[5, 20, 30]], 4, 1) is None and first_time([[5, None, 30]], 0) is None
+
+
+def test_compare_variants_can_be_named_one_name_each():
+    from clients.errors import InputError
+    from fleet.compare import named
+
+    scenario = load_scenario("scenarios/quickstart.yaml")
+    chosen = variants(scenario, None, "federation.aggregation=mask-aware,fedavg")
+    renamed = named(chosen, "aware, naive")
+    assert list(renamed) == ["aware", "naive"] and list(renamed.values()) == list(chosen.values())
+    for bad in ("one", "a,a", "a,", "a,b seed=1"):
+        with pytest.raises(InputError, match="--labels"):
+            named(chosen, bad)
