@@ -24,6 +24,9 @@ It prints the table (markdown) and, per width, whether SparCL-DER++ 0.90 meets
 the issue's target: within 1 point of dense (paired median, no seed below -3) at
 10x fewer training FLOPs, above both the static mask and the equal-FLOPs network.
 
+`--baseline DIR` also pairs every variant with the same variant of another capacity folder's arms
+(the same arms under other settings, e.g. --authors-settings) and writes OUT/vs_baseline.csv.
+
 `--check ARM.json key=value ...` (used by the script to resume) exits 0 when the
 arm is complete and ran those settings, 1 when it is absent or incomplete (run
 it), 2 when it ran other settings (move it away first).
@@ -205,6 +208,29 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def settings_rows(rows: list[dict], baseline: list[dict]) -> list[dict]:
+    """Each variant of these arms against the same variant of `baseline`'s arms (other settings: e.g.
+    --authors-settings against the project's), paired by width, sparsity and seed."""
+    base = by_seed(baseline)
+    out = []
+    for (width, sparsity), variants in sorted(by_seed(rows).items()):
+        for variant, runs in sorted(variants.items()):
+            other = base.get((width, sparsity), {}).get(variant, {})
+            if set(runs) & set(other):
+                out.append({"width": width, "sparsity": sparsity, "variant": variant, **compare(runs, other)})
+    return out
+
+
+def format_settings(rows: list[dict], label: str) -> str:
+    lines = [f"| width | sparsity | variant | Class-IL, {label} | Class-IL, baseline | {label} minus baseline "
+             "[min, max] | seeds |", "|" + "---|" * 7]
+    for r in rows:
+        lines.append(f"| {r['width']} | {r['sparsity']:g} | {r['variant']} | {r['arm_class_il']:.2f} | "
+                     f"{r['control_class_il']:.2f} | {r['delta_median']:+.2f} [{r['delta_min']:+.2f}, "
+                     f"{r['delta_max']:+.2f}] | {r['seeds']} |")
+    return "\n".join(lines)
+
+
 # -- the curve -----------------------------------------------------------------------------------
 
 
@@ -316,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default="results/fmnist-capacity",
                         help="the capacity folder (its arms/ holds the arm reports)")
+    parser.add_argument("--baseline", metavar="DIR", help="pair every variant of OUT's arms with the same variant "
+                        "of DIR's (a capacity folder run with other settings) and print the differences")
     parser.add_argument("--check", metavar="ARM_JSON", help="is this arm complete? (see the module's doc)")
     parser.add_argument("--expect", action="append", default=[], metavar="KEY=VALUE",
                         help="with --check: a setting the arm's config must hold (a JSON value, else a string)")
@@ -340,6 +368,11 @@ def main(argv: list[str] | None = None) -> int:
     choice = choice_rows(points)
     write_csv(out / "choice.csv", choice, CHOICE_COLUMNS)
     plot(points, out / "capacity.png", ", ".join(sorted({r["dataset"] for r in rows})))
+    if args.baseline:
+        settings = settings_rows(rows, load_rows(Path(args.baseline) / "arms"))
+        write_csv(out / "vs_baseline.csv", settings, ("width", "sparsity", "variant", *TABLE_COLUMNS[5:]))
+        print(format_settings(settings, out.name))
+        print()
     print(format_table(table))
     for width in sorted({r["width"] for r in table if r["sparsity"] == 0.9}):
         print(f"target at width {width} (SparCL-DER++ 0.90): {meets_target(table, width)}")

@@ -184,3 +184,14 @@ def test_the_capacity_script_runs_end_to_end_and_resumes(tmp_path):
     other = subprocess.run(["bash", "benchmarks/fmnist_capacity.sh"], cwd=PROJECT, env={**env, "EPOCHS": "2"},
                            capture_output=True, text=True, timeout=600)
     assert other.returncode == 2 and "epochs is 1, not 2" in other.stderr
+
+
+def test_arms_under_other_settings_pair_variant_by_variant_with_the_baseline():
+    """--baseline: the same variant, width, sparsity and seed under two settings (e.g. the authors' and ours)."""
+    other = {k: (v[0] - 2.0 - seed, *v[1:]) for seed, figures in ((0, SEED0),) for k, v in figures.items()}
+    rows = rows_of(arm(32, 0.9, 0, other))
+    baseline = rows_of(arm(32, 0.9, 0, SEED0), arm(32, 0.9, 1, SEED1))
+    got = {r["variant"]: (r["delta_median"], r["seeds"]) for r in capacity.settings_rows(rows, baseline)}
+    assert got == {v: (-2.0, "0") for v in ("dense", "dense-narrow", "full", "static", "tdm")}
+    assert "| 32 | 0.9 | full | 70.00 | 72.00 | -2.00 [-2.00, -2.00] | 0 |" in capacity.format_settings(
+        capacity.settings_rows(rows, baseline), "authors")
