@@ -413,16 +413,27 @@ def plot_timeline_rounds(rounds: Sequence, devices: Sequence[int], path: Path, t
     save_figure(fig, path)
 
 
+ACCURACY_PANELS = ((1, "Class-IL accuracy (%)"), (2, "Task-IL accuracy (%)"))
+
+
+def _accuracy(point: Sequence, column: int) -> float:
+    """A curve point's accuracy in `column` (1: Class-IL, 2: Task-IL), NaN where it has none (a dry run)."""
+    value = point[column] if len(point) > column else None
+    return np.nan if value is None else float(value)
+
+
 def plot_accuracy_time(curves: dict[str, Sequence[Sequence[float]]], path: Path, title: str) -> None:
-    """Class-IL accuracy against simulated time, one line per run (a profile, a variant); curve points are
-    [time, Class-IL, ...]."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, points in curves.items():
-        if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=name)
-    ax.set(xlabel="simulated time (s)", ylabel="Class-IL accuracy (%)", title=title, ylim=(0, 101))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    """Class-IL and Task-IL accuracy against simulated time, one line per run (a profile, a variant); curve
+    points are [time, Class-IL, Task-IL]."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharex=True)
+    for ax, (column, label) in zip(axes, ACCURACY_PANELS):
+        for name, points in curves.items():
+            if points:
+                ax.plot([p[0] for p in points], [_accuracy(p, column) for p in points], marker=".", label=name)
+        ax.set(xlabel="simulated time (s)", ylabel=label, ylim=(0, 101))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -450,20 +461,23 @@ def plot_seed_comparison(summary: Sequence[dict], path: Path, title: str) -> Non
 
 
 def plot_accuracy_bands(curves: dict[str, Sequence[Sequence[Sequence[float]]]], path: Path, title: str) -> None:
-    """Class-IL against simulated time per variant over seeds: at each round the median time and accuracy as
-    a line, the lowest and highest seed's accuracy as a band. `curves`: variant -> one curve per seed."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, runs in curves.items():
-        rounds = min((len(c) for c in runs), default=0)
-        if not rounds:
-            continue
-        points = np.array([[[p[0], p[1]] for p in c[:rounds]] for c in runs], dtype=np.float64)
-        t, acc = np.median(points[:, :, 0], axis=0), points[:, :, 1]
-        (line,) = ax.plot(t, np.median(acc, axis=0), marker=".", label=name)
-        ax.fill_between(t, acc.min(axis=0), acc.max(axis=0), color=line.get_color(), alpha=0.2, lw=0)
-    ax.set(xlabel="simulated time (s)", ylabel="Class-IL accuracy (%)", title=title, ylim=(0, 101))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    """Class-IL and Task-IL against simulated time per variant over seeds: at each round (or version) the
+    median time and accuracy as a line, the lowest and highest seed's accuracy as a band. `curves`:
+    variant -> one curve per seed."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharex=True)
+    for ax, (column, label) in zip(axes, ACCURACY_PANELS):
+        for name, runs in curves.items():
+            rounds = min((len(c) for c in runs), default=0)
+            if not rounds:
+                continue
+            t = np.median(np.array([[p[0] for p in c[:rounds]] for c in runs], dtype=np.float64), axis=0)
+            acc = np.array([[_accuracy(p, column) for p in c[:rounds]] for c in runs], dtype=np.float64)
+            (line,) = ax.plot(t, np.median(acc, axis=0), marker=".", label=name)
+            ax.fill_between(t, acc.min(axis=0), acc.max(axis=0), color=line.get_color(), alpha=0.2, lw=0)
+        ax.set(xlabel="simulated time (s)", ylabel=label, ylim=(0, 101))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
 
