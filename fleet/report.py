@@ -438,6 +438,35 @@ def plot_accuracy_time(curves: dict[str, Sequence[Sequence[float]]], path: Path,
     save_figure(fig, path)
 
 
+def plot_staleness(arrivals: Sequence[dict], path: Path, title: str, max_staleness: int | None = None) -> None:
+    """An asynchronous run's arrivals (arrivals.csv rows): how many versions and seconds old each update
+    was, applied ones apart from those dropped as too stale, and the share trained on a task the stream
+    had left by then."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    by_status = {status: [r for r in arrivals if r["status"] == status] for status in ("ok", "late")}
+    versions = [int(r["staleness"]) for r in arrivals if r["status"] in by_status]
+    bins = np.arange(-0.5, (max(versions) if versions else 0) + 1.5)
+    for status, color, label in (("ok", "tab:blue", "applied"), ("late", "tab:red", "dropped: too stale")):
+        rows = by_status[status]
+        if rows:
+            axes[0].hist([int(r["staleness"]) for r in rows], bins=bins, color=color, alpha=0.7, label=label)
+            axes[1].hist([float(r["staleness_s"]) for r in rows], bins=20, color=color, alpha=0.7, label=label)
+    if max_staleness is not None:
+        axes[0].axvline(max_staleness + 0.5, color="k", ls="--", lw=1, label=f"bound ({max_staleness})")
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set(xlabel="staleness (global versions since the device started)", ylabel="arrivals")
+    axes[1].set(xlabel="staleness (simulated s from start to arrival)", ylabel="arrivals")
+    known = [r for r in by_status["ok"] if r.get("task_current") not in (None, "")]
+    off = sum(1 for r in known if not int(r["task_current"]))
+    axes[1].set_title(f"{off} of {len(known)} applied updates trained on a task the stream had left", fontsize=9)
+    for ax in axes:
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 SEED_PANELS = (("final_accuracy", "Class-IL, final (%)"), ("final_accuracy_task_il", "Task-IL, final (%)"),
                ("forgetting", "forgetting (points)"), ("energy_j", "energy (J)"), ("sim_time_s", "simulated time (s)"))
 

@@ -18,6 +18,7 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
+import csv  # noqa: E402
 import logging  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -43,7 +44,8 @@ from fleet.checkpoint import (  # noqa: E402
 from fleet.interrupts import stopping  # noqa: E402
 from fleet.ledger import COLUMNS as DEVICE_COLUMNS, Ledger  # noqa: E402
 from fleet.report import (  # noqa: E402
-    RoundsCsv, folder_lock, plot_accuracy, plot_accuracy_time, plot_bytes, plot_timeline, plot_timeline_rounds,
+    RoundsCsv, folder_lock, plot_accuracy, plot_accuracy_time, plot_bytes, plot_staleness, plot_timeline,
+    plot_timeline_rounds,
     prepare_output_dir, write_csv, write_json, write_model, write_text,
 )
 from fleet.scenario import Scenario  # noqa: E402
@@ -394,6 +396,11 @@ def write_plots(scenario: Scenario, spec: DeviceSpec, world: SimWorld, ledger: L
     if rows:
         plot_bytes(rows, out_dir / "bytes.png", label)
     if scenario.federation.mode == "async":  # the round timelines picture synchronous rounds
+        arrivals = out_dir / "arrivals.csv"
+        if arrivals.exists():
+            plot_staleness(list(csv.DictReader(arrivals.open())), out_dir / "staleness.png",
+                           f"{label}: arrivals (buffer {scenario.federation.buffer_size})",
+                           scenario.federation.max_staleness)
         return
     if ledger.timeline is not None:
         server_round, timing = ledger.timeline

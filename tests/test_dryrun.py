@@ -188,3 +188,4 @@ timing: {budget: tight, deadline_s: 0.05}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mode"] == "async" and summary["arrivals"]["applied"] == 10 and summary["train_flops"] > 0
     assert summary["sim_time_s"] == pytest.approx(float(rows[-1]["sim_time_s"]))
+    assert (out / "staleness.png").stat().st_size > 0 and not (out / "timeline.png").exists()
