@@ -38,7 +38,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 # Files a run or a comparison writes into its folder; the first three mean "this folder holds a run".
 RUN_MARKERS = ("summary.json", "rounds.csv", "comparison.csv")
 RUN_FILES = (*RUN_MARKERS, "accuracy.png", "accuracy_time.png", "bytes.png", "timeline.png", "timeline_rounds.png",
-             "devices.csv", "device_rounds.csv", "scenario.yaml", "comparison.png", "tradeoff.png", "model.npz")
+             "staleness.png", "devices.csv", "device_rounds.csv", "arrivals.csv", "scenario.yaml", "comparison.png",
+             "tradeoff.png", "paired.csv", "model.npz")
 RUN_FOLDERS = ("checkpoint",)
 
 _UMASK = os.umask(0o022)
