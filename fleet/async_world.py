@@ -167,8 +167,9 @@ class AsyncWorld:
         """Devices launched whose arrival next_event has not returned yet, by id."""
         return sorted(self._flying)
 
-    def ready(self, version: int, limit: int) -> list[int]:
-        """Devices online at the clock and not in flight, at most `limit` (a keyed choice), by id.
+    def ready(self, version: int, limit: int, exclude: frozenset[int] = frozenset()) -> list[int]:
+        """Devices online at the clock, not in flight and not in `exclude` (the server holds them back), at
+        most `limit` (a keyed choice), by id.
 
         `version` is the global model's: bernoulli devices are drawn for version + 1 (and for each redraw
         of an idle fleet, see the module docstring).
@@ -176,7 +177,7 @@ class AsyncWorld:
         if limit <= 0:
             return []
         free = np.ones(len(self.base.profiles), dtype=bool)
-        free[list(self._flying)] = False
+        free[[*self._flying, *exclude]] = False
         idle = np.flatnonzero(free).tolist()
         key = version + 1 + REDRAW * self._redraws
         online = self.base.availability.online(key, idle, self.clock_s) if idle else []

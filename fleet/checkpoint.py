@@ -14,8 +14,9 @@ After each finished round k the run writes DIR/checkpoint/:
 
 The devices write their own learner states, one file per round, under
 DIR/checkpoint/devices (clients.state_store); a resumed run discards those of
-rounds after k. Together with the keyed draws of the world, this is what lets a
-resumed run reach exactly the rows and summary of an uninterrupted one.
+rounds after k (in asynchronous mode, of dispatches after the checkpoint's).
+Together with the keyed draws of the world, this is what lets a resumed run
+reach exactly the rows and summary of an uninterrupted one.
 """
 
 from __future__ import annotations

@@ -85,11 +85,12 @@ def variants(scenario: Scenario, profiles: list[str] | None, vary: str | None) -
 
 
 def named(chosen: dict[str, Scenario], labels: str | None) -> dict[str, Scenario]:
-    """The variants under the user's names (`--labels a,b,c`, one per variant, in order)."""
+    """The variants under the user's names (`--labels a,b,c`, one per variant, in order; distinct as folder
+    names too)."""
     if labels is None:
         return chosen
     names = [n.strip() for n in labels.split(",")]
-    if len(names) != len(chosen) or not all(names) or len(set(names)) != len(names):
+    if len(names) != len(chosen) or not all(names) or len({safe_name(n) for n in names}) != len(names):
         raise InputError(f"--labels: {len(chosen)} distinct names needed, one per variant, got {excerpt(labels)}")
     if any(len(n) > 40 or " seed=" in n for n in names):
         raise InputError(f"--labels: a name is at most 40 characters and holds no ' seed=', got {excerpt(labels)}")

@@ -392,7 +392,8 @@ def dry_versions(scenario: Scenario, spec: DeviceSpec, config, world, cost: Step
         row = {**strategy.last_row, "local_accuracy": None, "class_il_accuracy": None,
                "tasks_reached": tasks_reached(spec, version, strategy.last_row["tasks_from_s"]),
                "wall_s": round(time.perf_counter() - started, 2)}
-        ledger.add_round(version, strategy.last_timing, strategy.last_reports, strategy.last_adapted)
+        ledger.add_round(version, strategy.last_timing, strategy.last_reports, strategy.last_adapted,
+                         strategy.last_offline, strategy.last_busy)
         rows_csv.append(row)
         if callable(on_round):
             on_round(row)

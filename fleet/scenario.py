@@ -948,7 +948,8 @@ def _resolve(s: Scenario, fail) -> Scenario:
         fail(f"federation.devices_per_round as a fraction must be in (0, 1], got {per_round}")
     if isinstance(per_round, int) and per_round > fl.devices:
         fail(f"federation.devices_per_round {per_round} exceeds fleet.devices {fl.devices}")
-    if fe.over_select > 1 and (per_round is None or per_round == fl.devices or per_round == 1.0):
+    if fe.over_select > 1 and (per_round is None or per_round == fl.devices
+                               or (isinstance(per_round, float) and round(per_round * fl.devices) >= fl.devices)):
         fail(f"federation.over_select {fe.over_select:g} samples no one more: federation.devices_per_round is "
              f"the whole fleet of {fl.devices} (ask for fewer)")
     if fe.min_available is not None and fe.min_available > fl.devices:

@@ -31,8 +31,17 @@ target decides, as it does for a synchronous round. Each application is a
 synchronous round is.
 
 Each arrival is also reported (`arrival_rows`): its staleness in versions and
-in seconds, and whether the task it trained is still the stream's current one
-(an update on a task the stream has left still counts: rehearsal is the point).
+in seconds (from its device's start to its arrival), and whether the task it
+trained is still the stream's current one (an update on a task the stream has
+left still counts: rehearsal is the point).
+
+A device whose work came back declined or out of memory waits for the next
+version before it is started again (its budget would not change before);
+one whose reply was rejected or never came counts as failed. Work is booked
+when it arrives: downloads, energy and FLOPs of work still in flight when the
+run ends are not counted. The run stops early, with a note, when no update can
+be applied any more: every device held back and none in flight, or
+NO_PROGRESS_ARRIVALS arrivals in a row without one.
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ from server.strategy import (
 )
 
 MODES = ("sync", "async")
+NO_PROGRESS_ARRIVALS = 1000  # arrivals in a row with no update for the buffer: the fleet cannot learn
 
 ARRIVAL_COLUMNS = ["version", "device", "dispatch", "start_version", "status", "staleness", "staleness_s",
                    "weight", "start_s", "time_s", "task", "task_now", "task_current", "train_flops", "energy_j"]
@@ -83,7 +93,7 @@ class AsyncWorld(Protocol):
 
     clock_s: float
 
-    def ready(self, version: int, limit: int) -> list[int]: ...
+    def ready(self, version: int, limit: int, exclude: frozenset[int] = frozenset()) -> list[int]: ...
 
     def plan(self, dispatch: int, devices: list[int], down_bytes: int | dict[int, int]) -> dict[int, dict]: ...
 
@@ -155,6 +165,8 @@ class BufferedFedAvg(SparseFedAvg):
         self.interval = Interval(0.0)
         self.arrival_rows: list[dict] = []
         self.task_clock_s = 0.0
+        self.held: set[int] = set()        # declined or out of memory: not started again before the next version
+        self.fruitless = 0                 # arrivals in a row with no update for the buffer
 
     # -- checkpoints -----------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -162,7 +174,7 @@ class BufferedFedAvg(SparseFedAvg):
         work in flight (its arrays apart: `flight_arrays`). Taken at a version: the buffer is empty."""
         snap = super().snapshot()
         snap.update(version=self.version, dispatch=self.dispatch, arrivals=self.arrival_rows,
-                    task_clock_s=self.task_clock_s,
+                    task_clock_s=self.task_clock_s, held=sorted(self.held), fruitless=self.fruitless,
                     in_flight=[{"device": d, "dispatch": f.dispatch, "version": f.version, "report": asdict(f.report),
                                 "n_examples": None if f.update is None else f.update.n_examples,
                                 "metrics": None if f.update is None else f.update.metrics}
@@ -186,6 +198,7 @@ class BufferedFedAvg(SparseFedAvg):
         self.version, self.dispatch = int(snapshot["version"]), int(snapshot["dispatch"])
         self.arrival_rows = list(snapshot["arrivals"])
         self.task_clock_s = float(snapshot["task_clock_s"])
+        self.held, self.fruitless = {int(d) for d in snapshot["held"]}, int(snapshot["fruitless"])
         self.interval = Interval(self.sim_time_s)
         parts: dict[tuple[int, str], dict[str, np.ndarray]] = {}
         for key, a in (arrays or {}).items():
@@ -215,17 +228,41 @@ class BufferedFedAvg(SparseFedAvg):
             event = self.world.next_event()
             self.sim_time_s = self.world.clock_s
             if event is None:
-                if self.world.stalled():
-                    self.totals.notes.append(f"stalled after version {self.version}: nobody in flight and no "
-                                             "device will come online")
+                why = self._stuck()
+                if why:
+                    self.totals.notes.append(f"stopped after version {self.version}: {why}")
+                    self._book_open_interval()
                     break
                 continue
             self._arrive(event)
+            if self.fruitless >= NO_PROGRESS_ARRIVALS:
+                self.totals.notes.append(f"stopped after version {self.version}: {self.fruitless} arrivals in a "
+                                         "row brought no update to apply")
+                self._book_open_interval()
+                break
             if len(self.buffer) >= self.buffer_config.buffer_size:
                 arrays = self._apply()
                 if evaluate_fn is not None:
                     evaluate_fn(self.version + self.round_offset, arrays)
         return {"versions": self.version}
+
+    def _stuck(self) -> str:
+        """Why no version can come any more ('' while one can)."""
+        if self.world.stalled():
+            return "nobody in flight and no device will come online"
+        if not self.in_flight and self.held and self.held >= set(self.devices.values()):
+            return "every device declined its budget or ran out of memory"
+        return ""
+
+    def _book_open_interval(self) -> None:
+        """A run that stops between versions still books the arrivals it had (no version, no row)."""
+        iv = self.interval
+        if iv.entries:
+            outcomes = tuple(replace(e.arrival.outcome, status=e.status) for e in iv.entries)
+            timing = RoundTiming(frozenset(), {}, self.world.clock_s, math.fsum(o.energy_j for o in outcomes),
+                                 start_s=iv.start_s, devices=outcomes)
+            book_round(self.totals, version_row(iv.entries, iv, self.world.clock_s), timing)
+        self.interval = Interval(self.world.clock_s)
 
     def _nodes(self, grid: Grid) -> dict[int, int]:
         """Device id -> node id of the devices connected now (new ones identified)."""
@@ -251,7 +288,8 @@ class BufferedFedAvg(SparseFedAvg):
         by_device = self._nodes(grid)
         limit = self.buffer_config.concurrency - len(self.in_flight)
         with self.timed("world"):
-            ready = [d for d in self.world.ready(self.version, limit) if d in by_device]
+            held = frozenset(self.held) | frozenset(d for d in range(self.config.devices) if d not in by_device)
+            ready = self.world.ready(self.version, limit, held)
         if not ready:
             return
         if self.started_s is None:
@@ -279,9 +317,7 @@ class BufferedFedAvg(SparseFedAvg):
             a = updates.get(r.device_id) if r.status == "ok" else None
             change = None if a is None else change_of(a.weights, self.global_weights)
             self.in_flight[r.device_id] = InFlight(self.dispatch, self.version, r, a, change)
-        self.totals.download_bytes += sum(self._sent.values())
         self.interval.dispatched += len(ready)
-        self.interval.download_bytes += sum(self._sent.values())
         with self.timed("world"):
             self.world.launch(self.dispatch, reports)
 
@@ -296,8 +332,15 @@ class BufferedFedAvg(SparseFedAvg):
             status = "late"
         entry = Entry(arrival, flight, status, staleness)
         self.interval.entries.append(entry)
+        self.interval.download_bytes += flight.report.down_bytes
+        self.totals.download_bytes += flight.report.down_bytes
         if status == "ok":
             self.buffer.append(entry)
+            self.fruitless = 0
+        else:
+            self.fruitless += 1
+        if status in ("declined", "oom"):
+            self.held.add(arrival.device_id)
         self.arrival_rows.append(self._arrival_row(entry))
 
     def _arrival_row(self, e: Entry) -> dict:
@@ -327,6 +370,7 @@ class BufferedFedAvg(SparseFedAvg):
         self.version += 1
         self._close_interval()
         self.buffer = []
+        self.held = set()  # a new version: every device may try again
         return to_arrays(flat)
 
     def _close_interval(self) -> None:
@@ -348,8 +392,11 @@ class BufferedFedAvg(SparseFedAvg):
         self.task_clock_s = max([self.task_clock_s, *(e.arrival.outcome.start_s for e in entries)])
         self.last_row = {"round": self.version + self.round_offset, **row, "tasks_from_s": self.task_clock_s}
         self.last_timing, self.last_reports = timing, reports
-        self.last_device_rows = device_rows(self.version + self.round_offset, reports, timing, self.real,
-                                            self.plain, accepted)
+        self.last_device_rows = [row for e, o in zip(entries, outcomes) for row in device_rows(
+            self.version + self.round_offset, [e.flight.report], RoundTiming(
+                frozenset([e.arrival.device_id]) if e.status == "ok" else frozenset(), {e.arrival.device_id: e.status},
+                now, o.energy_j, start_s=iv.start_s, devices=(o,)),
+            self.real, self.plain, [e.flight.update] if e.status == "ok" else [])]
         self.last_adapted = {a.device_id for a in accepted if a.metrics.get("adapted", 0)}
         self.last_offline, self.last_busy = frozenset(), frozenset(self.in_flight)
         self.sim_time_s = now

@@ -392,7 +392,7 @@ class SparseFedAvg(FedAvg):
         """What a resumed run needs besides the global model (JSON-able)."""
         version, internal, gauss = self.rng.getstate()
         return {"totals": asdict(self.totals), "rng": [version, list(internal), gauss],
-                "sim_time_s": self.sim_time_s}
+                "sim_time_s": self.sim_time_s, "round_work": sorted(self.round_work.items())}
 
     def restore(self, snapshot: dict, rounds_done: int, weights: dict[str, np.ndarray],
                 masks: dict[str, np.ndarray]) -> None:
@@ -403,6 +403,7 @@ class SparseFedAvg(FedAvg):
         if "accepted_updates" not in snapshot["totals"]:  # a checkpoint from before the count: assume it learned
             self.totals.accepted_updates = rounds_done
         self.sim_time_s = float(snapshot["sim_time_s"])
+        self.round_work = {int(d): float(f) for d, f in snapshot.get("round_work", [])}  # paces reply timeouts
         self.global_weights, self.global_masks = weights, masks
         self.round_offset = rounds_done
 

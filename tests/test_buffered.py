@@ -46,13 +46,14 @@ class Outcome:
 class FixedTimes:
     """Every device always online; device d's every launch takes seconds[d]; simultaneous arrivals in id order."""
 
-    def __init__(self, seconds: dict[int, float]) -> None:
+    def __init__(self, seconds: dict[int, float], statuses: dict[int, list[str]] | None = None) -> None:
         self.seconds, self.clock_s = seconds, 0.0
+        self.statuses = {d: list(v) for d, v in (statuses or {}).items()}  # per launch, else the report's
         self.flying: dict[int, tuple[float, float, int, str]] = {}  # device -> (arrival, start, dispatch, status)
         self.launched: list[tuple[int, list[int]]] = []
 
-    def ready(self, version, limit):
-        return sorted(d for d in self.seconds if d not in self.flying)[:max(0, limit)]
+    def ready(self, version, limit, exclude=frozenset()):
+        return sorted(d for d in self.seconds if d not in self.flying and d not in exclude)[:max(0, limit)]
 
     def plan(self, dispatch, devices, down_bytes):
         return {d: {} for d in devices}
@@ -60,16 +61,20 @@ class FixedTimes:
     def launch(self, dispatch, reports):
         self.launched.append((dispatch, [r.device_id for r in reports]))
         for r in reports:
-            self.flying[r.device_id] = (self.clock_s + self.seconds[r.device_id], self.clock_s, dispatch, r.status)
+            queue = self.statuses.get(r.device_id)
+            status = queue.pop(0) if queue else r.status
+            self.flying[r.device_id] = (self.clock_s + self.seconds[r.device_id], self.clock_s, dispatch, status)
 
     def next_event(self):
+        if not self.flying:
+            return None  # nothing in flight: nothing comes (every device is always online)
         device = min(self.flying, key=lambda d: (self.flying[d][0], d))
         time_s, start, dispatch, status = self.flying.pop(device)
         self.clock_s = time_s
         return Arrival(device, dispatch, status, time_s, Outcome(device, status, start, time_s))
 
     def stalled(self):
-        return not self.flying
+        return False  # always-online devices: someone could always start
 
 
 class Devices:
@@ -224,3 +229,58 @@ def test_each_start_is_one_dispatch_launched_on_the_world():
     s.devices = {100: 0}
     run(s, Devices(1), 2)
     assert world.launched == [(1, [0]), (2, [0])]
+
+
+def test_a_run_stopped_at_a_version_and_restored_reaches_the_same_versions():
+    """Snapshot after version 2 (device 1 still in flight with its update), restore into a fresh server and
+    world state, and run on: the same arrivals and weights as the uninterrupted run."""
+    def fresh():
+        return server(FixedTimes({0: 1.0, 1: 2.5}), k=1, bound=5, concurrency=2, devices=2)
+
+    whole = fresh()
+    seen = run(whole, Devices(2), 4)
+
+    first = fresh()
+    run(first, Devices(2), 2)
+    snap, arrays = first.snapshot(), first.flight_arrays()
+    assert [f["device"] for f in snap["in_flight"]] == [1] and any(k.startswith("1/change/") for k in arrays)
+    world = FixedTimes({0: 1.0, 1: 2.5})  # the world's own snapshot is fleet.async_world's: copy its state here
+    world.clock_s, world.flying = first.world.clock_s, dict(first.world.flying)
+    second = server(world, k=1, bound=5, concurrency=2, devices=2)
+    import json
+
+    second.restore(json.loads(json.dumps(snap)), 2, first.global_weights, first.global_masks, arrays)
+    rest = []
+    second.run(Devices(2), None, 2, evaluate_fn=lambda v, a: rest.append((v, from_arrays(a))) or None)
+    assert second.arrival_rows == whole.arrival_rows
+    assert [v for v, _ in rest] == [3, 4]
+    for (v, flat), (w, expected) in zip(rest, seen[3:]):
+        assert v == w and all(np.array_equal(flat[k], expected[k]) for k in expected)
+
+
+def test_a_device_out_of_memory_waits_for_the_next_version_instead_of_retrying_at_the_same_instant():
+    """Device 0 runs out of memory at once, every time: retried at once it would hold the clock at 0 for ever.
+    Held back until the next version, it is tried once a version while device 1 makes the versions."""
+    world = FixedTimes({0: 0.0, 1: 1.0}, {0: ["oom"] * 10})
+    s = server(world, k=1, bound=5, concurrency=2, devices=2)
+    run(s, Devices(2), 3)
+    assert [(r["device"], r["status"], r["time_s"]) for r in s.arrival_rows if r["device"] == 0] == \
+        [(0, "oom", 0.0), (0, "oom", 1.0), (0, "oom", 2.0)]
+    assert s.version == 3 and world.clock_s == 3.0
+
+
+def test_a_fleet_that_declines_every_budget_stops_with_a_note_instead_of_running_for_ever():
+    world = FixedTimes({0: 0.5, 1: 0.5}, {0: ["declined"] * 5, 1: ["declined"] * 5})
+    s = server(world, k=1, bound=5, concurrency=2, devices=2)
+    run(s, Devices(2), 3)
+    assert s.version == 0 and len(s.arrival_rows) == 2
+    assert any("every device declined its budget or ran out of memory" in n for n in s.totals.notes)
+    assert s.totals.declined == 2 and s.totals.energy_j == 4.0  # booked though no version came
+
+
+def test_a_device_arriving_twice_in_a_version_gets_a_row_each_with_its_own_status():
+    world = FixedTimes({0: 1.0, 1: 5.0}, {0: ["failed", "ok", "ok"]})
+    s = server(world, k=2, bound=5, concurrency=2, devices=2)
+    run(s, Devices(2), 1)
+    assert [(r["device"], r["status"]) for r in s.last_device_rows] == [(0, "failed"), (0, "ok"), (0, "ok")]
+    assert s.last_row["n_failed"] == 1 and s.last_row["accepted"] == 2

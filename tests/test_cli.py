@@ -152,3 +152,9 @@ def test_keep_first_closes_synchronous_rounds_only(tmp_path, capsys):
                    "timing: {keep_first: 2}\n")
     assert main(["validate", str(bad)]) == 2
     assert "timing.keep_first closes synchronous rounds" in capsys.readouterr().err
+
+
+def test_one_device_a_round_may_be_over_selected(tmp_path):
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("name: x\nfleet: {devices: 4}\nfederation: {devices_per_round: 1, over_select: 1.5}\n")
+    assert main(["validate", str(ok)]) == 0
