@@ -279,3 +279,20 @@ def test_compare_variants_can_be_named_one_name_each():
     for bad in ("one", "a,a", "a,", "a,b seed=1"):
         with pytest.raises(InputError, match="--labels"):
             named(chosen, bad)
+
+
+def test_the_time_to_an_accuracy_is_read_over_the_whole_stream(tmp_path):
+    """An early round scores high over the one task seen by then: it does not count as reaching the target."""
+    from fleet.compare import common_time_figures, full_stream_curve
+
+    (tmp_path / "rounds.csv").write_text("round,sim_time_s,class_il_accuracy,tasks_reached\n"
+                                         "1,10,95.0,1\n2,20,50.0,2\n3,30,40.0,2\n4,40,48.0,2\n")
+    assert full_stream_curve(tmp_path) == [[20.0, 50.0], [30.0, 40.0], [40.0, 48.0]]
+    assert full_stream_curve(tmp_path / "absent") == []
+    scenario = load_scenario("scenarios/quickstart.yaml")
+    chosen = variants(scenario, None, "federation.aggregation=mask-aware,fedavg")
+    rows = [{"profile": label, "sim_time_s": 40, "final_accuracy": acc, "curve": [[10, 95.0, 99], [40, acc, 90]],
+             "full_curve": full} for label, acc, full in zip(chosen, (48.0, 45.0), (
+                 full_stream_curve(tmp_path), [[20.0, 30.0], [35.0, 49.0]]))]
+    common_time_figures(rows, chosen)
+    assert [r["time_to_reference_s"] for r in rows] == [20.0, 35.0]  # 50 >= 48 at 20 s; the 95 at 10 s is not
