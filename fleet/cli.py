@@ -294,9 +294,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                f"final Class-IL accuracy {summary['final_accuracy']:.2f}% (mean of the last {summary['last_k']} rounds "
                f"{summary['last_k_accuracy']:.2f}), Task-IL {summary['final_accuracy_task_il']:.2f}%, forgetting "
                f"{summary['forgetting']:.2f} (authors' {summary['forgetting_authors']:.2f})")
-    print(f"{scenario.name}: {summary['method']}, {learned}, {summary['rounds_completed']} rounds, "
+    rounds = "versions" if summary.get("mode") == "async" else "rounds"
+    print(f"{scenario.name}: {summary['method']}, {learned}, {summary['rounds_completed']} {rounds}, "
           f"upload {summary['upload_bytes'] / 1e6:.2f} MB, simulated {summary['sim_time_s']:.0f} s, "
           f"{summary['energy_j']:.0f} J ({summary['wasted_energy_j']:.0f} J wasted)")
+    if summary.get("arrivals"):
+        a, stale = summary["arrivals"], summary["arrivals"]["staleness_versions"]
+        spread = "" if stale["median"] is None else f"; staleness median {stale['median']:g} versions, max {stale['max']}"
+        print(f"arrivals: {a['count']}, {a['applied']} applied, {a['too_stale']} too stale{spread}")
     print(f"device-rounds: {st['ok']} ok, {st['late']} late, {st['failed']} failed, {st['oom']} out of memory, "
           f"{st['declined']} declined, {st['adapted']} adapted; {st['offline']} offline; "
           f"rejected {summary['rejected_updates']}, app errors {summary['failed_replies']}, "
