@@ -300,7 +300,8 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{summary['energy_j']:.0f} J ({summary['wasted_energy_j']:.0f} J wasted)")
     if summary.get("arrivals"):
         a, stale = summary["arrivals"], summary["arrivals"]["staleness_versions"]
-        spread = "" if stale["median"] is None else f"; staleness median {stale['median']:g} versions, max {stale['max']}"
+        spread = ("" if stale["median"] is None
+                  else f"; staleness median {stale['median']:g} versions, max {stale['max']}")
         print(f"arrivals: {a['count']}, {a['applied']} applied, {a['too_stale']} too stale{spread}")
     print(f"device-rounds: {st['ok']} ok, {st['late']} late, {st['failed']} failed, {st['oom']} out of memory, "
           f"{st['declined']} declined, {st['adapted']} adapted; {st['offline']} offline; "
