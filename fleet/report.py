@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -423,20 +423,29 @@ def _accuracy(point: Sequence, column: int) -> float:
     return np.nan if value is None else float(value)
 
 
-def plot_accuracy_time(curves: dict[str, Sequence[Sequence[float]]], path: Path, title: str) -> None:
-    """Class-IL and Task-IL accuracy against simulated time, one line per run (a profile, a variant); curve
-    points are [time, Class-IL, Task-IL]."""
+def _accuracy_panels(path: Path, title: str, draw: Callable[[object, int], None]) -> None:
+    """Two panels against simulated time, Class-IL and Task-IL: `draw(ax, column)` puts the lines of one
+    (column 1 or 2 of the curve points) on its axes."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharex=True)
     for ax, (column, label) in zip(axes, ACCURACY_PANELS):
-        for name, points in curves.items():
-            if points:
-                ax.plot([p[0] for p in points], [_accuracy(p, column) for p in points], marker=".", label=name)
+        draw(ax, column)
         ax.set(xlabel="simulated time (s)", ylabel=label, ylim=(0, 101))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def plot_accuracy_time(curves: dict[str, Sequence[Sequence[float]]], path: Path, title: str) -> None:
+    """Class-IL and Task-IL accuracy against simulated time, one line per run (a profile, a variant); curve
+    points are [time, Class-IL, Task-IL]."""
+    def draw(ax, column: int) -> None:
+        for name, points in curves.items():
+            if points:
+                ax.plot([p[0] for p in points], [_accuracy(p, column) for p in points], marker=".", label=name)
+
+    _accuracy_panels(path, title, draw)
 
 
 def plot_staleness(arrivals: Sequence[dict], path: Path, title: str, max_staleness: int | None = None) -> None:
@@ -494,8 +503,7 @@ def plot_accuracy_bands(curves: dict[str, Sequence[Sequence[Sequence[float]]]], 
     """Class-IL and Task-IL against simulated time per variant over seeds: at each round (or version) the
     median time and accuracy as a line, the lowest and highest seed's accuracy as a band. `curves`:
     variant -> one curve per seed."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharex=True)
-    for ax, (column, label) in zip(axes, ACCURACY_PANELS):
+    def draw(ax, column: int) -> None:
         for name, runs in curves.items():
             rounds = min((len(c) for c in runs), default=0)
             if not rounds:
@@ -504,12 +512,8 @@ def plot_accuracy_bands(curves: dict[str, Sequence[Sequence[Sequence[float]]]], 
             acc = np.array([[_accuracy(p, column) for p in c[:rounds]] for c in runs], dtype=np.float64)
             (line,) = ax.plot(t, np.median(acc, axis=0), marker=".", label=name)
             ax.fill_between(t, acc.min(axis=0), acc.max(axis=0), color=line.get_color(), alpha=0.2, lw=0)
-        ax.set(xlabel="simulated time (s)", ylabel=label, ylim=(0, 101))
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    save_figure(fig, path)
+
+    _accuracy_panels(path, title, draw)
 
 
 def plot_comparison(rows: Sequence[dict], path: Path, title: str) -> None:
