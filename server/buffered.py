@@ -166,6 +166,7 @@ class BufferedFedAvg(SparseFedAvg):
         self.arrival_rows: list[dict] = []
         self.task_clock_s = 0.0
         self.held: set[int] = set()        # declined or out of memory: not started again before the next version
+        self._wired: tuple[int, dict[str, np.ndarray]] = (-1, {})  # (version, its wire encoding)
         self.fruitless = 0                 # arrivals in a row with no update for the buffer
 
     # -- checkpoints -----------------------------------------------------------------
@@ -256,13 +257,10 @@ class BufferedFedAvg(SparseFedAvg):
 
     def _book_open_interval(self) -> None:
         """A run that stops between versions still books the arrivals it had (no version, no row)."""
-        iv = self.interval
+        iv, now = self.interval, self.world.clock_s
         if iv.entries:
-            outcomes = tuple(replace(e.arrival.outcome, status=e.status) for e in iv.entries)
-            timing = RoundTiming(frozenset(), {}, self.world.clock_s, math.fsum(o.energy_j for o in outcomes),
-                                 start_s=iv.start_s, devices=outcomes)
-            book_round(self.totals, version_row(iv.entries, iv, self.world.clock_s), timing)
-        self.interval = Interval(self.world.clock_s)
+            book_round(self.totals, version_row(iv.entries, iv, now), interval_timing(iv, now))
+        self.interval = Interval(now)
 
     def _nodes(self, grid: Grid) -> dict[int, int]:
         """Device id -> node id of the devices connected now (new ones identified)."""
@@ -295,7 +293,7 @@ class BufferedFedAvg(SparseFedAvg):
         if self.started_s is None:
             self.started_s = time.perf_counter()
         self.dispatch += 1
-        flat = encode_model(self.global_weights, self.global_masks, value_dtype=self.config.value_dtype)
+        flat = self._wire()
         dense = plain_model(self.global_weights, self.config.counters) if self.plain else {}
         sizes = {"wire": model_bytes(flat), "plain": model_bytes(dense)}
         self._sent = {d: sizes["plain" if d in self.plain else "wire"] for d in ready}
@@ -320,6 +318,13 @@ class BufferedFedAvg(SparseFedAvg):
         self.interval.dispatched += len(ready)
         with self.timed("world"):
             self.world.launch(self.dispatch, reports)
+
+    def _wire(self) -> dict[str, np.ndarray]:
+        """The global model in the wire format, encoded once a version (a version has many dispatches)."""
+        if self._wired[0] != self.version:
+            self._wired = (self.version, encode_model(self.global_weights, self.global_masks,
+                                                      value_dtype=self.config.value_dtype))
+        return self._wired[1]
 
     def _arrive(self, arrival: Arrival) -> None:
         """Book an arrival: into the buffer, or dropped (too stale, or no update)."""
@@ -368,6 +373,7 @@ class BufferedFedAvg(SparseFedAvg):
             flat = encode_model(weights, masks, value_dtype=self.config.value_dtype)
             self.global_weights, self.global_masks = decode_model(flat)
         self.version += 1
+        self._wired = (self.version, flat)
         self._close_interval()
         self.buffer = []
         self.held = set()  # a new version: every device may try again
@@ -377,12 +383,10 @@ class BufferedFedAvg(SparseFedAvg):
         """The version's row, timing and device rows, and the run's totals, from the interval's arrivals."""
         iv, now = self.interval, self.world.clock_s
         entries = iv.entries
-        outcomes = tuple(replace(e.arrival.outcome, status=e.status) for e in entries)
+        timing = interval_timing(iv, now)
+        outcomes = timing.devices
         reports = [e.flight.report for e in entries]
         applied = [e for e in entries if e.status == "ok"]
-        timing = RoundTiming(frozenset(e.arrival.device_id for e in applied),
-                             {e.arrival.device_id: e.status for e in entries}, now,
-                             math.fsum(o.energy_j for o in outcomes), start_s=iv.start_s, devices=outcomes)
         accepted = [e.flight.update for e in applied]
         row = version_row(entries, iv, now)
         self.totals.accepted_updates += len(applied)
@@ -401,6 +405,17 @@ class BufferedFedAvg(SparseFedAvg):
         self.last_offline, self.last_busy = frozenset(), frozenset(self.in_flight)
         self.sim_time_s = now
         self.interval = Interval(now)
+
+
+def interval_timing(interval: Interval, now: float) -> RoundTiming:
+    """An interval's arrivals as the timing a synchronous round settles to: their outcomes under the
+    status the server gave them, the applied ones accepted (last status per device where one arrived
+    twice: the rows and totals count per arrival)."""
+    entries = interval.entries
+    outcomes = tuple(replace(e.arrival.outcome, status=e.status) for e in entries)
+    return RoundTiming(frozenset(e.arrival.device_id for e in entries if e.status == "ok"),
+                       {e.arrival.device_id: e.status for e in entries}, now,
+                       math.fsum(o.energy_j for o in outcomes), start_s=interval.start_s, devices=outcomes)
 
 
 def version_row(entries: list[Entry], interval: Interval, now: float) -> dict:
