@@ -48,11 +48,11 @@ from clients.sparcl.ddr import removal_schedule
 from clients.sparcl.learner import Learner
 from clients.sparcl.tdm import keep_count
 from clients.wire import encode_model, model_bytes
+from fleet.async_world import AsyncWorld
 from fleet.ledger import COLUMNS as DEVICE_COLUMNS, Ledger
 from fleet.report import RoundsCsv, folder_lock, prepare_output_dir, write_csv, write_json, write_text
 from fleet.runner import (
-    async_world, buffer_config, device_spec, make_world, round_columns, server_config, summarise, tasks_reached,
-    write_plots,
+    buffer_config, device_spec, make_world, round_columns, server_config, summarise, tasks_reached, write_plots,
 )
 from fleet.scenario import Scenario
 from server.buffered import ARRIVAL_COLUMNS, BufferConfig, BufferedFedAvg
@@ -128,6 +128,14 @@ class DryStrategy:
     sim_time_s: float = 0.0
 
 
+def dry_report(device: int, work: Work, model_size: int) -> DeviceReport:
+    """What the strategy books of a device's counted work: an ok one sends the model's size back; a decline
+    or failure sends nothing and holds no memory."""
+    ok = work.status == "ok"
+    return DeviceReport(device, work.train_flops, model_size, model_size if ok else 0,
+                        work.memory_bytes if ok else 0, work.kernel_flops, work.status)
+
+
 class DryBuffered(BufferedFedAvg):
     """The buffered server's own event loop over a fleet that trains nothing (asynchronous mode).
 
@@ -151,14 +159,11 @@ class DryBuffered(BufferedFedAvg):
             task = spec_task(self.spec, d, self.dispatch, self.world.clock_s)
             examples = int(self.sizes[task, d])
             work, book = round_work(self.cost, task, examples, self.spec.local_epochs, self.books[d], plans[d])
-            size = self._sent[d]
             if work.status == "ok":  # a device keeps its state unless its round is ok (clients.app)
                 self.books[d] = book
                 accepted.append(Accepted(d, self.global_weights, self.global_masks, examples,
                                          {"adapted": int(work.adapted), "task-id": task, "num-examples": examples}))
-                reports.append(DeviceReport(d, work.train_flops, size, size, work.memory_bytes, work.kernel_flops))
-            else:
-                reports.append(DeviceReport(d, work.train_flops, size, 0, 0, work.kernel_flops, work.status))
+            reports.append(dry_report(d, work, self._sent[d]))
         return accepted, reports, set(ready)
 
 
@@ -382,7 +387,7 @@ def dry_versions(scenario: Scenario, spec: DeviceSpec, config, world, cost: Step
                  ) -> DryBuffered:
     """Asynchronous mode without training: the buffered server's loop (DryBuffered) over the asynchronous
     world, one rounds.csv row per version."""
-    strategy = DryBuffered(config, async_world(world), buffer_config(scenario),
+    strategy = DryBuffered(config, AsyncWorld(world), buffer_config(scenario),
                            lambda device, clock_s: spec_task(spec, device, 1, clock_s), spec, cost, sizes)
     strategy.global_weights, strategy.global_masks = learner.weights_numpy(), masks
 
@@ -426,9 +431,7 @@ def dry_round(server_round: int, spec: DeviceSpec, config, world, rng: random.Ra
         work, book = round_work(cost, task, int(sizes[task, d]), spec.local_epochs, books[d], plans[d])
         if work.status == "ok":  # a device keeps its state unless its round is ok (clients.app)
             books[d] = book
-        up = model_size if work.status == "ok" else 0
-        memory = work.memory_bytes if work.status == "ok" else 0  # as the strategy books a decline or failure
-        reports.append(DeviceReport(d, work.train_flops, model_size, up, memory, work.kernel_flops, work.status))
+        reports.append(dry_report(d, work, model_size))
         if work.status == "ok":
             accepted.append(Accepted(d, {}, {}, int(sizes[task, d]),
                                      {"adapted": int(work.adapted), "task-id": task}))

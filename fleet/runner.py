@@ -38,6 +38,7 @@ from clients.metrics import (  # noqa: E402
     average_accuracy, forgetting, last_k_mean, learning_accuracy_over_rounds, task_accuracy,
 )
 from clients.sparcl.learner import Learner  # noqa: E402
+from fleet.async_world import AsyncWorld  # noqa: E402
 from fleet.checkpoint import (  # noqa: E402
     Checkpoint, device_state_dir, read_checkpoint, remove_checkpoint, write_checkpoint,
 )
@@ -286,7 +287,7 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
          config: ServerConfig, ckpt: Checkpoint | None, *, on_round, verbose: bool, client_app, force: bool,
          ray_address: str | None, launch: Launch | None) -> dict:
     base = make_world(scenario)
-    world = async_world(base) if scenario.federation.mode == "async" else base
+    world = AsyncWorld(base) if scenario.federation.mode == "async" else base
     buffer = buffer_config(scenario)
     ledger = Ledger(scenario.device_profiles())
     if ckpt is None:
@@ -421,13 +422,6 @@ def buffer_config(scenario: Scenario) -> BufferConfig | None:
     if f.mode != "async":
         return None
     return BufferConfig(f.buffer_size, f.max_staleness, f.concurrency or scenario.sample_size())
-
-
-def async_world(base: SimWorld):
-    """The asynchronous world over the scenario's simpy world (fleet.async_world)."""
-    from fleet.async_world import AsyncWorld
-
-    return AsyncWorld(base)
 
 
 def make_world(scenario: Scenario) -> SimWorld:
