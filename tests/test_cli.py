@@ -101,17 +101,22 @@ def test_a_bad_ray_address_is_one_line_before_any_work(tmp_path, capsys, address
     assert not (tmp_path / "out").exists()
 
 
+def validate_fails_in_one_line(tmp_path, capsys, scenario_text: str, culprit: str) -> None:
+    """`fleet validate` on this scenario exits 2 with one line of error that names `culprit`."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(scenario_text)
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and culprit in err[0], err
+
+
 @pytest.mark.parametrize("timing, culprit", [
     ("plan_quantile: 0", "timing.plan_quantile"), ("plan_quantile: 1.0", "timing.plan_quantile"),
     ("plan_quantile: -0.2", "timing.plan_quantile"), ("server_egress_mbps: -5", "timing.server_egress_mbps"),
     ("server_egress_mbps: 0", "timing.server_egress_mbps"),
 ])
 def test_bad_planning_margins_and_server_links_get_one_line_naming_the_field(tmp_path, capsys, timing, culprit):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(f"name: x\ntiming:\n  {timing}\n")
-    assert main(["validate", str(bad)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and culprit in err[0], err
+    validate_fails_in_one_line(tmp_path, capsys, f"name: x\ntiming:\n  {timing}\n", culprit)
 
 
 @pytest.mark.parametrize("federation, culprit", [
@@ -122,11 +127,8 @@ def test_bad_planning_margins_and_server_links_get_one_line_naming_the_field(tmp
     ("{over_select: 1.3}", "federation.over_select 1.3 samples no one more"),
 ])
 def test_bad_over_selection_gets_one_line_naming_the_field(tmp_path, capsys, federation, culprit):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(f"name: x\nfleet: {{devices: 4}}\nfederation: {federation}\n")
-    assert main(["validate", str(bad)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and culprit in err[0], err
+    validate_fails_in_one_line(tmp_path, capsys, f"name: x\nfleet: {{devices: 4}}\nfederation: {federation}\n",
+                               culprit)
 
 
 @pytest.mark.parametrize("federation, stream, culprit", [
@@ -139,19 +141,14 @@ def test_bad_over_selection_gets_one_line_naming_the_field(tmp_path, capsys, fed
     ("{concurrency: 2}", "{task_every_s: 60}", "federation.concurrency limits asynchronous training"),
 ])
 def test_bad_asynchronous_settings_get_one_line_naming_the_field(tmp_path, capsys, federation, stream, culprit):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(f"name: x\nfleet: {{devices: 4}}\nstream: {stream}\nfederation: {federation}\n")
-    assert main(["validate", str(bad)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and culprit in err[0], err
+    validate_fails_in_one_line(
+        tmp_path, capsys, f"name: x\nfleet: {{devices: 4}}\nstream: {stream}\nfederation: {federation}\n", culprit)
 
 
 def test_keep_first_closes_synchronous_rounds_only(tmp_path, capsys):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\nfleet: {devices: 4}\nstream: {task_every_s: 60}\nfederation: {mode: async}\n"
-                   "timing: {keep_first: 2}\n")
-    assert main(["validate", str(bad)]) == 2
-    assert "timing.keep_first closes synchronous rounds" in capsys.readouterr().err
+    validate_fails_in_one_line(tmp_path, capsys, "name: x\nfleet: {devices: 4}\nstream: {task_every_s: 60}\n"
+                               "federation: {mode: async}\ntiming: {keep_first: 2}\n",
+                               "timing.keep_first closes synchronous rounds")
 
 
 def test_one_device_a_round_may_be_over_selected(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -144,12 +145,18 @@ def test_a_board_that_cannot_hold_the_runtime_declines_in_a_dry_run_as_it_does_f
     assert [(r["profile"], r["declined"], r["ok"]) for r in devices] == [("rpi4", "0", "3"), ("rpi-zero2w", "3", "0")]
 
 
+def dry_run_of(tmp_path, scenario_text: str) -> tuple[Path, list[dict], dict]:
+    """`fleet run --dry-run` of this scenario (it must succeed): the output folder, its rounds and summary."""
+    scenario, out = tmp_path / "s.yaml", tmp_path / "out"
+    scenario.write_text(scenario_text)
+    assert main(["run", str(scenario), "--dry-run", "--out", str(out), "--quiet"]) == 0
+    return out, list(csv.DictReader((out / "rounds.csv").open())), json.loads((out / "summary.json").read_text())
+
+
 def test_an_over_selected_dry_run_samples_more_and_keeps_the_first_arrivals(tmp_path):
     """12 devices, 4 a round over-selected 1.5x: 6 sampled each round, at most 4 kept, the rest late (no deadline,
     so the round closes at the fourth arrival) and their work counted as wasted."""
-    scenario = tmp_path / "s.yaml"
-    out = tmp_path / "out"
-    scenario.write_text("""name: over
+    _, rows, summary = dry_run_of(tmp_path, """name: over
 dataset: {name: synthetic}
 fleet: {devices: 12, profiles: {rpi4: 6, phone: 6}}
 stream: {rounds_per_task: 2}
@@ -157,19 +164,14 @@ train: {local_epochs: 1, width: 4}
 federation: {rounds: 4, devices_per_round: 4, over_select: 1.5}
 timing: {budget: generous}
 """)
-    assert main(["run", str(scenario), "--dry-run", "--out", str(out), "--quiet"]) == 0
-    rows = list(csv.DictReader((out / "rounds.csv").open()))
     assert all(int(r["sampled"]) <= 6 and int(r["accepted"]) <= 4 for r in rows)
     assert int(rows[0]["sampled"]) == 6 and int(rows[0]["accepted"]) == 4 and int(rows[0]["n_late"]) == 2
-    summary = json.loads((out / "summary.json").read_text())
     assert summary["wasted_train_flops"] > 0
 
 
 def test_an_asynchronous_dry_run_runs_the_buffered_loop_without_training(tmp_path):
     """Versions of K = 2 applied updates each, arrivals reported, nothing trained; updates from the accounting."""
-    scenario = tmp_path / "s.yaml"
-    out = tmp_path / "out"
-    scenario.write_text("""name: drybuf
+    out, rows, summary = dry_run_of(tmp_path, """name: drybuf
 dataset: {name: synthetic}
 fleet: {devices: 6, profiles: {rpi4: 3, rpi5: 3}}
 stream: {task_every_s: 0.5}
@@ -177,15 +179,12 @@ train: {local_epochs: 1, width: 4}
 federation: {rounds: 5, mode: async, buffer_size: 2, max_staleness: 1, concurrency: 4}
 timing: {budget: tight, deadline_s: 0.05}
 """)
-    assert main(["run", str(scenario), "--dry-run", "--out", str(out), "--quiet"]) == 0
-    rows = list(csv.DictReader((out / "rounds.csv").open()))
     assert [int(r["round"]) for r in rows] == [1, 2, 3, 4, 5] and all(int(r["accepted"]) == 2 for r in rows)
     assert all(r["class_il_accuracy"] == "" for r in rows)
     arrivals = list(csv.DictReader((out / "arrivals.csv").open()))
     applied = [a for a in arrivals if a["status"] == "ok"]
     assert len(applied) == 10 and all(int(a["staleness"]) <= 1 for a in applied)
     assert all(float(a["weight"]) == pytest.approx(1 / math.sqrt(1 + int(a["staleness"]))) for a in applied)
-    summary = json.loads((out / "summary.json").read_text())
     assert summary["mode"] == "async" and summary["arrivals"]["applied"] == 10 and summary["train_flops"] > 0
     assert summary["sim_time_s"] == pytest.approx(float(rows[-1]["sim_time_s"]))
     assert (out / "staleness.png").stat().st_size > 0 and not (out / "timeline.png").exists()
