@@ -14,8 +14,7 @@ import statistics
 import sys
 import time
 
-from fleet.profiles import BUDGETS, get_profile
-from fleet.world import SimWorld
+from fleet.world import BUDGETS, SimWorld, get_profile
 from server.strategy import DeviceReport
 
 MIX = (("rpi4", 0.3), ("rpi4-wifi", 0.3), ("rpi-zero2w", 0.2), ("phone", 0.2))

@@ -34,7 +34,7 @@ from clients.budget import RoundBudget
 from clients.device import device_data, stream_of
 from clients.errors import InputError
 from clients.sparcl.learner import Learner, LearnerConfig
-from fleet.profiles import PROFILES
+from fleet.world import PROFILES
 from fleet.report import write_csv, write_text
 from fleet.scenario import Scenario
 

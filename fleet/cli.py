@@ -215,7 +215,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_profiles(args: argparse.Namespace) -> int:
     """The built-in device profiles (and a scenario's own) as a table, or each figure with its source."""
-    from fleet.profiles import PROFILE_SOURCES, PROFILES, format_profile_sources, format_profile_table
+    from fleet.world import PROFILE_SOURCES, PROFILES, format_profile_sources, format_profile_table
 
     table, sources = PROFILES, PROFILE_SOURCES
     if args.scenario is not None:

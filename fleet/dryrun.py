@@ -48,8 +48,7 @@ from clients.sparcl.ddr import removal_schedule
 from clients.sparcl.learner import Learner
 from clients.sparcl.tdm import keep_count
 from clients.wire import encode_model, model_bytes
-from fleet.async_world import AsyncWorld
-from fleet.ledger import COLUMNS as DEVICE_COLUMNS, Ledger
+from fleet.world import AsyncWorld, DEVICE_COLUMNS, Ledger
 from fleet.report import RoundsCsv, folder_lock, prepare_output_dir, write_csv, write_json, write_text
 from fleet.runner import (
     buffer_config, device_spec, make_world, round_columns, server_config, summarise, tasks_reached, write_plots,

@@ -4,7 +4,7 @@ The time model (clients.budget.KernelModel) needs to know how much faster a
 layer run compacted (`sparcl.granularity: channel`) trains: small dense layers
 run at a lower rate than big ones, so a tenth of the FLOPs is not a tenth of
 the time. This measures the table (`timing.compaction_speedup`; the built-in
-one, fleet.profiles.MEASURED_COMPACTION_SPEEDUP, came from here) for the
+one, fleet.world.profiles.MEASURED_COMPACTION_SPEEDUP, came from here) for the
 machine it runs on, on the scenario's model:
 
 - `dense`: the model as built, the reference.

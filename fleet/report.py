@@ -328,7 +328,7 @@ TIMELINE_MARKS = {"failed": ("x", "tab:red"), "declined": ("|", "tab:gray"), "oo
 
 def timeline_bars(rounds: Sequence) -> tuple[dict[str, list[tuple[int, float, float]]],
                                              dict[str, list[tuple[int, float]]]]:
-    """What the multi-round timeline draws, from fleet.ledger.RoundTrace records: per kind of stretch
+    """What the multi-round timeline draws, from fleet.world.ledger.RoundTrace records: per kind of stretch
     (TIMELINE_KINDS) its bars as (device, left, width) in simulated seconds, and per status in
     TIMELINE_MARKS a mark (device, where its work stopped).
 
@@ -371,7 +371,7 @@ def timeline_bars(rounds: Sequence) -> tuple[dict[str, list[tuple[int, float, fl
 def plot_timeline_rounds(rounds: Sequence, devices: Sequence[int], path: Path, title: str,
                          labels: dict[int, str] | None = None, *, fleet: int | None = None,
                          deadline_s: float | None = None) -> None:
-    """A Gantt chart of every round (fleet.ledger.RoundTrace records) on the simulated clock, a row per
+    """A Gantt chart of every round (fleet.world.ledger.RoundTrace records) on the simulated clock, a row per
     device in `devices` (the ledger's tracked devices: all of a small fleet); see timeline_bars.
 
     `fleet`: the fleet's size, said in the title where fewer devices are shown.

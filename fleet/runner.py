@@ -38,19 +38,17 @@ from clients.metrics import (  # noqa: E402
     average_accuracy, forgetting, last_k_mean, learning_accuracy_over_rounds, task_accuracy,
 )
 from clients.sparcl.learner import Learner  # noqa: E402
-from fleet.async_world import AsyncWorld  # noqa: E402
+from fleet.world import AsyncWorld, DEVICE_COLUMNS, Ledger, SimWorld
 from fleet.checkpoint import (  # noqa: E402
     Checkpoint, device_state_dir, read_checkpoint, remove_checkpoint, write_checkpoint,
 )
 from fleet.interrupts import stopping  # noqa: E402
-from fleet.ledger import COLUMNS as DEVICE_COLUMNS, Ledger  # noqa: E402
 from fleet.report import (  # noqa: E402
     RoundsCsv, folder_lock, plot_accuracy, plot_accuracy_time, plot_bytes, plot_staleness, plot_timeline,
     plot_timeline_rounds,
     prepare_output_dir, write_csv, write_json, write_model, write_text,
 )
 from fleet.scenario import Scenario  # noqa: E402
-from fleet.world import SimWorld  # noqa: E402
 from server.app import Resume, make_server_app, make_strategy, restore_strategy  # noqa: E402
 from server.buffered import ARRIVAL_COLUMNS, BufferConfig  # noqa: E402
 from server.strategy import DEVICE_ROUND_COLUMNS, STATUS_COUNTS, ServerConfig, SparseFedAvg  # noqa: E402

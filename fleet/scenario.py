@@ -71,19 +71,19 @@ from clients.sparcl.ddr import DDRConfig
 from clients.sparcl.dgm import DGMConfig
 from clients.sparcl.learner import LearnerConfig, SparCLConfig, TrainConfig
 from clients.sparcl.tdm import GRANULARITIES, TDMConfig
-from fleet.profiles import (
+from fleet.world import (
     AVAILABILITY_MODELS,
     BUDGETS,
+    BudgetProfile,
+    DEFAULT_PLAN_QUANTILE,
+    DeviceProfile,
     FIGURES,
     MEASURED_COMPACTION_SPEEDUP,
     PAPER_SPARSE_SPEEDUP,
-    PROFILE_SOURCES,
     PROFILES,
+    PROFILE_SOURCES,
     REQUIRED_FIGURES,
-    BudgetProfile,
-    DeviceProfile,
 )
-from fleet.timing import DEFAULT_PLAN_QUANTILE
 from server.buffered import MODES
 from server.strategy import AGGREGATIONS, NORM_STATISTICS, PLAIN_WEIGHTS
 
@@ -275,7 +275,7 @@ class BudgetSpec:
 @dataclass(frozen=True)
 class ProfileSpec:
     """A user-named device profile: a built-in `base` with the figures it names changed, or (no base) every
-    required figure from scratch. Fields mirror fleet.profiles.DeviceProfile, with the same bounds, so a bad
+    required figure from scratch. Fields mirror fleet.world.profiles.DeviceProfile, with the same bounds, so a bad
     value is reported at its dotted path; None means "not given" (the base's figure, or DeviceProfile's default).
     `sources` records where the figures it sets come from, for `fleet profiles --sources`.
     """

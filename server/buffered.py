@@ -6,7 +6,7 @@ defines is the server's side and what it asks of the world:
 
 * `Arrival`: one launched device's work reaching the server (its update,
   or the news that it failed, ran out of memory or declined);
-* `AsyncWorld`: the simulated world in asynchronous mode (fleet.async_world,
+* `AsyncWorld`: the simulated world in asynchronous mode (fleet.world.async_world,
   with simpy): who may start now, each start's budget, and the next arrival;
 * `BufferedFedAvg`: the server. It reuses the synchronous strategy's
   validation, identification, aggregation and bookkeeping, and replaces
@@ -78,7 +78,7 @@ class Arrival:
     `dispatch` is the launch it came from (the training's `server-round`);
     `status` is ok (its update arrived), failed (it dropped on the way),
     oom or declined (it did no work); `outcome` is its
-    fleet.timing.DeviceOutcome (phases, energy), which the server only reports.
+    fleet.world.timing.DeviceOutcome (phases, energy), which the server only reports.
     """
 
     device_id: int
@@ -89,7 +89,7 @@ class Arrival:
 
 
 class AsyncWorld(Protocol):
-    """The world the buffered server asks (fleet.async_world.AsyncWorld)."""
+    """The world the buffered server asks (fleet.world.async_world.AsyncWorld)."""
 
     clock_s: float
 

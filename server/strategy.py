@@ -107,7 +107,7 @@ class RoundTiming:
     sim_time_s: float                       # simulated clock when the round closed
     energy_j: float                         # energy the round cost the fleet
     start_s: float = 0.0                    # simulated clock when the round started
-    devices: tuple = ()                     # per-device outcomes (fleet.timing.DeviceOutcome)
+    devices: tuple = ()                     # per-device outcomes (fleet.world.timing.DeviceOutcome)
     # idle power of every device online in the round over the time energy_j does not charge it for (fleet.world),
     # so energy_j + idle_energy_j is what the online fleet drew; idle_by_device: its nonzero shares, by device id
     idle_energy_j: float = 0.0

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from clients.errors import InputError
-from fleet.async_world import READY_KEY, AsyncWorld
-from fleet.availability import onoff_periods
-from fleet.draws import TIE, keyed_uniforms
-from fleet.profiles import DeviceProfile, get_budget
-from fleet.timing import MIB, energy_j, failure_delay, failure_fraction
+from fleet.world.async_world import READY_KEY, AsyncWorld
+from fleet.world.availability import onoff_periods
+from fleet.world.draws import TIE, keyed_uniforms
+from fleet.world.profiles import DeviceProfile, get_budget
+from fleet.world.timing import MIB, energy_j, failure_delay, failure_fraction
 from fleet.world import SimWorld
 from server.strategy import DeviceReport
 

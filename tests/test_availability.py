@@ -19,15 +19,21 @@ import numpy as np
 import pytest
 
 from clients.errors import InputError
-from fleet.availability import Availability, onoff_periods
-from fleet.draws import keyed_uniforms
-from fleet.link import fair_shares, water_level
-from fleet.profiles import DeviceProfile, get_budget
-from fleet.timing import (
-    DEFAULT_PLAN_QUANTILE, Carried, DeviceWork, failure_delay, failure_fraction, planned_speed, simulate_round,
+from fleet.world.availability import Availability, onoff_periods
+from fleet.world.draws import keyed_uniforms
+from fleet.world.link import fair_shares, water_level
+from fleet.world.profiles import DeviceProfile, get_budget
+from fleet.world.timing import (
+    DEFAULT_PLAN_QUANTILE,
+    Carried,
+    DeviceWork,
+    failure_delay,
+    failure_fraction,
+    planned_speed,
+    simulate_round,
     speed_factor,
 )
-from fleet.world import SimWorld, is_online
+from fleet.world.sync_world import SimWorld, is_online
 from server.strategy import DeviceReport
 
 # 3 GFLOP/s sustained, 10 Mbit/s each way, 50 ms latency: easy numbers.
@@ -506,7 +512,7 @@ def test_ten_thousand_onoff_devices_over_a_hundred_rounds() -> None:
 def test_a_fleet_offline_for_a_stretch_waits_on_the_clock_and_resumes_when_a_device_comes_back() -> None:
     """No deadline and nobody online: the round ends at the next on/off switch (the clock used to freeze at
     0 and the devices never came back), and the next round starts there with that device online."""
-    from fleet.availability import first_periods
+    from fleet.world.availability import first_periods
 
     profile = replace(BASE, availability_model="onoff", mean_on_s=100.0, mean_off_s=10_000.0)
     seed = next(s for s in range(100) if not first_periods(s, [0, 1], 100.0, 10_000.0)[0].any())

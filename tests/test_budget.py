@@ -212,7 +212,7 @@ def test_a_compacted_layer_is_as_fast_as_measured_never_faster_than_its_flops():
 def test_scenarios_cost_compacted_layers_by_the_measured_table_by_default():
     import yaml
 
-    from fleet.profiles import MEASURED_COMPACTION_SPEEDUP
+    from fleet.world import MEASURED_COMPACTION_SPEEDUP
     from fleet.scenario import parse_scenario
 
     base = {"name": "c", "sparcl": {"granularity": "channel"}}

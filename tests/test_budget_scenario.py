@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fleet.cli import main
-from fleet.profiles import PAPER_SPARSE_SPEEDUP
+from fleet.world import PAPER_SPARSE_SPEEDUP
 from fleet.scenario import parse_scenario
 
 BASE = {"name": "b", "dataset": {"name": "synthetic"}, "fleet": {"devices": 2, "profiles": {"rpi4": 2}}}

@@ -30,7 +30,7 @@ def task_identity(monkeypatch):
 
 @dataclass(frozen=True)
 class Outcome:
-    """The fields of fleet.timing.DeviceOutcome the server reads."""
+    """The fields of fleet.world.timing.DeviceOutcome the server reads."""
 
     device_id: int
     status: str
@@ -244,7 +244,7 @@ def test_a_run_stopped_at_a_version_and_restored_reaches_the_same_versions():
     run(first, Devices(2), 2)
     snap, arrays = first.snapshot(), first.flight_arrays()
     assert [f["device"] for f in snap["in_flight"]] == [1] and any(k.startswith("1/change/") for k in arrays)
-    world = FixedTimes({0: 1.0, 1: 2.5})  # the world's own snapshot is fleet.async_world's: copy its state here
+    world = FixedTimes({0: 1.0, 1: 2.5})  # the world's own snapshot is fleet.world.async_world's: copy its state here
     world.clock_s, world.flying = first.world.clock_s, dict(first.world.flying)
     second = server(world, k=1, bound=5, concurrency=2, devices=2)
     import json

@@ -25,10 +25,8 @@ from clients.errors import InputError
 from fleet import interrupts
 from fleet.checkpoint import Checkpoint, checkpoint_dir, read_checkpoint, remove_checkpoint, write_checkpoint
 from fleet.cli import main
-from fleet.ledger import Ledger
-from fleet.profiles import BUDGETS, get_profile
+from fleet.world import BUDGETS, Ledger, SimWorld, get_profile
 from fleet.report import folder_lock
-from fleet.world import SimWorld
 from server.strategy import DeviceReport, ServerConfig, SparseFedAvg
 
 

@@ -13,15 +13,19 @@ import pytest
 import yaml
 
 from clients.errors import InputError
-from fleet.availability import Availability, first_periods, onoff_periods
+from fleet.world.availability import Availability, first_periods, onoff_periods
 from fleet.cli import main
-from fleet.ledger import Ledger
-from fleet.profiles import (
-    PROFILE_SOURCES, DeviceProfile, apply_budget, budget_active_w, get_budget, get_profile,
+from fleet.world import Ledger, SimWorld
+from fleet.world.profiles import (
+    PROFILE_SOURCES,
+    DeviceProfile,
+    apply_budget,
+    budget_active_w,
+    get_budget,
+    get_profile,
 )
 from fleet.scenario import load_scenario
-from fleet.timing import DeviceWork, compute_time_s, energy_j, moved_mbit, simulate_round, tail_time_s
-from fleet.world import SimWorld
+from fleet.world.timing import DeviceWork, compute_time_s, energy_j, moved_mbit, simulate_round, tail_time_s
 from server.strategy import DeviceReport, RoundTiming, Totals, book_round, round_row
 
 
@@ -240,7 +244,7 @@ def test_online_seconds_of_onoff_devices_are_their_periods_inside():
 
 
 def world(profiles, deadline_s=None) -> SimWorld:
-    from fleet.profiles import BudgetProfile
+    from fleet.world import BudgetProfile
     budget = BudgetProfile("none", compute_scale=1.0, memory_scale=1.0, bandwidth_scale=1.0, deadline_s=None)
     return SimWorld(profiles, budget, deadline_s=deadline_s, keep_first=None, offline_rate_per_s=0.0, seed=0)
 

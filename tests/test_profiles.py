@@ -10,7 +10,7 @@ import yaml
 
 from clients.errors import InputError
 from fleet.cli import main
-from fleet.profiles import (
+from fleet.world.profiles import (
     FIGURES,
     PROFILE_SOURCES,
     PROFILES,

@@ -11,7 +11,7 @@ import yaml
 
 from clients.errors import InputError
 from clients.sparcl.learner import LearnerConfig
-from fleet.profiles import PROFILES
+from fleet.world import PROFILES
 from fleet.scenario import (
     INPUT_SHAPES,
     NUM_CLASSES,
@@ -341,7 +341,7 @@ def test_the_memory_scenario_binds_on_its_pi_4s_and_not_under_its_roomier_budget
     from clients.sparcl.learner import Learner
     from fleet.dryrun import fitted, step_cost
     from fleet.runner import device_spec, make_world
-    from fleet.timing import MIB
+    from fleet.world.timing import MIB
 
     base = load_scenario(SCENARIOS / "fmnist_memory.yaml")
     spec = device_spec(base)

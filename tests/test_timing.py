@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from clients.errors import InputError
-from fleet.profiles import (
+from fleet.world.profiles import (
     BUDGETS,
     PROFILES,
     BudgetProfile,
@@ -18,7 +18,7 @@ from fleet.profiles import (
     get_budget,
     get_profile,
 )
-from fleet.timing import (
+from fleet.world.timing import (
     MIB,
     DeviceWork,
     compute_time_s,

@@ -12,12 +12,12 @@ from flwr.app import ConfigRecord
 from clients.records import to_arrays
 from clients.wire import encode_model
 from fleet.compare import compare, over_seeds, tradeoff_points, variants
-from fleet.ledger import OUTCOME_COLUMNS, Ledger, RoundTrace, tracked_devices
-from fleet.profiles import get_budget, get_profile
+from fleet.world.ledger import OUTCOME_COLUMNS, Ledger, RoundTrace, tracked_devices
+from fleet.world.profiles import get_budget, get_profile
 from fleet.report import plot_timeline_rounds, timeline_bars, tradeoff_stats
 from fleet.scenario import load_scenario
-from fleet.timing import DeviceOutcome
-from fleet.world import SimWorld, is_online
+from fleet.world.timing import DeviceOutcome
+from fleet.world.sync_world import SimWorld, is_online
 from server.strategy import DeviceReport, ServerConfig, SparseFedAvg
 
 SEED = 4

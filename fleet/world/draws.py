@@ -15,7 +15,7 @@ millisecond for 10,000 devices. A test pins it to numpy's own generator.
 
 Streams: 0 availability (bernoulli), 1 Poisson failure delay, 2 failure
 chance and point, 3 and 4 speed jitter, 5 and 6 (at round 0) the first
-on/off period (fleet.availability), 7 the order of simultaneous arrivals.
+on/off period (fleet.world.availability), 7 the order of simultaneous arrivals.
 """
 
 from __future__ import annotations

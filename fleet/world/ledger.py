@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, fields
 
-from fleet.timing import DeviceOutcome
+from fleet.world.timing import DeviceOutcome
 from server.strategy import DeviceReport, RoundTiming, executed_flops
 
 
@@ -38,7 +38,7 @@ class DeviceTotals:
     wasted_executed_flops: float = 0.0
 
 
-COLUMNS = [f.name for f in fields(DeviceTotals)]
+DEVICE_COLUMNS = [f.name for f in fields(DeviceTotals)]
 TRACKED = 40  # devices the multi-round timeline follows in a bigger fleet
 OUTCOME_COLUMNS = [f.name for f in fields(DeviceOutcome)]
 

@@ -2,7 +2,7 @@
 
 * `always`: online at every round.
 * `bernoulli`: online at each round with probability `availability`, an
-  independent draw keyed by (seed, round, device) (fleet.draws, stream 0).
+  independent draw keyed by (seed, round, device) (fleet.world.draws, stream 0).
   Rounds are independent: a device offline now is as likely online next round.
 * `onoff`: the device alternates online and offline periods whose lengths are
   exponential with means `mean_on_s` and `mean_off_s` simulated seconds, so
@@ -40,9 +40,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import simpy
 
-from fleet.draws import ONLINE, keyed_uniforms
-from fleet.profiles import DeviceProfile
-from fleet.timing import collector_paused
+from fleet.world.draws import ONLINE, keyed_uniforms
+from fleet.world.profiles import DeviceProfile
+from fleet.world.timing import collector_paused
 
 ALWAYS, BERNOULLI, ONOFF = 0, 1, 2
 _CODES = {"always": ALWAYS, "bernoulli": BERNOULLI, "onoff": ONOFF}
@@ -52,7 +52,7 @@ ONOFF_STATE, ONOFF_FIRST, ONOFF_STREAM = 5, 6, 7  # keyed-draw streams of the fi
 def first_periods(seed: int, devices, mean_on_s, mean_off_s) -> tuple[np.ndarray, np.ndarray]:
     """Each device's first state (on with the stationary share) and the length of its first period.
 
-    Keyed draws (fleet.draws) for all devices at once, so building a fleet
+    Keyed draws (fleet.world.draws) for all devices at once, so building a fleet
     costs no generator per device; means are one per device or one for all.
     """
     ids = np.asarray(devices, dtype=np.int64).reshape(-1)

@@ -15,7 +15,7 @@ Round model (all times absolute simulated seconds):
   lognormal jitter: mean 1, coefficient of variation `speed_jitter`);
 * with a server ingress link (`ingress_mbps`), every upload's bytes cross
   one shared link after the device's own uplink latency: concurrent uploads
-  split it max-min fairly, each also capped by its own uplink (fleet.link),
+  split it max-min fairly, each also capped by its own uplink (fleet.world.link),
   so 1,000 devices uploading at once take as long as the server's link
   needs; without one (None) each upload runs at its own uplink rate; an
   earlier round's late uploads still on that link (`carried`) share it, and
@@ -64,9 +64,9 @@ import numpy as np
 import simpy
 
 from clients.errors import InputError
-from fleet.draws import FAILURE, JITTER_A, JITTER_B, keyed_normals, keyed_uniforms
-from fleet.link import SharedLink
-from fleet.profiles import DeviceProfile
+from fleet.world.draws import FAILURE, JITTER_A, JITTER_B, keyed_normals, keyed_uniforms
+from fleet.world.link import SharedLink
+from fleet.world.profiles import DeviceProfile
 
 MIB = 2**20  # bytes per memory_mb unit
 Status = Literal["ok", "late", "failed", "oom", "declined"]
@@ -283,7 +283,7 @@ class RoundOutcome:
 class DeviceTrace:
     """Mutable per-device log the simpy processes fill in; frozen into a DeviceOutcome afterwards.
 
-    Public so that other simpy models of the same device (fleet.async_world) reuse `device_process`,
+    Public so that other simpy models of the same device (fleet.world.async_world) reuse `device_process`,
     `device_status` and `device_outcome` rather than copy them.
     """
 

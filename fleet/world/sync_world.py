@@ -1,10 +1,10 @@
 """The simulated world the server asks: who is free, what each device may spend, what happened.
 
-Implements server.strategy.World with the simpy round model in fleet.timing
-and the device profiles (under a budget) in fleet.profiles. A round is planned
+Implements server.strategy.World with the simpy round model in fleet.world.timing
+and the device profiles (under a budget) in fleet.world.profiles. A round is planned
 before anyone trains and settled after:
 
-* `online` and `free`: who is online (fleet.availability: `always`, a keyed
+* `online` and `free`: who is online (fleet.world.availability: `always`, a keyed
   `bernoulli` draw per round, or `onoff` periods that simpy processes play
   out up to the clock) and, of those, who is not still busy finishing a late
   round;
@@ -29,7 +29,7 @@ Arrivals at the same instant reach the server in a keyed random order per
 round (under `keep_first` the lowest ids would otherwise always win ties).
 
 Failures: a device fails at the earlier of a Poisson failure
-(`offline_rate_per_s`, fleet.timing.failure_delay) and its profile's
+(`offline_rate_per_s`, fleet.world.timing.failure_delay) and its profile's
 `failure_prob` failure, which falls uniformly over its planned work: from the
 round's start to download + planned compute + expected upload. The planned
 compute is the compute budget under a deadline, or the device's expected
@@ -43,7 +43,7 @@ failure point fails during its upload instead, at the same fraction of it.
 So failure_prob is the share of working devices that fail (one that declines
 or runs out of memory does no work to fail in).
 
-Every draw is keyed by device (fleet.draws), so the timeline does not depend
+Every draw is keyed by device (fleet.world.draws), so the timeline does not depend
 on the order in which replies arrive, and a snapshot holds all a resumed run
 needs to continue exactly.
 """
@@ -58,13 +58,25 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from clients.budget import KernelModel
-from fleet.availability import Availability
-from fleet.draws import ONLINE, TIE, keyed_uniforms
-from fleet.link import fair_shares
-from fleet.profiles import BudgetProfile, DeviceProfile, apply_budget
-from fleet.timing import (
-    DEFAULT_PLAN_QUANTILE, MIB, Carried, DeviceWork, compute_time_s, download_time_s, failure_delay,
-    failure_fraction, fits_memory, planned_speed, simulate_round, speed_factor, transfer_time_s, upload_time_s,
+from fleet.world.availability import Availability
+from fleet.world.draws import ONLINE, TIE, keyed_uniforms
+from fleet.world.link import fair_shares
+from fleet.world.profiles import BudgetProfile, DeviceProfile, apply_budget
+from fleet.world.timing import (
+    DEFAULT_PLAN_QUANTILE,
+    MIB,
+    Carried,
+    DeviceWork,
+    compute_time_s,
+    download_time_s,
+    failure_delay,
+    failure_fraction,
+    fits_memory,
+    planned_speed,
+    simulate_round,
+    speed_factor,
+    transfer_time_s,
+    upload_time_s,
 )
 
 from server.strategy import DeviceReport, RoundTiming

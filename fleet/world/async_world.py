@@ -6,8 +6,8 @@ failure draws, kernels, server links and the bookkeeping of what each device
 sent and computed. Devices train continuously: each starts from the newest
 global model when it is free and online, and its work runs on one persistent
 simpy Environment with the same device model as a synchronous round
-(fleet.timing.device_process: download -> compute -> upload, cut short by its
-failure), over persistent server links (fleet.link.SharedLink, max-min fair)
+(fleet.world.timing.device_process: download -> compute -> upload, cut short by its
+failure), over persistent server links (fleet.world.link.SharedLink, max-min fair)
 when the base has `server_ingress_mbps` / `server_egress_mbps`.
 
 * `ready`: who is online at the clock (`always`, `onoff` periods, or a
@@ -17,7 +17,7 @@ when the base has `server_ingress_mbps` / `server_egress_mbps`.
   sampled nobody is followed by a fresh draw: each draw has its own key,
   version + 1 + REDRAW x redraws) and not in flight; over the server's
   limit, a keyed random choice
-  (fleet.draws' TIE stream at key READY_KEY + the next dispatch, apart from
+  (fleet.world.draws' TIE stream at key READY_KEY + the next dispatch, apart from
   every tie draw), so no device id is always preferred;
 * `plan`: SimWorld.plan keyed by the dispatch (the batch of starts): its
   failure and jitter draws, and a compute budget sized by the deadline if
@@ -32,7 +32,7 @@ when the base has `server_ingress_mbps` / `server_egress_mbps`.
   instant an arrival is due is reported first, the arrival on the next call.
 
 Energy: a device is charged from its launch until its arrival (compute,
-transfers, the radio's tail between them), exactly as fleet.timing charges a
+transfers, the radio's tail between them), exactly as fleet.world.timing charges a
 synchronous device that leaves at its end: an arrived device waits for no
 round to close, so it pays no idle energy, and its radio's tail after the
 upload is not counted. Idle energy of devices that are neither in flight nor
@@ -62,13 +62,19 @@ import numpy as np
 import simpy
 
 from clients.errors import InputError
-from fleet.draws import TIE, keyed_uniforms
-from fleet.link import SharedLink
-from fleet.timing import (
-    DeviceTrace, DeviceWork, collector_paused, device_outcome, device_process, device_status, fits_memory,
+from fleet.world.draws import TIE, keyed_uniforms
+from fleet.world.link import SharedLink
+from fleet.world.timing import (
+    DeviceTrace,
+    DeviceWork,
+    collector_paused,
+    device_outcome,
+    device_process,
+    device_status,
+    fits_memory,
     speed_factor,
 )
-from fleet.world import SimWorld
+from fleet.world.sync_world import SimWorld
 from server.buffered import Arrival
 from server.strategy import DeviceReport
 

@@ -1,7 +1,7 @@
 """Device and budget profiles: what one simulated edge device can do and costs.
 
 A DeviceProfile turns measured work (FLOPs, bytes, peak memory) into seconds and
-joules in fleet.timing. Every figure of every built-in profile carries its source
+joules in fleet.world.timing. Every figure of every built-in profile carries its source
 in PROFILE_SOURCES, next to the profile (`fleet profiles --sources` prints them):
 a measurement, datasheet or paper, with a URL where one exists, or
 "assumption: <why>". The *training efficiency* (the fraction of the vendor/HPL
@@ -98,7 +98,7 @@ class DeviceProfile:
     Mbit/s received (sent), so that term's energy is per megabit moved; with
     both 0 (the default) a transfer draws radio_w whatever its rate. After each
     transfer the radio may stay powered for tail_s at tail_w (LTE's RRC tail;
-    0: none), on top of what the device does meanwhile (fleet.timing).
+    0: none), on top of what the device does meanwhile (fleet.world.timing).
     """
 
     name: str
@@ -766,7 +766,7 @@ def apply_budget(device: DeviceProfile, budget: BudgetProfile) -> DeviceProfile:
     them: a phone under `tight` receives at 10 Mbit/s at 1.808 W (2.328 at 20)
     and sends at 4 Mbit/s at 3.040 W (4.792 at 8). The tail, a timer, stays.
     The name is kept so the result still identifies the hardware; the deadline
-    is the round's business (fleet.timing.simulate_round), not the device's.
+    is the round's business (fleet.world.timing.simulate_round), not the device's.
     """
     return replace(
         device,
