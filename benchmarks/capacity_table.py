@@ -308,7 +308,7 @@ def plot(points: list[dict], path: Path, dataset: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fleet.report import save_figure
+    from fleet.outputs import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
     lines: dict[tuple, list[dict]] = defaultdict(list)
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             key, _, value = item.partition("=")
             expect[key] = value
         return check_arm(Path(args.check), expect)
-    from fleet.report import write_csv
+    from fleet.outputs import write_csv
 
     out = Path(args.out)
     rows = load_rows(out / "arms")

@@ -35,7 +35,7 @@ from clients.device import device_data, stream_of
 from clients.errors import InputError
 from clients.sparcl.learner import Learner, LearnerConfig
 from fleet.world import PROFILES
-from fleet.report import write_csv, write_text
+from fleet.outputs import write_csv, write_text
 from fleet.scenario import Scenario
 
 VARIANTS = ("dense", "masked", "scenario")

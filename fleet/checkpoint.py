@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from clients.errors import InputError
-from fleet.report import RUN_FOLDERS, read_model, remove_tree, write_model, write_text
+from fleet.outputs import RUN_FOLDERS, read_model, remove_tree, write_model, write_text
 
 CHECKPOINT = RUN_FOLDERS[0]
 STATE = "state.json"

@@ -78,7 +78,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         report = run_bench(config, on_epoch=lambda: bar.update(1))
     print(format_table(report))
     if args.json:
-        from fleet.report import write_json
+        from fleet.outputs import write_json
 
         write_json(Path(args.json), report)
         print(f"wrote {args.json}")
@@ -173,7 +173,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from fleet.calibrate import VARIANTS, calibrate
-    from fleet.report import check_output_dir
+    from fleet.outputs import check_output_dir
     from fleet.scenario import load_scenario
 
     scenario = load_scenario(args.scenario, simulate=False)
@@ -268,7 +268,7 @@ def check_ray_address(text: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fleet.report import check_output_dir
+    from fleet.outputs import check_output_dir
 
     if args.ray_address is not None:
         check_ray_address(args.ray_address)
@@ -313,7 +313,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def written(out_dir: Path) -> list[str]:
     """The run files in `out_dir`, in the order a reader wants them."""
-    from fleet.report import RUN_FILES
+    from fleet.outputs import RUN_FILES
 
     return [name for name in RUN_FILES if (out_dir / name).is_file()]
 
@@ -362,8 +362,8 @@ def run_failed(summary: dict) -> bool:
 def cmd_compare(args: argparse.Namespace) -> int:
     from fleet.compare import (PAIRED_ORDER, compare, format_paired, format_table, named, over_seeds,
                                paired_over_seeds, seeded, variant_dirs, variants)
-    from fleet.report import (check_output_dir, plot_accuracy_bands, plot_accuracy_time, plot_comparison,
-                              plot_seed_comparison, write_csv)
+    from fleet.outputs import check_output_dir, write_csv
+    from fleet.outputs import plot_accuracy_bands, plot_accuracy_time, plot_comparison, plot_seed_comparison
 
     scenario = load_scenario_with_sets(args)
     profiles = [p.strip() for p in args.profiles.split(",") if p.strip()] if args.profiles else None

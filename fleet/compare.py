@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from clients.errors import InputError, excerpt
-from fleet.report import RoundsCsv, plot_tradeoff, prepare_output_dir, write_csv
+from fleet.outputs import RoundsCsv, plot_tradeoff, prepare_output_dir, write_csv
 from fleet.scenario import Scenario, parse_scenario, parse_yaml
 from fleet.stats import describe, paired_difference
 

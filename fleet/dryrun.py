@@ -49,7 +49,7 @@ from clients.sparcl.learner import Learner
 from clients.sparcl.tdm import keep_count
 from clients.wire import encode_model, model_bytes
 from fleet.world import AsyncWorld, DEVICE_COLUMNS, Ledger
-from fleet.report import RoundsCsv, folder_lock, prepare_output_dir, write_csv, write_json, write_text
+from fleet.outputs import RoundsCsv, folder_lock, prepare_output_dir, write_csv, write_json, write_text
 from fleet.runner import (
     buffer_config, device_spec, make_world, round_columns, server_config, summarise, tasks_reached, write_plots,
 )

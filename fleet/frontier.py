@@ -74,14 +74,10 @@ def label_lines(rows: Sequence[dict], x_near: float = 0.6, y_near: float = 0.04)
 
 def plot_frontier(rows: Sequence[dict], path: Path, title: str, target: tuple[float, float] | None) -> None:
     """Class-IL minus dense against CPU speed-up, with the spread over seeds as error bars."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from fleet.report import save_figure
+    from fleet.outputs import save_figure, subplots
 
     colours = {"weight": "tab:blue", "channel": "tab:orange", "dense": "tab:gray"}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     for r, line in zip(rows, label_lines(rows)):
         err = [[r["delta"] - r["delta_min"]], [r["delta_max"] - r["delta"]]]
         ax.errorbar(r["cpu_speedup"], r["delta"], yerr=err, fmt="o", capsize=3,
@@ -109,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="writes OUT.csv and OUT.png")
     parser.add_argument("--target", default="2.3,2", help="speed-up,points below dense (issue 10: 2.3,2)")
     args = parser.parse_args(argv)
-    from fleet.report import write_csv
+    from fleet.outputs import write_csv
 
     try:
         target = [float(x) for x in args.target.split(",")]

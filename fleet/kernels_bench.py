@@ -416,7 +416,7 @@ def cpu_name() -> str:
 
 def check_kernels_dir(out_dir: Path, *, force: bool) -> None:
     """Fail before any work if `out_dir` cannot take the results, or already holds some and not `force`."""
-    from fleet.report import check_output_dir
+    from fleet.outputs import check_output_dir
 
     check_output_dir(out_dir, force=True)  # a folder (or one that can be created), and writable
     held = [name for name in OUTPUT_FILES if (out_dir / name).exists() or (out_dir / name).is_symlink()]
@@ -450,7 +450,7 @@ def scenario_model(scenario) -> tuple[nn.Module, tuple[int, ...], int]:
 def run_kernels(scenario, config: KernelsConfig, out_dir: Path, *, command: str,
                 progress: Callable[[], None] | None = None, on_start: Callable[[int], None] | None = None) -> dict:
     """Build the jobs, time them, write kernels.csv, kernels.json and speedup.yaml; return the report."""
-    from fleet.report import write_csv, write_json, write_text
+    from fleet.outputs import write_csv, write_json, write_text
 
     model, shape, classes = scenario_model(scenario)
     memory_check(model, shape, config)

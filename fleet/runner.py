@@ -43,10 +43,20 @@ from fleet.checkpoint import (  # noqa: E402
     Checkpoint, device_state_dir, read_checkpoint, remove_checkpoint, write_checkpoint,
 )
 from fleet.interrupts import stopping  # noqa: E402
-from fleet.report import (  # noqa: E402
-    RoundsCsv, folder_lock, plot_accuracy, plot_accuracy_time, plot_bytes, plot_staleness, plot_timeline,
+from fleet.outputs import (
+    RoundsCsv,
+    folder_lock,
+    plot_accuracy,
+    plot_accuracy_time,
+    plot_bytes,
+    plot_staleness,
+    plot_timeline,
     plot_timeline_rounds,
-    prepare_output_dir, write_csv, write_json, write_model, write_text,
+    prepare_output_dir,
+    write_csv,
+    write_json,
+    write_model,
+    write_text,
 )
 from fleet.scenario import Scenario  # noqa: E402
 from server.app import Resume, make_server_app, make_strategy, restore_strategy  # noqa: E402

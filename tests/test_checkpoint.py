@@ -26,7 +26,7 @@ from fleet import interrupts
 from fleet.checkpoint import Checkpoint, checkpoint_dir, read_checkpoint, remove_checkpoint, write_checkpoint
 from fleet.cli import main
 from fleet.world import BUDGETS, Ledger, SimWorld, get_profile
-from fleet.report import folder_lock
+from fleet.outputs import folder_lock
 from server.strategy import DeviceReport, ServerConfig, SparseFedAvg
 
 

@@ -9,7 +9,7 @@ import pytest
 from clients.errors import InputError
 from fleet.compare import SEED_METRICS, format_paired, over_seeds, paired_over_seeds, parse_vary, variants
 from fleet.world.profiles import get_budget, get_profile
-from fleet.report import RoundsCsv, plot_accuracy, plot_bytes
+from fleet.outputs import RoundsCsv, plot_accuracy, plot_bytes
 from fleet.runner import learning_metrics
 from fleet.scenario import load_scenario
 from fleet.world import SimWorld

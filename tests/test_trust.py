@@ -28,8 +28,7 @@ from clients.errors import InputError
 from clients.sparcl.learner import Learner, LearnerConfig, TrainConfig
 from fleet import interrupts
 from fleet.cli import main
-from fleet.report import (RoundsCsv, check_output_dir, plot_accuracy, prepare_output_dir, write_json,
-                          write_text)
+from fleet.outputs import RoundsCsv, check_output_dir, plot_accuracy, prepare_output_dir, write_json, write_text
 
 
 class Payload:

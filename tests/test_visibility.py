@@ -14,7 +14,7 @@ from clients.wire import encode_model
 from fleet.compare import compare, over_seeds, tradeoff_points, variants
 from fleet.world.ledger import OUTCOME_COLUMNS, Ledger, RoundTrace, tracked_devices
 from fleet.world.profiles import get_budget, get_profile
-from fleet.report import plot_timeline_rounds, timeline_bars, tradeoff_stats
+from fleet.outputs.plots import plot_timeline_rounds, timeline_bars, tradeoff_stats
 from fleet.scenario import load_scenario
 from fleet.world.timing import DeviceOutcome
 from fleet.world.sync_world import SimWorld, is_online

@@ -1,229 +1,39 @@
-"""Run outputs: rounds.csv (appended and flushed each round), devices.csv, summary.json, PNG plots.
+"""The PNG plots of runs and comparisons.
 
-Every file is written under a fresh temporary name in its folder and renamed
-over the target, so a reader never sees half a file, and a symlink planted at
-the target is replaced, never followed (rename acts on the link itself).
-rounds.csv is then appended with O_NOFOLLOW. A folder that already holds a run
-is refused unless the caller forces it, and forcing removes that run's files
-(by their names only), so no stale summary or plot stays beside a new run.
+Every figure is a matplotlib `Figure` of its own, drawn with the Agg canvas and
+never registered with pyplot, so plotting holds no global state: figures from
+threads or long sessions are freed with their last reference, and nothing here
+changes the backend of a program that imports it.
 """
 
 from __future__ import annotations
 
-import csv
-import fcntl
-import io
-import json
 import math
-import os
-import shutil
-import tempfile
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from clients.errors import InputError
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from fleet.outputs.files import replacing
 
 
-# Files a run or a comparison writes into its folder; the first three mean "this folder holds a run".
-RUN_MARKERS = ("summary.json", "rounds.csv", "comparison.csv")
-RUN_FILES = (*RUN_MARKERS, "accuracy.png", "accuracy_time.png", "bytes.png", "timeline.png", "timeline_rounds.png",
-             "staleness.png", "devices.csv", "device_rounds.csv", "arrivals.csv", "scenario.yaml", "comparison.png",
-             "tradeoff.png", "paired.csv", "model.npz")
-RUN_FOLDERS = ("checkpoint",)
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-@contextmanager
-def replacing(path: Path) -> Iterator[BinaryIO]:
-    """A binary file that becomes `path` when the block ends without error (and vanishes if it fails).
-
-    It is a new file (mkstemp: O_CREAT | O_EXCL) in path's folder, fsynced, then
-    renamed over `path`; a symlink at `path` is replaced, not followed.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the permissions a plain open would
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text(path: Path, text: str) -> None:
-    """Atomic, never through a symlink (see `replacing`)."""
-    with replacing(path) as f:
-        f.write(text.encode("utf-8"))
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Atomic, never through a symlink: a temporary file renamed over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, json.dumps(payload, indent=2, default=float))
-
-
-def write_model(path: Path, weights: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> None:
-    """The global model as numpy arrays (`weights:<name>`, `masks:<name>`): np.load reads it without pickle."""
-    with replacing(path) as f:
-        np.savez(f, **{f"weights:{k}": v for k, v in weights.items()},
-                 **{f"masks:{k}": v for k, v in masks.items()})
-
-
-def read_model(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Inverse of write_model (no pickle: object arrays are refused)."""
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = {key: npz[key] for key in npz.files}
-    weights = {k.split(":", 1)[1]: v for k, v in arrays.items() if k.startswith("weights:")}
-    masks = {k.split(":", 1)[1]: v for k, v in arrays.items() if k.startswith("masks:")}
-    return weights, masks
-
-
-def remove_tree(path: Path) -> None:
-    """Remove a folder and what it holds; a link (there or inside) is unlinked, never followed."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)
-
-
-LOCK = ".fleet.lock"
-
-
-@contextmanager
-def folder_lock(out_dir: Path) -> Iterator[None]:
-    """Hold `out_dir` for one run: a second run (or a resume) into it is refused while this one lives.
-
-    An flock on a file in the folder: the kernel releases it when the process
-    ends however it ends (SIGKILL included), so a dead run never blocks a resume.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise InputError(f"output folder '{out_dir}' is in use by another fleet run") from None
-        yield
-    finally:
-        os.close(fd)
-
-
-def check_output_dir(out_dir: Path, *, force: bool) -> None:
-    """Fail, before any work starts, if `out_dir` cannot take a run's files or holds a run and not `force`."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"output folder '{out_dir}' is a file, not a folder")
-    if out_dir.is_dir() and not force:
-        held = [name for name in RUN_MARKERS if os.path.lexists(out_dir / name)]
-        if held:
-            raise InputError(f"output folder '{out_dir}' already holds a run ({held[0]}): pass --force to "
-                             "overwrite it, or choose another folder with --out")
-    anchor = out_dir
-    while not anchor.exists() and anchor != anchor.parent:  # the folder it would be created in
-        anchor = anchor.parent
-    if not anchor.is_dir():
-        raise InputError(f"output folder '{out_dir}' cannot be created: '{anchor}' is not a folder")
-    try:  # os.access says yes to root even on a read-only file system; trying says what is true
-        os.rmdir(tempfile.mkdtemp(prefix=".fleet-probe-", dir=anchor))
-    except OSError as err:
-        raise InputError(f"output folder '{out_dir}' is not writable ('{anchor}': "
-                         f"{err.strerror or err})") from None
-
-
-def prepare_output_dir(out_dir: Path, *, force: bool) -> None:
-    """Make `out_dir` ready for a new run: checked as check_output_dir, created, an earlier run's files removed.
-
-    Only the files and folders a run writes (RUN_FILES, RUN_FOLDERS) are
-    removed, by name; unlinking a symlink removes the link, never what it
-    points to.
-    """
-    check_output_dir(out_dir, force=force)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name in RUN_FILES:
-            (out_dir / name).unlink(missing_ok=True)
-        for name in RUN_FOLDERS:
-            remove_tree(out_dir / name)
-    except OSError as err:
-        raise InputError(f"output folder '{out_dir}' cannot be prepared: {err.strerror or err}") from None
-
-
-class RoundsCsv:
-    """rounds.csv written one row at a time, so an interrupted run keeps every finished round.
-
-    Appends are serialised with `close`: once a stopping run has closed the
-    file, a round that finishes late in another thread adds nothing, so the
-    file and the summary written at the stop agree.
-    """
-
-    def __init__(self, path: Path, columns: Sequence[str], rows: Sequence[dict] = ()) -> None:
-        """A new file holding the header and `rows` (those of a resumed run)."""
-        self.path = path
-        self.columns = list(columns)
-        self.rows: list[dict] = list(rows)
-        self.closed = False
-        self._lock = threading.Lock()
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=self.columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        write_text(path, text.getvalue())
-
-    def append(self, row: dict) -> None:
-        line = io.StringIO()
-        csv.DictWriter(line, fieldnames=self.columns, extrasaction="ignore").writerow(row)
-        with self._lock:
-            if self.closed:
-                return
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-            with os.fdopen(fd, "wb") as f:
-                f.write(line.getvalue().encode("utf-8"))
-                f.flush()
-                os.fsync(f.fileno())
-            self.rows.append(row)
-
-    def close(self) -> None:
-        """No more rows; waits for a row being written to finish."""
-        with self._lock:
-            self.closed = True
-
-
-def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
-    """A whole table at once, atomically and never through a symlink."""
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(columns), extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, text.getvalue())
+def subplots(*grid: int, figsize: tuple[float, float], **options) -> tuple[Figure, object]:
+    """A new figure and its axes (as pyplot.subplots, without pyplot's registry of open figures)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **options)
 
 
 def save_figure(fig, path: Path) -> None:
-    """fig as a PNG at `path`, atomically and never through a symlink; the figure is closed."""
-    try:
-        with replacing(path) as f:
-            fig.savefig(f, format="png", dpi=120)
-    finally:
-        plt.close(fig)
+    """fig as a PNG at `path`, atomically and never through a symlink."""
+    with replacing(path) as f:
+        fig.savefig(f, format="png", dpi=120)
 
 
 def plot_accuracy(rows: Sequence[dict], n_tasks: int, path: Path, title: str) -> None:
     """Class-IL accuracy of the global model on each task's test set, round by round."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     rounds = [r["round"] for r in rows]
     for t in range(n_tasks):
         ys = [r.get(f"acc_task_{t}") for r in rows]
@@ -241,7 +51,7 @@ def plot_accuracy(rows: Sequence[dict], n_tasks: int, path: Path, title: str) ->
 
 def plot_bytes(rows: Sequence[dict], path: Path, title: str) -> None:
     """Bytes that travelled each round, up and down."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     rounds = [r["round"] for r in rows]
     width = 0.4
     ax.bar([x - width / 2 for x in rounds], [r["upload_bytes"] / 1e6 for r in rows], width, label="upload")
@@ -287,7 +97,7 @@ def plot_timeline(outcomes: Sequence, start_s: float, close_s: float, deadline_s
     outcomes = timeline_rows(outcomes)
     if len(outcomes) < total:
         title = f"{title}\n{len(outcomes)} of its {total} devices, every outcome shown"
-    fig, ax = plt.subplots(figsize=(9, 0.35 * len(outcomes) + 1.8))
+    fig, ax = subplots(figsize=(9, 0.35 * len(outcomes) + 1.8))
     phases = (("download_s", "tab:blue", "download"), ("compute_s", "tab:olive", "compute"),
               ("upload_s", "tab:cyan", "upload"))
     for row, d in enumerate(outcomes):
@@ -380,7 +190,7 @@ def plot_timeline_rounds(rounds: Sequence, devices: Sequence[int], path: Path, t
     row = {d: i for i, d in enumerate(devices)}
     if fleet is not None and len(devices) < fleet:
         title = f"{title}\n{len(devices)} of its {fleet} devices shown, each profile in proportion"
-    fig, ax = plt.subplots(figsize=(11, 0.32 * len(devices) + 2.4))
+    fig, ax = subplots(figsize=(11, 0.32 * len(devices) + 2.4))
     for kind, (colour, height, name) in TIMELINE_KINDS.items():
         shown = [b for b in bars[kind] if b[0] in row]
         if shown:
@@ -426,7 +236,7 @@ def _accuracy(point: Sequence, column: int) -> float:
 def _accuracy_panels(path: Path, title: str, draw: Callable[[object, int], None]) -> None:
     """Two panels against simulated time, Class-IL and Task-IL: `draw(ax, column)` puts the lines of one
     (column 1 or 2 of the curve points) on its axes."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharex=True)
+    fig, axes = subplots(1, 2, figsize=(12, 4), sharex=True)
     for ax, (column, label) in zip(axes, ACCURACY_PANELS):
         draw(ax, column)
         ax.set(xlabel="simulated time (s)", ylabel=label, ylim=(0, 101))
@@ -452,7 +262,7 @@ def plot_staleness(arrivals: Sequence[dict], path: Path, title: str, max_stalene
     """An asynchronous run's arrivals (arrivals.csv rows): how many versions and seconds old each update
     was, applied ones apart from those dropped as too stale, and the share trained on a task the stream
     had left by then."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    fig, axes = subplots(1, 2, figsize=(12, 3.8))
     by_status = {status: [r for r in arrivals if r["status"] == status] for status in ("ok", "late")}
     versions = [int(r["staleness"]) for r in arrivals if r["status"] in by_status]
     bins = np.arange(-0.5, (max(versions) if versions else 0) + 1.5)
@@ -484,7 +294,7 @@ SEED_PANELS = (("final_accuracy", "Class-IL, final (%)"), ("final_accuracy_task_
 def plot_seed_comparison(summary: Sequence[dict], path: Path, title: str) -> None:
     """Per figure, each variant's median over seeds with its 95% interval (fleet.compare.paired_over_seeds
     rows): readable at any number of seeds, where a bar per seed is not."""
-    fig, axes = plt.subplots(1, len(SEED_PANELS), figsize=(3.2 * len(SEED_PANELS), 3.6))
+    fig, axes = subplots(1, len(SEED_PANELS), figsize=(3.2 * len(SEED_PANELS), 3.6))
     for ax, (metric, label) in zip(axes, SEED_PANELS):
         rows = [r for r in summary if r["metric"] == metric and "median" in r]
         xs = range(len(rows))
@@ -518,7 +328,7 @@ def plot_accuracy_bands(curves: dict[str, Sequence[Sequence[Sequence[float]]]], 
 
 def plot_comparison(rows: Sequence[dict], path: Path, title: str) -> None:
     """One bar group per profile: final accuracy, and uploaded MB and simulated time."""
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+    fig, axes = subplots(1, 3, figsize=(11, 3.6))
     names = [r["profile"] for r in rows]
     for ax, key, label in zip(axes, ("final_accuracy", "upload_bytes", "sim_time_s"),
                               ("final Class-IL accuracy (%)", "upload (MB)", "simulated time (s)")):
@@ -555,7 +365,7 @@ def plot_tradeoff(points: dict[str, Sequence[dict]], path: Path, title: str) -> 
     stats = tradeoff_stats(points)
     if any(len(runs) > 1 for runs in points.values()):
         title = f"{title}\nmedian over seeds, whiskers from the lowest to the highest seed, a dot per seed"
-    fig, axes = plt.subplots(1, len(TRADEOFF_AXES), figsize=(5.2 * len(TRADEOFF_AXES), 4.2), sharey=True)
+    fig, axes = subplots(1, len(TRADEOFF_AXES), figsize=(5.2 * len(TRADEOFF_AXES), 4.2), sharey=True)
     for i, (variant, figures) in enumerate(stats.items()):
         colour = f"C{i % 10}"
         acc = figures["final_accuracy"]
