@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from clients.errors import InputError  # noqa: E402
 from fleet.dryrun import dry_run  # noqa: E402
 from fleet.outputs import write_csv, write_json
-from fleet.scenario import load_scenario  # noqa: E402
+from fleet.config import load_scenario
 
 # figure -> how a rounds.csv row gives it
 FIGURES = {

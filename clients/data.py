@@ -24,6 +24,11 @@ from clients.errors import InputError, excerpt
 
 DATASETS = ("digits", "synthetic", "mnist", "fashion-mnist", "cifar10")
 IDX_DATASETS = ("mnist", "fashion-mnist")  # the four standard IDX files
+NUM_CLASSES = {name: 10 for name in DATASETS}  # every supported dataset has 10 classes
+INPUT_SHAPES = {"digits": (1, 8, 8), "synthetic": (1, 8, 8), "mnist": (1, 28, 28),
+                "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+# Training examples of the smallest class (the standard files; digits after its 70/30 split).
+TRAIN_PER_CLASS = {"digits": 122, "synthetic": 60, "mnist": 5421, "fashion-mnist": 6000, "cifar10": 5000}
 
 # Debian's `dataset-fashion-mnist` package (Raspberry Pi OS is Debian too) installs the
 # four IDX .gz files here; it is the folder used when a scenario names no data_dir.

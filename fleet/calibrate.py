@@ -36,7 +36,7 @@ from clients.errors import InputError
 from clients.sparcl.learner import Learner, LearnerConfig
 from fleet.world import PROFILES
 from fleet.outputs import write_csv, write_text
-from fleet.scenario import Scenario
+from fleet.config import Scenario
 
 VARIANTS = ("dense", "masked", "scenario")
 

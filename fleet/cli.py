@@ -35,7 +35,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def parse_seeds(text: str) -> tuple[int, ...]:
     """Comma-separated seeds, each in [0, 2**32) like a scenario's seed."""
-    from fleet.scenario import SEED_LIMIT
+    from fleet.config import SEED_LIMIT
 
     try:
         seeds = tuple(int(s) for s in text.split(",") if s.strip())
@@ -92,7 +92,7 @@ def cmd_bench_kernels(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from fleet.kernels_bench import KernelsConfig, check_kernels_dir, format_table, parse_densities, run_kernels
-    from fleet.scenario import load_scenario
+    from fleet.config import load_scenario
 
     scenario = load_scenario(args.scenario, simulate=False)
     config = KernelsConfig(densities=parse_densities(args.densities),
@@ -139,7 +139,9 @@ def _validate_bench(config) -> None:
     from clients.sparcl.learner import TrainConfig, torch_device
     from clients.sparcl import sparse_kernels
     from clients.sparcl.tdm import TDMConfig
-    from fleet.scenario import INPUT_SHAPES, MAX_WIDTH, learner_bytes, memory_limit_bytes
+    from clients.data import INPUT_SHAPES
+    from fleet.config import learner_bytes, memory_limit_bytes
+    from fleet.config import MAX_WIDTH
 
     for flag, value in (("--sparsity", config.sparsity), ("--lr", config.lr), ("--dgm-keep", config.dgm_keep)):
         if not math.isfinite(value):
@@ -174,7 +176,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     from fleet.calibrate import VARIANTS, calibrate
     from fleet.outputs import check_output_dir
-    from fleet.scenario import load_scenario
+    from fleet.config import load_scenario
 
     scenario = load_scenario(args.scenario, simulate=False)
     batches = parse_positive_ints(args.batches, "--batches")
@@ -205,7 +207,7 @@ def parse_positive_ints(text: str, flag: str) -> tuple[int, ...]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from fleet.scenario import load_scenario
+    from fleet.config import load_scenario
 
     scenario = load_scenario(args.scenario)
     print(f"{args.scenario}: ok ({scenario.fleet.devices} devices, {scenario.federation.rounds} rounds, "
@@ -219,7 +221,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
     table, sources = PROFILES, PROFILE_SOURCES
     if args.scenario is not None:
-        from fleet.scenario import load_scenario
+        from fleet.config import load_scenario
 
         scenario = load_scenario(args.scenario, simulate=False)  # listing trains nothing: no memory bound
         table, sources = scenario.device_profile_table(), scenario.profile_sources()
@@ -323,7 +325,7 @@ def resume_target(args: argparse.Namespace):
     import json
 
     from fleet.checkpoint import checkpoint_dir
-    from fleet.scenario import load_scenario
+    from fleet.config import load_scenario
 
     out_dir = Path(args.resume)
     given = [flag for flag, value in (("a scenario file", args.scenario), ("--set", args.set), ("--out", args.out),
@@ -435,7 +437,7 @@ def cmd_device(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from fleet.deployment import submit
-    from fleet.scenario import load_scenario
+    from fleet.config import load_scenario
 
     scenario = load_scenario(args.scenario, simulate=False)  # bad input fails here, before the coordinator
     out = Path(args.out or scenario.output)
@@ -463,7 +465,7 @@ def cmd_state(args: argparse.Namespace) -> int:
 def load_scenario_with_sets(args: argparse.Namespace):
     """The scenario file with any `--set` overrides applied (and re-validated)."""
     from fleet.compare import parse_set
-    from fleet.scenario import load_scenario
+    from fleet.config import load_scenario
 
     scenario = load_scenario(args.scenario, simulate=not getattr(args, "dry_run", False))
     return scenario.with_overrides(parse_set(args.set)) if args.set else scenario

@@ -21,7 +21,7 @@ import yaml
 
 from clients.errors import InputError, excerpt
 from fleet.outputs import RoundsCsv, plot_tradeoff, prepare_output_dir, write_csv
-from fleet.scenario import Scenario, parse_scenario, parse_yaml
+from fleet.config import Scenario, parse_scenario, parse_yaml
 from fleet.stats import describe, paired_difference
 
 COLUMNS = ["profile", "method", "kernels", "final_accuracy", "last_k_accuracy", "final_accuracy_task_il",

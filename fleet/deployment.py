@@ -279,7 +279,8 @@ import torch
 from clients import torch_compat
 torch_compat.install()
 from clients.backbones import build_backbone, resolved_backbone
-from fleet.scenario import INPUT_SHAPES, NUM_CLASSES, load_scenario
+from clients.data import INPUT_SHAPES, NUM_CLASSES
+from fleet.config import load_scenario
 stage("read the scenario " + scenario_path)
 s = load_scenario(scenario_path, simulate=False)
 # the ClientApp trains on --threads where the device sets it, else on the scenario's train.threads

@@ -53,7 +53,7 @@ from fleet.outputs import RoundsCsv, folder_lock, prepare_output_dir, write_csv,
 from fleet.runner import (
     buffer_config, device_spec, make_world, round_columns, server_config, summarise, tasks_reached, write_plots,
 )
-from fleet.scenario import Scenario
+from fleet.config import Scenario
 from server.buffered import ARRIVAL_COLUMNS, BufferConfig, BufferedFedAvg
 from server.strategy import Accepted, DeviceReport, Totals, arrivals_kept, book_round, choose_devices, round_row
 

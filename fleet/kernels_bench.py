@@ -427,7 +427,7 @@ def check_kernels_dir(out_dir: Path, *, force: bool) -> None:
 
 def memory_check(model: nn.Module, input_shape: tuple[int, ...], config: KernelsConfig) -> None:
     """Refuse a batch whose step would not fit in the memory a run may use, before building anything big."""
-    from fleet.scenario import memory_limit_bytes
+    from fleet.config import memory_limit_bytes
 
     cost = profile_model(model, input_shape)
     copies = 1 + (3 if sparse_kernels.available() else 2) * len(config.densities)
@@ -440,7 +440,7 @@ def memory_check(model: nn.Module, input_shape: tuple[int, ...], config: Kernels
 
 def scenario_model(scenario) -> tuple[nn.Module, tuple[int, ...], int]:
     """The scenario's backbone as its devices build it, with the data set's input shape and class count."""
-    from fleet.scenario import INPUT_SHAPES, NUM_CLASSES
+    from clients.data import INPUT_SHAPES, NUM_CLASSES
 
     shape, classes = INPUT_SHAPES[scenario.dataset.name], NUM_CLASSES[scenario.dataset.name]
     torch.manual_seed(scenario.seed)

@@ -58,7 +58,7 @@ from fleet.outputs import (
     write_model,
     write_text,
 )
-from fleet.scenario import Scenario  # noqa: E402
+from fleet.config import Scenario
 from server.app import Resume, make_server_app, make_strategy, restore_strategy  # noqa: E402
 from server.buffered import ARRIVAL_COLUMNS, BufferConfig  # noqa: E402
 from server.strategy import DEVICE_ROUND_COLUMNS, STATUS_COUNTS, ServerConfig, SparseFedAvg  # noqa: E402

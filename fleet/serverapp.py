@@ -42,7 +42,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     from fleet.runner import run_scenario
-    from fleet.scenario import load_scenario
+    from fleet.config import load_scenario
 
     config = context.run_config
     scenario = load_scenario(resolve_scenario(str(config["scenario"])), simulate=False)

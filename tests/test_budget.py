@@ -213,7 +213,7 @@ def test_scenarios_cost_compacted_layers_by_the_measured_table_by_default():
     import yaml
 
     from fleet.world import MEASURED_COMPACTION_SPEEDUP
-    from fleet.scenario import parse_scenario
+    from fleet.config import parse_scenario
 
     base = {"name": "c", "sparcl": {"granularity": "channel"}}
     assert parse_scenario(base).kernel_model().compaction == MEASURED_COMPACTION_SPEEDUP

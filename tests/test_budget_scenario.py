@@ -6,7 +6,7 @@ import pytest
 
 from fleet.cli import main
 from fleet.world import PAPER_SPARSE_SPEEDUP
-from fleet.scenario import parse_scenario
+from fleet.config import parse_scenario
 
 BASE = {"name": "b", "dataset": {"name": "synthetic"}, "fleet": {"devices": 2, "profiles": {"rpi4": 2}}}
 

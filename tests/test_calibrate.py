@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from fleet.cli import main
-from fleet.scenario import load_scenario
+from fleet.config import load_scenario
 
 
 def scenario_file(tmp_path):

@@ -24,7 +24,7 @@ from clients.errors import InputError
 from clients.sparcl.dgm import DGMConfig
 from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainConfig
 from clients.sparcl.tdm import TDMConfig, WeightMasks, channel_scores, channels_of, expand_channels, keep_count
-from fleet.scenario import parse_scenario
+from fleet.config import parse_scenario
 from server.aggregate import mask_aware_average, resparsify
 
 pytestmark = pytest.mark.usefixtures("one_thread")

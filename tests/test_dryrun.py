@@ -115,7 +115,7 @@ def test_a_fleet_away_for_days_is_waited_for_on_the_clock(tmp_path):
     """On/off devices that start away: the round waits until the first comes back (the clock used to stay
     at 0 for ever), then it trains."""
     from fleet.dryrun import dry_run
-    from fleet.scenario import parse_scenario
+    from fleet.config import parse_scenario
 
     scenario = parse_scenario({"name": "away", "dataset": {"name": "synthetic"},
                                "fleet": {"devices": 2, "profiles": {"far": 2}},
@@ -134,7 +134,7 @@ def test_a_board_that_cannot_hold_the_runtime_declines_in_a_dry_run_as_it_does_f
     """A Pi Zero 2 W has no memory left after the runtime: a real device declines every round (its memory
     policy fits nothing) and the strategy books a decline; the dry run books the same, not out of memory."""
     from fleet.dryrun import dry_run
-    from fleet.scenario import parse_scenario
+    from fleet.config import parse_scenario
 
     scenario = parse_scenario({"name": "zero", "dataset": {"name": "synthetic"},
                                "fleet": {"devices": 2, "profiles": {"rpi4": 1, "rpi-zero2w": 1}},

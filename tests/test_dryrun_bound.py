@@ -21,7 +21,7 @@ from fleet.dryrun import (
     FLOPS_BOUND, DeviceBook, StepCost, partition_sizes, round_work, step_cost, train_steps,
 )
 from fleet.runner import device_spec
-from fleet.scenario import parse_scenario
+from fleet.config import parse_scenario
 
 
 def cost(draws: int = 2, **over) -> StepCost:
@@ -146,7 +146,7 @@ def test_on_a_real_flower_run_the_dry_runs_flops_bound_every_round(tmp_path):
     FLOPs are the real ones and its counted FLOPs are at least the real count; time and energy follow."""
     from fleet.dryrun import dry_run
     from fleet.runner import run_scenario
-    from fleet.scenario import load_scenario
+    from fleet.config import load_scenario
 
     scenario = load_scenario(binding_deadline_scenario(tmp_path / "s.yaml", "bound", rounds=5))
     run_scenario(scenario, tmp_path / "real")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from fleet.scenario import parse_scenario
+from fleet.config import parse_scenario
 
 pytestmark = pytest.mark.e2e
 

@@ -24,7 +24,7 @@ from fleet.world.profiles import (
     get_budget,
     get_profile,
 )
-from fleet.scenario import load_scenario
+from fleet.config import load_scenario
 from fleet.world.timing import DeviceWork, compute_time_s, energy_j, moved_mbit, simulate_round, tail_time_s
 from server.strategy import DeviceReport, RoundTiming, Totals, book_round, round_row
 

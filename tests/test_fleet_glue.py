@@ -11,7 +11,7 @@ from fleet.compare import SEED_METRICS, format_paired, over_seeds, paired_over_s
 from fleet.world.profiles import get_budget, get_profile
 from fleet.outputs import RoundsCsv, plot_accuracy, plot_bytes
 from fleet.runner import learning_metrics
-from fleet.scenario import load_scenario
+from fleet.config import load_scenario
 from fleet.world import SimWorld
 from server.strategy import DeviceReport
 

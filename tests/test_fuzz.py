@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from clients.errors import InputError, excerpt
 from fleet.cli import main, parse_seeds
 from fleet.compare import parse_vary, variants
-from fleet.scenario import MAX_SCENARIO_BYTES, load_scenario, parse_scenario, parse_yaml
+from fleet.config.reader import MAX_SCENARIO_BYTES, parse_yaml
+from fleet.config import load_scenario, parse_scenario
 
 TIME_LIMIT_S = 2.0   # per case, in-process (the CLI's own start-up, imports, is not counted)
 BOMB_LIMIT_S = 1.0

@@ -22,7 +22,7 @@ from clients.experiment import run_stream
 from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainConfig, _plain_state, torch_device
 from clients.sparcl.tdm import TDMConfig
 from fleet.runner import backend_config
-from fleet.scenario import parse_scenario
+from fleet.config import parse_scenario
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA GPU here")

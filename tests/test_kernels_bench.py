@@ -18,7 +18,7 @@ from clients.sparcl import sparse_kernels
 from fleet.cli import main
 from fleet.kernels_bench import (compact_small_cnn, compact_widths, masked_widths, model_jobs, speedup_table,
                                  summarise)
-from fleet.scenario import load_scenario
+from fleet.config import load_scenario
 
 
 def smallcnn_forward_flops(widths, hw=8, stem=16, in_channels=1, classes=10):

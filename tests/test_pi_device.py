@@ -90,7 +90,7 @@ def test_threads_travel_in_the_node_config_and_are_set_once_in_the_client_app(tm
     import yaml
 
     from fleet.runner import device_spec
-    from fleet.scenario import parse_scenario
+    from fleet.config import parse_scenario
 
     sent = device_spec(parse_scenario(yaml.safe_load("name: t\ntrain: {threads: 2}\n"))).to_json()
     assert client_app.device_spec_for({"device-spec": sent}, context).threads == 1  # the device's, not the 2 sent

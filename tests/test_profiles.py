@@ -25,7 +25,8 @@ from fleet.world.profiles import (
     profile_sources,
     training_memory_mb,
 )
-from fleet.scenario import ProfileSpec, learner_bytes, load_scenario
+from fleet.config import learner_bytes, load_scenario
+from fleet.config.schema import ProfileSpec
 
 SENSOR = {"peak_gflops": 0.5, "efficiency": 0.5, "memory_mb": 64, "downlink_mbps": 2, "uplink_mbps": 1,
           "downlink_latency_s": 0.1, "uplink_latency_s": 0.2, "active_w": 1.0, "radio_w": 0.5, "idle_w": 0.1,

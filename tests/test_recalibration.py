@@ -13,7 +13,7 @@ from clients.errors import InputError
 from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainConfig
 from clients.sparcl.tdm import TDMConfig
 from fleet.bench import BenchConfig, learner_config
-from fleet.scenario import parse_scenario
+from fleet.config import parse_scenario
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,16 +12,10 @@ import yaml
 from clients.errors import InputError
 from clients.sparcl.learner import LearnerConfig
 from fleet.world import PROFILES
-from fleet.scenario import (
-    INPUT_SHAPES,
-    NUM_CLASSES,
-    FederationSpec,
-    Scenario,
-    device_offset,
-    load_scenario,
-    parse_scenario,
-    task_of,
-)
+from clients.data import INPUT_SHAPES, NUM_CLASSES
+from clients.device import device_offset, task_of
+from fleet.config import Scenario, load_scenario, parse_scenario
+from fleet.config.schema import FederationSpec
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 

@@ -140,7 +140,7 @@ def test_the_bench_runs_the_learner_on_both_kernels_and_pairs_their_cpu_time():
                                      {"dataset.name": "cifar10"},  # auto: ResNet-18 for 3-channel input
                                      {"sparcl.granularity": "channel"}])
 def test_a_scenario_asking_sparse_kernels_of_a_model_they_cannot_run_fails_in_one_line(changes):
-    from fleet.scenario import load_scenario
+    from fleet.config import load_scenario
 
     with pytest.raises(InputError, match="sparcl.sparse_kernels") as err:
         load_scenario("scenarios/quickstart.yaml").with_overrides({"sparcl.sparse_kernels": True, **changes})

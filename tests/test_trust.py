@@ -295,7 +295,7 @@ def test_prepare_output_dir_refuses_a_run_folder_itself(tmp_path):
 
 def test_names_cannot_leave_the_output_folder():
     from fleet.compare import safe_name
-    from fleet.scenario import parse_scenario
+    from fleet.config import parse_scenario
 
     with pytest.raises(InputError, match="must not hold '/'"):
         parse_scenario({"name": "../../x"})

@@ -15,7 +15,7 @@ from fleet.compare import compare, over_seeds, tradeoff_points, variants
 from fleet.world.ledger import OUTCOME_COLUMNS, Ledger, RoundTrace, tracked_devices
 from fleet.world.profiles import get_budget, get_profile
 from fleet.outputs.plots import plot_timeline_rounds, timeline_bars, tradeoff_stats
-from fleet.scenario import load_scenario
+from fleet.config import load_scenario
 from fleet.world.timing import DeviceOutcome
 from fleet.world.sync_world import SimWorld, is_online
 from server.strategy import DeviceReport, ServerConfig, SparseFedAvg

@@ -11,7 +11,7 @@ memory_mb is what is left for training after the firmware, the OS and the
 Python/torch/Flower runtime (training_memory_mb), not the board's total.
 
 Scenarios add their own profiles (a built-in with some figures changed, or
-every figure from scratch) under `profiles:`; see fleet.scenario.
+every figure from scratch) under `profiles:`; see fleet.config.
 
 A BudgetProfile scales a device down (compute, memory, bandwidth, and the power
 that goes with them: apply_budget) and may add a per-round deadline, so
