@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clients.errors import InputError  # noqa: E402
-from fleet.dryrun import dry_run  # noqa: E402
+from fleet.run import dry_run
 from fleet.outputs import write_csv, write_json
 from fleet.config import load_scenario
 

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clients.metrics import forgetting, learning_accuracy  # noqa: E402
-from fleet.compare import safe_name, seeded  # noqa: E402
+from fleet.run import safe_name, seeded
 from fleet.stats import describe, median, paired, paired_difference  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"

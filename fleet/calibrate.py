@@ -75,7 +75,7 @@ def measure(scenario: Scenario, *, batches: tuple[int, ...], repeats: int = 3, c
     """Time training chunks of about `chunk_s`, every (variant, batch) once per repeat, interleaved."""
     if threads < 1 or repeats < 1 or chunk_s <= 0 or not batches or min(batches) < 1:
         raise InputError("calibrate: --threads, --repeats, --seconds and every batch size must be positive")
-    from fleet.runner import device_spec
+    from fleet.run import device_spec
 
     torch.set_num_threads(threads)
     spec = device_spec(scenario)

@@ -17,7 +17,7 @@ from pathlib import Path
 from clients.errors import InputError, excerpt
 from clients.sparcl.ddr import RANKS as DDR_RANKS
 from fleet.deployment import DeploymentError
-from fleet.interrupts import Terminated, handle_sigterm
+from fleet.run import Terminated, handle_sigterm
 
 MAX_MESSAGE = 300  # characters of an argparse message, which quotes the bad argument whole
 MAX_BENCH_EPOCHS = 100_000
@@ -238,7 +238,7 @@ def run_with_progress(scenario, out_dir: Path, *, verbose: bool, quiet: bool, de
     """One scenario with a progress bar over rounds showing accuracy, bytes and simulated time."""
     from tqdm import tqdm
 
-    from fleet.runner import run_scenario
+    from fleet.run import run_scenario
 
     with tqdm(total=scenario.federation.rounds, unit="round", desc=desc, disable=quiet, file=sys.stderr) as bar:
         def on_round(row: dict) -> None:
@@ -248,7 +248,7 @@ def run_with_progress(scenario, out_dir: Path, *, verbose: bool, quiet: bool, de
             bar.update(row["round"] - bar.n)  # a resumed run starts after its finished rounds
 
         if dry:
-            from fleet.dryrun import dry_run
+            from fleet.run import dry_run
 
             return dry_run(scenario, out_dir, on_round=on_round, force=force)
         return run_scenario(scenario, out_dir, on_round=on_round, verbose=verbose, force=force, resume=resume,
@@ -324,7 +324,7 @@ def resume_target(args: argparse.Namespace):
     """The scenario a stopped run in `--resume DIR` ran (its scenario.yaml), and DIR; None if it is complete."""
     import json
 
-    from fleet.checkpoint import checkpoint_dir
+    from fleet.run import checkpoint_dir
     from fleet.config import load_scenario
 
     out_dir = Path(args.resume)
@@ -362,8 +362,8 @@ def run_failed(summary: dict) -> bool:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from fleet.compare import (PAIRED_ORDER, compare, format_paired, format_table, named, over_seeds,
-                               paired_over_seeds, seeded, variant_dirs, variants)
+    from fleet.run import (PAIRED_ORDER, compare, format_paired, format_table, named, over_seeds, paired_over_seeds,
+                           seeded, variant_dirs, variants)
     from fleet.outputs import check_output_dir, write_csv
     from fleet.outputs import plot_accuracy_bands, plot_accuracy_time, plot_comparison, plot_seed_comparison
 
@@ -464,7 +464,7 @@ def cmd_state(args: argparse.Namespace) -> int:
 
 def load_scenario_with_sets(args: argparse.Namespace):
     """The scenario file with any `--set` overrides applied (and re-validated)."""
-    from fleet.compare import parse_set
+    from fleet.run import parse_set
     from fleet.config import load_scenario
 
     scenario = load_scenario(args.scenario, simulate=not getattr(args, "dry_run", False))

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clients.errors import InputError
+from fleet.run import stop_group
 
 CONNECTION = "sparcl-fleet"
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -191,7 +192,7 @@ def run_coordinator(c: Coordinator) -> int:
         print(f"coordinator ready on {c.host}:{c.port}; submit a scenario with `fleet submit SCENARIO`", flush=True)
         return superlink.wait()
     finally:
-        stop(superlink)
+        stop_group(superlink, STOP_GRACE_S)
 
 
 def die_with_parent() -> None:
@@ -202,18 +203,7 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def stop(process: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after the grace period."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
+STOP_GRACE_S = 10.0  # a SuperLink or SuperNode gets this long to end after SIGTERM
 
 
 # --------------------------------------------------------------------------- device
@@ -380,7 +370,7 @@ def run_device(d: Device) -> int:
         try:
             code = node.wait()
         finally:
-            stop(node)
+            stop_group(node, STOP_GRACE_S)
         if code == 0 or time.monotonic() - began > JOINED_S or time.monotonic() > give_up:
             return code
         print(f"the coordinator refused this device (it may still hold its previous connection for about a "

@@ -41,7 +41,7 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    from fleet.runner import run_scenario
+    from fleet.run import run_scenario
     from fleet.config import load_scenario
 
     config = context.run_config

@@ -22,8 +22,8 @@ import pytest
 
 from clients import state_store
 from clients.errors import InputError
-from fleet import interrupts
-from fleet.checkpoint import Checkpoint, checkpoint_dir, read_checkpoint, remove_checkpoint, write_checkpoint
+from fleet.run import processes
+from fleet.run.checkpoint import Checkpoint, checkpoint_dir, read_checkpoint, remove_checkpoint, write_checkpoint
 from fleet.cli import main
 from fleet.world import BUDGETS, Ledger, SimWorld, get_profile
 from fleet.outputs import folder_lock
@@ -205,7 +205,7 @@ def test_a_killed_run_leaves_no_process_and_no_scratch_folder(tmp_path):
     scratch.mkdir()
     code = ("import subprocess, sys, time\n"
             "from pathlib import Path\n"
-            "from fleet.interrupts import stopping\n"
+            "from fleet.run.signals import stopping\n"
             f"with stopping(lambda status: None, watch=True, scratch=Path({str(scratch)!r})):\n"
             "    child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
             "    print(child.pid, flush=True)\n"
@@ -220,9 +220,9 @@ def test_a_killed_run_leaves_no_process_and_no_scratch_folder(tmp_path):
         os.kill(run.pid, signal.SIGKILL)
         run.wait(5)
         deadline = time.monotonic() + 10
-        while (interrupts.alive(process) or scratch.exists()) and time.monotonic() < deadline:
+        while (processes.alive(process) or scratch.exists()) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not interrupts.alive(process) and not scratch.exists()
+        assert not processes.alive(process) and not scratch.exists()
     finally:
         if run.poll() is None:
             run.kill()
@@ -240,12 +240,12 @@ def test_a_folder_in_use_by_a_run_is_refused_to_another(tmp_path):
 
 @pytest.fixture
 def no_real_run(monkeypatch):
-    import fleet.runner
+    import fleet.run.runner
 
     def refuse(*args, **kwargs):
         raise AssertionError("the run started")
 
-    monkeypatch.setattr(fleet.runner, "run_scenario", refuse)
+    monkeypatch.setattr(fleet.run.runner, "run_scenario", refuse)
 
 
 @pytest.mark.parametrize("args,message", [

@@ -21,7 +21,7 @@ import pytest
 
 from clients import state_store
 from fleet.certs import make_certs
-from fleet.interrupts import descendants
+from fleet.run.processes import descendants
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from fleet.cli import main
-from fleet.dryrun import DeviceBook, StepCost, round_work
-from fleet.runner import BASE_COLUMNS
+from fleet.run.dryrun import DeviceBook, StepCost, round_work
+from fleet.run.runner import BASE_COLUMNS
 
 
 def cost(memory_per_example: int = 1000, draws: int = 1) -> StepCost:
@@ -114,7 +114,7 @@ federation: {{rounds: 3}}
 def test_a_fleet_away_for_days_is_waited_for_on_the_clock(tmp_path):
     """On/off devices that start away: the round waits until the first comes back (the clock used to stay
     at 0 for ever), then it trains."""
-    from fleet.dryrun import dry_run
+    from fleet.run import dry_run
     from fleet.config import parse_scenario
 
     scenario = parse_scenario({"name": "away", "dataset": {"name": "synthetic"},
@@ -133,7 +133,7 @@ def test_a_fleet_away_for_days_is_waited_for_on_the_clock(tmp_path):
 def test_a_board_that_cannot_hold_the_runtime_declines_in_a_dry_run_as_it_does_for_real(tmp_path):
     """A Pi Zero 2 W has no memory left after the runtime: a real device declines every round (its memory
     policy fits nothing) and the strategy books a decline; the dry run books the same, not out of memory."""
-    from fleet.dryrun import dry_run
+    from fleet.run import dry_run
     from fleet.config import parse_scenario
 
     scenario = parse_scenario({"name": "zero", "dataset": {"name": "synthetic"},

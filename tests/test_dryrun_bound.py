@@ -17,10 +17,8 @@ from clients.budget import KernelModel, RoundBudget
 from clients.device import run_round, spec_task
 from clients.sparcl.learner import Learner
 from conftest import binding_deadline_scenario
-from fleet.dryrun import (
-    FLOPS_BOUND, DeviceBook, StepCost, partition_sizes, round_work, step_cost, train_steps,
-)
-from fleet.runner import device_spec
+from fleet.run.dryrun import FLOPS_BOUND, DeviceBook, StepCost, partition_sizes, round_work, step_cost, train_steps
+from fleet.run import device_spec
 from fleet.config import parse_scenario
 
 
@@ -144,8 +142,8 @@ def test_the_dry_run_trains_as_a_real_device_and_bounds_its_counted_flops(method
 def test_on_a_real_flower_run_the_dry_runs_flops_bound_every_round(tmp_path):
     """A real run with a binding deadline, failures and replay: round by round the dry run's executed
     FLOPs are the real ones and its counted FLOPs are at least the real count; time and energy follow."""
-    from fleet.dryrun import dry_run
-    from fleet.runner import run_scenario
+    from fleet.run import dry_run
+    from fleet.run import run_scenario
     from fleet.config import load_scenario
 
     scenario = load_scenario(binding_deadline_scenario(tmp_path / "s.yaml", "bound", rounds=5))

@@ -29,7 +29,7 @@ def tiny_scenario(tmp_path, **overrides):
 
 
 def test_two_rounds_with_misbehaving_devices(tmp_path):
-    from fleet.runner import run_scenario
+    from fleet.run import run_scenario
 
     scenario = tiny_scenario(tmp_path)
     out = tmp_path / "out"
@@ -78,7 +78,7 @@ def test_a_fleet_of_plain_flower_client_apps_is_identified_and_learns_from_them(
     """Flower's ordinary kind of ClientApp (a train handler, no query handler) as the ClientApp of the
     whole simulated fleet: every node is identified as plain, gets dense arrays and its updates count."""
     from clients import stock
-    from fleet.runner import run_scenario
+    from fleet.run import run_scenario
 
     scenario = tiny_scenario(tmp_path, **{"fleet.devices": 4, "fleet.profiles": {"rpi4": 4},
                                           "federation.devices_per_round": 4, "federation.min_available": 4})

@@ -7,10 +7,10 @@ import csv
 import pytest
 
 from clients.errors import InputError
-from fleet.compare import SEED_METRICS, format_paired, over_seeds, paired_over_seeds, parse_vary, variants
+from fleet.run.compare import SEED_METRICS, format_paired, over_seeds, paired_over_seeds, parse_vary, variants
 from fleet.world.profiles import get_budget, get_profile
 from fleet.outputs import RoundsCsv, plot_accuracy, plot_bytes
-from fleet.runner import learning_metrics
+from fleet.run.runner import learning_metrics
 from fleet.config import load_scenario
 from fleet.world import SimWorld
 from server.strategy import DeviceReport
@@ -180,7 +180,7 @@ def test_compare_with_seeds_writes_the_paired_table(tmp_path, monkeypatch, capsy
     """The CLI glue around over_seeds: one run per variant and seed, then paired.csv (runs faked here:
     the runs themselves are the e2e tests' business)."""
     import fleet.cli
-    from fleet.compare import COLUMNS
+    from fleet.run.compare import COLUMNS
 
     ran = []
 
@@ -211,7 +211,7 @@ def test_compare_resume_keeps_complete_runs_of_the_same_scenario(tmp_path, monke
     import yaml
 
     import fleet.cli
-    from fleet.compare import COLUMNS
+    from fleet.run.compare import COLUMNS
 
     ran = []
 
@@ -253,7 +253,7 @@ def test_compare_takes_accuracy_at_the_time_every_run_of_a_seed_reached_and_time
     """Seed 3: sync ends at 100 s with 60%, async runs to 150 s; at 100 s async had 65% (its evaluation at
     90 s) and it first reached sync's 60% at 60 s. Seed 7: async ends first (80 s), so sync is read at 80 s;
     async never reaches sync's final 70%."""
-    from fleet.compare import common_time_figures, first_time, value_at
+    from fleet.run.compare import common_time_figures, first_time, value_at
 
     scenario = load_scenario("scenarios/quickstart.yaml")
     chosen = over_seeds(variants(scenario, None, "federation.aggregation=mask-aware,fedavg"), [3, 7])
@@ -270,7 +270,7 @@ def test_compare_takes_accuracy_at_the_time_every_run_of_a_seed_reached_and_time
 
 def test_compare_variants_can_be_named_one_name_each():
     from clients.errors import InputError
-    from fleet.compare import named
+    from fleet.run import named
 
     scenario = load_scenario("scenarios/quickstart.yaml")
     chosen = variants(scenario, None, "federation.aggregation=mask-aware,fedavg")
@@ -283,7 +283,7 @@ def test_compare_variants_can_be_named_one_name_each():
 
 def test_the_time_to_an_accuracy_is_read_over_the_whole_stream(tmp_path):
     """An early round scores high over the one task seen by then: it does not count as reaching the target."""
-    from fleet.compare import common_time_figures, full_stream_curve
+    from fleet.run.compare import common_time_figures, full_stream_curve
 
     (tmp_path / "rounds.csv").write_text("round,sim_time_s,class_il_accuracy,tasks_reached\n"
                                          "1,10,95.0,1\n2,20,50.0,2\n3,30,40.0,2\n4,40,48.0,2\n")

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from clients.errors import InputError, excerpt
 from fleet.cli import main, parse_seeds
-from fleet.compare import parse_vary, variants
+from fleet.run.compare import parse_vary, variants
 from fleet.config.reader import MAX_SCENARIO_BYTES, parse_yaml
 from fleet.config import load_scenario, parse_scenario
 
@@ -36,12 +36,12 @@ MAX_LINE = 600       # one line, and a bounded one
 def no_real_work(monkeypatch):
     """Every CLI case here must end before any work: a run or a benchmark starting is a failure, not a wait."""
     import fleet.bench
-    import fleet.runner
+    import fleet.run.runner
 
     def refuse(*args, **kwargs):
         raise AssertionError("the work started")
 
-    monkeypatch.setattr(fleet.runner, "run_scenario", refuse)
+    monkeypatch.setattr(fleet.run.runner, "run_scenario", refuse)
     monkeypatch.setattr(fleet.bench, "run_bench", refuse)
 
 

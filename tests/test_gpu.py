@@ -21,7 +21,7 @@ from clients.errors import InputError
 from clients.experiment import run_stream
 from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainConfig, _plain_state, torch_device
 from clients.sparcl.tdm import TDMConfig
-from fleet.runner import backend_config
+from fleet.run.runner import backend_config
 from fleet.config import parse_scenario
 
 pytestmark = pytest.mark.usefixtures("one_thread")

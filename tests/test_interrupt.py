@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import binding_deadline_scenario
-from fleet.interrupts import alive, descendants
+from fleet.run.processes import alive, descendants
 
 pytestmark = pytest.mark.e2e
 
@@ -189,7 +189,7 @@ def kill_and_resume(tmp_path: Path, scenario: Path) -> tuple[Path, Path]:
 def test_a_signal_landing_on_another_thread_interrupts_a_main_thread_blocked_in_a_join(default_sigint):
     """The kernel may deliver Ctrl-C to any thread; Flower's simulation blocks the main thread in a
     join without a timeout, so without the relay the interrupt waited for the end of the run."""
-    from fleet.interrupts import relay_signals
+    from fleet.run.signals import relay_signals
 
     release = threading.Event()
     blocked = threading.Thread(target=release.wait)

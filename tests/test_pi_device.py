@@ -89,7 +89,7 @@ def test_threads_travel_in_the_node_config_and_are_set_once_in_the_client_app(tm
     assert calls == [1]
     import yaml
 
-    from fleet.runner import device_spec
+    from fleet.run import device_spec
     from fleet.config import parse_scenario
 
     sent = device_spec(parse_scenario(yaml.safe_load("name: t\ntrain: {threads: 2}\n"))).to_json()

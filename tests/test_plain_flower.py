@@ -18,7 +18,7 @@ from clients.device import DeviceSpec
 from clients.records import from_arrays, to_arrays
 from clients.sparcl.learner import Learner
 from clients.wire import decode_model, encode_model
-from fleet.runner import device_spec, server_config
+from fleet.run.runner import device_spec, server_config
 from fleet.config import parse_scenario
 from server.strategy import SparseFedAvg
 

@@ -176,7 +176,7 @@ def test_devices_get_their_profiles_in_device_order(tmp_path):
 
 
 def test_the_world_uses_the_scenarios_profiles(tmp_path):
-    from fleet.runner import make_world
+    from fleet.run.runner import make_world
 
     s = load_scenario(write(tmp_path, scenario_text(USER, MIX)))
     world = make_world(s)  # budget generous: the profiles as they are

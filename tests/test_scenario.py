@@ -333,8 +333,8 @@ def test_the_memory_scenario_binds_on_its_pi_4s_and_not_under_its_roomier_budget
     a full round's peak (batch 32 and DER++'s two draws of 32), so its memory policy must shrink; the Pi 5
     and the balanced budget fit it whole. The learner is built from the scenario alone (no data)."""
     from clients.sparcl.learner import Learner
-    from fleet.dryrun import fitted, step_cost
-    from fleet.runner import device_spec, make_world
+    from fleet.run.dryrun import fitted, step_cost
+    from fleet.run.runner import device_spec, make_world
     from fleet.world.timing import MIB
 
     base = load_scenario(SCENARIOS / "fmnist_memory.yaml")

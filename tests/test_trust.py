@@ -26,7 +26,7 @@ import torch
 from clients.data import load_stream
 from clients.errors import InputError
 from clients.sparcl.learner import Learner, LearnerConfig, TrainConfig
-from fleet import interrupts
+from fleet.run import processes, signals
 from fleet.cli import main
 from fleet.outputs import RoundsCsv, check_output_dir, plot_accuracy, prepare_output_dir, write_json, write_text
 
@@ -224,12 +224,12 @@ def scenario_file(tmp_path: Path, out: Path) -> Path:
 @pytest.fixture
 def no_real_run(monkeypatch):
     """These tests must fail before any work; a real run (Ray, minutes) would be a bug."""
-    import fleet.runner
+    import fleet.run.runner
 
     def refuse(*args, **kwargs):
         raise AssertionError("the run started")
 
-    monkeypatch.setattr(fleet.runner, "run_scenario", refuse)
+    monkeypatch.setattr(fleet.run.runner, "run_scenario", refuse)
 
 
 @pytest.mark.parametrize("marker", ["summary.json", "rounds.csv", "comparison.csv"])
@@ -277,9 +277,9 @@ def test_force_replaces_an_earlier_run_and_only_its_files(tmp_path, monkeypatch,
         write_json(out_dir / "summary.json", summary)
         return summary
 
-    import fleet.runner
+    import fleet.run.runner
 
-    monkeypatch.setattr(fleet.runner, "run_scenario", fake_run)
+    monkeypatch.setattr(fleet.run.runner, "run_scenario", fake_run)
     assert main(["run", str(scenario_file(tmp_path, out)), "--quiet", "--force"]) == 0, capsys.readouterr().err
     assert seen == {"force": True, "left": ["notes.txt"]}  # the old run's files gone, the user's file kept
     assert victim.read_text() == "precious"
@@ -294,7 +294,7 @@ def test_prepare_output_dir_refuses_a_run_folder_itself(tmp_path):
 
 
 def test_names_cannot_leave_the_output_folder():
-    from fleet.compare import safe_name
+    from fleet.run import safe_name
     from fleet.config import parse_scenario
 
     with pytest.raises(InputError, match="must not hold '/'"):
@@ -311,38 +311,38 @@ def test_names_cannot_leave_the_output_folder():
 def test_stopping_records_the_status_and_ends_the_processes_it_started():
     statuses = []
     with pytest.raises(KeyboardInterrupt):
-        with interrupts.stopping(statuses.append):
+        with signals.stopping(statuses.append):
             child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
             grandchild_parent = subprocess.Popen(
                 [sys.executable, "-c", "import subprocess, sys, time; "
                  "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"])
             time.sleep(0.5)
-            started = interrupts.descendants()
+            started = processes.descendants()
             raise KeyboardInterrupt
     assert statuses == ["interrupted"]
     assert len(started) >= 3
-    assert not any(interrupts.alive(p) for p in started)
+    assert not any(processes.alive(p) for p in started)
     child.wait(5)
     grandchild_parent.wait(5)
 
 
 @pytest.mark.parametrize("exc,status,raised", [
-    (SystemExit(signal.SIGTERM), "interrupted", interrupts.Terminated),  # Ray's SIGTERM handler
-    (interrupts.Terminated(), "interrupted", interrupts.Terminated),
+    (SystemExit(signal.SIGTERM), "interrupted", signals.Terminated),  # Ray's SIGTERM handler
+    (signals.Terminated(), "interrupted", signals.Terminated),
     (RuntimeError("boom"), "failed", RuntimeError),
     (SystemExit(3), "failed", SystemExit),
 ])
 def test_stopping_maps_how_a_run_ended(exc, status, raised):
     statuses = []
     with pytest.raises(raised):
-        with interrupts.stopping(statuses.append):
+        with signals.stopping(statuses.append):
             raise exc
     assert statuses == [status]
 
 
 def test_stopping_says_nothing_when_the_block_completes():
     statuses = []
-    with interrupts.stopping(statuses.append):
+    with signals.stopping(statuses.append):
         pass
     assert statuses == []
 
@@ -350,8 +350,8 @@ def test_stopping_says_nothing_when_the_block_completes():
 def test_sigterm_inside_stopping_becomes_terminated():
     statuses = []
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(interrupts.Terminated):
-        with interrupts.stopping(statuses.append):
+    with pytest.raises(signals.Terminated):
+        with signals.stopping(statuses.append):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)
     assert statuses == ["interrupted"] and signal.getsignal(signal.SIGTERM) == before

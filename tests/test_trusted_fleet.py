@@ -170,7 +170,7 @@ def test_a_fashion_mnist_fleet_reruns_bit_identically_whatever_threads_ray_gives
     count changed an update's bits (31 of 58 tensors at 1 against 2 threads) and the run's accuracy.
     On these files the same run at train.threads 1 and 2 ends with different model bits, so this
     comparison sees a thread count that leaks through."""
-    from fleet.runner import run_scenario
+    from fleet.run import run_scenario
     from fleet.config import parse_scenario
 
     data = tmp_path / "fmnist"
@@ -210,7 +210,7 @@ def test_tasks_arrive_on_the_simulated_clock():
 
 def test_a_dry_run_moves_through_the_tasks_with_the_clock(tmp_path):
     """Each round's tasks_reached follows the simulated time at which it starts, not its number."""
-    from fleet.dryrun import dry_run
+    from fleet.run import dry_run
     from fleet.config import load_scenario
 
     scenario = load_scenario("scenarios/quickstart.yaml").with_overrides(
@@ -258,7 +258,7 @@ def test_devices_recalibrate_by_default_and_pay_for_it_where_there_are_statistic
 
     from clients import wire
     from clients.device import build_learner, run_round
-    from fleet.runner import device_spec
+    from fleet.run import device_spec
     from fleet.config import parse_scenario
 
     scenario = parse_scenario({"name": "n", "dataset": {"name": "synthetic", "max_per_class": 24},
@@ -284,7 +284,7 @@ def test_a_budget_too_tight_for_the_recalibration_pass_trains_instead():
     from clients import wire
     from clients.budget import RoundBudget
     from clients.device import RECALIBRATION_SHARE, build_learner, device_data, run_round
-    from fleet.runner import device_spec
+    from fleet.run import device_spec
     from fleet.config import parse_scenario
 
     scenario = parse_scenario({"name": "n", "dataset": {"name": "synthetic", "max_per_class": 24},
@@ -312,7 +312,7 @@ def test_a_run_whose_every_reply_failed_is_failed_in_summary_json(tmp_path):
     from flwr.app import Context, Message
     from flwr.clientapp import ClientApp
 
-    from fleet.runner import run_scenario
+    from fleet.run import run_scenario
     from fleet.config import parse_scenario
 
     broken = ClientApp()

@@ -11,7 +11,7 @@ from flwr.app import ConfigRecord
 
 from clients.records import to_arrays
 from clients.wire import encode_model
-from fleet.compare import compare, over_seeds, tradeoff_points, variants
+from fleet.run.compare import compare, over_seeds, tradeoff_points, variants
 from fleet.world.ledger import OUTCOME_COLUMNS, Ledger, RoundTrace, tracked_devices
 from fleet.world.profiles import get_budget, get_profile
 from fleet.outputs.plots import plot_timeline_rounds, timeline_bars, tradeoff_stats
@@ -175,7 +175,7 @@ def test_an_older_snapshot_without_the_new_fields_restores():
 
 
 def run_summary(accuracy: float, energy: float, time_s: float) -> dict:
-    from fleet.compare import COLUMNS
+    from fleet.run.compare import COLUMNS
 
     return {**{k: 0 for k in COLUMNS[1:]}, "final_accuracy": accuracy, "energy_j": energy, "sim_time_s": time_s,
             "curve": [[time_s, accuracy, 90.0]]}

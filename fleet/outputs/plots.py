@@ -292,7 +292,7 @@ SEED_PANELS = (("final_accuracy", "Class-IL, final (%)"), ("final_accuracy_task_
 
 
 def plot_seed_comparison(summary: Sequence[dict], path: Path, title: str) -> None:
-    """Per figure, each variant's median over seeds with its 95% interval (fleet.compare.paired_over_seeds
+    """Per figure, each variant's median over seeds with its 95% interval (fleet.run.compare.paired_over_seeds
     rows): readable at any number of seeds, where a bar per seed is not."""
     fig, axes = subplots(1, len(SEED_PANELS), figsize=(3.2 * len(SEED_PANELS), 3.6))
     for ax, (metric, label) in zip(axes, SEED_PANELS):

@@ -50,8 +50,15 @@ from clients.sparcl.tdm import keep_count
 from clients.wire import encode_model, model_bytes
 from fleet.world import AsyncWorld, DEVICE_COLUMNS, Ledger
 from fleet.outputs import RoundsCsv, folder_lock, prepare_output_dir, write_csv, write_json, write_text
-from fleet.runner import (
-    buffer_config, device_spec, make_world, round_columns, server_config, summarise, tasks_reached, write_plots,
+from fleet.run.runner import (
+    buffer_config,
+    device_spec,
+    make_world,
+    round_columns,
+    server_config,
+    summarise,
+    tasks_reached,
+    write_plots,
 )
 from fleet.config import Scenario
 from server.buffered import ARRIVAL_COLUMNS, BufferConfig, BufferedFedAvg

@@ -39,10 +39,8 @@ from clients.metrics import (  # noqa: E402
 )
 from clients.sparcl.learner import Learner  # noqa: E402
 from fleet.world import AsyncWorld, DEVICE_COLUMNS, Ledger, SimWorld
-from fleet.checkpoint import (  # noqa: E402
-    Checkpoint, device_state_dir, read_checkpoint, remove_checkpoint, write_checkpoint,
-)
-from fleet.interrupts import stopping  # noqa: E402
+from fleet.run.checkpoint import Checkpoint, device_state_dir, read_checkpoint, remove_checkpoint, write_checkpoint
+from fleet.run.signals import stopping
 from fleet.outputs import (
     RoundsCsv,
     folder_lock,
@@ -265,7 +263,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
     force: out_dir may hold an earlier run, whose files are replaced.
     ray_address: the devices train on this existing Ray cluster instead of a
     local instance. resume: out_dir holds this scenario's run, stopped;
-    continue after its last checkpointed round (fleet.checkpoint), keeping
+    continue after its last checkpointed round (fleet.run.checkpoint), keeping
     its rounds. summary.json is
     there from the first round on (status `running`, then `complete`; Ctrl-C,
     SIGTERM or a crash make it `interrupted` or `failed`), and every process

@@ -19,14 +19,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fleet.interrupts import alive, descendants, end_processes
+from fleet.run.processes import alive, descendants, end_processes
 
 POLL_S = 0.5
 
 
 def start(scratch: Path | None) -> subprocess.Popen:
     """The watchdog of this process; close its stdin (or die) to set it off."""
-    return subprocess.Popen([sys.executable, "-m", "fleet.watchdog", str(os.getpid()), str(scratch or "")],
+    return subprocess.Popen([sys.executable, "-m", "fleet.run.watchdog", str(os.getpid()), str(scratch or "")],
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             close_fds=True)
 

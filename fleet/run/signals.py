@@ -23,17 +23,18 @@ import shutil
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from fleet.run import watchdog
+from fleet.run.processes import descendants, end_processes
 
 # Ray's C++ core prints a stack dump on SIGTERM (and other signals) in every process it runs in; SIGTERM is an
 # expected way to stop a run, which should end with one line. Read when Ray starts, so set on import.
 os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
 
 STATUSES = ("complete", "interrupted", "failed")
-GRACE_S = 3.0  # how long a leftover process gets to end after SIGTERM before SIGKILL
 
 
 class Terminated(KeyboardInterrupt):
@@ -98,12 +99,10 @@ def stopping(on_stop: Callable[[str], None], *, watch: bool = False,
     status is "interrupted" (Ctrl-C, SIGTERM) or "failed" (any other
     exception). Whatever happens, Ray is shut down, every process started
     inside the block that is still alive afterwards is ended and the `scratch`
-    folder is removed. With `watch`, a watchdog process (fleet.watchdog) does
+    folder is removed. With `watch`, a watchdog process (fleet.run.watchdog) does
     the same if this process is killed outright. SIGTERM comes out as
     `Terminated`.
     """
-    from fleet import watchdog
-
     guard = watchdog.start(scratch) if watch else None
     before = descendants()
     restore = handle_sigterm()
@@ -150,72 +149,3 @@ def shutdown_ray() -> None:
             ray.shutdown()
     except Exception:  # stopping must go on; leftover processes are ended one by one
         pass
-
-
-# --------------------------------------------------------------------------- processes, from /proc
-
-
-def descendants(root: int | None = None) -> set[tuple[int, int]]:
-    """(pid, start time) of every live descendant of `root` (default: this process); empty without /proc.
-
-    The start time tells a process from a later one that reuses its pid.
-    """
-    root = os.getpid() if root is None else root
-    children: dict[int, list[tuple[int, int]]] = {}
-    for entry in _proc_entries():
-        pid, ppid, start, state = entry
-        if state != "Z":
-            children.setdefault(ppid, []).append((pid, start))
-    found: set[tuple[int, int]] = set()
-    stack = [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in found:
-                found.add(child)
-                stack.append(child[0])
-    return found
-
-
-def alive(process: tuple[int, int]) -> bool:
-    """Whether this very process (same pid, same start time) still runs (a zombie does not count)."""
-    stat = _stat(process[0])
-    return stat is not None and stat[2] == process[1] and stat[3] != "Z"
-
-
-def end_processes(processes: set[tuple[int, int]], grace_s: float = GRACE_S) -> None:
-    """SIGTERM each process still alive, wait up to grace_s for it to end, then SIGKILL what is left."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        left = [p for p in processes if alive(p)]
-        for pid, _ in left:
-            try:
-                os.kill(pid, sig)
-            except OSError:
-                pass
-        deadline = time.monotonic() + grace_s
-        while left and time.monotonic() < deadline:
-            time.sleep(0.05)
-            left = [p for p in left if alive(p)]
-        if not left:
-            return
-
-
-def _proc_entries() -> Iterator[tuple[int, int, int, str]]:
-    proc = Path("/proc")
-    try:
-        names = [p.name for p in proc.iterdir() if p.name.isdigit()]
-    except OSError:
-        return
-    for name in names:
-        stat = _stat(int(name))
-        if stat is not None:
-            yield stat
-
-
-def _stat(pid: int) -> tuple[int, int, int, str] | None:
-    """(pid, ppid, start time, state) from /proc/<pid>/stat, or None if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rfind(")") + 2:].split()  # the command name may hold spaces and parentheses
-    return pid, int(fields[1]), int(fields[19]), fields[0]
