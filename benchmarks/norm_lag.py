@@ -29,7 +29,7 @@ from clients.data import load_stream  # noqa: E402
 from clients.experiment import evaluate_seen  # noqa: E402
 from clients.metrics import average_accuracy  # noqa: E402
 from clients.sparcl.learner import Learner, SparCLConfig  # noqa: E402
-from fleet.bench import BenchConfig, learner_config, sparcl_variants  # noqa: E402
+from fleet.bench import BenchConfig, learner_config, sparcl_variants
 from fleet.outputs import save_figure, write_csv
 
 OUT = Path(__file__).resolve().parent.parent / "results" / "fmnist"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from clients.errors import InputError, excerpt
 from clients.sparcl.ddr import RANKS as DDR_RANKS
-from fleet.deployment import DeploymentError
+from fleet.deploy import DeploymentError
 from fleet.run import Terminated, handle_sigterm
 
 MAX_MESSAGE = 300  # characters of an argparse message, which quotes the bad argument whole
@@ -86,12 +86,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_kernels(args: argparse.Namespace) -> int:
-    """`fleet bench kernels`: measured speed-ups of sparse variants of the scenario's model (fleet.kernels_bench)."""
+    """`fleet bench kernels`: measured speed-ups of sparse variants of the scenario's model (fleet.bench.kernels)."""
     import shlex
 
     from tqdm import tqdm
 
-    from fleet.kernels_bench import KernelsConfig, check_kernels_dir, format_table, parse_densities, run_kernels
+    from fleet.bench import KernelsConfig, check_kernels_dir, format_kernels_table, parse_densities, run_kernels
     from fleet.config import load_scenario
 
     scenario = load_scenario(args.scenario, simulate=False)
@@ -110,7 +110,7 @@ def cmd_bench_kernels(args: argparse.Namespace) -> int:
 
         report = run_kernels(scenario, config, out_dir, command=command, progress=lambda: bar.update(1),
                              on_start=on_start)
-    print(format_table(report))
+    print(format_kernels_table(report))
     print(f"wrote {out_dir}/kernels.csv, kernels.json, speedup.yaml")
     return 0
 
@@ -174,7 +174,7 @@ def _validate_bench(config) -> None:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from fleet.calibrate import VARIANTS, calibrate
+    from fleet.bench import VARIANTS, calibrate
     from fleet.outputs import check_output_dir
     from fleet.config import load_scenario
 
@@ -400,7 +400,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    from fleet.certs import make_certs
+    from fleet.deploy import make_certs
 
     written = make_certs(Path(args.out), args.host, args.nodes)
     print(f"wrote {len(written)} files to {args.out}: ca.crt (every device), server.crt/.key (the coordinator), "
@@ -409,7 +409,7 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
-    from fleet.deployment import Coordinator, run_coordinator
+    from fleet.deploy import Coordinator, run_coordinator
 
     if args.insecure:
         print("fleet: warning: --insecure: no TLS and no device authentication; anyone who reaches "
@@ -419,7 +419,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 
 
 def cmd_device(args: argparse.Namespace) -> int:
-    from fleet.deployment import Device, run_device
+    from fleet.deploy import Device, run_device
 
     if args.insecure:
         print("fleet: warning: --insecure: this device sends its updates unencrypted and joins unauthenticated",
@@ -436,7 +436,7 @@ def cmd_device(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from fleet.deployment import submit
+    from fleet.deploy import submit
     from fleet.config import load_scenario
 
     scenario = load_scenario(args.scenario, simulate=False)  # bad input fails here, before the coordinator

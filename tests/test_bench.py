@@ -9,8 +9,15 @@ import pytest
 from clients.errors import InputError
 from clients.experiment import StreamResult
 from clients.sparcl.tdm import keep_count
-from fleet.bench import (
-    NARROW, controls_of, dense_flops_per_example, equal_flops_epochs, format_table, nearest_width, summarise, versus,
+from fleet.bench.sparcl import (
+    NARROW,
+    controls_of,
+    dense_flops_per_example,
+    equal_flops_epochs,
+    format_table,
+    nearest_width,
+    summarise,
+    versus,
 )
 
 
@@ -97,7 +104,7 @@ def test_the_ddr_rank_reaches_every_variant_with_ddr():
 
 
 def test_sparse_kernels_add_the_full_variant_again_on_them_side_by_side():
-    from fleet.bench import SPARSE_KERNELS, BenchConfig, sparcl_variants
+    from fleet.bench.sparcl import SPARSE_KERNELS, BenchConfig, sparcl_variants
 
     variants = sparcl_variants(BenchConfig(sparse_kernels=True))
     assert list(variants) == ["full", SPARSE_KERNELS]
@@ -120,7 +127,7 @@ def test_the_table_says_what_sparse_kernels_saved_paired_per_seed():
 
 def test_the_narrow_dense_arm_trains_the_dense_method_at_the_smaller_width_beside_the_others():
     """The baseline channel masks must beat: a dense network as narrow as the masks make it."""
-    from fleet.bench import NARROW, BenchConfig, run_bench
+    from fleet.bench.sparcl import NARROW, BenchConfig, run_bench
 
     config = BenchConfig(dataset="synthetic", epochs=1, seeds=(0, 1), width=8, narrow_width=4, equal_flops=False,
                          max_per_class=10)
@@ -144,7 +151,7 @@ def test_a_narrow_width_must_be_below_the_width(narrow):
 
 
 def test_the_headline_variant_is_never_a_dense_baseline():
-    from fleet.bench import EQUAL_FLOPS, NARROW, main_variant
+    from fleet.bench.sparcl import EQUAL_FLOPS, NARROW, main_variant
 
     assert main_variant(["dense", NARROW, EQUAL_FLOPS, "tdm"]) == "tdm"
     assert main_variant(["dense", "tdm", "full", NARROW]) == "full"
@@ -203,7 +210,7 @@ def test_each_sparcl_arm_meets_each_control_paired_per_seed():
     ("all", True, ["dense", "tdm", "tdm+ddr", "tdm+dgm", "full", "static"]),
 ])
 def test_the_static_mask_runs_beside_every_sparcl_arm_unless_asked_not_to(ablation, controls, expected):
-    from fleet.bench import BenchConfig, arms
+    from fleet.bench.sparcl import BenchConfig, arms
 
     chosen = arms(BenchConfig(ablation=ablation, controls=controls, sparsity=0.95))
     assert list(chosen) == expected
@@ -267,7 +274,7 @@ def test_no_controls_runs_dense_and_sparcl_alone():
 
 def test_matching_total_flops_counts_ddr_removals_as_saved():
     """Against the dense run's examples the target is lower when DDR removed some: never a wider network."""
-    from fleet.bench import BenchConfig, choose_narrow
+    from fleet.bench.sparcl import BenchConfig, choose_narrow
     from clients.data import load_stream
 
     stream = load_stream("synthetic", max_per_class=10)
@@ -285,7 +292,13 @@ def test_matching_total_flops_counts_ddr_removals_as_saved():
 
 def test_the_authors_settings_are_lr_003_replay_from_the_second_task_and_five_presentations():
     from clients.sparcl.ddr import DDRConfig, removal_schedule
-    from fleet.bench import AUTHORS_SETTINGS, BenchConfig, learner_config, sparcl_variants, with_authors_settings
+    from fleet.bench.sparcl import (
+        AUTHORS_SETTINGS,
+        BenchConfig,
+        learner_config,
+        sparcl_variants,
+        with_authors_settings,
+    )
 
     config = with_authors_settings(BenchConfig(epochs=20))
     assert (config.lr, config.replay_from_task, config.ddr_presentations, config.authors_settings) == (0.03, 1, 5, True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from clients import state_store
-from fleet.certs import make_certs
+from fleet.deploy import make_certs
 from fleet.run.processes import descendants
 
 pytestmark = pytest.mark.e2e

@@ -11,10 +11,16 @@ from cryptography.hazmat.primitives.serialization import load_ssh_private_key, l
 from flwr.common.config import parse_config_args
 
 from clients.errors import InputError
-from fleet.certs import make_certs
+from fleet.deploy import make_certs
 from fleet.cli import main
-from fleet.deployment import (
-    CONNECTION, Coordinator, Device, connection_entry, node_config, superlink_command, supernode_command,
+from fleet.deploy.deployment import (
+    CONNECTION,
+    Coordinator,
+    Device,
+    connection_entry,
+    node_config,
+    superlink_command,
+    supernode_command,
     write_connection,
 )
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from clients.errors import InputError
-from fleet.frontier import comparable, frontier_points, main
+from fleet.bench.frontier import comparable, frontier_points, main
 
 
 def report(granularity: str, sparsity: float, delta: float, cpu: float, width: int = 32) -> dict:
@@ -75,11 +75,11 @@ def test_main_writes_the_table_and_the_plot_with_the_baseline_once(tmp_path, cap
     for bad in ([str(tmp_path / "list.json")], [str(paths[0]), "--target", "2.3"]):
         assert main([*bad, "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("fleet.frontier: error:")
+        assert len(err) == 1 and err[0].startswith("fleet.bench.frontier: error:")
 
 
 def test_labels_of_points_close_together_go_to_separate_lines():
-    from fleet.frontier import label_lines
+    from fleet.bench.frontier import label_lines
 
     def point(speed, delta):
         return {"cpu_speedup": speed, "delta": delta}

@@ -16,8 +16,7 @@ from clients.backbones import ResNet18, SmallCNN, masked_parameter_names
 from clients.budget import KernelModel, check_speedup_table
 from clients.sparcl import sparse_kernels
 from fleet.cli import main
-from fleet.kernels_bench import (compact_small_cnn, compact_widths, masked_widths, model_jobs, speedup_table,
-                                 summarise)
+from fleet.bench.kernels import compact_small_cnn, compact_widths, masked_widths, model_jobs, speedup_table, summarise
 from fleet.config import load_scenario
 
 

@@ -15,12 +15,12 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.common.config import parse_config_args
 
-import fleet.deployment as deployment
+import fleet.deploy.deployment as deployment
 from clients import app as client_app
 from clients import torch_compat
 from clients.errors import InputError
 from fleet.cli import main
-from fleet.deployment import Device, check_torch, node_config
+from fleet.deploy.deployment import Device, check_torch, node_config
 from server.app import PacedGrid
 from server.strategy import ROUND_TIMEOUT_SLACK, ServerConfig, SparseFedAvg
 

@@ -124,7 +124,7 @@ def test_sparse_kernels_run_the_small_cnn_only():
 @needs_sparseprop
 def test_the_bench_runs_the_learner_on_both_kernels_and_pairs_their_cpu_time():
     from clients.data import load_stream
-    from fleet.bench import SPARSE_KERNELS, BenchConfig, run_bench
+    from fleet.bench.sparcl import SPARSE_KERNELS, BenchConfig, run_bench
 
     stream = load_stream("digits", seed=0, max_per_class=10)
     report = run_bench(BenchConfig(seeds=(0,), epochs=1, width=8, sparse_kernels=True, equal_flops=False,

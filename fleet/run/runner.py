@@ -271,7 +271,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
     locked against a second run.
 
     launch: runs the ServerApp on an engine that is already there (the
-    deployment engine: fleet.serverapp hands in its Grid); None starts Flower's
+    deployment engine: fleet.deploy.serverapp hands in its Grid); None starts Flower's
     simulation engine with the scenario's devices.
     """
     spec = device_spec(scenario)

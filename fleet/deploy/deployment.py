@@ -38,7 +38,7 @@ from clients.errors import InputError
 from fleet.run import stop_group
 
 CONNECTION = "sparcl-fleet"
-PROJECT_DIR = Path(__file__).resolve().parents[1]
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 DEFAULT_PORT = 9092
 
 

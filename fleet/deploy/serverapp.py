@@ -25,7 +25,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from clients.records import config_flag
 
-APP_DIR = Path(__file__).resolve().parents[1]
+APP_DIR = Path(__file__).resolve().parents[2]
 log = logging.getLogger("flwr")
 
 

@@ -492,7 +492,7 @@ def run_kernels(scenario, config: KernelsConfig, out_dir: Path, *, command: str,
     return report
 
 
-def format_table(report: dict) -> str:
+def format_kernels_table(report: dict) -> str:
     """The rows as a table a reader takes in at a glance."""
     lines = [f"{report['scenario']}: {report['backbone']} on {report['dataset']}, batch {report['batch']}, "
              f"{report['machine']['threads']} thread(s), CPU time per example: median [min, max] of "

@@ -6,7 +6,7 @@ dense (the median of per-seed differences, with their min and max). The
 equal-FLOPs baseline (dense, fewer epochs) is the point any sparse method must
 beat: training less is the cheapest way to be faster.
 
-    python -m fleet.frontier results/fmnist/*.json --out results/fmnist/frontier
+    python -m fleet.bench.frontier results/fmnist/*.json --out results/fmnist/frontier
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def plot_frontier(rows: Sequence[dict], path: Path, title: str, target: tuple[fl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fleet.frontier", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fleet.bench.frontier", description=__doc__.splitlines()[0])
     parser.add_argument("reports", nargs="+", help="`fleet bench sparcl --json` reports of one configuration")
     parser.add_argument("--out", required=True, help="writes OUT.csv and OUT.png")
     parser.add_argument("--target", default="2.3,2", help="speed-up,points below dense (issue 10: 2.3,2)")
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += frontier_points(report, Path(name).name)
         comparable(reports)
     except (OSError, ValueError, KeyError, TypeError, InputError) as err:
-        print(f"fleet.frontier: error: {err}", file=sys.stderr)
+        print(f"fleet.bench.frontier: error: {err}", file=sys.stderr)
         return 2
     speed, points = target
     seen, unique = set(), []

@@ -307,7 +307,7 @@ def machine_info(device: str) -> dict:
     """Which machine gave the figures: host, CPU model, the GPU where one trained, torch and its threads."""
     import platform
 
-    from fleet.kernels_bench import cpu_name
+    from fleet.bench.kernels import cpu_name
 
     info = {"host": platform.node(), "cpu": cpu_name(), "cpus": os.cpu_count(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "device": device}
