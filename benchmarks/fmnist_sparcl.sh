@@ -28,7 +28,7 @@ if [[ "${1:-}" == "--width-probe" ]]; then  # the seed that collapses most at wi
 fi
 if [[ "${1:-}" == "--frontier" ]]; then  # issue 10: the 5-seed reports above as one accuracy-speed plot
   # (weight masks at 0.75 over 5 seeds, `--granularity weight 0.75 s075`, about 100 CPU minutes, are not run yet)
-  cmd=(.venv/bin/python -m fleet.bench.frontier "$OUT"/derpp_s090.json "$OUT"/derpp_s095.json
+  cmd=(.venv/bin/fleet bench frontier "$OUT"/derpp_s090.json "$OUT"/derpp_s095.json
        "$OUT"/channel_s075.json "$OUT"/channel_s090.json --out "$OUT/frontier")
   { echo "\$ ${cmd[*]}"; "${cmd[@]}"; } > "$OUT/frontier.txt"
   cat "$OUT/frontier.txt"
@@ -67,7 +67,7 @@ fi
 if [[ "${1:-}" == "--recalibrate-frontier" ]]; then  # the recalibrated 5-seed arms as one plot
   # (the ablation at 0.75 and the runs with a narrow dense arm hold the same SparCL runs as
   # recal_weight_s075, recal_weight_s090 and recal_channel_s050, bit for bit, and more arms)
-  cmd=(.venv/bin/python -m fleet.bench.frontier "$OUT"/recal_weight_s075_ablation.json "$OUT"/recal_weight_s090_narrow8.json
+  cmd=(.venv/bin/fleet bench frontier "$OUT"/recal_weight_s075_ablation.json "$OUT"/recal_weight_s090_narrow8.json
        "$OUT"/recal_weight_s095.json "$OUT"/recal_channel_s050_narrow.json "$OUT"/recal_channel_s050_tdm_narrow.json
        "$OUT"/recal_channel_s075.json "$OUT"/recal_channel_s090.json --out "$OUT/frontier_recal")
   { echo "\$ ${cmd[*]}"; "${cmd[@]}"; } > "$OUT/frontier_recal.txt"

@@ -75,7 +75,7 @@ def test_bench_json_holds_the_promised_keys(tmp_path):
 
 
 def test_a_run_that_aggregated_nothing_is_a_failure(capsys):
-    from fleet.cli import run_failed
+    from fleet.cli.commands import run_failed
 
     statuses = dict.fromkeys(("ok", "late", "failed", "oom", "declined", "offline", "adapted"), 0)
     summary = {"rounds_completed": 4, "rounds_without_update": 3, "rejected_updates": 0, "failed_replies": 0,

@@ -180,6 +180,7 @@ def test_compare_with_seeds_writes_the_paired_table(tmp_path, monkeypatch, capsy
     """The CLI glue around over_seeds: one run per variant and seed, then paired.csv (runs faked here:
     the runs themselves are the e2e tests' business)."""
     import fleet.cli
+    import fleet.cli.commands
     from fleet.run.compare import COLUMNS
 
     ran = []
@@ -191,7 +192,7 @@ def test_compare_with_seeds_writes_the_paired_table(tmp_path, monkeypatch, capsy
         return {**{k: 0 for k in COLUMNS[1:]}, "final_accuracy": accuracy, "forgetting": 1.0,
                 "curve": [[0.0, accuracy, 90.0]]}
 
-    monkeypatch.setattr(fleet.cli, "run_with_progress", fake_run)
+    monkeypatch.setattr(fleet.cli.commands, "run_with_progress", fake_run)
     code = fleet.cli.main(["compare", "scenarios/mixed_fleet.yaml", "--vary", "fleet.stock_clients=0,1",
                            "--seeds", "1,2", "--out", str(tmp_path / "cmp"), "--quiet"])
     assert code == 0 and [seed for _, seed in ran] == [1, 1, 2, 2]
@@ -211,6 +212,7 @@ def test_compare_resume_keeps_complete_runs_of_the_same_scenario(tmp_path, monke
     import yaml
 
     import fleet.cli
+    import fleet.cli.commands
     from fleet.run.compare import COLUMNS
 
     ran = []
@@ -224,7 +226,7 @@ def test_compare_resume_keeps_complete_runs_of_the_same_scenario(tmp_path, monke
         (out_dir / "scenario.yaml").write_text(yaml.safe_dump(scenario.to_dict(), sort_keys=False))
         return summary
 
-    monkeypatch.setattr(fleet.cli, "run_with_progress", fake_run)
+    monkeypatch.setattr(fleet.cli.commands, "run_with_progress", fake_run)
     args = ["compare", "scenarios/mixed_fleet.yaml", "--vary", "fleet.stock_clients=0,1", "--seeds", "1,2",
             "--out", str(tmp_path / "cmp"), "--quiet"]
     assert fleet.cli.main(args) == 0 and len(ran) == 4

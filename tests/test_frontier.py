@@ -8,7 +8,8 @@ import json
 import pytest
 
 from clients.errors import InputError
-from fleet.bench.frontier import comparable, frontier_points, main
+from fleet.bench.frontier import comparable, frontier_points
+from fleet.cli import main
 
 
 def report(granularity: str, sparsity: float, delta: float, cpu: float, width: int = 32) -> dict:
@@ -65,17 +66,18 @@ def test_main_writes_the_table_and_the_plot_with_the_baseline_once(tmp_path, cap
     for name, r in (("w.json", report("weight", 0.9, -17.0, 1.2)), ("c.json", report("channel", 0.9, -20.0, 3.9))):
         paths.append(tmp_path / name)
         paths[-1].write_text(json.dumps(r))
-    assert main([*map(str, paths), "--out", str(tmp_path / "frontier")]) == 0
+    bench = ["bench", "frontier"]
+    assert main([*bench, *map(str, paths), "--out", str(tmp_path / "frontier")]) == 0
     rows = list(csv.DictReader((tmp_path / "frontier.csv").open()))
     assert [r["label"] for r in rows] == ["weight 0.9", "dense, 1 epoch/task", "channel 0.9"]
     assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
-    assert main([str(tmp_path / "missing.json"), "--out", str(tmp_path / "x")]) == 2
+    assert main([*bench, str(tmp_path / "missing.json"), "--out", str(tmp_path / "x")]) == 2
     assert "missing.json" in capsys.readouterr().err
     (tmp_path / "list.json").write_text("[1, 2]")
     for bad in ([str(tmp_path / "list.json")], [str(paths[0]), "--target", "2.3"]):
-        assert main([*bad, "--out", str(tmp_path / "x")]) == 2
+        assert main([*bench, *bad, "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("fleet.bench.frontier: error:")
+        assert len(err) == 1 and err[0].startswith("fleet: error:")
 
 
 def test_labels_of_points_close_together_go_to_separate_lines():

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clients.errors import InputError, excerpt
-from fleet.cli import main, parse_seeds
+from fleet.cli import main
+from fleet.cli.arguments import parse_seeds
 from fleet.run.compare import parse_vary, variants
 from fleet.config.reader import MAX_SCENARIO_BYTES, parse_yaml
 from fleet.config import load_scenario, parse_scenario

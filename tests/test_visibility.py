@@ -11,7 +11,7 @@ from flwr.app import ConfigRecord
 
 from clients.records import to_arrays
 from clients.wire import encode_model
-from fleet.run.compare import compare, over_seeds, tradeoff_points, variants
+from fleet.run.compare import over_seeds, run_comparison, tradeoff_points, variants
 from fleet.world.ledger import OUTCOME_COLUMNS, Ledger, RoundTrace, tracked_devices
 from fleet.world.profiles import get_budget, get_profile
 from fleet.outputs.plots import plot_timeline_rounds, timeline_bars, tradeoff_stats
@@ -187,7 +187,7 @@ def test_a_comparison_writes_its_trade_off_plot_from_the_variants_summaries(tmp_
     figures = {("generous", 1): (80.0, 300.0, 50.0), ("generous", 2): (84.0, 320.0, 40.0),
                ("generous", 3): (82.0, 310.0, 60.0), ("tight", 1): (70.0, 100.0, 30.0),
                ("tight", 2): (60.0, 90.0, 35.0), ("tight", 3): (65.0, 95.0, 25.0)}
-    rows = compare(scenario, tmp_path / "cmp", chosen,
+    rows = run_comparison(scenario, tmp_path / "cmp", chosen,
                    lambda sc, out, label: run_summary(*figures[(sc.timing.budget, sc.seed)]))
     assert (tmp_path / "cmp" / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     points = tradeoff_points(rows, chosen)

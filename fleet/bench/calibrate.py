@@ -142,7 +142,7 @@ def profile_entry(scenario: Scenario, found: list[Measurement], *, base: str, th
     return name, entry
 
 
-def calibrate(scenario: Scenario, out_dir: Path, *, batches: tuple[int, ...], repeats: int, chunk_s: float,
+def run_calibration(scenario: Scenario, out_dir: Path, *, batches: tuple[int, ...], repeats: int, chunk_s: float,
               threads: int, base: str, progress=None) -> dict:
     """Measure, then write calibration.csv, profile.yaml (a `profiles:` block) and scenario.yaml (the
     scenario with every device on the measured profile, ready for `fleet run`)."""

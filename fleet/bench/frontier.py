@@ -6,18 +6,17 @@ dense (the median of per-seed differences, with their min and max). The
 equal-FLOPs baseline (dense, fewer epochs) is the point any sparse method must
 beat: training less is the cheapest way to be faster.
 
-    python -m fleet.bench.frontier results/fmnist/*.json --out results/fmnist/frontier
+    fleet bench frontier results/fmnist/*.json --out results/fmnist/frontier
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from clients.errors import InputError
+from clients.errors import InputError, excerpt
+from fleet.outputs import save_figure, subplots, write_csv
 
 COLUMNS = ("label", "granularity", "sparsity", "seeds", "cpu_speedup", "flops_ratio", "delta", "delta_min",
            "delta_max", "source")
@@ -74,8 +73,6 @@ def label_lines(rows: Sequence[dict], x_near: float = 0.6, y_near: float = 0.04)
 
 def plot_frontier(rows: Sequence[dict], path: Path, title: str, target: tuple[float, float] | None) -> None:
     """Class-IL minus dense against CPU speed-up, with the spread over seeds as error bars."""
-    from fleet.outputs import save_figure, subplots
-
     colours = {"weight": "tab:blue", "channel": "tab:orange", "dense": "tab:gray"}
     fig, ax = subplots(figsize=(7, 4.5))
     for r, line in zip(rows, label_lines(rows)):
@@ -99,30 +96,36 @@ def plot_frontier(rows: Sequence[dict], path: Path, title: str, target: tuple[fl
     save_figure(fig, path)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fleet.bench.frontier", description=__doc__.splitlines()[0])
-    parser.add_argument("reports", nargs="+", help="`fleet bench sparcl --json` reports of one configuration")
-    parser.add_argument("--out", required=True, help="writes OUT.csv and OUT.png")
-    parser.add_argument("--target", default="2.3,2", help="speed-up,points below dense (issue 10: 2.3,2)")
-    args = parser.parse_args(argv)
-    from fleet.outputs import write_csv
-
+def parse_target(text: str) -> tuple[float, float]:
+    """--target as (speed-up, points below dense)."""
     try:
-        target = [float(x) for x in args.target.split(",")]
-        if len(target) != 2:
-            raise InputError(f"--target must be speed-up,points (e.g. 2.3,2), got {args.target!r}")
-        reports, rows = [], []
-        for name in args.reports:
+        target = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        target = ()
+    if len(target) != 2:
+        raise InputError(f"--target must be speed-up,points (e.g. 2.3,2), got {excerpt(text)}")
+    return target
+
+
+def read_reports(paths: Sequence[str]) -> list[tuple[str, dict]]:
+    """The `fleet bench sparcl --json` reports at `paths`; one line naming the file if one is not."""
+    reports = []
+    for name in paths:
+        try:
             report = json.loads(Path(name).read_text())
-            if not isinstance(report, dict) or "config" not in report or "variants" not in report:
-                raise InputError(f"{name}: not a `fleet bench sparcl --json` report")
-            reports.append((name, report))
-            rows += frontier_points(report, Path(name).name)
-        comparable(reports)
-    except (OSError, ValueError, KeyError, TypeError, InputError) as err:
-        print(f"fleet.bench.frontier: error: {err}", file=sys.stderr)
-        return 2
-    speed, points = target
+        except (OSError, ValueError) as err:
+            raise InputError(f"{name}: cannot be read as a JSON report: {getattr(err, 'strerror', None) or err}") \
+                from None
+        if not isinstance(report, dict) or "config" not in report or "variants" not in report:
+            raise InputError(f"{name}: not a `fleet bench sparcl --json` report")
+        reports.append((name, report))
+    comparable(reports)
+    return reports
+
+
+def write_frontier(reports: Sequence[tuple[str, dict]], out: Path, target: tuple[float, float]) -> list[dict]:
+    """Write OUT.csv and OUT.png from comparable reports; returns the points, each dense baseline once."""
+    rows = [row for name, report in reports for row in frontier_points(report, Path(name).name)]
     seen, unique = set(), []
     for row in rows:  # a dense baseline may come with several reports: keep it once per label
         key = (row["label"], row["seeds"])
@@ -130,19 +133,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             seen.add(key)
             unique.append(row)
     cfg = reports[0][1]["config"]
-    out = Path(args.out)
     write_csv(out.with_suffix(".csv"), unique, COLUMNS)
     plot_frontier(unique, out.with_suffix(".png"),
                   f"SparCL-DER++ on {cfg['dataset']}, width {cfg['width']}, {cfg['max_per_class']}/class, "
                   f"{cfg['epochs']} epochs/task" + (", norms recalibrated" if cfg.get("recalibrate_norms") else "")
                   + ("" if cfg.get("mask_other_classes", True) else ", unmasked loss"),
-                  (speed, points))
-    for r in sorted(unique, key=lambda r: r["cpu_speedup"]):
-        print(f"{r['label']:<28} {r['seeds']} seeds  CPU {r['cpu_speedup']:5.2f}x  FLOPs {r['flops_ratio']:6.1f}x  "
-              f"Class-IL {r['delta']:+7.2f} [{r['delta_min']:+.2f}, {r['delta_max']:+.2f}]")
-    print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.png')}")
-    return 0
+                  target)
+    return unique
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def format_points(rows: Sequence[dict]) -> str:
+    return "\n".join(f"{r['label']:<28} {r['seeds']} seeds  CPU {r['cpu_speedup']:5.2f}x  FLOPs "
+                     f"{r['flops_ratio']:6.1f}x  Class-IL {r['delta']:+7.2f} [{r['delta_min']:+.2f}, "
+                     f"{r['delta_max']:+.2f}]" for r in sorted(rows, key=lambda r: r["cpu_speedup"]))

@@ -229,7 +229,7 @@ def completed_summary(folder: Path, scenario: Scenario) -> dict | None:
     return summary if ran == scenario else None
 
 
-def compare(scenario: Scenario, out_dir: Path, chosen: dict[str, Scenario],
+def run_comparison(scenario: Scenario, out_dir: Path, chosen: dict[str, Scenario],
             run: Callable[[Scenario, Path, str], dict], *, force: bool = False, resume: bool = False) -> list[dict]:
     """Run every variant into out_dir/<label>/ and write out_dir/comparison.csv (row by row), then
     tradeoff.png (plot_tradeoff: each variant's median over its seeds).
