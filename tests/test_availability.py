@@ -23,16 +23,8 @@ from fleet.world.availability import Availability, onoff_periods
 from fleet.world.draws import keyed_uniforms
 from fleet.world.link import fair_shares, water_level
 from fleet.world.profiles import DeviceProfile, get_budget
-from fleet.world.timing import (
-    DEFAULT_PLAN_QUANTILE,
-    Carried,
-    DeviceWork,
-    failure_delay,
-    failure_fraction,
-    planned_speed,
-    simulate_round,
-    speed_factor,
-)
+from fleet.world.rounds import Carried, DeviceWork, simulate_round
+from fleet.world.timing import DEFAULT_PLAN_QUANTILE, failure_delay, failure_fraction, planned_speed, speed_factor
 from fleet.world.sync_world import SimWorld, is_online
 from server.strategy import DeviceReport
 

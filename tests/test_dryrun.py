@@ -81,7 +81,7 @@ timing: {budget: tight, deadline_s: 0.02, offline_rate_per_s: 5}
 
 def test_a_large_rounds_timeline_keeps_every_kind_of_outcome():
     from fleet.outputs.plots import timeline_rows
-    from fleet.world.timing import DeviceOutcome
+    from fleet.world.rounds import DeviceOutcome
 
     outcomes = [DeviceOutcome(d, "late" if d == 500 else "ok" if d % 3 else "failed", 0, 1, 1, 0, 0, 1)
                 for d in range(1000)]

@@ -16,16 +16,11 @@ from clients.errors import InputError
 from fleet.world.availability import Availability, first_periods, onoff_periods
 from fleet.cli import main
 from fleet.world import Ledger, SimWorld
-from fleet.world.profiles import (
-    PROFILE_SOURCES,
-    DeviceProfile,
-    apply_budget,
-    budget_active_w,
-    get_budget,
-    get_profile,
-)
+from fleet.world.builtin_profiles import PROFILE_SOURCES, get_profile
+from fleet.world.profiles import DeviceProfile, apply_budget, budget_active_w, get_budget
 from fleet.config import load_scenario
-from fleet.world.timing import DeviceWork, compute_time_s, energy_j, moved_mbit, simulate_round, tail_time_s
+from fleet.world.rounds import DeviceWork, simulate_round
+from fleet.world.timing import compute_time_s, energy_j, moved_mbit, tail_time_s
 from server.strategy import DeviceReport, RoundTiming, Totals, book_round, round_row
 
 

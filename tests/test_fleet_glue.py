@@ -8,7 +8,8 @@ import pytest
 
 from clients.errors import InputError
 from fleet.run.compare import SEED_METRICS, format_paired, over_seeds, paired_over_seeds, parse_vary, variants
-from fleet.world.profiles import get_budget, get_profile
+from fleet.world.builtin_profiles import get_profile
+from fleet.world.profiles import get_budget
 from fleet.outputs import RoundsCsv, plot_accuracy, plot_bytes
 from fleet.run.runner import learning_metrics
 from fleet.config import load_scenario

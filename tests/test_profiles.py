@@ -10,21 +10,19 @@ import yaml
 
 from clients.errors import InputError
 from fleet.cli import main
-from fleet.world.profiles import (
-    FIGURES,
+from fleet.world.builtin_profiles import (
     PROFILE_SOURCES,
     PROFILES,
-    REQUIRED_FIGURES,
     NO_ROOM_MB,
     RUNTIME_MB,
     RUNTIME_MB_AARCH64,
     RUNTIME_MB_X86,
-    DeviceProfile,
-    format_profile_table,
     get_profile,
     profile_sources,
     training_memory_mb,
 )
+from fleet.world.profile_tables import format_profile_table
+from fleet.world.profiles import FIGURES, REQUIRED_FIGURES, DeviceProfile
 from fleet.config import learner_bytes, load_scenario
 from fleet.config.schema import ProfileSpec
 

@@ -9,23 +9,15 @@ import numpy as np
 import pytest
 
 from clients.errors import InputError
-from fleet.world.profiles import (
-    BUDGETS,
-    PROFILES,
-    BudgetProfile,
-    DeviceProfile,
-    apply_budget,
-    get_budget,
-    get_profile,
-)
+from fleet.world.builtin_profiles import PROFILES, get_profile
+from fleet.world.profiles import BUDGETS, BudgetProfile, DeviceProfile, apply_budget, get_budget
+from fleet.world.rounds import DeviceWork, simulate_round
 from fleet.world.timing import (
     MIB,
-    DeviceWork,
     compute_time_s,
     energy_j,
     failure_delay,
     fits_memory,
-    simulate_round,
     download_time_s,
     transfer_time_s,
     upload_time_s,

@@ -13,10 +13,11 @@ from clients.records import to_arrays
 from clients.wire import encode_model
 from fleet.run.compare import over_seeds, run_comparison, tradeoff_points, variants
 from fleet.world.ledger import OUTCOME_COLUMNS, Ledger, RoundTrace, tracked_devices
-from fleet.world.profiles import get_budget, get_profile
+from fleet.world.builtin_profiles import get_profile
+from fleet.world.profiles import get_budget
 from fleet.outputs.plots import plot_timeline_rounds, timeline_bars, tradeoff_stats
 from fleet.config import load_scenario
-from fleet.world.timing import DeviceOutcome
+from fleet.world.rounds import DeviceOutcome
 from fleet.world.sync_world import SimWorld, is_online
 from server.strategy import DeviceReport, ServerConfig, SparseFedAvg
 

@@ -4,6 +4,8 @@ links, keyed draws and the ledger of what happened. It runs no Flower and reads 
 
 from fleet.world.async_world import AsyncWorld
 from fleet.world.ledger import DEVICE_COLUMNS, Ledger
+from fleet.world.builtin_profiles import PROFILES, PROFILE_SOURCES, get_profile
+from fleet.world.profile_tables import format_profile_sources, format_profile_table
 from fleet.world.profiles import (
     AVAILABILITY_MODELS,
     BUDGETS,
@@ -12,12 +14,7 @@ from fleet.world.profiles import (
     FIGURES,
     MEASURED_COMPACTION_SPEEDUP,
     PAPER_SPARSE_SPEEDUP,
-    PROFILES,
-    PROFILE_SOURCES,
     REQUIRED_FIGURES,
-    format_profile_sources,
-    format_profile_table,
-    get_profile,
 )
 from fleet.world.sync_world import SimWorld
 from fleet.world.timing import DEFAULT_PLAN_QUANTILE

@@ -64,16 +64,15 @@ import simpy
 from clients.errors import InputError
 from fleet.world.draws import TIE, keyed_uniforms
 from fleet.world.link import SharedLink
-from fleet.world.timing import (
+from fleet.world.rounds import (
     DeviceTrace,
     DeviceWork,
     collector_paused,
     device_outcome,
     device_process,
     device_status,
-    fits_memory,
-    speed_factor,
 )
+from fleet.world.timing import fits_memory, speed_factor
 from fleet.world.sync_world import SimWorld
 from server.buffered import Arrival
 from server.strategy import DeviceReport

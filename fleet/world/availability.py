@@ -42,7 +42,7 @@ import simpy
 
 from fleet.world.draws import ONLINE, keyed_uniforms
 from fleet.world.profiles import DeviceProfile
-from fleet.world.timing import collector_paused
+from fleet.world.rounds import collector_paused
 
 ALWAYS, BERNOULLI, ONOFF = 0, 1, 2
 _CODES = {"always": ALWAYS, "bernoulli": BERNOULLI, "onoff": ONOFF}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, fields
 
-from fleet.world.timing import DeviceOutcome
+from fleet.world.rounds import DeviceOutcome
 from server.strategy import DeviceReport, RoundTiming, executed_flops
 
 

@@ -62,18 +62,16 @@ from fleet.world.availability import Availability
 from fleet.world.draws import ONLINE, TIE, keyed_uniforms
 from fleet.world.link import fair_shares
 from fleet.world.profiles import BudgetProfile, DeviceProfile, apply_budget
+from fleet.world.rounds import Carried, DeviceWork, simulate_round
 from fleet.world.timing import (
     DEFAULT_PLAN_QUANTILE,
     MIB,
-    Carried,
-    DeviceWork,
     compute_time_s,
     download_time_s,
     failure_delay,
     failure_fraction,
     fits_memory,
     planned_speed,
-    simulate_round,
     speed_factor,
     transfer_time_s,
     upload_time_s,
