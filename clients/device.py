@@ -29,7 +29,8 @@ from clients.errors import InputError
 from clients.measure import EnergyMeter, peak_rss_bytes
 from clients.sparcl.ddr import DDRConfig
 from clients.sparcl.dgm import DGMConfig
-from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainConfig
+from clients.sparcl.config import LearnerConfig, SparCLConfig, TrainConfig
+from clients.sparcl.learner import Learner
 from clients.sparcl.tdm import TDMConfig
 
 MASK_POLICIES = ("global", "local")

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from clients.data import TaskStream
 from clients.metrics import average_accuracy, forgetting, learning_accuracy, task_accuracy
-from clients.sparcl.learner import Learner, LearnerConfig
+from clients.sparcl.config import LearnerConfig
+from clients.sparcl.learner import Learner
 
 
 @dataclass(frozen=True)

@@ -59,10 +59,16 @@ from flwr.serverapp import Grid
 from clients.records import from_arrays, to_arrays
 from clients.wire import decode_model, encode_model, model_bytes
 from server.aggregate import change_of, pool_statistics, stale_applied, staleness_weight
-from server.strategy import (
-    Accepted, DeviceReport, RoundTiming, ServerConfig, SparseFedAvg, book_round, device_rows, executed_flops,
-    plain_model, STATUS_COUNTS,
+from server.bookkeeping import (
+    Accepted,
+    DeviceReport,
+    RoundTiming,
+    book_round,
+    device_rows,
+    executed_flops,
+    STATUS_COUNTS,
 )
+from server.strategy import ServerConfig, SparseFedAvg, plain_model
 
 MODES = ("sync", "async")
 NO_PROGRESS_ARRIVALS = 1000  # arrivals in a row with no update for the buffer: the fleet cannot learn

@@ -21,7 +21,7 @@ from fleet.world.draws import TIE, keyed_uniforms
 from fleet.world.profiles import DeviceProfile, get_budget
 from fleet.world.timing import MIB, energy_j, failure_delay, failure_fraction
 from fleet.world import SimWorld
-from server.strategy import DeviceReport
+from server.bookkeeping import DeviceReport
 
 # 3 GFLOP/s sustained, 10 Mbit/s (1.25 MB/s) each way, 50 ms latency; always online.
 BASE = DeviceProfile(name="base", peak_gflops=10.0, efficiency=0.3, memory_mb=64.0, downlink_mbps=10.0,

@@ -26,7 +26,7 @@ from fleet.world.profiles import DeviceProfile, get_budget
 from fleet.world.rounds import Carried, DeviceWork, simulate_round
 from fleet.world.timing import DEFAULT_PLAN_QUANTILE, failure_delay, failure_fraction, planned_speed, speed_factor
 from fleet.world.sync_world import SimWorld, is_online
-from server.strategy import DeviceReport
+from server.bookkeeping import DeviceReport
 
 # 3 GFLOP/s sustained, 10 Mbit/s each way, 50 ms latency: easy numbers.
 BASE = DeviceProfile(name="base", peak_gflops=10.0, efficiency=0.3, memory_mb=64.0, downlink_mbps=10.0,

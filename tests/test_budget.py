@@ -12,7 +12,8 @@ from clients.budget import (
 from clients.cl.methods import MethodConfig
 from clients.data import load_stream
 from clients.errors import InputError
-from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainConfig
+from clients.sparcl.config import LearnerConfig, SparCLConfig, TrainConfig
+from clients.sparcl.learner import Learner
 from clients.sparcl.tdm import TDMConfig
 
 PAPER = ((0.9, 2.3), (0.95, 3.1))  # SparCL paper, Snapdragon 865 CPU

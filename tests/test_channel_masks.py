@@ -22,7 +22,8 @@ from clients.cl.methods import MethodConfig
 from clients.data import load_stream
 from clients.errors import InputError
 from clients.sparcl.dgm import DGMConfig
-from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainConfig
+from clients.sparcl.config import LearnerConfig, SparCLConfig, TrainConfig
+from clients.sparcl.learner import Learner
 from clients.sparcl.tdm import TDMConfig, WeightMasks, channel_scores, channels_of, expand_channels, keep_count
 from fleet.config import parse_scenario
 from server.aggregate import mask_aware_average, resparsify

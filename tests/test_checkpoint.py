@@ -27,7 +27,8 @@ from fleet.run.checkpoint import Checkpoint, checkpoint_dir, read_checkpoint, re
 from fleet.cli import main
 from fleet.world import BUDGETS, Ledger, SimWorld, get_profile
 from fleet.outputs import folder_lock
-from server.strategy import DeviceReport, ServerConfig, SparseFedAvg
+from server.bookkeeping import DeviceReport
+from server.strategy import ServerConfig, SparseFedAvg
 
 
 # --------------------------------------------------------------------------- device state files

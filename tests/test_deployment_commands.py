@@ -92,7 +92,8 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_starts(tmp_path, capsy
 
 def test_fleet_state_describes_each_devices_newest_state_under_run_folders(tmp_path, capsys):
     from clients import state_store
-    from clients.sparcl.learner import Learner, LearnerConfig
+    from clients.sparcl.config import LearnerConfig
+    from clients.sparcl.learner import Learner
 
     learner = Learner(LearnerConfig(width=4), (1, 8, 8), 10)
     for r in (1, 2):

@@ -8,7 +8,8 @@ import torch
 
 from clients import wire
 from clients.device import DeviceSpec, device_data, run_round, spec_task
-from clients.sparcl.learner import Learner, LearnerConfig, TrainConfig
+from clients.sparcl.config import LearnerConfig, TrainConfig
+from clients.sparcl.learner import Learner
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

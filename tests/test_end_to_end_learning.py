@@ -7,7 +7,7 @@ import torch
 from clients.cl.methods import MethodConfig
 from clients.data import load_stream
 from clients.experiment import run_stream
-from clients.sparcl.learner import LearnerConfig, SparCLConfig, TrainConfig
+from clients.sparcl.config import LearnerConfig, SparCLConfig, TrainConfig
 from clients.sparcl.tdm import TDMConfig
 
 

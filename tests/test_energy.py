@@ -21,7 +21,7 @@ from fleet.world.profiles import DeviceProfile, apply_budget, budget_active_w, g
 from fleet.config import load_scenario
 from fleet.world.rounds import DeviceWork, simulate_round
 from fleet.world.timing import compute_time_s, energy_j, moved_mbit, tail_time_s
-from server.strategy import DeviceReport, RoundTiming, Totals, book_round, round_row
+from server.bookkeeping import DeviceReport, RoundTiming, Totals, book_round, round_row
 
 
 def approx(x: float) -> object:

@@ -14,7 +14,7 @@ from fleet.outputs import RoundsCsv, plot_accuracy, plot_bytes
 from fleet.run.runner import learning_metrics
 from fleet.config import load_scenario
 from fleet.world import SimWorld
-from server.strategy import DeviceReport
+from server.bookkeeping import DeviceReport
 
 
 def test_rounds_csv_holds_every_finished_round_at_once(tmp_path):

@@ -19,7 +19,8 @@ from clients.cl.methods import MethodConfig
 from clients.data import load_stream
 from clients.errors import InputError
 from clients.experiment import run_stream
-from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainConfig, _plain_state, torch_device
+from clients.sparcl.config import LearnerConfig, SparCLConfig, TrainConfig, torch_device
+from clients.sparcl.learner import Learner, _plain_state
 from clients.sparcl.tdm import TDMConfig
 from fleet.run.runner import backend_config
 from fleet.config import parse_scenario

@@ -13,7 +13,8 @@ from clients.data import load_stream
 from clients.experiment import run_stream
 from clients.sparcl.ddr import DDRConfig, removal_schedule
 from clients.sparcl.dgm import DGMConfig
-from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainConfig
+from clients.sparcl.config import LearnerConfig, SparCLConfig, TrainConfig
+from clients.sparcl.learner import Learner
 from clients.sparcl.tdm import TDMConfig, keep_count
 
 # SmallCNN(1, 10, width=4) on 1x8x8: forward FLOPs per example, counted by hand in test_accounting

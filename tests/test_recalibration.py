@@ -10,7 +10,8 @@ from clients.budget import RoundBudget
 from clients.cl.methods import MethodConfig
 from clients.data import load_stream
 from clients.errors import InputError
-from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainConfig
+from clients.sparcl.config import LearnerConfig, SparCLConfig, TrainConfig
+from clients.sparcl.learner import Learner
 from clients.sparcl.tdm import TDMConfig
 from fleet.bench import BenchConfig, learner_config
 from fleet.config import parse_scenario

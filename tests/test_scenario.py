@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from clients.errors import InputError
-from clients.sparcl.learner import LearnerConfig
+from clients.sparcl.config import LearnerConfig
 from fleet.world import PROFILES
 from clients.data import INPUT_SHAPES, NUM_CLASSES
 from clients.device import device_offset, task_of

@@ -66,7 +66,8 @@ def test_a_sum_s_gradient_which_is_not_a_dense_array_gives_the_dense_gradients(o
 def test_the_learner_on_sparse_kernels_trains_what_it_trains_on_dense_kernels(monkeypatch):
     """Every layer forced onto the sparse kernels (not only where faster): the same weights after an epoch."""
     from clients.data import load_stream
-    from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainConfig
+    from clients.sparcl.config import LearnerConfig, SparCLConfig, TrainConfig
+    from clients.sparcl.learner import Learner
 
     monkeypatch.setattr(sparse_kernels, "fastest", lambda conv, live, shape: True)
     stream = load_stream("digits", seed=0, max_per_class=20)
@@ -94,7 +95,8 @@ def test_sparse_kernels_say_what_they_need():
 def test_without_sparseprop_the_learner_runs_dense_kernels_and_says_so(monkeypatch):
     """A Pi (aarch64) or the server has no SparseProp: the same function on dense kernels, with a warning."""
     import clients.sparcl.learner as learner_module
-    from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig
+    from clients.sparcl.config import LearnerConfig, SparCLConfig
+    from clients.sparcl.learner import Learner
 
     monkeypatch.setattr(learner_module, "sparse_kernels_available", lambda: False)
     config = LearnerConfig(sparcl=SparCLConfig(tdm=TDMConfig(sparse_kernels=True)), width=8)
@@ -113,7 +115,8 @@ def test_the_bench_needs_sparseprop_for_its_side_by_side_run(monkeypatch, capsys
 
 
 def test_sparse_kernels_run_the_small_cnn_only():
-    from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig
+    from clients.sparcl.config import LearnerConfig, SparCLConfig
+    from clients.sparcl.learner import Learner
 
     config = LearnerConfig(sparcl=SparCLConfig(tdm=TDMConfig(sparse_kernels=True)), width=8,
                            backbone="resnet18-reduced")

@@ -9,9 +9,8 @@ from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDic
 
 from clients.records import from_arrays, to_arrays
 from clients.wire import encode_model
-from server.strategy import (
-    DeviceReport, RoundTiming, ServerConfig, SparseFedAvg, arrivals_kept, choose_devices, over_selected, sample_size,
-)
+from server.bookkeeping import DeviceReport, RoundTiming
+from server.strategy import ServerConfig, SparseFedAvg, arrivals_kept, choose_devices, over_selected, sample_size
 
 NAMES = ("conv.weight",)
 

@@ -321,7 +321,8 @@ def test_a_static_mask_is_the_initial_one_for_the_whole_stream():
 
     from clients.cl.methods import MethodConfig
     from clients.data import load_stream
-    from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainConfig
+    from clients.sparcl.config import LearnerConfig, SparCLConfig, TrainConfig
+    from clients.sparcl.learner import Learner
     from clients.sparcl.tdm import TDMConfig, update_epochs
     from fleet.bench import BenchConfig, sparcl_variants
 

@@ -25,7 +25,8 @@ import torch
 
 from clients.data import load_stream
 from clients.errors import InputError
-from clients.sparcl.learner import Learner, LearnerConfig, TrainConfig
+from clients.sparcl.config import LearnerConfig, TrainConfig
+from clients.sparcl.learner import Learner
 from fleet.run import processes, signals
 from fleet.cli import main
 from fleet.outputs import RoundsCsv, check_output_dir, plot_accuracy, prepare_output_dir, write_json, write_text

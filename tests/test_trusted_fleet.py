@@ -15,7 +15,8 @@ from torch import nn
 from clients.cl.methods import MethodConfig
 from clients.data import load_stream
 from clients.metrics import task_accuracy
-from clients.sparcl.learner import Learner, LearnerConfig, SparCLConfig, TrainConfig
+from clients.sparcl.config import LearnerConfig, SparCLConfig, TrainConfig
+from clients.sparcl.learner import Learner
 from fleet.cli import main
 from server.aggregate import pool_statistics
 

@@ -19,7 +19,8 @@ from fleet.outputs.plots import plot_timeline_rounds, timeline_bars, tradeoff_st
 from fleet.config import load_scenario
 from fleet.world.rounds import DeviceOutcome
 from fleet.world.sync_world import SimWorld, is_online
-from server.strategy import DeviceReport, ServerConfig, SparseFedAvg
+from server.bookkeeping import DeviceReport
+from server.strategy import ServerConfig, SparseFedAvg
 
 SEED = 4
 

@@ -33,7 +33,8 @@ import yaml
 from clients.budget import RoundBudget
 from clients.device import device_data, stream_of
 from clients.errors import InputError
-from clients.sparcl.learner import Learner, LearnerConfig
+from clients.sparcl.config import LearnerConfig
+from clients.sparcl.learner import Learner
 from fleet.world import PROFILES
 from fleet.outputs import write_csv, write_text
 from fleet.config import Scenario

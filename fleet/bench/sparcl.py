@@ -35,7 +35,7 @@ from clients.experiment import StreamResult, run_stream
 from fleet.stats import median, paired
 from clients.sparcl.ddr import DDRConfig
 from clients.sparcl.dgm import DGMConfig
-from clients.sparcl.learner import LearnerConfig, SparCLConfig, TrainConfig, torch_device
+from clients.sparcl.config import LearnerConfig, SparCLConfig, TrainConfig, torch_device
 from clients.sparcl.tdm import TDMConfig
 
 ABLATIONS = ("full", "tdm", "tdm+ddr", "tdm+dgm", "all", "static")
@@ -73,7 +73,7 @@ class BenchConfig:
     recalibrate_norms: bool = False  # every arm recomputes its norms' statistics at each task's end
     ddr_rank: str = "forgetting"  # DDR removes the least-forgotten examples, or (the control) random ones
     ddr_presentations: int = 1  # epochs of statistics each DDR removal waits for (DDRConfig.presentations)
-    device: str = "cpu"  # where every arm trains (clients.sparcl.learner.TrainConfig.device)
+    device: str = "cpu"  # where every arm trains (clients.sparcl.config.TrainConfig.device)
     # the dense method on a narrower backbone: the other cheap way to train less (what channel masks
     # must beat, since a channel-masked network is a narrower one). None: with `controls`, the width
     # whose training FLOPs are nearest SparCL's (`narrow_match`), chosen after the first seed's run

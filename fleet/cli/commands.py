@@ -103,7 +103,7 @@ def _validate_bench(config) -> None:
     from clients.cl.methods import MethodConfig
     from clients.data import INPUT_SHAPES, load_stream
     from clients.sparcl import sparse_kernels
-    from clients.sparcl.learner import TrainConfig, torch_device
+    from clients.sparcl.config import TrainConfig, torch_device
     from clients.sparcl.tdm import TDMConfig
     from fleet.config import MAX_WIDTH, learner_bytes, memory_limit_bytes
 

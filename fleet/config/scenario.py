@@ -55,7 +55,7 @@ from clients.device import device_offset, task_of
 from clients.errors import InputError, excerpt
 from clients.sparcl.ddr import DDRConfig
 from clients.sparcl.dgm import DGMConfig
-from clients.sparcl.learner import LearnerConfig, SparCLConfig, TrainConfig
+from clients.sparcl.config import LearnerConfig, SparCLConfig, TrainConfig
 from clients.sparcl.tdm import TDMConfig
 from fleet.world import (
     BUDGETS,

@@ -62,7 +62,8 @@ from fleet.run.runner import (
 )
 from fleet.config import Scenario
 from server.buffered import ARRIVAL_COLUMNS, BufferConfig, BufferedFedAvg
-from server.strategy import Accepted, DeviceReport, Totals, arrivals_kept, book_round, choose_devices, round_row
+from server.bookkeeping import Accepted, DeviceReport, Totals, book_round, round_row
+from server.strategy import arrivals_kept, choose_devices
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from clients.device import DeviceSpec, spec_task, torch_threads  # noqa: E402
 from clients.metrics import (  # noqa: E402
     average_accuracy, forgetting, last_k_mean, learning_accuracy_over_rounds, task_accuracy,
 )
-from clients.sparcl.learner import Learner  # noqa: E402
+from clients.sparcl.learner import Learner
 from fleet.world import AsyncWorld, DEVICE_COLUMNS, Ledger, SimWorld
 from fleet.run.checkpoint import Checkpoint, device_state_dir, read_checkpoint, remove_checkpoint, write_checkpoint
 from fleet.run.signals import stopping
@@ -59,7 +59,8 @@ from fleet.outputs import (
 from fleet.config import Scenario
 from server.app import Resume, make_server_app, make_strategy, restore_strategy  # noqa: E402
 from server.buffered import ARRIVAL_COLUMNS, BufferConfig  # noqa: E402
-from server.strategy import DEVICE_ROUND_COLUMNS, STATUS_COUNTS, ServerConfig, SparseFedAvg  # noqa: E402
+from server.bookkeeping import DEVICE_ROUND_COLUMNS, STATUS_COUNTS
+from server.strategy import ServerConfig, SparseFedAvg
 
 BASE_COLUMNS = ["round", "sim_start_s", "sim_time_s", "online", "busy", "sampled", "replies", "accepted",
                 "dropped", "rejected", "failed", "timed_out",

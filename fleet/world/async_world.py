@@ -75,7 +75,7 @@ from fleet.world.rounds import (
 from fleet.world.timing import fits_memory, speed_factor
 from fleet.world.sync_world import SimWorld
 from server.buffered import Arrival
-from server.strategy import DeviceReport
+from server.bookkeeping import DeviceReport
 
 # ready()'s keyed choice draws on the TIE stream at this key plus the dispatch: far above any round or dispatch
 # number, so it never shares a draw with the tie keys of (seed, dispatch, device, TIE), and still one 32-bit word

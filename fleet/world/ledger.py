@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, fields
 
 from fleet.world.rounds import DeviceOutcome
-from server.strategy import DeviceReport, RoundTiming, executed_flops
+from server.bookkeeping import DeviceReport, RoundTiming, executed_flops
 
 
 @dataclass

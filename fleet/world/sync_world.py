@@ -77,7 +77,7 @@ from fleet.world.timing import (
     upload_time_s,
 )
 
-from server.strategy import DeviceReport, RoundTiming
+from server.bookkeeping import DeviceReport, RoundTiming
 
 
 def is_online(profile: DeviceProfile, seed: int, server_round: int, device: int) -> bool:
