@@ -50,7 +50,7 @@ def _private_pem(key: ec.EllipticCurvePrivateKey, fmt=serialization.PrivateForma
 
 def _certificate(subject: str, key, issuer: x509.Name, signer, *, ca: bool,
                  names: list[x509.GeneralName] = ()) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder()
                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
                .issuer_name(issuer).public_key(key.public_key()).serial_number(x509.random_serial_number())

@@ -400,7 +400,7 @@ def dry_versions(scenario: Scenario, spec: DeviceSpec, config, world, cost: Step
 
     def version_done(version: int, _arrays) -> None:
         if version == 0:
-            return None
+            return
         row = {**strategy.last_row, "local_accuracy": None, "class_il_accuracy": None,
                "tasks_reached": tasks_reached(spec, version, strategy.last_row["tasks_from_s"]),
                "wall_s": round(time.perf_counter() - started, 2)}

@@ -63,7 +63,7 @@ class Transfer:
     nbytes: float
     finish: float              # the class counter value at which it is complete
     done: simpy.Event
-    cls: "_Class | None" = None
+    cls: _Class | None = None
     cancelled: bool = False
 
 
