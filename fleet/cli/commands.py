@@ -182,6 +182,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    """`fleet schema`: the scenario's JSON Schema, for editors (stdout, or --out FILE)."""
+    from fleet.config import schema_text
+    from fleet.outputs import write_text
+
+    if args.out is None:
+        sys.stdout.write(schema_text())
+        return 0
+    out = Path(args.out)
+    check_writable(out)
+    write_text(out, schema_text())
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     """The built-in device profiles (and a scenario's own) as a table, or each figure with its source."""
     from fleet.world import (

@@ -19,6 +19,7 @@ from fleet.cli.commands import (
     cmd_device,
     cmd_profiles,
     cmd_run,
+    cmd_schema,
     cmd_state,
     cmd_submit,
     cmd_validate,
@@ -67,6 +68,10 @@ def build_parser() -> ArgumentParser:
     validate = sub.add_parser("validate", help="check a scenario without running it")
     validate.add_argument("scenario", help="scenario YAML")
     validate.set_defaults(func=cmd_validate)
+
+    schema = sub.add_parser("schema", help="the scenario's JSON Schema, for editors that complete and check keys")
+    schema.add_argument("--out", default=None, help="write it to this file (default: print it)")
+    schema.set_defaults(func=cmd_schema)
 
     profiles = sub.add_parser("profiles", help="the device profiles' figures (--sources: where each comes from)")
     profiles.add_argument("scenario", nargs="?", default=None, help="scenario YAML: list its own `profiles:` too")
