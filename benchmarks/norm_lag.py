@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from clients.data import load_stream  # noqa: E402
 from clients.experiment import evaluate_seen  # noqa: E402
 from clients.metrics import average_accuracy  # noqa: E402
-from clients.sparcl.learner import Learner, SparCLConfig  # noqa: E402
+from clients.sparcl.config import SparCLConfig
+from clients.sparcl.learner import Learner
 from fleet.bench import BenchConfig, learner_config, sparcl_variants
 from fleet.outputs import save_figure, write_csv
 

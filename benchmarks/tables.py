@@ -243,6 +243,36 @@ def interval(r: dict, prefix: str = "") -> str:
     return f"{r[prefix + 'median']:{f}} [{r[prefix + 'ci_low']:{f}}, {r[prefix + 'ci_high']:{f}}]"
 
 
+ASYNC_TABLE = (("final_accuracy", "Class-IL, final %"), ("class_il_at_common_s", "Class-IL at equal time %"),
+               ("task_il_at_common_s", "Task-IL at equal time %"), ("learning_accuracy", "learning accuracy %"),
+               ("forgetting", "forgetting (ours)"), ("forgetting_authors", "forgetting (authors')"),
+               ("energy_j", "energy J"), ("energy_per_update_j", "energy J per accepted update"),
+               ("wasted_energy_j", "wasted energy J"), ("sim_time_s", "simulated s"))
+
+
+def delta_table(paired_csv: Path, figures=ASYNC_TABLE) -> str:
+    """paired.csv as markdown, differences first: per figure, the first variant's median and each other
+    variant's paired difference from it, median [95% interval], bold and starred where every seed agrees
+    on the sign."""
+    rows = list(csv.DictReader(paired_csv.open()))
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    seeds = rows[0]["seeds"]
+    lines = [f"| figure ({seeds} seeds) | {variants[0]} | " + " | ".join(f"{v} minus {variants[0]}"
+                                                                      for v in variants[1:]) + " |",
+             "|---" * len(variants) + "|---|"]
+    for metric, label in figures:
+        got = {r["variant"]: r for r in rows if r["metric"] == metric}
+        if variants[0] not in got:
+            continue
+        cells = [f"{float(got[variants[0]]['median']):,.2f}"]
+        for v in variants[1:]:
+            r = {k: float(x) for k, x in got[v].items() if k.startswith("delta_") and k != "delta_same_sign"}
+            d = f"{r['delta_median']:+,.2f} [{r['delta_ci_low']:+,.2f}, {r['delta_ci_high']:+,.2f}]"
+            cells.append(f"**{d}***" if got[v]["delta_same_sign"] == "True" else d)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def seeds_table(paired_csv: Path) -> str:
     """fleet compare --seeds's paired.csv as markdown: per figure, each variant's median [95% interval], and
     its paired difference from the first variant (bold where every seed agrees on the sign)."""

@@ -15,7 +15,7 @@ import sys
 import time
 
 from fleet.world import BUDGETS, SimWorld, get_profile
-from server.strategy import DeviceReport
+from server.bookkeeping import DeviceReport
 
 MIX = (("rpi4", 0.3), ("rpi4-wifi", 0.3), ("rpi-zero2w", 0.2), ("phone", 0.2))
 ROUNDS = 100

@@ -23,7 +23,7 @@ from clients import state_store
 from fleet.deploy import make_certs
 from fleet.run.processes import descendants
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.deployment]
 
 SCENARIO = """
 name: deployed

@@ -24,6 +24,8 @@ from fleet.deploy.deployment import (
     write_connection,
 )
 
+pytestmark = pytest.mark.deployment
+
 
 def test_the_superlink_is_secured_unless_asked_not_to_be(tmp_path):
     secure = superlink_command(Coordinator(certs=tmp_path, home=tmp_path / "h"))

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.deployment
+
 PROJECT = Path(__file__).resolve().parents[1]
 ROOT = Path(os.environ.get("PI_ROOT", "/var/cache/sparcl-fleet/arm64-root"))
 

@@ -25,7 +25,7 @@ from clients.sparcl.tdm import TDMConfig
 from fleet.run.runner import backend_config
 from fleet.config import parse_scenario
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("one_thread")]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA GPU here")
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is here")
 

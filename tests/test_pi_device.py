@@ -26,6 +26,8 @@ from server.strategy import ROUND_TIMEOUT_SLACK, ServerConfig, SparseFedAvg
 
 DIES_OF_SIGILL = """
 import os, signal
+
+pytestmark = pytest.mark.deployment
 print("stage: small-cnn batch 1 forward", flush=True)
 os.kill(os.getpid(), signal.SIGILL)
 """

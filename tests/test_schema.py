@@ -1,5 +1,5 @@
 """The scenario's JSON Schema (`fleet schema`): derived from the schema, shipped beside the scenarios,
-named by each of them for editors, and every key it knows documented in scenarios/README.md."""
+named by each of them for editors, and every key it knows documented in docs/reference/scenario-guide.md."""
 
 import json
 import re
@@ -63,8 +63,8 @@ def test_empty_sections_and_derived_nulls_meet_the_schema():
 
 
 def documented_keys() -> set[str]:
-    """The keys scenarios/README.md documents: its schema block, and the profile figures' table."""
-    text = (ROOT / "scenarios" / "README.md").read_text()
+    """The keys the scenario guide documents: its schema block, and the profile figures' table."""
+    text = (ROOT / "docs" / "reference" / "scenario-guide.md").read_text()
     block = re.search(r"## Schema\n.*?```yaml\n(.*?)```", text, re.S).group(1)
     keys: set[str] = set()
 
@@ -87,5 +87,5 @@ def documented_keys() -> set[str]:
 
 def test_every_key_the_schema_knows_is_documented_and_every_documented_key_exists():
     known, documented = set(dotted_keys()), documented_keys()
-    assert sorted(known - documented) == [], "keys the schema knows that scenarios/README.md does not document"
-    assert sorted(documented - known) == [], "keys scenarios/README.md documents that the schema does not know"
+    assert sorted(known - documented) == [], "keys the schema knows that the scenario guide does not document"
+    assert sorted(documented - known) == [], "keys the scenario guide documents that the schema does not know"

@@ -1,0 +1,203 @@
+"""What the docs' reference pages and results tables are made of: functions that `cog` calls inside
+the pages (`cog -r -I docs docs/**/*.md` writes them, `cog --check` fails when a page is stale).
+
+Every reference comes from the code itself (the argument parser, the scenario schema, the profiles,
+the output columns, the exit codes), and every results table from a file under results/, so a page
+cannot drift from what the code does or what a benchmark measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from fleet.cli import EXIT_CODES, build_parser  # noqa: E402
+from fleet.config import dotted_keys, scenario_schema  # noqa: E402
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser, str]]:
+    """(name, parser, help) of every subcommand, nested ones (`bench sparcl`) by their full name."""
+    out = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                nested = _subcommands(sub)
+                if nested:
+                    out += [(f"{name} {n}", p, h) for n, p, h in nested]
+                else:
+                    out.append((name, sub, helps.get(name, "")))
+    return out
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def cli_reference() -> str:
+    """Every `fleet` subcommand: what it does, its usage and its arguments, from the real parser."""
+    lines = []
+    for name, sub, help_text in _subcommands(build_parser()):
+        lines += [f"## fleet {name}", "", _cell(help_text).replace("%%", "%") + ".", "", "```text",
+                  " ".join(sub.format_usage().split()).replace("usage: ", ""), "```", "",
+                  "| argument | meaning | default |", "|---|---|---|"]
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            names = ", ".join(action.option_strings) or action.dest
+            default = "" if action.default in (None, False, argparse.SUPPRESS) or not action.option_strings \
+                else f"`{action.default}`"
+            helped = (action.help or "").replace("%%", "%")
+            lines.append(f"| `{names}` | {_cell(helped)} | {default} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def exit_codes() -> str:
+    """The exit statuses of `fleet`, from fleet.cli.EXIT_CODES."""
+    return "\n".join(["| status | meaning |", "|---|---|", *(f"| {code} | {_cell(text)} |"
+                                                          for code, text in EXIT_CODES.items())])
+
+
+# --------------------------------------------------------------------------- scenarios and profiles
+
+
+def _schema_row(key: str, node: dict, defs: dict) -> str:
+    options = node.get("anyOf", [node])
+    kinds, bounds = [], []
+    for option in options:
+        if "$ref" in option:
+            kinds.append("section")
+            continue
+        kind = option.get("type", "")
+        if kind == "object" and isinstance(option.get("additionalProperties"), dict):
+            value = option["additionalProperties"]
+            kind = "table of " + ("sections" if "anyOf" in value or "$ref" in value else value.get("type", "?"))
+        kinds.append(kind)
+        if "enum" in option:
+            bounds.append(" \\| ".join(f"`{v}`" for v in option["enum"]))
+        for word, symbol in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="),
+                             ("exclusiveMaximum", "<")):
+            if word in option:
+                bounds.append(f"{symbol} {option[word]}")
+    default = f"`{json.dumps(node['default'])}`" if "default" in node else ""
+    return f"| `{key}` | {' or '.join(dict.fromkeys(kinds))} | {', '.join(bounds)} | {default} |"
+
+
+def scenario_reference() -> str:
+    """Every scenario key with its type, choices or bounds and default, from the JSON Schema."""
+    schema = scenario_schema()
+    defs = schema["$defs"]
+
+    def plain(node: dict) -> dict:
+        """The node itself: its non-null option, its definition for a reference."""
+        if "anyOf" in node:
+            node = next(o for o in node["anyOf"] if o != {"type": "null"})
+        return defs[node["$ref"].rsplit("/", 1)[1]] if "$ref" in node else node
+
+    def node_of(dotted: str) -> dict:
+        node = schema
+        for part in dotted.split("."):
+            node = plain(node)
+            node = node["additionalProperties"] if part == "<name>" else node["properties"][part]
+        return node
+
+    lines = ["| key | type | choices, bounds | default |", "|---|---|---|---|"]
+    lines += [_schema_row(key, node_of(key), defs) for key in dotted_keys()]
+    return "\n".join(lines)
+
+
+def profiles_reference() -> str:
+    """`fleet profiles` and `fleet profiles --sources`, as they print."""
+    out = []
+    for args in ([], ["--sources"]):
+        text = subprocess.run([sys.executable, "-m", "fleet.cli", "profiles", *args], capture_output=True,
+                              text=True, check=True, cwd=ROOT).stdout
+        out += [f"`fleet profiles {' '.join(args)}`".replace(" `", "`"), "", "```text", text.rstrip(), "```", ""]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def output_columns() -> str:
+    """The columns of every CSV a run or a comparison writes, from the constants that write them."""
+    from fleet.run.compare import COLUMNS as COMPARISON, PAIRED_ORDER
+    from fleet.run.runner import BASE_COLUMNS
+    from fleet.world.ledger import DEVICE_COLUMNS
+    from server.bookkeeping import DEVICE_ROUND_COLUMNS
+    from server.buffered import ARRIVAL_COLUMNS
+
+    tables = [("rounds.csv", [*BASE_COLUMNS, "acc_task_<t>", "til_task_<t>", "..."],
+               "one row per round (per version in async mode), appended and flushed as it ends"),
+              ("devices.csv", DEVICE_COLUMNS, "one row per device: its totals over the run"),
+              ("device_rounds.csv", DEVICE_ROUND_COLUMNS, "one row per device and round it was sampled in"),
+              ("arrivals.csv", ARRIVAL_COLUMNS, "async mode: one row per update that reached the server"),
+              ("comparison.csv", COMPARISON, "`fleet compare`: one row per variant (and seed)"),
+              ("paired.csv", PAIRED_ORDER, "`fleet compare --seeds`: per variant and figure, over seeds")]
+    lines = []
+    for name, columns, what in tables:
+        lines += [f"### {name}", "", f"{what}.", "", ", ".join(f"`{c}`" for c in columns), ""]
+    return "\n".join(lines)
+
+
+def run_files() -> str:
+    from fleet.outputs import RUN_FILES, RUN_FOLDERS
+
+    return ", ".join(f"`{name}`" for name in (*RUN_FILES, *(f"{d}/" for d in RUN_FOLDERS)))
+
+
+# --------------------------------------------------------------------------- results
+
+
+def csv_table(path: str, columns: list[str] | None = None, rename: dict[str, str] | None = None,
+              where: dict[str, str] | None = None) -> str:
+    """A CSV under results/ as a markdown table (chosen columns, optionally only rows matching `where`)."""
+    with open(ROOT / path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows = [r for r in rows if all(r.get(k) == v for k, v in (where or {}).items())]
+    columns = columns or list(rows[0])
+    names = [(rename or {}).get(c, c) for c in columns]
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    lines += ["| " + " | ".join(_number(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _number(value: str) -> str:
+    try:
+        number = float(value)
+    except ValueError:
+        return _cell(value)
+    if number.is_integer() and abs(number) < 1e15:
+        return f"{int(number):,}"
+    return f"{number:,.2f}"
+
+
+def text_file(path: str) -> str:
+    """A text file under results/ (a benchmark's printed tables) as a code block."""
+    return "```text\n" + (ROOT / path).read_text().rstrip() + "\n```"
+
+
+def paired_deltas(folder: str) -> str:
+    """A comparison's paired.csv (`fleet compare --seeds`): differences from its first variant."""
+    import tables
+
+    return f"`{folder}/paired.csv`\n\n" + tables.delta_table(ROOT / folder / "paired.csv")
+
+
+def paired_medians(folder: str) -> str:
+    """A comparison's paired.csv: every variant's median [95% interval] and its paired difference."""
+    import tables
+
+    return f"`{folder}/paired.csv`\n\n" + tables.seeds_table(ROOT / folder / "paired.csv")
