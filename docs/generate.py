@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fleet.cli import EXIT_CODES, build_parser  # noqa: E402
 from fleet.config import dotted_keys, scenario_schema  # noqa: E402
+import tables  # noqa: E402  (benchmarks/tables.py: the results tables)
 
 
 # --------------------------------------------------------------------------- the command line
@@ -191,13 +192,14 @@ def text_file(path: str) -> str:
 
 def paired_deltas(folder: str) -> str:
     """A comparison's paired.csv (`fleet compare --seeds`): differences from its first variant."""
-    import tables
-
     return f"`{folder}/paired.csv`\n\n" + tables.delta_table(ROOT / folder / "paired.csv")
 
 
 def paired_medians(folder: str) -> str:
     """A comparison's paired.csv: every variant's median [95% interval] and its paired difference."""
-    import tables
-
     return f"`{folder}/paired.csv`\n\n" + tables.seeds_table(ROOT / folder / "paired.csv")
+
+
+def norm_ablation() -> str:
+    """The normalisation ablation (benchmarks/tables.py), paired by seed."""
+    return tables.norm_ablation()

@@ -123,7 +123,7 @@ def test_the_bench_refuses_sparse_kernels_on_a_gpu_before_any_training(monkeypat
     """Caught when the settings are read, not when the sparse-kernel arm is built hours later."""
     from fleet.cli import main
 
-    monkeypatch.setattr("clients.sparcl.learner.torch_device", lambda name, what="": torch.device("cuda"))
+    monkeypatch.setattr("clients.sparcl.config.torch_device", lambda name, what="": torch.device("cuda"))
     assert main(["bench", "sparcl", "--quiet", "--sparse-kernels", "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["fleet: error: --sparse-kernels runs on the CPU only, not with --device 'cuda'"]
