@@ -13,7 +13,8 @@ SUFFIXES = {".png", ".txt", ".csv"}
 
 def on_files(files, config):
     for path in sorted((ROOT / "results").rglob("*")):
-        if path.is_file() and path.suffix in SUFFIXES and (path.suffix == ".png" or len(path.parts) - len(ROOT.parts) <= 3):
+        depth = len(path.relative_to(ROOT).parts)  # results/<study>/<file> is 3: tables, not per-run files
+        if path.is_file() and path.suffix in SUFFIXES and (path.suffix == ".png" or depth <= 3):
             files.append(File(path.relative_to(ROOT).as_posix(), src_dir=str(ROOT), dest_dir=config["site_dir"],
                               use_directory_urls=config["use_directory_urls"]))
     return files

@@ -65,7 +65,9 @@ def check_fields(obj: Any, owner: str) -> None:
     assert is_dataclass(obj)
     for f in fields(obj):
         value = getattr(obj, f.name)
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        kind = (f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")).split(" | ")[0]
+        if value is None and "None" in str(f.type):
+            continue
         if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))
                                 or not math.isfinite(value)):
             raise InputError(f"{owner}: {f.name} must be a finite number, got {value!r}")

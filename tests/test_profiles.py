@@ -250,3 +250,33 @@ def test_validate_exits_2_with_one_line_on_a_bad_profile(tmp_path, capsys):
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fleet: error:") and "profiles.x.failure_prob" in err[0]
+
+
+def test_one_source_of_bounds_the_scenario_profile_takes_device_profile_rules():
+    """ProfileSpec is derived from DeviceProfile: every figure, optional, with the very same rules."""
+    from dataclasses import fields
+
+    from fleet.config.schema import ProfileSpec
+    from fleet.world import DeviceProfile
+
+    device = {f.name: dict(f.metadata) for f in fields(DeviceProfile) if f.name != "name"}
+    spec = {f.name: dict(f.metadata) for f in fields(ProfileSpec) if f.name not in ("base", "sources")}
+    assert spec == device and all(device.values())
+
+
+@pytest.mark.parametrize("figure, value, words", [
+    ("efficiency", 1.5, "efficiency must be in (0, 1], got 1.5"),
+    ("peak_gflops", float("nan"), "peak_gflops must be a finite number"),
+    ("idle_w", True, "idle_w must be a finite number"),
+    ("availability_model", "sometimes", "availability_model must be one of always, bernoulli, onoff"),
+    ("failure_prob", 1.0, "failure_prob must be in [0, 1), got 1.0"),
+])
+def test_a_device_profile_built_in_code_checks_its_rules_in_one_line(figure, value, words):
+    from dataclasses import replace
+
+    from fleet.world import PROFILES
+
+    with pytest.raises(InputError) as err:
+        replace(PROFILES["rpi4"], name="bad", **{figure: value})
+    assert str(err.value).startswith("device profile 'bad': ") and words in str(err.value)
+    assert "\n" not in str(err.value)

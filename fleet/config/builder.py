@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import difflib
 import math
-import operator
 from collections.abc import Mapping
 from dataclasses import MISSING, fields, is_dataclass
 from types import NoneType, UnionType
@@ -21,6 +20,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from clients.errors import excerpt
 from fleet.config.reader import MAX_INT
 from fleet.config.schema import MAX_TEXT
+from fleet.rules import rule_error
 
 
 def build_dataclass(cls: type, data: Any, path: str, fail) -> Any:
@@ -103,24 +103,9 @@ def _accepts(tp: Any, value: Any) -> bool:
 
 
 def _check_rules(value: Any, rules: Mapping[str, Any], path: str, fail) -> None:
-    if value is None:
-        return
-    choices = rules.get("choices")
-    if choices is not None and value not in choices:
-        fail(f"{path} must be one of {', '.join(choices)}; got {excerpt(value)}")
-    low = ("ge", rules["ge"]) if "ge" in rules else ("gt", rules["gt"]) if "gt" in rules else None
-    high = ("le", rules["le"]) if "le" in rules else ("lt", rules["lt"]) if "lt" in rules else None
-    compare = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
-    if (low and not compare[low[0]](value, low[1])) or (high and not compare[high[0]](value, high[1])):
-        fail(f"{path} must be {_range_text(low, high)}, got {excerpt(value)}")
-
-
-def _range_text(low: tuple | None, high: tuple | None) -> str:
-    symbol = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-    if low and high:
-        return f"in {'[' if low[0] == 'ge' else '('}{low[1]}, {high[1]}{']' if high[0] == 'le' else ')'}"
-    op, bound = low or high
-    return f"{symbol[op]} {bound}"
+    problem = rule_error(value, rules)
+    if problem:
+        fail(f"{path} must be {problem}")
 
 
 def _describe(tp: Any) -> str:

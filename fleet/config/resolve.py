@@ -218,7 +218,7 @@ def _check_user_profile(name: str, spec: ProfileSpec, fail) -> None:
             fail(f"{where}.sources: unknown figure {excerpt(figure, 40)} (figures: {', '.join(FIGURES)})")
         if getattr(spec, figure) is None:
             fail(f"{where}.sources.{figure}: the profile does not set {figure}, so it has no source to give")
-    try:  # a safety net: the field rules above mirror DeviceProfile's checks
+    try:  # a safety net: the field rules above are DeviceProfile's own (ProfileSpec derives them)
         build_profile(name, spec)
     except InputError as err:
         fail(f"{where}: {err}")

@@ -86,8 +86,8 @@ from fleet.config.schema import (
     TrainSpec,
     build_profile,
     figure_source,
-    rule,
 )
+from fleet.rules import rule
 
 
 # --------------------------------------------------------------------------- the scenario

@@ -8,8 +8,8 @@ generically; the bounds below cap what any scenario may ask for.
 from __future__ import annotations
 
 import re
-from dataclasses import MISSING, asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import asdict, dataclass, fields, make_dataclass, replace
+from typing import Any, get_type_hints
 
 
 from clients.backbones import BACKBONES, NORMS
@@ -20,13 +20,13 @@ from clients.device import MASK_POLICIES
 from clients.wire import VALUE_DTYPES
 from clients.sparcl.tdm import GRANULARITIES
 from fleet.world import (
-    AVAILABILITY_MODELS,
     DEFAULT_PLAN_QUANTILE,
     DeviceProfile,
     FIGURES,
     PROFILES,
     PROFILE_SOURCES,
 )
+from fleet.rules import rule
 from server.buffered import MODES
 from server.strategy import AGGREGATIONS, NORM_STATISTICS, PLAIN_WEIGHTS
 
@@ -42,16 +42,6 @@ MEMORY_SHARE = 0.5             # a run may plan to use half of this machine's me
 FILE_DATASETS = (*IDX_DATASETS, "cifar10")  # read from dataset.data_dir; the others are built in
 SCHEMES = ("iid", "dirichlet")
 TRAIN_DEVICES = ("cpu", "cuda", "auto")
-
-
-def rule(default: Any = MISSING, **rules: Any) -> Any:
-    """A dataclass field with validation rules: choices=, ge=, gt=, le=, lt=.
-
-    Rules apply to the parsed value and are skipped when it is None.
-    """
-    if default is MISSING:
-        return field(metadata=rules)
-    return field(default=default, metadata=rules)
 
 
 # --------------------------------------------------------------------------- sections
@@ -206,40 +196,28 @@ class BudgetSpec:
     deadline_s: float | None = rule(None, gt=0)
 
 
-@dataclass(frozen=True)
-class ProfileSpec:
-    """A user-named device profile: a built-in `base` with the figures it names changed, or (no base) every
-    required figure from scratch. Fields mirror fleet.world.profiles.DeviceProfile, with the same bounds, so a bad
-    value is reported at its dotted path; None means "not given" (the base's figure, or DeviceProfile's default).
-    `sources` records where the figures it sets come from, for `fleet profiles --sources`.
-    """
-
-    base: str | None = None
-    peak_gflops: float | None = rule(None, gt=0)
-    efficiency: float | None = rule(None, gt=0, le=1)
-    memory_mb: float | None = rule(None, gt=0)
-    downlink_mbps: float | None = rule(None, gt=0)
-    uplink_mbps: float | None = rule(None, gt=0)
-    downlink_latency_s: float | None = rule(None, ge=0)
-    uplink_latency_s: float | None = rule(None, ge=0)
-    active_w: float | None = rule(None, ge=0)
-    radio_w: float | None = rule(None, ge=0)
-    idle_w: float | None = rule(None, ge=0)
-    availability: float | None = rule(None, gt=0, le=1)
-    availability_model: str | None = rule(None, choices=AVAILABILITY_MODELS)
-    mean_on_s: float | None = rule(None, gt=0)
-    mean_off_s: float | None = rule(None, gt=0)
-    failure_prob: float | None = rule(None, ge=0, lt=1)
-    speed_jitter: float | None = rule(None, ge=0, le=1)
-    downlink_w_per_mbps: float | None = rule(None, ge=0)
-    uplink_w_per_mbps: float | None = rule(None, ge=0)
-    tail_s: float | None = rule(None, ge=0)
-    tail_w: float | None = rule(None, ge=0)
-    sources: dict[str, str] | None = None  # figure -> where it comes from
+def _profile_spec() -> type:
+    """ProfileSpec: DeviceProfile's figures, each optional, with DeviceProfile's own rules, so a bound is
+    written once and a bad value is reported at its dotted path."""
+    hints = get_type_hints(DeviceProfile)
+    figures = [(f.name, hints[f.name] | None, rule(None, **f.metadata)) for f in fields(DeviceProfile)
+               if f.name != "name"]
 
     def given(self) -> dict[str, Any]:
         """The figures this profile sets itself."""
         return {f: getattr(self, f) for f in FIGURES if getattr(self, f) is not None}
+
+    spec = make_dataclass("ProfileSpec", [("base", str | None, None), *figures,
+                                          ("sources", dict[str, str] | None, None)],  # figure -> its source
+                          frozen=True, namespace={"given": given, "__module__": __name__})
+    spec.__doc__ = ("A user-named device profile: a built-in `base` with the figures it names changed, or (no "
+                    "base) every required figure from scratch. Its fields are DeviceProfile's, each optional "
+                    "(None: not given, the base's figure or DeviceProfile's default), with the same rules; "
+                    "`sources` records where the figures it sets come from, for `fleet profiles --sources`.")
+    return spec
+
+
+ProfileSpec = _profile_spec()
 
 
 # A user profile's name: it labels devices.csv rows and plots, so short and plain.

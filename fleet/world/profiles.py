@@ -20,10 +20,10 @@ that goes with them: apply_budget) and may add a per-round deadline, so
 
 from __future__ import annotations
 
-import math
 from dataclasses import MISSING, dataclass, fields, replace
 
 from clients.errors import InputError
+from fleet.rules import check_fields, rule
 
 # Assumption: a training loop (small batches, framework overhead, memory-bound
 # layers) sustains about 30% of an HPL/vendor peak on CPU-class devices.
@@ -51,31 +51,6 @@ AVAILABILITY_MODELS = ("always", "bernoulli", "onoff")
 # --------------------------------------------------------------------------- checks
 
 
-def _check_positive(owner: str, field: str, value: float) -> None:
-    """Rates, sizes and scales must be finite and > 0, or the formulas divide by zero."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise InputError(f"{owner}: {field} must be a finite number > 0, got {value!r}")
-
-
-def _check_non_negative(owner: str, field: str, value: float) -> None:
-    """Powers and latencies may be zero (an idealised device) but never negative."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise InputError(f"{owner}: {field} must be a finite number >= 0, got {value!r}")
-
-
-def _check_fraction(owner: str, field: str, value: float) -> None:
-    """Efficiencies and probabilities live in (0, 1]; 0 would mean a device that never works."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise InputError(f"{owner}: {field} must be in (0, 1], got {value!r}")
-
-
-def _check_unit_interval(owner: str, field: str, value: float, *, closed: bool) -> None:
-    """Chances and spreads: [0, 1] (or [0, 1) where 1 would mean a device that always fails)."""
-    top_ok = value <= 1 if closed else value < 1
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value and top_ok):
-        raise InputError(f"{owner}: {field} must be in [0, 1{']' if closed else ')'}, got {value!r}")
-
-
 def unknown_name(kind: str, name: object, known: dict[str, object]) -> InputError:
     """One error style for every 'pick a name from this table' lookup."""
     return InputError(f"{kind} '{name}' is unknown (choose from: {', '.join(sorted(known))})")
@@ -101,45 +76,32 @@ class DeviceProfile:
     """
 
     name: str
-    peak_gflops: float  # vendor/HPL peak
-    efficiency: float  # fraction of peak that training reaches, (0, 1]
-    memory_mb: float  # RAM available for training (after the OS and runtime), MiB
-    downlink_mbps: float  # server -> device, Mbit/s
-    uplink_mbps: float  # device -> server, Mbit/s
-    downlink_latency_s: float  # fixed cost of one download
-    uplink_latency_s: float  # fixed cost of one upload
-    active_w: float  # power while computing
-    radio_w: float  # power while transferring, before the per-Mbit/s terms below (Huang et al.'s base)
-    idle_w: float  # power while waiting
-    availability: float  # probability the device is online at a round ("bernoulli"), (0, 1]
-    availability_model: str = "bernoulli"  # always | bernoulli (a draw each round) | onoff (alternating periods)
-    mean_on_s: float = 3600.0  # onoff: mean length of an online period, simulated seconds
-    mean_off_s: float = 600.0  # onoff: mean length of an offline period
-    failure_prob: float = 0.0  # chance that a sampled device fails mid-round, [0, 1)
-    speed_jitter: float = 0.0  # coefficient of variation of its compute speed from round to round, [0, 1]
-    downlink_w_per_mbps: float = 0.0  # radio power per Mbit/s received, on top of radio_w; 0: radio_w at any rate
-    uplink_w_per_mbps: float = 0.0  # radio power per Mbit/s sent, on top of radio_w
-    tail_s: float = 0.0  # seconds the radio stays powered after each transfer (an LTE RRC tail); 0: none
-    tail_w: float = 0.0  # power of that tail, on top of what the device does meanwhile
+    peak_gflops: float = rule(gt=0)  # vendor/HPL peak
+    efficiency: float = rule(gt=0, le=1)  # fraction of peak that training reaches
+    memory_mb: float = rule(gt=0)  # RAM available for training (after the OS and runtime), MiB
+    downlink_mbps: float = rule(gt=0)  # server -> device, Mbit/s
+    uplink_mbps: float = rule(gt=0)  # device -> server, Mbit/s
+    downlink_latency_s: float = rule(ge=0)  # fixed cost of one download
+    uplink_latency_s: float = rule(ge=0)  # fixed cost of one upload
+    active_w: float = rule(ge=0)  # power while computing
+    radio_w: float = rule(ge=0)  # power while transferring, before the per-Mbit/s terms below (Huang et al.'s base)
+    idle_w: float = rule(ge=0)  # power while waiting
+    availability: float = rule(gt=0, le=1)  # probability the device is online at a round ("bernoulli")
+    # always | bernoulli (a draw each round) | onoff (alternating periods)
+    availability_model: str = rule("bernoulli", choices=AVAILABILITY_MODELS)
+    mean_on_s: float = rule(3600.0, gt=0)  # onoff: mean length of an online period, simulated seconds
+    mean_off_s: float = rule(600.0, gt=0)  # onoff: mean length of an offline period
+    failure_prob: float = rule(0.0, ge=0, lt=1)  # chance that a sampled device fails mid-round
+    speed_jitter: float = rule(0.0, ge=0, le=1)  # coefficient of variation of its compute speed, round to round
+    downlink_w_per_mbps: float = rule(0.0, ge=0)  # radio power per Mbit/s received, on top of radio_w
+    uplink_w_per_mbps: float = rule(0.0, ge=0)  # radio power per Mbit/s sent, on top of radio_w
+    tail_s: float = rule(0.0, ge=0)  # seconds the radio stays powered after each transfer (an LTE RRC tail)
+    tail_w: float = rule(0.0, ge=0)  # power of that tail, on top of what the device does meanwhile
 
     def __post_init__(self) -> None:
-        owner = f"device profile '{self.name}'"
         if not isinstance(self.name, str) or not self.name:
             raise InputError(f"device profile name must be a non-empty string, got {self.name!r}")
-        for f in ("peak_gflops", "memory_mb", "downlink_mbps", "uplink_mbps"):
-            _check_positive(owner, f, getattr(self, f))
-        for f in ("downlink_latency_s", "uplink_latency_s", "active_w", "radio_w", "idle_w",
-                  "downlink_w_per_mbps", "uplink_w_per_mbps", "tail_s", "tail_w"):
-            _check_non_negative(owner, f, getattr(self, f))
-        for f in ("efficiency", "availability"):
-            _check_fraction(owner, f, getattr(self, f))
-        if self.availability_model not in AVAILABILITY_MODELS:
-            raise InputError(f"{owner}: availability_model must be one of {', '.join(AVAILABILITY_MODELS)}, "
-                             f"got {self.availability_model!r}")
-        for f in ("mean_on_s", "mean_off_s"):
-            _check_positive(owner, f, getattr(self, f))
-        _check_unit_interval(owner, "failure_prob", self.failure_prob, closed=False)
-        _check_unit_interval(owner, "speed_jitter", self.speed_jitter, closed=True)
+        check_fields(self, f"device profile '{self.name}'")
 
     @property
     def train_flops_per_s(self) -> float:
@@ -175,19 +137,15 @@ class BudgetProfile:
     """
 
     name: str
-    compute_scale: float
-    memory_scale: float
-    bandwidth_scale: float
-    deadline_s: float | None
+    compute_scale: float = rule(gt=0)
+    memory_scale: float = rule(gt=0)
+    bandwidth_scale: float = rule(gt=0)
+    deadline_s: float | None = rule(None, gt=0)
 
     def __post_init__(self) -> None:
-        owner = f"budget profile '{self.name}'"
         if not isinstance(self.name, str) or not self.name:
             raise InputError(f"budget profile name must be a non-empty string, got {self.name!r}")
-        for f in ("compute_scale", "memory_scale", "bandwidth_scale"):
-            _check_positive(owner, f, getattr(self, f))
-        if self.deadline_s is not None:
-            _check_positive(owner, "deadline_s", self.deadline_s)
+        check_fields(self, f"budget profile '{self.name}'")
 
 
 # Assumptions: "tight" halves everything and gives a 5-minute round; "starved"
