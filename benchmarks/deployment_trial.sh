@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's "Plug in a Raspberry Pi" steps, tried on this machine with loopback in place of the
+# The "Plug in a Raspberry Pi" steps (docs/how-to/raspberry-pi.md), tried on this machine with loopback in place of the
 # Pi: certificates, the coordinator, two devices (device 0 real, device 1 a stand-in), a submitted
 # run of scenarios/pi_pair.yaml; after round 4 device 1 is killed and restarted, and its state
 # folder is shown before and after. Writes results/deployment_trial.txt (every command and what it

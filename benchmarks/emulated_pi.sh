@@ -11,14 +11,14 @@
 # Steps, all on 127.0.0.1:
 #  1. An arm64 Debian bookworm root made with mmdebstrap, cached outside the repository
 #     ($PI_ROOT, default /var/cache/sparcl-fleet/arm64-root; about 12 minutes and 1.3 GB the first
-#     time), with the Debian packages the README's Pi steps install (python3-venv, python3-pip,
+#     time), with the Debian packages the Pi steps of docs/how-to/raspberry-pi.md install (python3-venv, python3-pip,
 #     python3-torch).
-#  2. The project installed in it exactly as the README tells a Pi owner: a clone of this
+#  2. The project installed in it exactly as docs/how-to/raspberry-pi.md tells a Pi owner: a clone of this
 #     repository's HEAD, `python3 -m venv --system-site-packages ~/fleet`, `pip install -e .`.
 #  3. A Pi's /proc/cpuinfo and its CPU ID registers (MIDR_EL1) in /sys, bind-mounted over the
 #     guest's: QEMU 7.2 shows the guest the host's x86 /proc/cpuinfo and no CPU ID in /sys, and
 #     torch's CPU detection (the cpuinfo library) segfaulted on that under emulation.
-#  4. The torch check of `fleet device` on both emulated CPUs, with Debian's torch (the README's)
+#  4. The torch check of `fleet device` on both emulated CPUs, with Debian's torch (the how-to's)
 #     and, where $PI_PYPI_TORCH holds PyPI's torch 2.13.0 for aarch64 with its CUDA packages
 #     (about 4.7 GB; see below), with that torch on 2 threads (it dies with SIGILL, one line) and
 #     on 1 (it passes).
@@ -166,7 +166,7 @@ echo "# emulated Raspberry Pi devices (QEMU user mode): an instruction-set and p
 echo "# measurement of a Pi's speed or memory; $(date -u +%Y-%m-%dT%H:%MZ), $(qemu-aarch64-static --version | head -1)"
 echo "# host: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 
-echo; echo "# 1. the README's Pi steps in the arm64 root ($(du -sh --exclude=opt "$ROOT" 2> /dev/null | cut -f1) at $ROOT)"
+echo; echo "# 1. the Pi steps of docs/how-to/raspberry-pi.md in the arm64 root ($(du -sh --exclude=opt "$ROOT" 2> /dev/null | cut -f1) at $ROOT)"
 rm -rf "${ROOT:?}$GUEST_HOME/sparcl-fleet"
 mkdir -p "$ROOT$GUEST_HOME"
 git clone -q --no-hardlinks "$PROJECT" "$ROOT$GUEST_HOME/sparcl-fleet"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The quickstart on the embedded digits data, and the two comparisons the README quotes
+# The quickstart on the embedded digits data, and the two comparisons the results pages quote
 # (SparCL against dense DER++; mask-aware against zero-filled FedAvg) and the quickstart with the
 # current-task loss masked (method.mask_other_classes). Writes results/quickstart*/;
 # each .txt starts with the exact command it ran. About 10 minutes on 2 cores.

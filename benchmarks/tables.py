@@ -1,4 +1,4 @@
-"""Print the README's result tables (markdown) from what the benchmark scripts wrote in results/.
+"""Print the results pages' tables (markdown, docs/studies) from what the benchmarks wrote in results/.
 
     .venv/bin/python benchmarks/tables.py
 
@@ -87,7 +87,7 @@ def paired_text(a: dict[int, dict], b: dict[int, dict], key: str) -> str:
 
 
 def ddr_tables() -> str:
-    """What DDR costs at 0.90 (README, "What DDR costs at 10 epochs a task"): the recalibrated runs' learning
+    """What DDR costs at 0.90 (the SparCL study, "What DDR costs at 10 epochs a task"): the recalibrated runs' learning
     accuracy and newest task, and the paired differences between reports of the same seeds."""
     fm = RESULTS / "fmnist"
     files = {"ranked": fm / "recal_weight_s090.json", "tdm": fm / "recal_tdm_s090.json",
@@ -123,7 +123,7 @@ def ddr_tables() -> str:
 
 
 def ddr_wait_table() -> str:
-    """DDR's removals judged on one epoch of statistics or on two (README, "DDR that waits for its
+    """DDR's removals judged on one epoch of statistics or on two (the SparCL study, "DDR that waits for its
     statistics"): every arm at 0.90, recalibrated, seeds 0-4, paired against one dense arm."""
     fm = RESULTS / "fmnist"
     arms = (  # key, label, report, variant
@@ -162,7 +162,7 @@ def ddr_wait_table() -> str:
 
 
 def epochs_table() -> str:
-    """All three components at 10 and 20 epochs a task, at each sparsity (README, "Twice the epochs"):
+    """All three components at 10 and 20 epochs a task, at each sparsity (the SparCL study, "Twice the epochs"):
     each report paired against its own dense arm."""
     fm = RESULTS / "fmnist"
     rows = [(sparsity, epochs, fm / f"{name}.json") for sparsity, epochs, name in (
@@ -196,7 +196,7 @@ def epochs_table() -> str:
 
 
 def ablation_figures() -> str:
-    """What each component costs at 0.75 (README, "Each component at 0.75"), paired by seed within one report."""
+    """What each component costs at 0.75, paired by seed within one report."""
     path = RESULTS / "fmnist" / "recal_weight_s075_ablation.json"
     if not path.exists():
         return ""

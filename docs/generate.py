@@ -203,3 +203,12 @@ def paired_medians(folder: str) -> str:
 def norm_ablation() -> str:
     """The normalisation ablation (benchmarks/tables.py), paired by seed."""
     return tables.norm_ablation()
+
+
+def markdown_file(path: str) -> str:
+    """A benchmark's printed markdown (e.g. benchmarks/capacity_table.py's table.txt), without its closing
+    "wrote ..." line."""
+    lines = (ROOT / path).read_text().rstrip().splitlines()
+    prose = ("target ", "machines:")  # one-line verdicts: a list, so markdown keeps them apart
+    return "\n".join(f"- {line}" if line.startswith(prose) else line
+                     for line in lines if not line.startswith("wrote "))

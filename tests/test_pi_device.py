@@ -24,10 +24,10 @@ from fleet.deploy.deployment import Device, check_torch, node_config
 from server.app import PacedGrid
 from server.strategy import ROUND_TIMEOUT_SLACK, ServerConfig, SparseFedAvg
 
+pytestmark = pytest.mark.deployment
+
 DIES_OF_SIGILL = """
 import os, signal
-
-pytestmark = pytest.mark.deployment
 print("stage: small-cnn batch 1 forward", flush=True)
 os.kill(os.getpid(), signal.SIGILL)
 """
