@@ -41,6 +41,7 @@ def range_text(low: tuple | None, high: tuple | None) -> str:
         right = "]" if high[0] == "le" else ")"
         return f"in {left}{low[1]}, {high[1]}{right}"
     bound = low or high
+    assert bound is not None, "a range needs a bound"
     return f"{SYMBOLS[bound[0]]} {bound[1]}"
 
 

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import MISSING, fields, is_dataclass
 from types import NoneType, UnionType
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeGuard, Union, get_args, get_origin, get_type_hints
 
 
 from clients.errors import excerpt
@@ -49,9 +49,14 @@ def build_dataclass(cls: type, data: Any, path: str, fail) -> Any:
     return cls(**values)
 
 
+def is_section(tp: Any) -> TypeGuard[type]:
+    """Whether a type hint is a section (a dataclass type), not a plain value."""
+    return isinstance(tp, type) and is_dataclass(tp)
+
+
 def _coerce(value: Any, tp: Any, path: str, fail) -> Any:
     """`value` checked against type hint `tp` (int->float widened); anything else fails."""
-    if is_dataclass(tp):
+    if is_section(tp):
         return build_dataclass(tp, value, path, fail)
     origin = get_origin(tp)
     if origin in (Union, UnionType):
@@ -97,7 +102,7 @@ def _accepts(tp: Any, value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if tp is str:
         return isinstance(value, str)
-    if get_origin(tp) is dict or is_dataclass(tp):
+    if get_origin(tp) is dict or is_section(tp):
         return isinstance(value, Mapping)
     raise TypeError(f"scenario schema uses an unsupported type {tp!r}")
 

@@ -10,10 +10,11 @@ schema cannot state (a Dirichlet alpha, counts that sum to the fleet, memory).
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, fields, is_dataclass
+from dataclasses import MISSING, fields
 from types import NoneType, UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from fleet.config.builder import is_section
 from fleet.config.scenario import Scenario
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -44,9 +45,9 @@ def dotted_keys(cls: type = Scenario, prefix: str = "") -> list[str]:
         dotted = f"{prefix}{f.name}"
         keys.append(dotted)
         tp = _without_none(hints[f.name])
-        if is_dataclass(tp):
+        if is_section(tp):
             keys += dotted_keys(tp, f"{dotted}.")
-        elif get_origin(tp) is dict and is_dataclass(get_args(tp)[1]):
+        elif get_origin(tp) is dict and is_section(get_args(tp)[1]):
             keys += dotted_keys(get_args(tp)[1], f"{dotted}.<name>.")
     return keys
 
@@ -86,7 +87,7 @@ def _with_rule(schema: dict[str, Any], rule: dict[str, Any]) -> dict[str, Any]:
 
 
 def _type(tp: Any, definitions: dict[str, Any]) -> dict[str, Any]:
-    if is_dataclass(tp):
+    if is_section(tp):
         definitions.setdefault(tp.__name__, None)
         if definitions[tp.__name__] is None:
             definitions[tp.__name__] = _object(tp, definitions)

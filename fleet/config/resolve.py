@@ -150,6 +150,7 @@ def resolve_scenario(s: Scenario, fail) -> Scenario:
         ),
     )
     rounds = s.federation.rounds
+    assert rounds is not None  # derived above
     if s.report.last_k is not None and s.report.last_k > rounds:
         fail(f"report.last_k {s.report.last_k} is larger than the run's {rounds} rounds (federation.rounds)")
     s = replace(s, report=replace(s.report, last_k=s.report.last_k or min(3, rounds)))
@@ -168,7 +169,7 @@ def resolve_scenario(s: Scenario, fail) -> Scenario:
             check_speedup_table(tuple(s.timing.speedup.items()), "timing.speedup")
         except InputError as err:
             fail(str(err))
-    if s.federation.rounds > MAX_ROUNDS:
+    if rounds > MAX_ROUNDS:
         derived = "" if fe.rounds is not None else " (stream.rounds_per_task x dataset.n_tasks + stream.stagger_rounds)"
         fail(f"federation.rounds {s.federation.rounds} is more than {MAX_ROUNDS:,}{derived}")
     if s.timing.keep_first is not None and s.timing.keep_first > s.sample_size():

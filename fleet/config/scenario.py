@@ -47,7 +47,7 @@ import copy
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 
 from clients.budget import KernelModel
@@ -193,11 +193,11 @@ class Scenario:
     @property
     def last_k(self) -> int:
         """Rounds the last-k mean accuracy covers (report.last_k, resolved when parsed)."""
-        return int(self.report.last_k)
+        return int(cast(int, self.report.last_k))
 
     def sample_size(self) -> int:
         """Devices sampled per round (federation.devices_per_round, always a count once parsed)."""
-        return int(self.federation.devices_per_round)
+        return int(cast(int, self.federation.devices_per_round))
 
     def budget_profiles(self) -> dict[str, BudgetProfile]:
         """The built-in budget profiles with this scenario's own (same name: the scenario's wins)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, fields, make_dataclass, replace
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 
 from clients.backbones import BACKBONES, NORMS
@@ -217,7 +217,16 @@ def _profile_spec() -> type:
     return spec
 
 
-ProfileSpec = _profile_spec()
+if TYPE_CHECKING:  # what _profile_spec builds, as a type checker should see it
+    class ProfileSpec:
+        base: str | None
+        sources: dict[str, str] | None
+
+        def given(self) -> dict[str, Any]: ...
+
+        def __getattr__(self, figure: str) -> Any: ...
+else:
+    ProfileSpec = _profile_spec()
 
 
 # A user profile's name: it labels devices.csv rows and plots, so short and plain.

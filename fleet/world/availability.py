@@ -35,7 +35,7 @@ processes play the stretch out.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 
 import numpy as np
 import simpy
@@ -89,8 +89,8 @@ class _SwitchLog:
         self.entries: list[tuple[float, int, bool]] | None = None
 
 
-def _alternate(env: simpy.Environment, state: np.ndarray, device: int,
-               periods: Iterator[tuple[bool, float]], log: _SwitchLog | None = None) -> Iterator[simpy.Event]:
+def _alternate(env: simpy.Environment, state: np.ndarray, device: int, periods: Iterator[tuple[bool, float]],
+               log: _SwitchLog | None = None) -> Generator[simpy.Event, object, None]:
     """The simpy process of one on/off device: set its state, wait out the period, switch."""
     for on, length in periods:
         state[device] = on
@@ -119,8 +119,8 @@ class Availability:
         self.codes = np.array([_CODES[p.availability_model] for p in profiles], dtype=np.int8)
         self.chance = np.array([p.availability for p in profiles], dtype=np.float64)
         self.alternating = np.flatnonzero(self.codes == ONOFF)
-        self.mean_on = np.array([profiles[d].mean_on_s for d in self.alternating], dtype=np.float64)
-        self.mean_off = np.array([profiles[d].mean_off_s for d in self.alternating], dtype=np.float64)
+        self.mean_on = np.array([profiles[d].mean_on_s for d in self.alternating.tolist()], dtype=np.float64)
+        self.mean_off = np.array([profiles[d].mean_off_s for d in self.alternating.tolist()], dtype=np.float64)
         self.log = _SwitchLog()
         self.reset()
 

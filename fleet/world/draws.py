@@ -60,7 +60,7 @@ def _seed_words(words: list[np.ndarray]) -> list[np.ndarray]:
         return value ^ (value >> np.uint32(16))
 
     def mix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        result = np.uint32(_MIX_L) * x - np.uint32(_MIX_R) * y
+        result: np.ndarray = np.uint32(_MIX_L) * x - np.uint32(_MIX_R) * y
         return result ^ (result >> np.uint32(16))
 
     pool = [hashmix(w) for w in words]

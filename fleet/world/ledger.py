@@ -71,8 +71,8 @@ class Ledger:
             t.busy_s += d.download_s + d.compute_s + d.upload_s
             t.energy_j += d.energy_j
             queue = by_device.get(d.device_id)
-            r = queue.pop(0) if queue else None
-            flops, executed = (0.0, 0.0) if r is None else (r.train_flops, executed_flops(r))
+            sent = queue.pop(0) if queue else None
+            flops, executed = (0.0, 0.0) if sent is None else (sent.train_flops, executed_flops(sent))
             if d.status == "ok":
                 t.train_flops += flops
                 t.executed_flops += executed
@@ -171,6 +171,6 @@ def tracked_devices(profiles: Sequence[str], limit: int = TRACKED) -> list[int]:
         groups.setdefault(name, []).append(d)
     quota = {k: max(1, round(limit * len(v) / len(profiles))) for k, v in groups.items()}
     while sum(quota.values()) > limit:  # the rounding and the floors of one may overshoot
-        quota[max(quota, key=quota.get)] -= 1
+        quota[max(quota, key=lambda k: quota[k])] -= 1
     step = {k: (len(v) - 1) / max(1, quota[k] - 1) for k, v in groups.items()}
     return sorted(v[round(i * step[k])] for k, v in groups.items() for i in range(quota[k]))

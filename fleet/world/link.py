@@ -28,6 +28,7 @@ import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import simpy
 
@@ -146,13 +147,17 @@ class SharedLink:
         for cls in active:
             cls.rate = min(cls.cap, level)
             top = cls.top()
+            assert top is not None  # an active class has a transfer
             left = (top.finish - cls.served) / cls.rate
             if left < when:
                 nearest, when = cls, left
         self.generation += 1
         if nearest is not None:
             timer = self.env.timeout(max(0.0, when))
-            timer.callbacks.append(lambda _, gen=self.generation, cls=nearest: self._tick(gen, cls))
+            timer.callbacks.append(partial(self._due, self.generation, nearest))
+
+    def _due(self, generation: int, due: _Class, _event: simpy.Event) -> None:
+        self._tick(generation, due)
 
     def _tick(self, generation: int, due: _Class) -> None:
         """The nearest transfer ends now: complete it (and any other that ends within rounding)."""
@@ -160,6 +165,7 @@ class SharedLink:
             return
         self._advance()
         top = due.top()
+        assert top is not None  # the class the timer was set for still has its transfer
         due.served = max(due.served, top.finish)  # exactly at its mark, whatever the rounding
         for cls in self.classes.values():
             while (top := cls.top()) is not None and top.finish - cls.served <= _EPS * top.nbytes:

@@ -20,6 +20,7 @@ that goes with them: apply_budget) and may add a per-round deadline, so
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields, replace
 
 from clients.errors import InputError
@@ -51,7 +52,7 @@ AVAILABILITY_MODELS = ("always", "bernoulli", "onoff")
 # --------------------------------------------------------------------------- checks
 
 
-def unknown_name(kind: str, name: object, known: dict[str, object]) -> InputError:
+def unknown_name(kind: str, name: object, known: Mapping[str, object]) -> InputError:
     """One error style for every 'pick a name from this table' lookup."""
     return InputError(f"{kind} '{name}' is unknown (choose from: {', '.join(sorted(known))})")
 

@@ -57,7 +57,7 @@ from collections import Counter
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import simpy
@@ -361,12 +361,12 @@ def device_outcome(work: DeviceWork, trace: DeviceTrace, status: Status, start_s
     starts within it, and the upload's), within the device's time in the round.
     """
     p = work.profile
-    waited = status in ("ok", "oom") and trace.waited_until is not None
-    idle_s = trace.waited_until - trace.end_s if waited else 0.0
+    until = trace.waited_until if status in ("ok", "oom") else None  # it waited for the close
+    idle_s = until - trace.end_s if until is not None else 0.0
     radio_s = trace.download_s + trace.upload_s
     up_start = start_s + trace.download_s + trace.compute_s
     transfers = [(a, a + t) for a, t in ((start_s, trace.download_s), (up_start, trace.upload_s)) if t > 0]
-    tail_s = tail_time_s(transfers, trace.waited_until if waited else trace.end_s, p.tail_s) if p.tail_s else 0.0
+    tail_s = tail_time_s(transfers, until if until is not None else trace.end_s, p.tail_s) if p.tail_s else 0.0
     mbit = {"down_mbit": moved_mbit(trace.download_s, work.down_bytes, p.downlink_mbps, p.downlink_latency_s),
             "up_mbit": moved_mbit(trace.upload_s, work.up_bytes, p.uplink_mbps, p.uplink_latency_s)}
     return DeviceOutcome(
@@ -453,8 +453,9 @@ def simulate_round(
     egress = SharedLink(env, egress_mbps * 1e6 / 8) if egress_mbps is not None else None
     ends: dict[int, float] = {}
     live: dict[int, Any] = {}
-    for flow in carried if link is not None else ():
-        env.process(_carried(env, link, flow, ends, live))
+    if link is not None:
+        for flow in carried:
+            env.process(_carried(env, link, flow, ends, live))
     expected = 0
     for work, trace in zip(works, traces):
         if not fits_memory(work.peak_memory_bytes, work.profile):
@@ -475,8 +476,9 @@ def simulate_round(
     order = sorted(range(len(works)), key=lambda i: works[i].device_id)
     devices = tuple(device_outcome(works[i], traces[i], device_status(works[i], traces[i], kept), start_s)
                     for i in order)
-    carry = () if link is None else _after_close(start_s, works, traces, carried, closed.value, in_flight)
-    return RoundOutcome(start_s=start_s, end_s=closed.value, devices=devices, carry=carry, carried_end_s=ends)
+    end_s = cast(float, closed.value)  # the close: the deadline, the K-th arrival or the last report
+    carry = () if link is None else _after_close(start_s, works, traces, carried, end_s, in_flight)
+    return RoundOutcome(start_s=start_s, end_s=end_s, devices=devices, carry=carry, carried_end_s=ends)
 
 
 def _in_flight(env: simpy.Environment, link: SharedLink, start_s: float, works: Sequence[DeviceWork],

@@ -54,6 +54,7 @@ import json
 import math
 from dataclasses import replace
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import numpy as np
 
@@ -170,8 +171,11 @@ class SimWorld:
         """
         self.fail_at, self.poisson_at, self.chance_at = {}, {}, {}
         plans: dict[int, dict[str, float | str]] = {}
-        speeds = speed_factor(self.jitter[devices], self.seed, server_round, devices) if devices else []
-        fractions = failure_fraction(self.failure_prob[devices], self.seed, server_round, devices) if devices else []
+        speeds: np.ndarray | list[float] = []
+        fractions: np.ndarray | list[float] = []
+        if devices:
+            speeds = speed_factor(self.jitter[devices], self.seed, server_round, devices)
+            fractions = failure_fraction(self.failure_prob[devices], self.seed, server_round, devices)
         sizes = down_bytes if isinstance(down_bytes, Mapping) else dict.fromkeys(devices, down_bytes)
         expected_up = {d: max(sizes[d], self.upload_bytes.get(d, 0)) for d in devices}
         uploads = self._expected_transfers(devices, expected_up, self.server_ingress_mbps, "uplink")
@@ -189,7 +193,7 @@ class SimWorld:
                 budget["deadline-s"] = self.deadline_s
             fail_at = self.poisson_at[d] = failure_delay(self.offline_rate_per_s, self.seed, server_round, d)
             if math.isfinite(fraction):
-                planned = self._planned_flops(d, budget.get("compute-flops"))
+                planned = self._planned_flops(d, cast("float | None", budget.get("compute-flops")))
                 point = float(fraction) * (down_s + planned / (p.train_flops_per_s * speed) + up_s)
                 self.chance_at[d] = (float(fraction), point)
                 fail_at = min(fail_at, point)
@@ -222,8 +226,8 @@ class SimWorld:
         `keep`: the round closes at that many in-time arrivals (over-selection), or at `keep_first`'s
         if that is fewer; the updates after it are late."""
         ids = [r.device_id for r in reports]
-        speeds = speed_factor(self.jitter[ids], self.seed, server_round, ids) if ids else []
-        ties = keyed_uniforms(self.seed, server_round, ids, TIE) if ids else []
+        speeds: np.ndarray | list[float] = speed_factor(self.jitter[ids], self.seed, server_round, ids) if ids else []
+        ties: np.ndarray | list[float] = keyed_uniforms(self.seed, server_round, ids, TIE) if ids else []
         works = [DeviceWork(r.device_id, self.profiles[r.device_id], r.train_flops, r.down_bytes, r.up_bytes,
                             r.peak_memory_bytes, kernel_flops=r.kernel_flops,
                             fail_at_s=self._fail_at(r, float(s)), declined=r.status == "declined",
