@@ -212,3 +212,14 @@ def markdown_file(path: str) -> str:
     prose = ("target ", "machines:")  # one-line verdicts: a list, so markdown keeps them apart
     return "\n".join(f"- {line}" if line.startswith(prose) else line
                      for line in lines if not line.startswith("wrote "))
+
+
+def bench_table(path: str) -> str:
+    """One `fleet bench sparcl --json` report as its table (benchmarks/tables.py)."""
+    return tables.bench_table(ROOT / path).strip()
+
+
+def study_table(name: str) -> str:
+    """One of benchmarks/tables.py's tables of the SparCL study, by function name (ddr_tables, ...)."""
+    lines = getattr(tables, name)().strip().splitlines()
+    return "\n".join(line if line.startswith("|") or not line.strip() else f"- {line}" for line in lines)
