@@ -238,7 +238,7 @@ import sys
 from pathlib import Path
 
 from clients.errors import InputError
-from fleet.deploy.deployment import check_torch
+from fleet.deploy.device import check_torch
 
 try:
     print("  ok: " + check_torch(Path("scenarios/emulated_pi.yaml"), int(sys.argv[1])))

@@ -13,16 +13,9 @@ from flwr.common.config import parse_config_args
 from clients.errors import InputError
 from fleet.deploy import make_certs
 from fleet.cli import main
-from fleet.deploy.deployment import (
-    CONNECTION,
-    Coordinator,
-    Device,
-    connection_entry,
-    node_config,
-    superlink_command,
-    supernode_command,
-    write_connection,
-)
+from fleet.deploy.coordinator import Coordinator, connection_entry, superlink_command, write_connection
+from fleet.deploy.device import Device, node_config, supernode_command
+from fleet.deploy.flower import CONNECTION
 
 pytestmark = pytest.mark.deployment
 

@@ -15,12 +15,13 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.common.config import parse_config_args
 
-import fleet.deploy.deployment as deployment
+import fleet.deploy.device as device_module
+import fleet.deploy.flower as flower
 from clients import app as client_app
 from clients import torch_compat
 from clients.errors import InputError
 from fleet.cli import main
-from fleet.deploy.deployment import Device, check_torch, node_config
+from fleet.deploy.device import Device, check_torch, node_config
 from server.app import PacedGrid
 from server.strategy import ROUND_TIMEOUT_SLACK, ServerConfig, SparseFedAvg
 
@@ -34,7 +35,7 @@ os.kill(os.getpid(), signal.SIGILL)
 
 
 def test_a_child_that_dies_of_sigill_is_one_line_naming_the_cause_and_the_fix(monkeypatch):
-    monkeypatch.setattr(deployment, "CHECK", DIES_OF_SIGILL)
+    monkeypatch.setattr(device_module, "CHECK", DIES_OF_SIGILL)
     with pytest.raises(InputError) as caught:
         check_torch(threads=2)
     message = str(caught.value)
@@ -46,10 +47,10 @@ def test_a_child_that_dies_of_sigill_is_one_line_naming_the_cause_and_the_fix(mo
 
 
 def test_other_signal_deaths_and_errors_are_one_line_too(monkeypatch):
-    monkeypatch.setattr(deployment, "CHECK", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    monkeypatch.setattr(device_module, "CHECK", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     with pytest.raises(InputError, match=r"^the torch check died with SIGSEGV before it started on 1 thread: "):
         check_torch(threads=1)
-    monkeypatch.setattr(deployment, "CHECK", "print('stage: import torch'); raise ImportError('no torch here')")
+    monkeypatch.setattr(device_module, "CHECK", "print('stage: import torch'); raise ImportError('no torch here')")
     with pytest.raises(InputError, match=r"^the torch check failed at 'import torch': ImportError: no torch here$"):
         check_torch(threads=1)
 
@@ -67,9 +68,9 @@ def test_the_check_trains_the_scenarios_network_at_batch_1_and_its_batch(tmp_pat
 
 
 def test_the_device_command_checks_torch_before_it_connects(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(deployment, "CHECK", DIES_OF_SIGILL)
+    monkeypatch.setattr(device_module, "CHECK", DIES_OF_SIGILL)
     started = []
-    monkeypatch.setattr(deployment, "supernode_command", lambda d: started.append(d) or ["false"])
+    monkeypatch.setattr(device_module, "supernode_command", lambda d: started.append(d) or ["false"])
     code = main(["device", "--superlink", "127.0.0.1:1", "--device-id", "0", "--devices", "1", "--state-dir",
                  str(tmp_path), "--insecure", "--threads", "2"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -170,7 +171,7 @@ def test_torch_1_13_weights_only_loads_of_a_learner_state_work_through_the_compa
         assert out["lr"] == 0.5 and out["raw"] == b"xy" and out["w"].tolist() == [1.0, 1.0]
         print("compat loads it")
     """)
-    done = subprocess.run(["/usr/bin/python3", "-c", code, str(deployment.PROJECT_DIR)], capture_output=True,
+    done = subprocess.run(["/usr/bin/python3", "-c", code, str(flower.PROJECT_DIR)], capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr[-500:]
     assert done.stdout.splitlines()[-1] == "compat loads it"
@@ -187,7 +188,7 @@ def test_the_device_pins_follow_the_machine():
 
     from packaging.requirements import Requirement
 
-    deps = tomllib.loads((deployment.PROJECT_DIR / "pyproject.toml").read_text())["project"]["dependencies"]
+    deps = tomllib.loads((flower.PROJECT_DIR / "pyproject.toml").read_text())["project"]["dependencies"]
 
     def pins(machine):
         env = {"platform_machine": machine, "python_version": "3.11", "python_full_version": "3.11.2",
@@ -200,7 +201,7 @@ def test_the_device_pins_follow_the_machine():
     assert sum(1 for d in deps if d.startswith("flwr")) == 1  # `flwr run` refuses a second declaration
     from flwr.supercore.fab_format_version import _get_flwr_requirement  # what `flwr run` checks
 
-    assert str(_get_flwr_requirement(tomllib.loads((deployment.PROJECT_DIR / "pyproject.toml").read_text()))) \
+    assert str(_get_flwr_requirement(tomllib.loads((flower.PROJECT_DIR / "pyproject.toml").read_text()))) \
         == "flwr[simulation]==1.41.0"
     assert arm["torch"].specifier.contains("1.13.0a0+gitunknown")  # Debian bookworm's python3-torch
     assert not arm["numpy"].specifier.contains("2.0.0") and arm["numpy"].specifier.contains("1.26.4")

@@ -4,7 +4,10 @@ running the same ClientApp), submitting a run, and the ServerApp the deployment 
 """
 
 from fleet.deploy.certs import make_certs
-from fleet.deploy.deployment import Coordinator, DeploymentError, Device, run_coordinator, run_device, submit
+from fleet.deploy.coordinator import Coordinator, run_coordinator
+from fleet.deploy.device import Device, run_device
+from fleet.deploy.flower import DeploymentError
+from fleet.deploy.submission import submit
 
 __all__ = [
     "Coordinator",
