@@ -21,6 +21,20 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def scenario_file(tmp_path):
+    """A factory: write_scenario(name, sections...) writes tmp_path/<name>.yaml, a scenario of those
+    sections whose output is tmp_path/out unless given, and returns its path."""
+    import yaml
+
+    def write(name: str, **sections) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"name": name, "output": str(tmp_path / "out"), **sections}, sort_keys=False))
+        return path
+
+    return write
+
+
 def binding_deadline_scenario(path: Path, name: str, rounds: int) -> Path:
     """Three devices, two sampled a round, SparCL-ER with TDM masks, a deadline that cuts training short
     or fits none of it, and failures mid-round: a small fleet where every kind of outcome happens."""

@@ -11,16 +11,14 @@ from fleet.cli import main
 from fleet.config import load_scenario
 
 
-def scenario_file(tmp_path):
-    path = tmp_path / "s.yaml"
-    path.write_text(f"name: cal\noutput: {tmp_path / 'run'}\ndataset: {{name: synthetic}}\nfleet: {{devices: 2}}\n"
-                    "train: {width: 4, batch_size: 8}\n")
-    return path
+def cal_scenario(scenario_file):
+    return scenario_file("cal", dataset={"name": "synthetic"}, fleet={"devices": 2},
+                         train={"width": 4, "batch_size": 8})
 
 
-def test_calibrate_times_training_and_writes_a_profile_a_scenario_runs_with(tmp_path, capsys):
+def test_calibrate_times_training_and_writes_a_profile_a_scenario_runs_with(tmp_path, scenario_file, capsys):
     out = tmp_path / "cal"
-    assert main(["calibrate", str(scenario_file(tmp_path)), "--out", str(out), "--batches", "4,8",
+    assert main(["calibrate", str(cal_scenario(scenario_file)), "--out", str(out), "--batches", "4,8",
                  "--repeats", "2", "--seconds", "0.05", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "scenario batch    8" in printed and "GFLOP/s sustained (base rpi4)" in printed
@@ -43,8 +41,8 @@ def test_calibrate_times_training_and_writes_a_profile_a_scenario_runs_with(tmp_
     (["--base", "toaster"], "--base 'toaster'"),
     (["--repeats", "0"], "--repeats"),
 ])
-def test_bad_calibrate_flags_fail_in_one_line(tmp_path, capsys, flags, culprit):
-    code = main(["calibrate", str(scenario_file(tmp_path)), "--out", str(tmp_path / "cal"), "--seconds", "0.01",
+def test_bad_calibrate_flags_fail_in_one_line(tmp_path, scenario_file, capsys, flags, culprit):
+    code = main(["calibrate", str(cal_scenario(scenario_file)), "--out", str(tmp_path / "cal"), "--seconds", "0.01",
                  "--quiet", *flags])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and culprit in err[0], err

@@ -58,18 +58,11 @@ def wait_for(predicate, timeout_s: float, step_s: float = 0.2) -> bool:
     return predicate()
 
 
-def test_sigint_ends_the_run_keeps_its_rounds_and_leaves_no_process(tmp_path, default_sigint):
+def test_sigint_ends_the_run_keeps_its_rounds_and_leaves_no_process(tmp_path, scenario_file, default_sigint):
     out = tmp_path / "out"
-    scenario = tmp_path / "tiny.yaml"
-    scenario.write_text(f"""name: tiny
-output: {out}
-dataset: {{name: synthetic}}
-fleet: {{devices: 2}}
-stream: {{rounds_per_task: 20}}
-method: {{name: er, buffer_size: 20}}
-train: {{local_epochs: 1, width: 4}}
-federation: {{min_available: 2}}
-""")
+    scenario = scenario_file("tiny", dataset={"name": "synthetic"}, fleet={"devices": 2},
+                             stream={"rounds_per_task": 20}, method={"name": "er", "buffer_size": 20},
+                             train={"local_epochs": 1, "width": 4}, federation={"min_available": 2})
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # its own session, so that every process it starts (orphans too) can be found, and killed if this fails
     proc = subprocess.Popen([sys.executable, "-m", "fleet.cli", "run", str(scenario), "--quiet"], env=env,

@@ -100,15 +100,13 @@ def test_speedup_table_is_monotone_and_valid():
     assert speedup_table([row("channel-compacted", 1.0, 0.0, 1.0)]) == ()
 
 
-def scenario_file(tmp_path):
-    path = tmp_path / "k.yaml"
-    path.write_text(f"name: k\noutput: {tmp_path / 'run'}\ndataset: {{name: digits, n_tasks: 5}}\n"
-                    "train: {width: 8}\n")
-    return path
+def kernels_scenario(scenario_file, tmp_path):
+    return scenario_file("k", output=str(tmp_path / "run"), dataset={"name": "digits", "n_tasks": 5},
+                         train={"width": 8})
 
 
-def test_cli_writes_the_results_and_refuses_to_overwrite_them(tmp_path, capsys):
-    scenario, out = scenario_file(tmp_path), tmp_path / "run-kernels"  # the default folder
+def test_cli_writes_the_results_and_refuses_to_overwrite_them(tmp_path, scenario_file, capsys):
+    scenario, out = kernels_scenario(scenario_file, tmp_path), tmp_path / "run-kernels"  # the default folder
     assert main(["bench", "kernels", str(scenario), "--repeats", "1", "--seconds", "0.05",
                  "--densities", "1.0,0.5", "--quiet"]) == 0
     printed = capsys.readouterr().out
@@ -151,9 +149,9 @@ def test_cli_writes_the_results_and_refuses_to_overwrite_them(tmp_path, capsys):
     (["--batch", "0"], "--batch"),
     (["--batch", "x"], "--batch"),
 ])
-def test_bad_flags_fail_in_one_line_before_any_work(tmp_path, capsys, flags, culprit):
-    out = tmp_path / "out"
-    assert main(["bench", "kernels", str(scenario_file(tmp_path)), "--out", str(out), "--quiet", *flags]) == 2
+def test_bad_flags_fail_in_one_line_before_any_work(tmp_path, scenario_file, capsys, flags, culprit):
+    scenario, out = kernels_scenario(scenario_file, tmp_path), tmp_path / "out"
+    assert main(["bench", "kernels", str(scenario), "--out", str(out), "--quiet", *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fleet: error:") and culprit in err[0], err
     assert not out.exists()

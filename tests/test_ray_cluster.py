@@ -38,17 +38,11 @@ def namespaces_allowed() -> bool:
 
 @pytest.mark.skipif(not namespaces_allowed(),
                     reason="needs `unshare -rn --pid` (user, network and PID namespaces) and `ip` to bring up loopback")
-def test_two_rounds_on_a_two_node_cluster_place_clients_on_both_nodes(tmp_path):
+def test_two_rounds_on_a_two_node_cluster_place_clients_on_both_nodes(tmp_path, scenario_file):
     out = tmp_path / "out"
-    scenario = tmp_path / "s.yaml"
-    scenario.write_text(f"""name: cluster
-output: {out}
-dataset: {{name: synthetic}}
-fleet: {{devices: 4}}
-stream: {{rounds_per_task: 1}}
-train: {{local_epochs: 1, width: 4}}
-federation: {{rounds: 2, devices_per_round: 4}}
-""")
+    scenario = scenario_file("cluster", dataset={"name": "synthetic"}, fleet={"devices": 4},
+                             stream={"rounds_per_task": 1}, train={"local_epochs": 1, "width": 4},
+                             federation={"rounds": 2, "devices_per_round": 4})
     ray = Path(sys.executable).with_name("ray")
     # one CPU per node and per client: the two clients that train at once must be on different nodes;
     # a watcher notes the parent raylet of every Flower client actor while the run goes on
