@@ -4,7 +4,7 @@ Thin glue: parse arguments into typed configs (parser, arguments), call the
 library (commands), print. Bad input ends with one line on stderr naming the
 culprit and exit status 2, before any work starts (output folders and report
 paths are checked first). Ctrl-C and SIGTERM end a run within seconds. Every
-exit status the command uses is in EXIT_CODES.
+exit status the command uses is in EXIT_CODES (fleet.cli.exits).
 """
 
 from __future__ import annotations
@@ -14,21 +14,12 @@ import sys
 import threading
 
 from clients.errors import InputError
+from fleet.cli.exits import BAD_INPUT, EXIT_CODES, FAILED, INTERRUPTED, TERMINATED
 from fleet.cli.parser import build_parser
 from fleet.deploy import DeploymentError
 from fleet.run import Terminated, handle_sigterm
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
-
-# Every exit status of `fleet`, in one place (the docs' reference is generated from it).
-EXIT_CODES = {
-    0: "success",
-    1: "the run or deployment failed: no devices answered, a SuperLink or SuperNode did not start",
-    2: "bad input: one line on stderr names the culprit; nothing ran and nothing was written",
-    130: "interrupted (Ctrl-C); what finished is on disk, and `fleet run --resume` continues",
-    143: "terminated (SIGTERM); as for 130",
-}
-
 
 def nodes_unavailable() -> type:
     """server.strategy's NodesUnavailable, imported only when an error needs it: `fleet device` stays
@@ -45,14 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except InputError as err:
         print(f"fleet: error: {one_line(str(err))}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     except (nodes_unavailable(), DeploymentError) as err:
         print(f"fleet: error: {err}", file=sys.stderr)
-        return 1
+        return FAILED
     except KeyboardInterrupt as err:
         terminated = isinstance(err, Terminated)
         print("fleet: terminated" if terminated else "fleet: interrupted", file=sys.stderr)
-        return leave(143 if terminated else 130)
+        return leave(TERMINATED if terminated else INTERRUPTED)
     finally:
         restore()
 

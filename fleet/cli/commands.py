@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from clients.errors import InputError, excerpt
+from fleet.cli import exits
 from fleet.cli.arguments import (
     check_ray_address,
     check_writable,
@@ -57,7 +58,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         write_json(Path(args.json), report)
         print(f"wrote {args.json}")
-    return 0
+    return exits.OK
 
 
 def cmd_bench_kernels(args: argparse.Namespace) -> int:
@@ -93,7 +94,7 @@ def cmd_bench_kernels(args: argparse.Namespace) -> int:
                              on_start=on_start)
     print(format_kernels_table(report))
     print(f"wrote {out_dir}/kernels.csv, kernels.json, speedup.yaml")
-    return 0
+    return exits.OK
 
 
 def _validate_bench(config) -> None:
@@ -145,7 +146,7 @@ def cmd_bench_frontier(args: argparse.Namespace) -> int:
     rows = write_frontier(read_reports(args.reports), out, target)
     print(format_points(rows))
     print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.png')}")
-    return 0
+    return exits.OK
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -170,7 +171,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"  {variant:6s} batch {batch:4d}: {median:7.3f} [{low:.3f}, {high:.3f}]")
     print(f"profile {result['profile']}: {result['entry']['peak_gflops']} GFLOP/s sustained (base {args.base})")
     print(f"wrote {out_dir}/calibration.csv, profile.yaml, scenario.yaml (run it: fleet run {out_dir}/scenario.yaml)")
-    return 0
+    return exits.OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -179,7 +180,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     print(f"{args.scenario}: ok ({scenario.fleet.devices} devices, {scenario.federation.rounds} rounds, "
           f"{scenario.learner_config(scenario.seed).label} on {scenario.dataset.name})")
-    return 0
+    return exits.OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -189,12 +190,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
     if args.out is None:
         sys.stdout.write(schema_text())
-        return 0
+        return exits.OK
     out = Path(args.out)
     check_writable(out)
     write_text(out, schema_text())
     print(f"wrote {out}")
-    return 0
+    return exits.OK
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
@@ -216,7 +217,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         print(format_profile_sources(table, sources) if args.sources else format_profile_table(table), flush=True)
     except BrokenPipeError:  # `fleet profiles --sources | head` has read what it wants: no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+    return exits.OK
 
 
 def run_with_progress(scenario, out_dir: Path, *, verbose: bool, quiet: bool, desc: str,
@@ -254,7 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         scenario, out_dir = resume_target(args)
         if scenario is None:
             print(f"{out_dir} holds a complete run: nothing to resume")
-            return 0
+            return exits.OK
     else:
         if args.scenario is None:
             raise InputError("fleet run: give a scenario file, or --resume DIR")
@@ -283,7 +284,7 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"rejected {summary['rejected_updates']}, app errors {summary['failed_replies']}, "
           f"timed out {summary.get('timed_out_replies', 0)}")
     print(f"wrote {out_dir}/{', '.join(written(out_dir))}")
-    return 1 if run_failed(summary) else 0
+    return exits.FAILED if run_failed(summary) else exits.OK
 
 
 def written(out_dir: Path) -> list[str]:
@@ -385,7 +386,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         plot_accuracy_time({r["profile"]: r["curve"] for r in rows}, out_dir / "accuracy_time.png",
                            f"{scenario.name}: accuracy against simulated time")
     print(f"wrote {out_dir}/{written} and one folder per variant")
-    return 0
+    return exits.OK
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
@@ -394,7 +395,7 @@ def cmd_certs(args: argparse.Namespace) -> int:
     written = make_certs(Path(args.out), args.host, args.nodes)
     print(f"wrote {len(written)} files to {args.out}: ca.crt (every device), server.crt/.key (the coordinator), "
           f"node-<i>.key (device i only) and node-<i>.pub (registered by `fleet coordinator`)")
-    return 0
+    return exits.OK
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
@@ -448,7 +449,7 @@ def cmd_state(args: argparse.Namespace) -> int:
         raise InputError(f"no device state under '{root}' (a device writes device-<id>/round-<r>.pt)")
     for row in rows:
         print(" ".join(f"{k}={v}" for k, v in row.items()))
-    return 0
+    return exits.OK
 
 
 def load_scenario_with_sets(args: argparse.Namespace):
