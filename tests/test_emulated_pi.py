@@ -1,6 +1,6 @@
 """benchmarks/emulated_pi.sh as an opt-in test (`pytest -m slow tests/test_emulated_pi.py`, about 30
 minutes on 2 cores): an emulated Raspberry Pi 4 and Pi Zero 2 W (QEMU user mode) install the project
-as the README says and join a TLS, authenticated loopback fleet beside an x86 device; the Pi 4 is
+as docs/how-to/raspberry-pi.md says and join a TLS, authenticated loopback fleet beside an x86 device; the Pi 4 is
 killed and rejoins. Skipped, with the reason, where QEMU, binfmt_misc or root is missing."""
 
 from __future__ import annotations

@@ -513,5 +513,5 @@ def format_kernels_table(report: dict) -> str:
         points = ", ".join(f"{s:g}: {v:g}" for s, v in report["sparse_speedup"]) or "none"
         lines.append(f"sparse-kernel speed-up by weight sparsity (speedup.yaml): {points}")
     else:
-        lines.append("weight-sparse-kernels: not timed, SparseProp is not installed here (see the README)")
+        lines.append("weight-sparse-kernels: not timed, SparseProp is not installed here (see docs/how-to/kernels.md)")
     return "\n".join(lines)

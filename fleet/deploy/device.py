@@ -149,11 +149,11 @@ def check_torch(scenario: Path | None = None, threads: int | None = None) -> str
         raise InputError(
             f"the torch check died with SIGILL (illegal instruction) {at} on {on}: this torch build runs "
             "instructions this CPU lacks (PyPI's torch 2.13 for aarch64 uses ARMv8.1 atomics in threaded BLAS, "
-            "and a Raspberry Pi 4 or Zero 2 W is ARMv8.0); install Debian's torch as the README says "
+            "and a Raspberry Pi 4 or Zero 2 W is ARMv8.0); install Debian's torch as docs/how-to/raspberry-pi.md says "
             "(apt-get install python3-torch), or start this device with --threads 1")
     if done.returncode < 0:
         raise InputError(f"the torch check died with {signal_name(-done.returncode)} {at} on {on}: torch does not "
-                         "run on this device as installed (see the README's Raspberry Pi steps)")
+                         "run on this device as installed (see docs/how-to/raspberry-pi.md)")
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         raise InputError(f"the torch check failed {at}: {last}")

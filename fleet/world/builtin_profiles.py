@@ -16,7 +16,7 @@ from fleet.world.profiles import FIGURES, HPL_TRAIN_EFFICIENCY, DeviceProfile, u
 # digits, so the sum errs high by that much).
 # - x86-64, torch 2.13.0+cpu, flwr 1.41.0, native:
 #   wrapper 29 + SuperNode 167 + SuperExec 124 + ClientApp 512 = 832 MiB.
-# - aarch64, Debian bookworm's torch 1.13.1 (the README's Pi install), flwr 1.41.0, emulated by
+# - aarch64, Debian bookworm's torch 1.13.1 (the Pi install of docs/how-to/raspberry-pi.md), flwr 1.41.0, emulated by
 #   QEMU 7.2 user mode as a Cortex-A72:
 #   wrapper 80 + SuperNode 262 + SuperExec 198 + ClientApp 610 = 1150 MiB (as a Cortex-A53: 1167).
 #   An emulation figure: each guest process is a host QEMU process whose peak includes the
