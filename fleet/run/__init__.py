@@ -8,8 +8,9 @@ milliseconds, not after the seconds that importing Flower, Ray and torch take.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from fleet.lazy import lazy_names
 
 if TYPE_CHECKING:
     from fleet.run.checkpoint import checkpoint_dir
@@ -77,7 +78,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(_HOMES[name]), name)
+__getattr__ = lazy_names(__name__, _HOMES)
