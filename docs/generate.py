@@ -9,7 +9,6 @@ cannot drift from what the code does or what a benchmark measured.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -74,7 +73,7 @@ def exit_codes() -> str:
 # --------------------------------------------------------------------------- scenarios and profiles
 
 
-def _schema_row(key: str, node: dict, defs: dict) -> str:
+def _schema_row(key: str, node: dict) -> str:
     options = node.get("anyOf", [node])
     kinds, bounds = [], []
     for option in options:
@@ -115,7 +114,7 @@ def scenario_reference() -> str:
         return node
 
     lines = ["| key | type | choices, bounds | default |", "|---|---|---|---|"]
-    lines += [_schema_row(key, node_of(key), defs) for key in dotted_keys()]
+    lines += [_schema_row(key, node_of(key)) for key in dotted_keys()]
     return "\n".join(lines)
 
 
@@ -160,29 +159,6 @@ def run_files() -> str:
 
 
 # --------------------------------------------------------------------------- results
-
-
-def csv_table(path: str, columns: list[str] | None = None, rename: dict[str, str] | None = None,
-              where: dict[str, str] | None = None) -> str:
-    """A CSV under results/ as a markdown table (chosen columns, optionally only rows matching `where`)."""
-    with open(ROOT / path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    rows = [r for r in rows if all(r.get(k) == v for k, v in (where or {}).items())]
-    columns = columns or list(rows[0])
-    names = [(rename or {}).get(c, c) for c in columns]
-    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    lines += ["| " + " | ".join(_number(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _number(value: str) -> str:
-    try:
-        number = float(value)
-    except ValueError:
-        return _cell(value)
-    if number.is_integer() and abs(number) < 1e15:
-        return f"{int(number):,}"
-    return f"{number:,.2f}"
 
 
 def text_file(path: str) -> str:
