@@ -360,8 +360,10 @@ def fleet_tables() -> str:
 
 
 def timed_figures(path: Path) -> str:
-    """The last line of a timed .txt (/usr/bin/time's wall, CPU and memory)."""
-    return path.read_text().strip().splitlines()[-1] if path.exists() else "(not run)"
+    """The line of a timed .txt that /usr/bin/time wrote (wall, CPU and memory)."""
+    if not path.exists():
+        return "(not run)"
+    return next(line for line in path.read_text().splitlines() if line.startswith("wall "))
 
 
 def scale_tables() -> str:
@@ -391,6 +393,113 @@ def calibration_table() -> str:
     return f"`results/calibrate.txt`\n\n```\n{rates}```\n\n" + "\n".join(summary)
 
 
+# --------------------------------------------------------------------------- the other studies' tables
+
+
+def _bench(name: str) -> dict:
+    return json.loads((RESULTS / "fmnist" / f"{name}.json").read_text())
+
+
+def _spread(v: dict) -> str:
+    return f"{v['acc_delta']:+.2f} [{v['acc_delta_min']:+.2f}, {v['acc_delta_max']:+.2f}]"
+
+
+def arms_table(arms: tuple[tuple[str, str, str], ...], head: str = "SparCL-DER++") -> str:
+    """One row per arm (label, report in results/fmnist, variant): its Class-IL paired with the report's own
+    dense DER++ by seed, its FLOPs and CPU-time ratios, and the report's SparCL minus dense at equal FLOPs."""
+    lines = [f"| {head} | Class-IL delta vs DER++ (median [min, max]) | FLOPs ratio | CPU-time ratio "
+             "| vs dense at equal FLOPs |", "|---|---|---|---|---|"]
+    for label, name, variant in arms:
+        report = _bench(name)
+        v = report["variants"][variant]
+        equal = report.get("vs_equal_flops") if variant not in ("dense-narrow", "dense-equal-flops") else None
+        lines.append(f"| {label} | {_spread(v)} | {v['flops_ratio']:.1f}x | {v['cpu_ratio']:.2f}x | "
+                     + (f"{equal['median']:+.2f} |" if equal else " |"))
+    return "\n".join(lines)
+
+
+def learning_table(arms: tuple[tuple[str, str, str], ...]) -> str:
+    """One row per arm (label, report in results/fmnist, variant): Class-IL, its paired delta from the
+    report's dense DER++, learning accuracy, forgetting under both definitions, FLOPs and CPU-time ratios."""
+    lines = ["| arm | Class-IL % | delta vs dense [min, max] | learning accuracy | forgetting (ours, authors') "
+             "| FLOPs dense/arm | CPU time dense/arm |", "|---|---|---|---|---|---|---|"]
+    for label, name, variant in arms:
+        report = _bench(name)
+        v = report["variants"][variant]
+        lines.append(f"| {label} | {v['class_il']:.2f} | {'' if variant == 'dense' else _spread(v)} | "
+                     f"{v['learning_acc']:.2f} | {v['forgetting']:.2f}, {authors_forgetting(report, variant):.2f} | "
+                     f"{v['flops_ratio']:.1f}x | {v['cpu_ratio']:.2f}x |")
+    return "\n".join(lines)
+
+
+def kernels_table() -> str:
+    """`fleet bench kernels` on both models (results/kernels*/kernels.csv): speed-up over dense per density, each
+    kernel measured in one run."""
+    lines = ["| model | density | FLOPs ratio | weight masks, dense kernels | weight masks, SparseProp "
+             "| channels compacted (FLOPs ratio) |", "|---|---|---|---|---|---|"]
+    for model, folder in (("quickstart", "kernels"), ("Fashion-MNIST", "kernels-fmnist")):
+        measured = csv.DictReader((RESULTS / folder / "kernels.csv").open())
+        rows = {(r["variant"], float(r["density"])): r for r in measured}
+        for density in sorted({d for _, d in rows if d < 1}, reverse=True):
+            masked = rows[("weight-masked", density)]
+            sparse = rows.get(("weight-sparse-kernels", density))
+            channel = rows[("channel-compacted", density)]
+            lines.append(f"| {model} | {density:.2f} | {float(masked['flops_ratio']):.2f} | "
+                         f"{float(masked['speedup']):.2f} | {float(sparse['speedup']) if sparse else '-':.2f} | "
+                         f"{float(channel['speedup']):.2f} ({float(channel['flops_ratio']):.2f}) |")
+    return "\n".join(lines)
+
+
+DRY_RUN_LABELS = {"quickstart-real": "quickstart (digits, 10 devices, 20 rounds)",
+                  "fmnist-budgets_tight_seed_0": "flagship tight, seed 0",
+                  "fmnist-budgets_balanced_seed_0": "flagship balanced, seed 0",
+                  "fmnist-budgets_generous_seed_0": "flagship generous, seed 0"}
+
+
+def _error(x: float) -> str:
+    """A relative error as a percentage, or as a power of ten where float rounding is all there is."""
+    return "0" if x == 0 else f"{x:+.2%}" if abs(x) >= 5e-5 else f"{x:+.0e}"
+
+
+def dryrun_table() -> str:
+    """benchmarks/dryrun_error.py's JSON: per real run, (dry - real) / real round by round and in total."""
+    report = json.loads((RESULTS / "dryrun-error" / "dryrun_error.json").read_text())
+    lines = ["Each cell: (dry - real) / real in the median round / the worst round / the total.", "",
+             "| real run | rounds with the same fates | counted FLOPs | executed FLOPs | simulated time | energy |",
+             "|---|---|---|---|---|---|"]
+    for name, run in report.items():
+        cells = [" / ".join(_error(f[k]) for k in ("median_abs_round_error", "worst_round_error", "total_error"))
+                 for f in (run["figures"][k] for k in ("counted_flops", "executed_flops", "time_s", "energy_j"))]
+        lines.append(f"| {DRY_RUN_LABELS.get(name, name)} | {run['same_fates']} of {run['rounds']} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+MIXED_FLEET = (("4 SparCL-DER++ devices", "mixed_fleet", "stock_clients=0", ""),
+               ("3 SparCL-DER++ + 1 stock client, weighted by its in-mask share (default)", "mixed_fleet",
+                "stock_clients=1", "vs all-SparCL"),
+               ("the same, its update counted by its examples (FedAvg)", "mixed_fleet-weight",
+                "plain_weight=examples", "vs the row above"),
+               ("3 SparCL-DER++ + device 3 never online", "mixed_fleet-absent",
+                "profiles={'never-online': 1, 'rpi4': 3}", "vs all-SparCL"))
+
+
+def mixed_fleet_table() -> str:
+    """The three mixed-fleet comparisons (results/mixed_fleet*/paired.csv and comparison.csv): Class-IL over
+    5 seeds, and each variant's difference from its comparison's first variant, paired by seed."""
+    lines = ["| fleet | Class-IL [min, max] | forgetting | paired difference [min, max] | upload MB (seed 0) |",
+             "|---|---|---|---|---|"]
+    for label, folder, variant, versus in MIXED_FLEET:
+        row = next(r for r in csv.DictReader((RESULTS / folder / "paired.csv").open()) if r["variant"] == variant)
+        r = {k: float(v) for k, v in row.items() if k not in ("variant", "seeds")}
+        runs = csv.DictReader((RESULTS / folder / "comparison.csv").open())
+        upload = next(float(c["upload_bytes"]) for c in runs if c["profile"] == f"{variant} seed=0")
+        delta = f"{r['median_delta']:+.2f} [{r['min_delta']:+.2f}, {r['max_delta']:+.2f}] {versus}" if versus else ""
+        lines.append(f"| {label} | {r['median_accuracy']:.2f} [{r['min_accuracy']:.2f}, {r['max_accuracy']:.2f}] | "
+                     f"{r['median_forgetting']:.2f} | {delta} | {upload / 1e6:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     for path in sorted((RESULTS / "fmnist").glob("*.json")):
         print(bench_table(path), end="\n\n")
@@ -401,7 +510,10 @@ def main() -> int:
     print(ablation_figures(), end="\n\n")
     print(fleet_tables(), end="\n\n")
     print(scale_tables(), end="\n\n")
-    print(calibration_table())
+    print(calibration_table(), end="\n\n")
+    print(kernels_table(), end="\n\n")
+    print(dryrun_table(), end="\n\n")
+    print(mixed_fleet_table())
     return 0
 
 

@@ -166,6 +166,21 @@ def text_file(path: str) -> str:
     return "```text\n" + (ROOT / path).read_text().rstrip() + "\n```"
 
 
+def transcript_section(path: str, heading: str, indent: int = 0) -> str:
+    """The part of a benchmark's transcript under results/ from the comment line that starts with `# heading`
+    up to the next comment line, as a code block (indented to sit inside a list item)."""
+    lines = (ROOT / path).read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"# {heading}"))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("# ")), len(lines))
+    body = [line for line in lines[start:end] if line.strip()]
+    return "\n".join(" " * indent + line for line in ["```text", *body, "```"])
+
+
+def seed_table(path: str) -> str:
+    """One `fleet bench sparcl --json` report's Class-IL, arm by arm and seed by seed."""
+    return tables.per_seed(ROOT / path)
+
+
 def paired_deltas(folder: str) -> str:
     """A comparison's paired.csv (`fleet compare --seeds`): differences from its first variant."""
     return f"`{folder}/paired.csv`\n\n" + tables.delta_table(ROOT / folder / "paired.csv")
@@ -190,12 +205,25 @@ def markdown_file(path: str) -> str:
                      for line in lines if not line.startswith("wrote "))
 
 
+def first_table(path: str) -> str:
+    """The first markdown table in a benchmark's printed output under results/."""
+    lines = (ROOT / path).read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
+
+
 def bench_table(path: str) -> str:
     """One `fleet bench sparcl --json` report as its table (benchmarks/tables.py)."""
     return tables.bench_table(ROOT / path).strip()
 
 
-def study_table(name: str) -> str:
-    """One of benchmarks/tables.py's tables of the SparCL study, by function name (ddr_tables, ...)."""
-    lines = getattr(tables, name)().strip().splitlines()
-    return "\n".join(line if line.startswith("|") or not line.strip() else f"- {line}" for line in lines)
+def study_table(name: str, *args) -> str:
+    """One of benchmarks/tables.py's tables, by function name (ddr_tables, ...) and its arguments; its
+    one-line verdicts become a list."""
+    out, fenced = [], False
+    for line in getattr(tables, name)(*args).strip().splitlines():
+        fenced ^= line.startswith("```")
+        plain = fenced or line.startswith(("|", "```")) or not line.strip()
+        out.append(line if plain else f"- {line}")
+    return "\n".join(out)
