@@ -59,21 +59,28 @@ def rule_error(value: Any, rules: Mapping[str, Any]) -> str | None:
     return None
 
 
-def check_fields(obj: Any, owner: str) -> None:
+def flag(name: str) -> str:
+    """The command-line flag that sets a field: `ddr_presentations` -> `--ddr-presentations`."""
+    return "--" + name.replace("_", "-")
+
+
+def check_fields(obj: Any, owner: str | None = None) -> None:
     """A dataclass built in code meets its fields' rules: a number field holds a finite number (not a
     bool), a text field text, and every value its choices and bounds; else one line naming the owner
-    and the field."""
+    and the field. Without an owner the settings came from the command line, and the line names the
+    field's flag (`--batch must be ...`)."""
     assert is_dataclass(obj)
     for f in fields(obj):
         value = getattr(obj, f.name)
+        name = f"{owner}: {f.name}" if owner else flag(f.name)
         kind = (f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")).split(" | ")[0]
         if value is None and "None" in str(f.type):
             continue
         if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))
                                 or not math.isfinite(value)):
-            raise InputError(f"{owner}: {f.name} must be a finite number, got {value!r}")
+            raise InputError(f"{name} must be a finite number, got {value!r}")
         if kind == "str" and not isinstance(value, str):
-            raise InputError(f"{owner}: {f.name} must be text, got {value!r}")
+            raise InputError(f"{name} must be text, got {value!r}")
         problem = rule_error(value, f.metadata)
         if problem:
-            raise InputError(f"{owner}: {f.name} must be {problem}")
+            raise InputError(f"{name} must be {problem}")

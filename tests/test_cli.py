@@ -34,6 +34,10 @@ def fleet(*args: str) -> subprocess.CompletedProcess:
     (["--width", "8", "--narrow-width", "8"], "--narrow-width"),
     *([(["--device", "cuda"], "--device 'cuda': torch")] if not torch.cuda.is_available() else []),
     (["--seeds", "a,b"], "--seeds"),
+    (["--epochs", "200000"], "--epochs must be in [1, 100000], got 200000"),  # BenchConfig's own rules
+    (["--width", "0"], "--width must be in [1, 65536], got 0"),
+    (["--lr", "nan"], "--lr must be a finite number, got nan"),
+    (["--replay-from-task", "-1"], "--replay-from-task must be >= 0, got -1"),
     (["--dataset", "fashion-mnist", "--data-dir", "/no/such/fmnist"], "apt-get install dataset-fashion-mnist"),
     (["--json", "/no/such/folder/report.json"], "/no/such/folder"),
 ])

@@ -59,6 +59,7 @@ from clients.budget import KernelModel, check_speedup_table
 from clients.errors import InputError, excerpt
 from clients.sparcl import sparse_kernels
 from clients.sparcl.tdm import keep_count, top_k_mask
+from fleet.rules import check_fields, rule
 
 DEFAULT_DENSITIES = (1.0, 0.5, 0.25, 0.1, 0.05)
 OUTPUT_FILES = ("kernels.csv", "kernels.json", "speedup.yaml")
@@ -67,7 +68,7 @@ CSV_COLUMNS = ("variant", "density", "sparsity", "kernel_sparsity", "median_s_pe
 MAX_BATCH = 65536
 MAX_THREADS = 4096
 MAX_REPEATS = 10_000
-MAX_SECONDS = 3600.0
+MAX_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,10 @@ class KernelsConfig:
     """What to time; every bound is checked here, so bad flags fail before any work."""
 
     densities: tuple[float, ...] = DEFAULT_DENSITIES
-    batch: int = 32
-    repeats: int = 5
-    seconds: float = 1.0
-    threads: int = 1
+    batch: int = rule(32, ge=1, le=MAX_BATCH)
+    repeats: int = rule(5, ge=1, le=MAX_REPEATS)
+    seconds: float = rule(1.0, gt=0, le=MAX_SECONDS)
+    threads: int = rule(1, ge=1, le=MAX_THREADS)
 
     def __post_init__(self) -> None:
         if not self.densities:
@@ -86,14 +87,7 @@ class KernelsConfig:
         for d in self.densities:
             if not (math.isfinite(d) and 0.0 < d <= 1.0):
                 raise InputError(f"--densities: density {excerpt(d)} is outside (0, 1]")
-        if not 1 <= self.batch <= MAX_BATCH:
-            raise InputError(f"--batch must be in [1, {MAX_BATCH}], got {excerpt(self.batch)}")
-        if not 1 <= self.repeats <= MAX_REPEATS:
-            raise InputError(f"--repeats must be in [1, {MAX_REPEATS:,}], got {excerpt(self.repeats)}")
-        if not (math.isfinite(self.seconds) and 0.0 < self.seconds <= MAX_SECONDS):
-            raise InputError(f"--seconds must be in (0, {MAX_SECONDS:g}], got {excerpt(self.seconds)}")
-        if not 1 <= self.threads <= MAX_THREADS:
-            raise InputError(f"--threads must be in [1, {MAX_THREADS}], got {excerpt(self.threads)}")
+        check_fields(self)
 
 
 def parse_densities(text: str) -> tuple[float, ...]:

@@ -37,6 +37,8 @@ from clients.sparcl.ddr import DDRConfig
 from clients.sparcl.dgm import DGMConfig
 from clients.sparcl.config import LearnerConfig, SparCLConfig, TrainConfig, torch_device
 from clients.sparcl.tdm import TDMConfig
+from fleet.config import MAX_WIDTH
+from fleet.rules import check_fields, rule
 
 ABLATIONS = ("full", "tdm", "tdm+ddr", "tdm+dgm", "all", "static")
 SINGLE = ("tdm", "tdm+ddr", "tdm+dgm", "full")  # what `all` runs
@@ -44,6 +46,7 @@ DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 EQUAL_FLOPS = "dense-equal-flops"
 STATIC = "static"  # the static-mask control (and the ablation of that name)
 NARROW_MATCHES = ("per-example", "total")
+MAX_EPOCHS = 100_000
 # What SparCL's authors run (neu-spiral/SparCL): a constant lr of 0.03 (scripts/resnet18/*.sh pass
 # --lr 0.03 and the training loop builds no scheduler, main_sparse_train_w_data_gradient_efficient.py
 # line 835, so --lr-scheduler cosine and the warm-up never act); replay only from the second task
@@ -54,15 +57,20 @@ AUTHORS_SETTINGS = {"lr": 0.03, "replay_from_task": 1, "ddr_presentations": 5}
 
 @dataclass(frozen=True)
 class BenchConfig:
+    """One `fleet bench sparcl` run. Its own bounds are rules on its fields (checked on construction, so a
+    bad flag fails before any work); the learner's settings (sparsity, lr, buffer, DGM's keep, the data)
+    keep the bounds their own configurations check, so each bound is written once. Number fields must be
+    finite either way."""
+
     dataset: str = "digits"
     data_dir: str | None = None
     method: str = "derpp"
     sparsity: float = 0.9
     seeds: tuple[int, ...] = DEFAULT_SEEDS
-    epochs: int = 50
-    lr: float = 0.1          # SGD without momentum; the reference's 0.03 is for 50 CIFAR epochs
+    epochs: int = rule(50, ge=1, le=MAX_EPOCHS)
+    lr: float = 0.1  # SGD without momentum; the reference's 0.03 is for 50 CIFAR epochs
     buffer_size: int = 200
-    width: int | None = None
+    width: int | None = rule(None, ge=1, le=MAX_WIDTH)
     ablation: str = "full"
     dgm_keep: float = 0.2
     mask_other_classes: bool = True
@@ -72,7 +80,7 @@ class BenchConfig:
     sparse_kernels: bool = False  # also run `full` on SparseProp's kernels where faster (clients.sparcl.sparse_kernels)
     recalibrate_norms: bool = False  # every arm recomputes its norms' statistics at each task's end
     ddr_rank: str = "forgetting"  # DDR removes the least-forgotten examples, or (the control) random ones
-    ddr_presentations: int = 1  # epochs of statistics each DDR removal waits for (DDRConfig.presentations)
+    ddr_presentations: int = rule(1, ge=1)  # epochs of statistics each DDR removal waits for (DDRConfig.presentations)
     device: str = "cpu"  # where every arm trains (clients.sparcl.config.TrainConfig.device)
     # the dense method on a narrower backbone: the other cheap way to train less (what channel masks
     # must beat, since a channel-masked network is a narrower one). None: with `controls`, the width
@@ -82,8 +90,8 @@ class BenchConfig:
     # network of equal training FLOPs (dense at the same width always runs); off for quick runs
     controls: bool = True
     # equal FLOPs per example (the network alone), or in total (DDR's removed examples counted too)
-    narrow_match: str = "per-example"
-    replay_from_task: int = 0  # the first task whose steps replay (clients.cl.methods.MethodConfig)
+    narrow_match: str = rule("per-example", choices=NARROW_MATCHES)
+    replay_from_task: int = rule(0, ge=0)  # the first task whose steps replay (clients.cl.methods.MethodConfig)
     authors_settings: bool = False  # set by with_authors_settings (recorded in the report)
 
     def __post_init__(self) -> None:
@@ -91,12 +99,9 @@ class BenchConfig:
             if name not in ABLATIONS or ("," in self.ablation and name == "all"):
                 raise InputError(f"ablation {excerpt(self.ablation)} is unknown (choose from: {', '.join(ABLATIONS)}, "
                                  "or a comma-separated list of them without all)")
-        if self.narrow_match not in NARROW_MATCHES:
-            raise InputError(f"--narrow-match {excerpt(self.narrow_match)} is unknown "
-                             f"(choose from: {', '.join(NARROW_MATCHES)})")
-        if isinstance(self.replay_from_task, bool) or not isinstance(self.replay_from_task, int) \
-                or self.replay_from_task < 0:
+        if isinstance(self.replay_from_task, bool) or not isinstance(self.replay_from_task, int):
             raise InputError(f"--replay-from-task must be an integer >= 0, got {excerpt(self.replay_from_task)}")
+        check_fields(self)
         if not self.seeds:
             raise InputError("seeds must name at least one seed")
         if self.narrow_width is not None and not 1 <= self.narrow_width < (self.width or 1 << 16):
