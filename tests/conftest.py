@@ -21,6 +21,35 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def stream():
+    """A small synthetic task stream (20 examples a class), built once per module: the learner tests' data."""
+    from clients.data import load_stream
+
+    return load_stream("synthetic", max_per_class=20)
+
+
+@pytest.fixture
+def task_identity(monkeypatch):
+    """Flower stamps every Message with the running task's identity, which only a ServerApp process has:
+    tests that build Messages in-process stand in for it."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, attr, value)
+
+
+@pytest.fixture
+def no_real_run(monkeypatch):
+    """For tests that must fail before any work: a real run (Ray, minutes) would be a bug."""
+    import fleet.run.runner
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(fleet.run.runner, "run_scenario", refuse)
+
+
 @pytest.fixture
 def scenario_file(tmp_path):
     """A factory: write_scenario(name, sections...) writes tmp_path/<name>.yaml, a scenario of those

@@ -10,7 +10,6 @@ from clients.budget import (
     MIN_BATCH, MIN_BUFFER, MIN_DRAW, KernelModel, RoundBudget, fit_memory, kernel_flops_per_example,
 )
 from clients.cl.methods import MethodConfig
-from clients.data import load_stream
 from clients.errors import InputError
 from clients.sparcl.config import LearnerConfig, SparCLConfig, TrainConfig
 from clients.sparcl.learner import Learner
@@ -20,11 +19,6 @@ PAPER = ((0.9, 2.3), (0.95, 3.1))  # SparCL paper, Snapdragon 865 CPU
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def stream():
-    return load_stream("synthetic", max_per_class=20)
 
 
 def make(stream, sparsity: float | None = 0.9, epochs: int = 4, buffer: int = 20, batch: int = 8) -> Learner:

@@ -16,16 +16,9 @@ from server.aggregate import change_of, stale_applied, staleness_weight
 from server.buffered import Arrival, BufferConfig, BufferedFedAvg
 from server.strategy import ServerConfig
 
+pytestmark = pytest.mark.usefixtures("task_identity")  # Messages need a ServerApp's identity
+
 NAMES = ("conv.weight",)
-
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    """Messages are stamped with the running task's identity, which a ServerApp process has."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
-        monkeypatch.setattr(TaskIdentity, attr, value)
 
 
 @dataclass(frozen=True)

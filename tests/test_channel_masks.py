@@ -282,11 +282,6 @@ def channel_learner(stream, sparsity: float = 0.5, width: int = 8, dgm: DGMConfi
     return Learner(cfg, stream.input_shape, stream.num_classes)
 
 
-@pytest.fixture(scope="module")
-def stream():
-    return load_stream("synthetic", max_per_class=20)
-
-
 def test_flops_of_a_compacted_small_cnn_are_the_analytic_sum(stream):
     learner = channel_learner(stream, sparsity=0.5, width=8)
     # SmallCNN(1, 10, width=8) on 1x8x8; 2 x MACs per example; live channels 4/8, 4/8, 8/16, 8/16

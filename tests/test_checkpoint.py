@@ -239,16 +239,6 @@ def test_a_folder_in_use_by_a_run_is_refused_to_another(tmp_path):
         pass
 
 
-@pytest.fixture
-def no_real_run(monkeypatch):
-    import fleet.run.runner
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the run started")
-
-    monkeypatch.setattr(fleet.run.runner, "run_scenario", refuse)
-
-
 @pytest.mark.parametrize("args,message", [
     (["--resume", "{out}", "{scenario}"], "drop a scenario file"),
     (["--resume", "{out}", "--force"], "drop --force"),

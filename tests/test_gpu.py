@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from clients.cl.methods import MethodConfig
-from clients.data import load_stream
 from clients.errors import InputError
 from clients.experiment import run_stream
 from clients.sparcl.config import LearnerConfig, SparCLConfig, TrainConfig, torch_device
@@ -28,11 +27,6 @@ from fleet.config import parse_scenario
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("one_thread")]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA GPU here")
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is here")
-
-
-@pytest.fixture(scope="module")
-def stream():
-    return load_stream("synthetic", max_per_class=20)
 
 
 def config(device: str = "cpu", sparcl: SparCLConfig | None = None, epochs: int = 4) -> LearnerConfig:

@@ -25,11 +25,6 @@ PER_TASK = 40  # 20 per class, 2 classes per task
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def stream():
-    return load_stream("synthetic", max_per_class=20)
-
-
 def make(stream, method: str = "derpp", sparcl: SparCLConfig | None = None, epochs: int = 5,
          batch: int = 8, seed: int = 0) -> Learner:
     cfg = LearnerConfig(

@@ -22,6 +22,8 @@ from fleet.run.runner import device_spec, server_config
 from fleet.config import parse_scenario
 from server.strategy import SparseFedAvg
 
+pytestmark = pytest.mark.usefixtures("task_identity")  # Messages need a ServerApp's identity
+
 SCENARIO = """
 name: plain
 dataset: {name: digits, n_tasks: 5, max_per_class: 20}
@@ -30,14 +32,6 @@ train: {local_epochs: 1, batch_size: 16, width: 8}
 stream: {rounds_per_task: 1}
 federation: {rounds: 1, devices_per_round: 4, min_available: 4}
 """
-
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
-        monkeypatch.setattr(TaskIdentity, attr, value)
 
 
 class InProcessGrid:

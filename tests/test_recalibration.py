@@ -8,7 +8,6 @@ import torch
 from clients.accounting import forward_flops_per_example, profile_model
 from clients.budget import RoundBudget
 from clients.cl.methods import MethodConfig
-from clients.data import load_stream
 from clients.errors import InputError
 from clients.sparcl.config import LearnerConfig, SparCLConfig, TrainConfig
 from clients.sparcl.learner import Learner
@@ -17,11 +16,6 @@ from fleet.bench import BenchConfig, learner_config
 from fleet.config import parse_scenario
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def stream():
-    return load_stream("synthetic", max_per_class=20)
 
 
 def make(stream, recalibrate: bool, sparcl: SparCLConfig | None = None, epochs: int = 3) -> Learner:

@@ -12,16 +12,9 @@ from clients.wire import encode_model
 from server.bookkeeping import DeviceReport, RoundTiming
 from server.strategy import ServerConfig, SparseFedAvg, arrivals_kept, choose_devices, over_selected, sample_size
 
+pytestmark = pytest.mark.usefixtures("task_identity")  # Messages need a ServerApp's identity
+
 NAMES = ("conv.weight",)
-
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    """Messages are stamped with the running task's identity, which a ServerApp process has."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
-        monkeypatch.setattr(TaskIdentity, attr, value)
 
 
 def global_model() -> tuple[dict, dict]:

@@ -222,17 +222,6 @@ def scenario_file(tmp_path: Path, out: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def no_real_run(monkeypatch):
-    """These tests must fail before any work; a real run (Ray, minutes) would be a bug."""
-    import fleet.run.runner
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the run started")
-
-    monkeypatch.setattr(fleet.run.runner, "run_scenario", refuse)
-
-
 @pytest.mark.parametrize("marker", ["summary.json", "rounds.csv", "comparison.csv"])
 def test_a_folder_holding_a_run_is_refused_without_force(tmp_path, capsys, marker, no_real_run):
     out = tmp_path / "out"
