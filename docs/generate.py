@@ -1,5 +1,6 @@
 """What the docs' reference pages and results tables are made of: functions that `cog` calls inside
-the pages (`cog -r -I docs docs/**/*.md` writes them, `cog --check` fails when a page is stale).
+the pages and the README (`cog -r -I docs README.md docs/**/*.md` writes them, `cog --check` fails
+when a page is stale).
 
 Every reference comes from the code itself (the argument parser, the scenario schema, the profiles,
 the output columns, the exit codes), and every results table from a file under results/, so a page
@@ -211,6 +212,24 @@ def first_table(path: str) -> str:
     start = next(i for i, line in enumerate(lines) if line.startswith("|"))
     end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
     return "\n".join(lines[start:end])
+
+
+def choice_table(folder: str) -> str:
+    """The capacity curve's answer in one table (benchmarks/capacity_table.py's choice.csv): under each kind
+    of budget, from which cost each measured network is the best choice."""
+    import csv
+
+    rows = list(csv.DictReader((ROOT / folder / "choice.csv").open()))
+    kinds = {"train_flops": ("training FLOPs counted", lambda v: f"{v / 1e12:.2f} TFLOPs"),
+             "cpu_s": ("CPU time, dense kernels", lambda v: f"{v / 60:.1f} CPU-min")}
+    lines = ["| budget | from | train | Class-IL % [min, max] | seeds |", "|---|---|---|---|---|"]
+    for r in rows:
+        kind, unit = kinds[r["budget"]]
+        net = "dense DER++" if r["method"] == "dense" else \
+            {"full": "SparCL-DER++", "tdm": "TDM only", "static": "static mask"}[r["method"]] + f" {r['sparsity']}"
+        lines.append(f"| {kind} | {unit(float(r['from']))} | {net}, width {r['width']} | {float(r['class_il']):.2f} "
+                     f"[{float(r['class_il_min']):.2f}, {float(r['class_il_max']):.2f}] | {len(r['seeds'].split())} |")
+    return "\n".join(lines)
 
 
 def bench_table(path: str) -> str:
