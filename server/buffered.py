@@ -97,7 +97,8 @@ class Arrival:
 class AsyncWorld(Protocol):
     """The world the buffered server asks (fleet.world.async_world.AsyncWorld)."""
 
-    clock_s: float
+    @property
+    def clock_s(self) -> float: ...  # read only: the world's clock moves as its events run
 
     def ready(self, version: int, limit: int, exclude: frozenset[int] = frozenset()) -> list[int]: ...
 

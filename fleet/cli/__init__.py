@@ -21,7 +21,7 @@ from fleet.run import Terminated, handle_sigterm
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
 
-def nodes_unavailable() -> type:
+def nodes_unavailable() -> type[Exception]:
     """server.strategy's NodesUnavailable, imported only when an error needs it: `fleet device` stays
     beside its SuperNode for the whole run, and on a Pi every module it imports costs memory."""
     from server.strategy import NodesUnavailable

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import NoReturn
 
 from clients.errors import InputError, excerpt
 
@@ -16,7 +17,7 @@ MAX_MESSAGE = 300  # characters of an argparse message, which quotes the bad arg
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but its errors are one line (no usage dump), bounded, and exit 2."""
 
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         message = " ".join(message.split())
         if len(message) > MAX_MESSAGE:
             message = message[: MAX_MESSAGE - 3] + "..."

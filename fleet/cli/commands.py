@@ -418,6 +418,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from fleet.deploy import submit
 
     scenario = load_scenario(args.scenario, simulate=False)  # bad input fails here, before the coordinator
+    assert scenario.output is not None  # a loaded scenario has its default filled
     out = Path(args.out or scenario.output)
     return submit(Path(args.scenario), out, args.connection, resume=args.resume, force=args.force)
 
@@ -431,6 +432,7 @@ def cmd_state(args: argparse.Namespace) -> int:
         rounds = state_store.state_rounds(parent, device)
         if rounds:
             blob = state_store.load_state(parent, device, rounds[-1] + 1)
+            assert blob is not None  # there is a state before rounds[-1] + 1: rounds[-1]'s
             rows.append({"folder": str(state_store.device_folder(parent, device).relative_to(root)),
                          "round": rounds[-1], **state_store.describe(blob)})
     if not rows:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -49,7 +50,7 @@ def _private_pem(key: ec.EllipticCurvePrivateKey, fmt=serialization.PrivateForma
 
 
 def _certificate(subject: str, key, issuer: x509.Name, signer, *, ca: bool,
-                 names: list[x509.GeneralName] = ()) -> x509.Certificate:
+                 names: Sequence[x509.GeneralName] = ()) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder()
                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))

@@ -46,6 +46,7 @@ def superlink_command(c: Coordinator) -> list[str]:
             "--database", str(c.home / "superlink.db"), "--disable-runtime-dependency-installation"]
     if c.insecure:
         return [*argv, "--insecure"]
+    assert c.certs is not None  # None only with insecure
     return [*argv, "--ssl-ca-certfile", str(c.certs / "ca.crt"), "--ssl-certfile", str(c.certs / "server.crt"),
             "--ssl-keyfile", str(c.certs / "server.key"), "--enable-supernode-auth"]
 
@@ -53,10 +54,11 @@ def superlink_command(c: Coordinator) -> list[str]:
 def connection_entry(c: Coordinator) -> dict:
     """The Flower configuration file's entry for this coordinator (loopback when it listens on all)."""
     host = "127.0.0.1" if c.host in ("0.0.0.0", "::") else c.host
-    entry = {"address": f"{host}:{c.port}"}
+    entry: dict[str, str | bool] = {"address": f"{host}:{c.port}"}
     if c.insecure:
         entry["insecure"] = True
     else:
+        assert c.certs is not None  # None only with insecure
         entry["root-certificates"] = str(c.certs / "ca.crt")
     return entry
 
@@ -122,6 +124,7 @@ def run_coordinator(c: Coordinator) -> int:
         wait_for_port(host, c.port, superlink)
         print(f"wrote connection '{CONNECTION}' to {write_connection(connection_entry(c))}", flush=True)
         if not c.insecure:
+            assert c.certs is not None  # checked above
             keys = node_keys(c.certs)
             for key in keys:
                 print(f"{key.name}: {register(key)}", flush=True)

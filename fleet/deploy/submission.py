@@ -39,6 +39,7 @@ def submit(scenario: Path, out: Path, connection: str = CONNECTION, resume: bool
     run_id = None
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT_DIR,
                           env=flower_env()) as flwr:
+        assert flwr.stdout is not None  # stdout=PIPE
         for line in flwr.stdout:
             print(line, end="", flush=True)
             found = re.search(r"Successfully started run (\d+)", line)

@@ -9,7 +9,7 @@ changes the backend of a program that imports it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -345,7 +345,7 @@ def plot_comparison(rows: Sequence[dict], path: Path, title: str) -> None:
 TRADEOFF_AXES = (("energy_j", "total energy (J)"), ("sim_time_s", "simulated time (s)"))
 
 
-def tradeoff_stats(points: dict[str, Sequence[dict]]) -> dict[str, dict[str, tuple[float, float, float]]]:
+def tradeoff_stats(points: Mapping[str, Sequence[dict]]) -> dict[str, dict[str, tuple[float, float, float]]]:
     """Per variant and figure (final Class-IL and each of TRADEOFF_AXES): (median, min, max) over its runs
     (one per seed); a run without a final accuracy (nothing trained) is left out, a variant with none too."""
     keys = ("final_accuracy", *(k for k, _ in TRADEOFF_AXES))
@@ -358,7 +358,7 @@ def tradeoff_stats(points: dict[str, Sequence[dict]]) -> dict[str, dict[str, tup
     return out
 
 
-def plot_tradeoff(points: dict[str, Sequence[dict]], path: Path, title: str) -> None:
+def plot_tradeoff(points: Mapping[str, Sequence[dict]], path: Path, title: str) -> None:
     """Final Class-IL accuracy against total energy and against simulated time, a point per variant at
     its median over seeds; with several seeds, each seed as a small dot and min-max whiskers both ways.
     `points`: variant -> its runs' summaries (final_accuracy, energy_j, sim_time_s)."""

@@ -73,8 +73,8 @@ def write_checkpoint(out_dir: Path, ckpt: Checkpoint) -> None:
     write_model(folder / name, ckpt.weights, ckpt.masks)
     named = {"round": ckpt.round, "global": name}
     if ckpt.flight:
-        named["flight"] = f"flight-{ckpt.round}.npz"
-        write_model(folder / named["flight"], ckpt.flight, {})
+        named["flight"] = flight = f"flight-{ckpt.round}.npz"
+        write_model(folder / flight, ckpt.flight, {})
     write_text(folder / STATE, json.dumps({**named, **ckpt.state}, default=plain))
     for path in folder.iterdir():
         if (_GLOBAL.fullmatch(path.name) or _FLIGHT.fullmatch(path.name)) and path.name not in named.values():

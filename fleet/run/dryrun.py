@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import yaml
@@ -64,6 +65,10 @@ from fleet.config import Scenario
 from server.buffered import ARRIVAL_COLUMNS, BufferConfig, BufferedFedAvg
 from server.bookkeeping import Accepted, DeviceReport, Totals, book_round, round_row
 from server.strategy import arrivals_kept, choose_devices
+
+if TYPE_CHECKING:
+    from flwr.app import ArrayRecord
+    from flwr.serverapp import Grid
 
 
 @dataclass(frozen=True)
@@ -327,6 +332,7 @@ def round_work(cost: StepCost, task: int, examples: int, epochs: int, book: Devi
         return Work("failed", train, kernel, *args, "crashed mid-round (simulated)", done.steps,
                     done.examples), book
     if done.steps == 0 and done.limited:
+        assert cap is not None  # only a compute cap limits the steps
         return Work("declined", 0.0, 0.0, *args, f"its compute budget of {cap / 1e9:.3g} GFLOPs fits no step "
                     f"(one costs {done.next_step_flops / 1e9:.3g})"), book
     return Work("ok", train, kernel, *args, "", done.steps, done.examples), after
@@ -366,6 +372,7 @@ def dry_run(scenario: Scenario, out_dir: Path, *, on_round=None, force: bool = F
         rows_csv = RoundsCsv(out_dir / "rounds.csv", round_columns(spec.n_tasks))
         ledger = Ledger(scenario.device_profiles())
         started = time.perf_counter()
+        strategy: DryBuffered | DryStrategy
         if scenario.federation.mode == "async":
             strategy = dry_versions(scenario, spec, config, world, cost, sizes, learner, masks, ledger, rows_csv,
                                     on_round, started)
@@ -394,7 +401,9 @@ def dry_versions(scenario: Scenario, spec: DeviceSpec, config, world, cost: Step
                  ) -> DryBuffered:
     """Asynchronous mode without training: the buffered server's loop (DryBuffered) over the asynchronous
     world, one rounds.csv row per version."""
-    strategy = DryBuffered(config, AsyncWorld(world), buffer_config(scenario),
+    buffer = buffer_config(scenario)
+    assert buffer is not None  # asynchronous mode
+    strategy = DryBuffered(config, AsyncWorld(world), buffer,
                            lambda device, clock_s: spec_task(spec, device, 1, clock_s), spec, cost, sizes)
     strategy.global_weights, strategy.global_masks = learner.weights_numpy(), masks
 
@@ -404,13 +413,16 @@ def dry_versions(scenario: Scenario, spec: DeviceSpec, config, world, cost: Step
         row = {**strategy.last_row, "local_accuracy": None, "class_il_accuracy": None,
                "tasks_reached": tasks_reached(spec, version, strategy.last_row["tasks_from_s"]),
                "wall_s": round(time.perf_counter() - started, 2)}
+        assert strategy.last_timing is not None  # booked by the version just applied
         ledger.add_round(version, strategy.last_timing, strategy.last_reports, strategy.last_adapted,
                          strategy.last_offline, strategy.last_busy)
         rows_csv.append(row)
         if callable(on_round):
             on_round(row)
 
-    strategy.run(None, None, config.rounds, version_done)
+    # no Flower grid and no initial arrays: DryBuffered's _nodes and _train never ask the grid, and its global
+    # weights are set above (version_done ignores the arrays of version 0)
+    strategy.run(cast("Grid", None), cast("ArrayRecord", None), config.rounds, version_done)
     return strategy
 
 

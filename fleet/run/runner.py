@@ -99,6 +99,7 @@ def server_config(scenario: Scenario, spec: DeviceSpec, learner: Learner) -> Ser
     sparse = sp.enabled and sp.tdm
     counters = tuple(n for n, v in learner.model.state_dict().items() if not v.is_floating_point())
     statistics = tuple(n for n, b in learner.model.named_buffers() if b.is_floating_point())
+    assert f.rounds is not None and f.min_available is not None  # a parsed scenario has them filled
     return ServerConfig(
         rounds=f.rounds, devices_per_round=scenario.sample_size(), min_available=f.min_available,
         aggregation=f.aggregation, resparsify=f.resparsify, sparsity=sp.sparsity if sparse else None,
@@ -166,8 +167,9 @@ class Evaluator:
         class_il, task_il = average_accuracy([c for c, _ in accs]), average_accuracy([t for _, t in accs])
         row.update(class_il_accuracy=round(class_il, 3), task_il_accuracy=round(task_il, 3), tasks_reached=reached,
                    wall_s=round(time.perf_counter() - self.started, 2))
-        for device_row in strategy.last_device_rows if self.device_csv is not None else ():
-            self.device_csv.append(device_row)
+        if self.device_csv is not None:
+            for device_row in strategy.last_device_rows:
+                self.device_csv.append(device_row)
         self.csv.append(row)
         if callable(self.checkpoint):
             self.checkpoint(server_round)
@@ -355,6 +357,7 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
             if "result" not in sink:
                 raise RuntimeError("the Flower run ended without a result (see the log with --verbose)")
         else:  # stopped after its last round was checkpointed, before it was written up
+            assert resume is not None  # done >= config.rounds >= 1: a checkpoint was read
             sink["strategy"] = make_strategy(config, world, buffer, current_task)
             restore_strategy(sink["strategy"], resume, weights, masks)
     strategy = sink["strategy"]

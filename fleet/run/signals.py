@@ -51,7 +51,11 @@ def handle_sigterm() -> Callable[[], None]:
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous = signal.signal(signal.SIGTERM, raise_terminated)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def relay_signals() -> Callable[[], None]:
@@ -72,6 +76,7 @@ def relay_signals() -> Callable[[], None]:
     previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     previous_wake = signal.signal(signal.SIGUSR1, lambda signum, frame: None)
     main = threading.main_thread().ident
+    assert main is not None  # set once a thread has started, and this is the main thread
 
     def relay() -> None:
         while data := os.read(read_fd, 64):  # empty once the write end is closed
@@ -128,6 +133,7 @@ def stopping(on_stop: Callable[[str], None], *, watch: bool = False,
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         if guard is not None:
+            assert guard.stdin is not None  # watchdog.start opens it as a pipe
             guard.stdin.close()
             guard.wait()
 

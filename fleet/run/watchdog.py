@@ -11,6 +11,7 @@ nothing left to do.
 
 from __future__ import annotations
 
+import io
 import os
 import select
 import shutil
@@ -18,6 +19,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 from fleet.run.processes import alive, descendants, end_processes
 
@@ -34,7 +36,8 @@ def start(scratch: Path | None) -> subprocess.Popen:
 def watch(parent: int, scratch: str) -> None:
     me = os.getpid()
     seen: set[tuple[int, int]] = set()
-    while not select.select([sys.stdin], [], [], POLL_S)[0] or sys.stdin.buffer.read1(1):
+    stdin = cast(io.BufferedReader, sys.stdin.buffer)  # typeshed says BinaryIO; a pipe's is a BufferedReader
+    while not select.select([sys.stdin], [], [], POLL_S)[0] or stdin.read1(1):
         seen = {p for p in seen | descendants(parent) if p[0] != me and alive(p)}
     end_processes({p for p in seen if alive(p)})
     if scratch:
