@@ -20,6 +20,8 @@ unstructured sparse kernels (`set_sparse_kernels`, clients.sparcl.sparse_kernels
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -211,7 +213,7 @@ def resolved_backbone(name: str, channels: int) -> str:
     return "small-cnn" if channels == 1 else "resnet18"
 
 
-def build_backbone(name: str, input_shape: tuple[int, int, int], num_classes: int,
+def build_backbone(name: str, input_shape: Sequence[int], num_classes: int,
                    width: int | None = None, norm: str = "batch") -> nn.Module:
     """`auto` picks the small CNN for one-channel input and ResNet-18 (width 64) otherwise; `norm` is
     batch or group (norm_layer)."""

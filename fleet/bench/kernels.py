@@ -138,7 +138,9 @@ def masked_widths(model: nn.Module) -> tuple[int, ...]:
 
 def compact_small_cnn(model: SmallCNN, density: float) -> CompactSmallCNN:
     """The SmallCNN physically narrowed to `density` of its masked convolutions' output channels."""
-    return CompactSmallCNN(model.stem[0].in_channels, model.head.out_features,
+    stem = model.stem[0]
+    assert isinstance(stem, nn.Conv2d)  # conv_bn_relu: the convolution first
+    return CompactSmallCNN(stem.in_channels, model.head.out_features,
                            compact_widths(masked_widths(model), density))
 
 
@@ -162,8 +164,9 @@ def conv_sites(model: nn.Module, input_shape: tuple[int, ...]) -> list[ConvSite]
 
     def hook(name: str):
         def record(conv: nn.Conv2d, inputs, out: torch.Tensor) -> None:
-            seen[name] = ConvSite(name, conv.in_channels, conv.out_channels, conv.stride[0],
-                                  tuple(inputs[0].shape[-2:]), tuple(out.shape[-2:]))
+            (in_h, in_w), (out_h, out_w) = inputs[0].shape[-2:], out.shape[-2:]  # NCHW, as a Conv2d takes them
+            seen[name] = ConvSite(name, conv.in_channels, conv.out_channels, conv.stride[0], (in_h, in_w),
+                                  (out_h, out_w))
         return record
 
     hooks = [modules[n].register_forward_hook(hook(n)) for n in names]
@@ -228,6 +231,7 @@ def model_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float,
         F.cross_entropy(model(x), y).backward()
         with torch.no_grad():
             for weight, mask in masked:
+                assert weight.grad is not None  # set by the backward above: every masked weight is in the loss
                 weight.grad.mul_(mask)
         optimizer.step()
         with torch.no_grad():
@@ -275,6 +279,7 @@ def model_jobs(model: nn.Module, input_shape: tuple[int, ...], num_classes: int,
         masks = magnitude_masks(net, d)
         kept = {name: float(m.sum()) / m.numel() for name, m in masks.items()}
         if variant == "weight-sparse-kernels":
+            assert isinstance(net, SmallCNN)  # asked of a SmallCNN only (below)
             net.set_sparse_kernels(sparse_kernels.SparseKernels(net, list(masks), (batch, *input_shape)).plans(masks))
         return Job(variant, d, "model", model_step(net, x, y, lr, masks), training_flops_per_example(cost, kept, kept),
                    sum(kept[name] * f for name, f in forward.items()))

@@ -23,6 +23,7 @@ import functools
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import torch
 
@@ -120,7 +121,9 @@ def with_authors_settings(config: BenchConfig, keep: Iterable[str] = ()) -> Benc
     """`config` with SparCL's authors' settings (AUTHORS_SETTINGS), except the fields named in `keep`
     (those a user set explicitly)."""
     keep = set(keep)
-    return replace(config, authors_settings=True, **{k: v for k, v in AUTHORS_SETTINGS.items() if k not in keep})
+    # fields of several types (a float lr, int counts): mypy cannot match a `**` to them, __post_init__ checks them
+    changes: dict[str, Any] = {k: v for k, v in AUTHORS_SETTINGS.items() if k not in keep}
+    return replace(config, authors_settings=True, **changes)
 
 
 SMALL_CNN_WIDTH = 64  # clients.backbones.build_backbone's default for the small CNN

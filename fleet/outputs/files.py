@@ -74,7 +74,8 @@ def write_json(path: Path, payload: dict) -> None:
 def write_model(path: Path, weights: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> None:
     """The global model as numpy arrays (`weights:<name>`, `masks:<name>`): np.load reads it without pickle."""
     with replacing(path) as f:
-        np.savez(f, **{f"weights:{k}": v for k, v in weights.items()},
+        # allow_pickle named (its default): mypy would otherwise fear a `**` key could be it; none can, all are prefixed
+        np.savez(f, allow_pickle=True, **{f"weights:{k}": v for k, v in weights.items()},
                  **{f"masks:{k}": v for k, v in masks.items()})
 
 

@@ -11,21 +11,29 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from fleet.outputs.files import replacing
 
 
-def subplots(*grid: int, figsize: tuple[float, float], **options) -> tuple[Figure, object]:
-    """A new figure and its axes (as pyplot.subplots, without pyplot's registry of open figures)."""
+def subplots(*, figsize: tuple[float, float], **options: Any) -> tuple[Figure, Axes]:
+    """A new figure and its one axes (as pyplot.subplots, without pyplot's registry of open figures)."""
     fig = Figure(figsize=figsize)
-    return fig, fig.subplots(*grid, **options)
+    return fig, fig.subplots(**options)
 
 
-def save_figure(fig, path: Path) -> None:
+def subplot_row(n: int, *, figsize: tuple[float, float], **options: Any) -> tuple[Figure, list[Axes]]:
+    """A new figure and a row of `n` axes, left to right (a list even where n is 1)."""
+    fig = Figure(figsize=figsize)
+    return fig, list(fig.subplots(1, n, squeeze=False, **options)[0])
+
+
+def save_figure(fig: Figure, path: Path) -> None:
     """fig as a PNG at `path`, atomically and never through a symlink."""
     with replacing(path) as f:
         fig.savefig(f, format="png", dpi=120)
@@ -81,7 +89,7 @@ def timeline_rows(outcomes: Sequence, limit: int = TIMELINE_ROWS) -> list:
         by_status.setdefault(d.status, []).append(d)
     quota = {k: max(1, round(limit * len(v) / len(outcomes))) for k, v in by_status.items()}
     while sum(quota.values()) > limit:  # the rounding and the floors of one may overshoot
-        quota[max(quota, key=quota.get)] -= 1
+        quota[max(quota, key=lambda k: quota[k])] -= 1
     chosen = [group[int(i)] for k, group in by_status.items()
               for i in np.linspace(0, len(group) - 1, quota[k])]
     return sorted(chosen, key=lambda d: d.device_id)
@@ -197,9 +205,9 @@ def plot_timeline_rounds(rounds: Sequence, devices: Sequence[int], path: Path, t
             ax.barh([row[d] for d, _, _ in shown], [w for _, _, w in shown], left=[x for _, x, _ in shown],
                     height=height, color=colour, label=name, linewidth=0)
     for status, (marker, colour) in TIMELINE_MARKS.items():
-        shown = [m for m in marks[status] if m[0] in row]
-        if shown:
-            ax.scatter([x for _, x in shown], [row[d] for d, _ in shown], marker=marker, color=colour, s=30,
+        hits = [m for m in marks[status] if m[0] in row]
+        if hits:
+            ax.scatter([x for _, x in hits], [row[d] for d, _ in hits], marker=marker, color=colour, s=30,
                        zorder=3, label=status)
     for r in rounds:
         ax.axvline(r.start_s, color="black", lw=0.4, alpha=0.3)
@@ -233,10 +241,10 @@ def _accuracy(point: Sequence, column: int) -> float:
     return np.nan if value is None else float(value)
 
 
-def _accuracy_panels(path: Path, title: str, draw: Callable[[object, int], None]) -> None:
+def _accuracy_panels(path: Path, title: str, draw: Callable[[Axes, int], None]) -> None:
     """Two panels against simulated time, Class-IL and Task-IL: `draw(ax, column)` puts the lines of one
     (column 1 or 2 of the curve points) on its axes."""
-    fig, axes = subplots(1, 2, figsize=(12, 4), sharex=True)
+    fig, axes = subplot_row(2, figsize=(12, 4), sharex=True)
     for ax, (column, label) in zip(axes, ACCURACY_PANELS):
         draw(ax, column)
         ax.set(xlabel="simulated time (s)", ylabel=label, ylim=(0, 101))
@@ -250,7 +258,7 @@ def _accuracy_panels(path: Path, title: str, draw: Callable[[object, int], None]
 def plot_accuracy_time(curves: dict[str, Sequence[Sequence[float]]], path: Path, title: str) -> None:
     """Class-IL and Task-IL accuracy against simulated time, one line per run (a profile, a variant); curve
     points are [time, Class-IL, Task-IL]."""
-    def draw(ax, column: int) -> None:
+    def draw(ax: Axes, column: int) -> None:
         for name, points in curves.items():
             if points:
                 ax.plot([p[0] for p in points], [_accuracy(p, column) for p in points], marker=".", label=name)
@@ -262,10 +270,11 @@ def plot_staleness(arrivals: Sequence[dict], path: Path, title: str, max_stalene
     """An asynchronous run's arrivals (arrivals.csv rows): how many versions and seconds old each update
     was, applied ones apart from those dropped as too stale, and the share trained on a task the stream
     had left by then."""
-    fig, axes = subplots(1, 2, figsize=(12, 3.8))
+    fig, axes = subplot_row(2, figsize=(12, 3.8))
     by_status = {status: [r for r in arrivals if r["status"] == status] for status in ("ok", "late")}
     versions = [int(r["staleness"]) for r in arrivals if r["status"] in by_status]
-    bins = np.arange(-0.5, (max(versions) if versions else 0) + 1.5)
+    # a list of edges: Axes.hist takes an array too, but matplotlib's stubs type bins as a Sequence
+    bins = np.arange(-0.5, (max(versions) if versions else 0) + 1.5).tolist()
     for status, color, label in (("ok", "tab:blue", "applied"), ("late", "tab:red", "dropped: too stale")):
         rows = by_status[status]
         if rows:
@@ -294,7 +303,7 @@ SEED_PANELS = (("final_accuracy", "Class-IL, final (%)"), ("final_accuracy_task_
 def plot_seed_comparison(summary: Sequence[dict], path: Path, title: str) -> None:
     """Per figure, each variant's median over seeds with its 95% interval (fleet.run.compare.paired_over_seeds
     rows): readable at any number of seeds, where a bar per seed is not."""
-    fig, axes = subplots(1, len(SEED_PANELS), figsize=(3.2 * len(SEED_PANELS), 3.6))
+    fig, axes = subplot_row(len(SEED_PANELS), figsize=(3.2 * len(SEED_PANELS), 3.6))
     for ax, (metric, label) in zip(axes, SEED_PANELS):
         rows = [r for r in summary if r["metric"] == metric and "median" in r]
         xs = range(len(rows))
@@ -313,7 +322,7 @@ def plot_accuracy_bands(curves: dict[str, Sequence[Sequence[Sequence[float]]]], 
     """Class-IL and Task-IL against simulated time per variant over seeds: at each round (or version) the
     median time and accuracy as a line, the lowest and highest seed's accuracy as a band. `curves`:
     variant -> one curve per seed."""
-    def draw(ax, column: int) -> None:
+    def draw(ax: Axes, column: int) -> None:
         for name, runs in curves.items():
             rounds = min((len(c) for c in runs), default=0)
             if not rounds:
@@ -328,7 +337,7 @@ def plot_accuracy_bands(curves: dict[str, Sequence[Sequence[Sequence[float]]]], 
 
 def plot_comparison(rows: Sequence[dict], path: Path, title: str) -> None:
     """One bar group per profile: final accuracy, and uploaded MB and simulated time."""
-    fig, axes = subplots(1, 3, figsize=(11, 3.6))
+    fig, axes = subplot_row(3, figsize=(11, 3.6))
     names = [r["profile"] for r in rows]
     for ax, key, label in zip(axes, ("final_accuracy", "upload_bytes", "sim_time_s"),
                               ("final Class-IL accuracy (%)", "upload (MB)", "simulated time (s)")):
@@ -365,7 +374,7 @@ def plot_tradeoff(points: Mapping[str, Sequence[dict]], path: Path, title: str) 
     stats = tradeoff_stats(points)
     if any(len(runs) > 1 for runs in points.values()):
         title = f"{title}\nmedian over seeds, whiskers from the lowest to the highest seed, a dot per seed"
-    fig, axes = subplots(1, len(TRADEOFF_AXES), figsize=(5.2 * len(TRADEOFF_AXES), 4.2), sharey=True)
+    fig, axes = subplot_row(len(TRADEOFF_AXES), figsize=(5.2 * len(TRADEOFF_AXES), 4.2), sharey=True)
     for i, (variant, figures) in enumerate(stats.items()):
         colour = f"C{i % 10}"
         acc = figures["final_accuracy"]
