@@ -392,7 +392,8 @@ class SparseFedAvg(FedAvg):
             down = self._sent.get(device, 0)
             if reply.has_error():
                 t.failed_replies += 1
-                reason = reply.error.reason.strip().splitlines()[-1][:200] if reply.error.reason.strip() else "?"
+                said = (reply.error.reason or "").strip()  # Flower's Error may carry no reason
+                reason = said.splitlines()[-1][:200] if said else "?"
                 t.rejections.append(f"round {server_round}, device {device}: failed: {reason}")
                 if device in self._sent:
                     reports.append(DeviceReport(device, 0.0, down, 0, 0, 0.0, "failed"))
@@ -411,7 +412,10 @@ class SparseFedAvg(FedAvg):
                 reports.append(DeviceReport(device, flops, down, 0, 0, kernel, status))
                 continue
             try:
-                flat = from_arrays(reply.content["arrays"])
+                record = reply.content["arrays"]
+                if not isinstance(record, ArrayRecord):
+                    raise TypeError(f"its arrays are a {type(record).__name__}, not an ArrayRecord")
+                flat = from_arrays(record)
                 weights, masks = validate_update(flat, self.global_weights)
                 plain = all(SEP not in k for k in flat)  # an ordinary Flower client's dense state_dict
             except (UpdateRejected, KeyError, TypeError, ValueError) as err:

@@ -252,3 +252,26 @@ def test_the_strategy_sends_to_the_over_selected_sample_and_asks_the_world_to_ke
     assert len(messages) == 3 and s.last_row["sampled"] == 3
     s.aggregate_train(1, [])
     assert s.world.keep == 2
+
+
+def test_a_reply_whose_arrays_are_not_an_array_record_is_rejected_not_a_crash():
+    """A device (or a tampered reply) that puts a ConfigRecord under "arrays": one rejection, and the round
+    goes on with the good update."""
+    s = strategy()
+    sent = Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=100, message_type=MessageType.TRAIN)
+    odd = Message(RecordDict({"arrays": ConfigRecord({"conv.weight": 1.0}),
+                              "metrics": MetricRecord({"num-examples": 10, "train-flops": 1e6})}), reply_to=sent)
+    arrays, metrics = s.aggregate_train(1, [odd, reply(101, good_update([7, 0, 9, 0], [True, False, True, False]))])
+    assert metrics["rejected"] == 1 and metrics["accepted"] == 1
+    assert any("ArrayRecord" in r for r in s.totals.rejections)
+    assert np.allclose(s.global_weights["conv.weight"], [7, 0, 9, 0])
+
+
+def test_a_failed_reply_without_a_reason_is_counted_as_failed():
+    from flwr.app import Error
+
+    s = strategy()
+    sent = Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=100, message_type=MessageType.TRAIN)
+    failed = Message(Error(code=0, reason=None), reply_to=sent)
+    s.aggregate_train(1, [failed, reply(101, good_update([7, 0, 9, 0], [True, False, True, False]))])
+    assert s.totals.failed_replies == 1 and any("failed: ?" in r for r in s.totals.rejections)
