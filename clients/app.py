@@ -21,7 +21,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients import torch_compat
@@ -30,7 +30,7 @@ torch_compat.install()  # a Pi on Debian's torch 1.13: learner states load weigh
 
 from clients import state_store, stock  # noqa: E402
 from clients.device import DeviceSpec, budget_from_config, run_round  # noqa: E402
-from clients.records import config_flag, from_arrays, to_arrays  # noqa: E402
+from clients.records import config_flag, from_arrays, scalar, to_arrays  # noqa: E402
 
 STATE_KEY = "sparcl-state"
 
@@ -57,7 +57,9 @@ def safe_key(key: str) -> str:
 def load_state(context: Context, folder: Path | None, server_round: int) -> bytes | None:
     """This device's state before `server_round`: from the context, else from its newest file."""
     if STATE_KEY in context.state:
-        return context.state[STATE_KEY]["blob"]
+        blob = context.state.config_records[STATE_KEY]["blob"]
+        assert isinstance(blob, bytes)  # save_state stores the learner's bytes
+        return blob
     return state_store.load_state(folder, device_id(context), server_round) if folder else None
 
 
@@ -97,7 +99,7 @@ def set_threads(context: Context) -> None:
 _threads_set = False
 
 
-def device_spec_for(config, context: Context) -> DeviceSpec:
+def device_spec_for(config: ConfigRecord, context: Context) -> DeviceSpec:
     """The spec the server sent, with what the device says of itself: its own copy of the data set
     (`data-dir`) and its thread count (`threads`, from `fleet device --threads`, over the scenario's)."""
     spec = DeviceSpec.from_json(str(config["device-spec"]))
@@ -111,22 +113,25 @@ def device_spec_for(config, context: Context) -> DeviceSpec:
 def train(msg: Message, context: Context, default_state_dir: str | None = None) -> Message:
     """One round: the config carries the round, the fleet's simulated time and this device's budget."""
     set_threads(context)
-    config = msg.content["config"] if "config" in msg.content else {}
+    config = msg.content.config_records.get("config", ConfigRecord())
     if "device-spec" not in config or "server-round" not in config:
         raise ValueError("this is a sparcl-fleet ClientApp: it needs the sparcl-fleet server (server.app, "
                          "SparseFedAvg), which sends each device its spec, round and budget; a stock Flower "
                          "strategy sends none of them")
     spec = device_spec_for(config, context)
     budget, fail_after = budget_from_config(dict(config))
-    server_round = int(config["server-round"])
+    server_round = int(scalar(config["server-round"]))
     folder = state_dir(context, default_state_dir, safe_key(str(config.get("run-key", ""))))
-    result = run_round(spec, device_id(context), server_round, from_arrays(msg.content["arrays"]),
+    result = run_round(spec, device_id(context), server_round, from_arrays(msg.content.array_records["arrays"]),
                        load_state(context, folder, server_round), budget, fail_after,
-                       sim_time_s=float(config.get("sim-time-s", 0.0)))
+                       sim_time_s=float(scalar(config.get("sim-time-s", 0.0))))
     if result.status == "ok":
+        assert result.state is not None  # an ok round returns the learner's new state
         save_state(context, folder, server_round, result.state)
     info = ConfigRecord({"status": result.status, "reason": result.reason, "adaptations": result.adaptations})
-    content = {"metrics": MetricRecord(result.metrics), "info": info}
+    # dict is invariant in its value type: a copy is inferred as the dict MetricRecord declares
+    metrics = MetricRecord(dict(result.metrics))
+    content: dict[str, ArrayRecord | MetricRecord | ConfigRecord] = {"metrics": metrics, "info": info}
     if result.status == "ok":
         content["arrays"] = to_arrays(result.update)
     return Message(RecordDict(content), reply_to=msg)

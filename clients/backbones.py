@@ -101,6 +101,7 @@ class SmallCNN(nn.Module):
                 x = block(x)
                 continue
             conv, norm, act = block
+            assert isinstance(conv, nn.Conv2d)  # every Sequential of features is a conv_bn_relu
             p = self.sparse_plans.get(f"features.{i}.0.weight")
             x = act(norm(conv(x) if p is None else sparse_conv2d(x, conv.weight, p)))
         return self.head(x)
@@ -112,6 +113,8 @@ class SmallCNN(nn.Module):
         and shift are 0), and the next layer's weights on it multiply 0: leaving
         both out changes nothing but the work.
         """
+        live = self.live_channels
+        assert live is not None  # forward runs this only with live channels set
         x = self.stem(x)
         live_in: torch.Tensor | None = None  # the channels x holds, as indices into the full layer; None: all
         for i, block in enumerate(self.features):
@@ -119,7 +122,9 @@ class SmallCNN(nn.Module):
                 x = block(x)
                 continue
             conv, norm, act = block
-            live_out = self.live_channels.get(f"features.{i}.0.weight")
+            # a conv_bn_relu, run compacted only with BatchNorm (what compact_batch_norm handles)
+            assert isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
+            live_out = live.get(f"features.{i}.0.weight")
             x = F.conv2d(x, compact_weight(conv.weight, live_out, live_in), None, conv.stride, conv.padding)
             x = act(compact_batch_norm(norm, x, live_out))
             live_in = live_out
@@ -149,6 +154,8 @@ def compact_batch_norm(norm: nn.BatchNorm2d, x: torch.Tensor, live: torch.Tensor
     weight, bias = norm.weight.index_select(0, live), norm.bias.index_select(0, live)
     if not norm.track_running_stats:
         return F.batch_norm(x, None, None, weight, bias, True, 0.0, norm.eps)
+    # a norm that tracks running statistics has all three buffers
+    assert norm.running_mean is not None and norm.running_var is not None and norm.num_batches_tracked is not None
     if not norm.training:
         return F.batch_norm(x, norm.running_mean[live], norm.running_var[live], weight, bias, False, 0.0, norm.eps)
     norm.num_batches_tracked.add_(1)

@@ -129,7 +129,8 @@ def load_stream(
         keep = _cap_per_class(y_train, max_per_class, rng)
         x_train, y_train = x_train[keep], y_train[keep]
     xt_train, xt_test = _normalise(name, x_train, x_test)
-    input_shape = tuple(int(d) for d in x_train.shape[1:])
+    channels, height, width = x_train.shape[1:]  # every loader gives (N, C, H, W) images
+    input_shape = (int(channels), int(height), int(width))
     return split_tasks(
         xt_train,
         torch.from_numpy(y_train.astype(np.int64)),
@@ -172,7 +173,8 @@ def split_tasks(
         _make_task(t, tuple(classes[t * per_task : (t + 1) * per_task]), x_train, y_train, x_test, y_test)
         for t in range(n_tasks)
     )
-    return TaskStream(name=name, input_shape=tuple(input_shape), num_classes=num_classes, tasks=tasks)
+    channels, height, width = input_shape  # a list from an untyped caller is kept as a tuple
+    return TaskStream(name=name, input_shape=(channels, height, width), num_classes=num_classes, tasks=tasks)
 
 
 def partition_indices(
@@ -273,6 +275,8 @@ def _normalise(name: str, x_train: np.ndarray, x_test: np.ndarray) -> tuple[torc
     """Scale raw pixels and standardise per channel, as each dataset is usually fed."""
     if name == "synthetic":
         return torch.from_numpy(x_train.astype(np.float32)), torch.from_numpy(x_test.astype(np.float32))
+    mean: Sequence[float]
+    std: Sequence[float]
     if name == "digits":  # no published stats: use the training split's own
         scaled = x_train.astype(np.float64) / 16.0
         scale, mean, std = 16.0, (float(scaled.mean()),), (float(scaled.std()),)
@@ -461,10 +465,10 @@ def _latin1(text: str, encoding: str) -> bytes:
 
 try:
     from numpy._core.multiarray import _reconstruct
-    from numpy._core.numeric import _frombuffer
+    from numpy._core.numeric import _frombuffer  # type: ignore[attr-defined]  # private: not in numpy's stubs
 except ImportError:  # numpy 1.x
-    from numpy.core.multiarray import _reconstruct
-    from numpy.core.numeric import _frombuffer
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]  # the same function, numpy 1's path
+    from numpy.core.numeric import _frombuffer  # type: ignore[no-redef]  # the same function, numpy 1's path
 
 # Everything a CIFAR-10 batch refers to by name: numpy arrays as the real files (and numpy's own
 # protocols 2 to 5) pickle them, and bytes under pickle protocol 2. dicts, lists, bytes, str and

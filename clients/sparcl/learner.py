@@ -29,7 +29,7 @@ from clients.accounting import (
     training_flops_per_example,
 )
 from clients.budget import KernelModel, RoundBudget, fit_memory, kernel_flops_per_example
-from clients.backbones import build_backbone, compacted_inputs, masked_parameter_names
+from clients.backbones import SmallCNN, build_backbone, compacted_inputs, masked_parameter_names
 from clients.cl.methods import build_method
 from clients.errors import InputError
 from clients.sparcl.config import Counters, LearnerConfig, RoundWork, torch_device
@@ -116,13 +116,14 @@ class Learner:
         returns its training accuracy (%)."""
         if self.order is None:
             self._start_epoch()
+        assert self.order is not None  # _start_epoch drew it
         while self.cursor < len(self.order):
             self._train_batch(self.batch_size)
         return self._finish_epoch()
 
     def _start_epoch(self) -> None:
         """The schedule's epoch-start events (mask update, DGM restart, removal), then a fresh order."""
-        if self.masks and self.epoch in update_epochs(self.epochs_per_task, self.config.sparcl.tdm):
+        if self.masks and self.epoch in update_epochs(self.epochs_per_task, self.masks.config):
             self.masks.update(self.last_grads, (self.task_id, self.epoch))
             self._mask_changed()
         if self.dgm:  # the reference's batch count restarts every epoch
@@ -134,6 +135,7 @@ class Learner:
 
     def _train_batch(self, batch: int) -> int:
         """The next batch of this epoch's order; returns how many of it were classified right."""
+        assert self.order is not None  # only within an epoch
         idx = self.order[self.cursor:self.cursor + batch]
         self.cursor += len(idx)
         hits = self._step(idx, keep_grads=self.cursor >= len(self.order))
@@ -141,6 +143,7 @@ class Learner:
         return hits
 
     def _finish_epoch(self) -> float:
+        assert self.order is not None  # only within an epoch
         accuracy = 100.0 * self.epoch_hits / max(1, len(self.order))
         self.epoch += 1
         self.order, self.cursor, self.epoch_hits = None, 0, 0
@@ -189,7 +192,7 @@ class Learner:
         self.counters.kernel_flops += self.recalibration_kernel_flops()
         return batches
 
-    def _batch_norms(self) -> list[nn.Module]:
+    def _batch_norms(self) -> list[nn.modules.batchnorm._BatchNorm]:
         return [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
     @property
@@ -262,6 +265,7 @@ class Learner:
         for _ in range(wanted):
             if self.order is None:
                 self._start_epoch()
+            assert self.order is not None  # _start_epoch drew it
             n = min(self.batch_size, len(self.order) - self.cursor)
             cost = m.step_examples(n) * self.step_costs()[1]
             ends_task = self.cursor + n >= len(self.order) and self.epoch + 1 >= self.epochs_per_task
@@ -278,6 +282,7 @@ class Learner:
         steps = c.steps - before[0]
         declined = None
         if steps == 0 and limited:
+            assert budget.compute_flops is not None  # only a compute budget limits a round
             declined = (f"its compute budget of {budget.compute_flops / 1e9:.3g} GFLOPs fits no step "
                         f"(one costs {cost / 1e9:.3g})")
         return RoundWork(fit=fit, steps=steps, examples=c.examples - before[1],
@@ -296,6 +301,10 @@ class Learner:
     def _sync_compaction(self) -> None:
         """A compacting backbone learns the live channels of the current masks; one on sparse
         kernels, the format of the live weights."""
+        if not (self.compacted_inputs or self.sparse_kernels):
+            return
+        # either only for a SmallCNN under TDM (backbones.compacted_inputs, _sparse_kernels)
+        assert isinstance(self.model, SmallCNN) and self.masks is not None
         if self.compacted_inputs:
             self.model.set_live_channels(self.masks.live_channels())
         if self.sparse_kernels:
@@ -322,7 +331,10 @@ class Learner:
         step = self.method.loss(x, y)
         step.loss.backward()
         if keep_grads and self.masks:  # the drop score uses the last minibatch's gradient
-            self.last_grads = {n: p.grad.detach().clone() for n, p in self.masks.params.items()}
+            self.last_grads = {}
+            for n, p in self.masks.params.items():
+                assert p.grad is not None  # every masked weight is in the forward pass
+                self.last_grads[n] = p.grad.detach().clone()
         if self.masks:
             self.masks.mask_grads()
         if self.dgm and self.dgm.apply(self.masks.masks if self.masks else None):
@@ -496,7 +508,7 @@ class Learner:
         self.load_state_dict(state)
 
 
-def _plain_state(value):
+def _plain_state(value: object) -> object:
     """`value` with numpy arrays as tensors, numpy scalars as Python numbers and every tensor on the
     CPU, so a state saved on a GPU loads anywhere (see Learner.to_bytes)."""
     if isinstance(value, np.ndarray):

@@ -82,6 +82,7 @@ def plan(conv: nn.Conv2d, live: torch.Tensor, over_on: bool = False) -> SparsePl
     if not torch.equal(values, flat.float() + 1):
         raise RuntimeError("SparseProp's format does not list the live weights in the dense tensor's order")
     stride = conv.stride[0]
+    assert isinstance(conv.padding, tuple)  # planned layers are `eligible`: numeric padding, not 'same'
     return SparsePlan(structure, flat, conv.out_channels, conv.kernel_size[0], conv.padding[0], stride,
                       over_on and stride == 1)
 
@@ -141,11 +142,12 @@ def _time_kernels(conv: nn.Conv2d, live: torch.Tensor, input_shape: tuple[int, .
     generator = torch.Generator().manual_seed(0)  # not the caller's random stream
     x = torch.randn(input_shape, generator=generator).requires_grad_()
     weight = (conv.weight.detach() * live).requires_grad_()
-    times = {None: step_seconds(lambda: F.conv2d(x, weight, None, conv.stride, conv.padding), repeats)}
+    times: dict[bool | None, float] = {
+        None: step_seconds(lambda: F.conv2d(x, weight, None, conv.stride, conv.padding), repeats)}
     for over_on in (False, True) if conv.stride[0] == 1 else (False,):
         p = plan(conv, live, over_on)
         times[over_on] = step_seconds(lambda: sparse_conv2d(x, weight, p), repeats)
-    return min(times, key=times.get)
+    return min(times, key=times.__getitem__)
 
 
 class SparseKernels:

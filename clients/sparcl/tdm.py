@@ -150,12 +150,16 @@ class WeightMasks:
         self.generator = generator
         self.target = 1.0 - config.sparsity
         self.channel = config.granularity == "channel"
-        self.norms: dict[str, nn.Module] = {}
+        self.norms: dict[str, nn.BatchNorm2d] = {}
         self.norm_names: dict[str, str] = {}
         if self.channel:
             modules = dict(model.named_modules())
             norms = norm_after(model) if norms is None else norms
-            self.norms = {name: modules[norms[name]] for name in names if name in norms}
+            for name in names:
+                if name in norms:
+                    norm = modules[norms[name]]
+                    assert isinstance(norm, nn.BatchNorm2d), f"{norms[name]} is not a BatchNorm2d"
+                    self.norms[name] = norm
             self.norm_names = {name: norms[name] for name in names if name in norms}
             self.masks = {
                 name: expand_channels(top_k_mask(channel_scores(p.detach(), None, 0.0),
@@ -247,7 +251,7 @@ class WeightMasks:
             return
         norm.weight[channels] = 1.0
         norm.bias[channels] = 0.0
-        if norm.running_mean is not None:
+        if norm.running_mean is not None and norm.running_var is not None:  # both or neither (track_running_stats)
             norm.running_mean[channels] = 0.0
             norm.running_var[channels] = 1.0
 
