@@ -32,6 +32,11 @@ def authors_forgetting(report: dict, variant: str) -> float:
     return median([forgetting(r["class_il_matrix"], authors=True) for r in report["runs"] if r["variant"] == variant])
 
 
+def _spread(v: dict) -> str:
+    """A variant's paired Class-IL difference from dense: median [min, max]."""
+    return f"{v['acc_delta']:+.2f} [{v['acc_delta_min']:+.2f}, {v['acc_delta_max']:+.2f}]"
+
+
 def bench_table(path: Path) -> str:
     report = json.loads(path.read_text())
     cfg = report["config"]
@@ -41,8 +46,7 @@ def bench_table(path: Path) -> str:
              "(ours, authors') | FLOPs dense/run | CPU time dense/run |",
              "|---|---|---|---|---|---|---|---|"]
     for name, v in report["variants"].items():
-        spread = f"[{v['acc_delta_min']:+.2f}, {v['acc_delta_max']:+.2f}]"
-        delta = "" if name == "dense" else f"{v['acc_delta']:+.2f} {spread}"
+        delta = "" if name == "dense" else _spread(v)
         lines.append(f"| {LABELS.get(name, name)} | {v['epochs']:.0f} | {v['class_il']:.2f} | {delta} | "
                      f"{v['task_il']:.2f} | {v['forgetting']:.2f}, {authors_forgetting(report, name):.2f} | "
                      f"{v['flops_ratio']:.1f}x | {v['cpu_ratio']:.2f}x |")
@@ -400,10 +404,6 @@ def _bench(name: str) -> dict:
     return json.loads((RESULTS / "fmnist" / f"{name}.json").read_text())
 
 
-def _spread(v: dict) -> str:
-    return f"{v['acc_delta']:+.2f} [{v['acc_delta_min']:+.2f}, {v['acc_delta_max']:+.2f}]"
-
-
 def arms_table(arms: tuple[tuple[str, str, str], ...], head: str = "SparCL-DER++") -> str:
     """One row per arm (label, report in results/fmnist, variant): its Class-IL paired with the report's own
     dense DER++ by seed, its FLOPs and CPU-time ratios, and the report's SparCL minus dense at equal FLOPs."""
@@ -444,8 +444,9 @@ def kernels_table() -> str:
             masked = rows[("weight-masked", density)]
             sparse = rows.get(("weight-sparse-kernels", density))
             channel = rows[("channel-compacted", density)]
+            sparse_cell = f"{float(sparse['speedup']):.2f}" if sparse else "-"  # SparseProp was not installed
             lines.append(f"| {model} | {density:.2f} | {float(masked['flops_ratio']):.2f} | "
-                         f"{float(masked['speedup']):.2f} | {float(sparse['speedup']) if sparse else '-':.2f} | "
+                         f"{float(masked['speedup']):.2f} | {sparse_cell} | "
                          f"{float(channel['speedup']):.2f} ({float(channel['flops_ratio']):.2f}) |")
     return "\n".join(lines)
 

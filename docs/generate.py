@@ -219,15 +219,15 @@ def choice_table(folder: str) -> str:
     of budget, from which cost each measured network is the best choice."""
     import csv
 
-    rows = list(csv.DictReader((ROOT / folder / "choice.csv").open()))
+    from capacity_table import network_name
+
     kinds = {"train_flops": ("training FLOPs counted", lambda v: f"{v / 1e12:.2f} TFLOPs"),
              "cpu_s": ("CPU time, dense kernels", lambda v: f"{v / 60:.1f} CPU-min")}
     lines = ["| budget | from | train | Class-IL % [min, max] | seeds |", "|---|---|---|---|---|"]
-    for r in rows:
+    for r in csv.DictReader((ROOT / folder / "choice.csv").open()):
         kind, unit = kinds[r["budget"]]
-        net = "dense DER++" if r["method"] == "dense" else \
-            {"full": "SparCL-DER++", "tdm": "TDM only", "static": "static mask"}[r["method"]] + f" {r['sparsity']}"
-        lines.append(f"| {kind} | {unit(float(r['from']))} | {net}, width {r['width']} | {float(r['class_il']):.2f} "
+        net = network_name({**r, "sparsity": float(r["sparsity"])})
+        lines.append(f"| {kind} | {unit(float(r['from']))} | {net} | {float(r['class_il']):.2f} "
                      f"[{float(r['class_il_min']):.2f}, {float(r['class_il_max']):.2f}] | {len(r['seeds'].split())} |")
     return "\n".join(lines)
 
