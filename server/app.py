@@ -8,17 +8,22 @@ strategy back to it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from flwr.app import ArrayRecord, Context, MessageType, MetricRecord
+from flwr.app import ArrayRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from clients.records import to_arrays
 from clients.wire import encode_model
 from server.buffered import AsyncWorld, BufferConfig, BufferedFedAvg
 from server.strategy import ServerConfig, SparseFedAvg, World
+
+if TYPE_CHECKING:  # Flower's own Grid names these; at run time the wrapped grid brings them
+    from flwr.proto.node_pb2 import NodeInfo
+    from flwr.supercore.run import Run
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 
@@ -37,7 +42,11 @@ def make_strategy(config: ServerConfig, world: World | AsyncWorld | None, buffer
                   current_task: Callable[[int, float], int] | None = None) -> SparseFedAvg:
     """The synchronous strategy, or with a buffer the asynchronous one (server.buffered)."""
     if buffer is None:
+        if world is not None and not isinstance(world, World):
+            raise TypeError(f"synchronous rounds need a World, not a {type(world).__name__}")
         return SparseFedAvg(config, world)
+    if not isinstance(world, AsyncWorld):
+        raise TypeError(f"asynchronous versions need an AsyncWorld, not a {type(world).__name__}")
     return BufferedFedAvg(config, world, buffer, current_task)
 
 
@@ -68,6 +77,7 @@ def make_server_app(config: ServerConfig, initial_weights: dict[str, np.ndarray]
         if sink is not None:
             sink["strategy"] = strategy
         initial = to_arrays(encode_model(initial_weights, initial_masks, value_dtype=config.value_dtype))
+        result: object
         if isinstance(strategy, BufferedFedAvg):
             result = strategy.run(PacedGrid(grid, strategy), initial, config.rounds - done, evaluate_fn)
         else:
@@ -80,22 +90,43 @@ def make_server_app(config: ServerConfig, initial_weights: dict[str, np.ndarray]
     return app
 
 
-class PacedGrid:
+class PacedGrid(Grid):
     """The Grid as Flower's `start` uses it, except that a round's training messages wait for their
     replies `strategy.round_timeout_s` (planned per round: the slowest sampled device's modelled round
-    with slack, never less than the scenario's round_timeout_s), not the one timeout `start` was given."""
+    with slack, never less than the scenario's round_timeout_s), not the one timeout `start` was given.
+    Everything else is the wrapped Grid's."""
 
     def __init__(self, grid: Grid, strategy: SparseFedAvg) -> None:
         self._grid, self._strategy = grid, strategy
 
-    def send_and_receive(self, messages, *, timeout: float | None = None):
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
         if timeout is not None and messages and messages[0].metadata.message_type == MessageType.TRAIN:
             timeout = max(timeout, self._strategy.round_timeout_s)
         return self._grid.send_and_receive(messages, timeout=timeout)
 
-    def __getattr__(self, name: str):
-        return getattr(self._grid, name)
+    def set_run(self, run: Run) -> None:
+        self._grid.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        return self._grid.run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
+                       ttl: float | None = None) -> Message:
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self._grid.get_node_ids()
+
+    def get_nodes(self) -> Iterable[NodeInfo]:
+        return self._grid.get_nodes()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self._grid.pull_messages(message_ids)
 
 
 def shifted(evaluate_fn: EvaluateFn | None, done: int) -> EvaluateFn | None:

@@ -6,6 +6,7 @@ and the buffered server keep the same columns and the same sums.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -133,7 +134,7 @@ def executed_flops(report: DeviceReport) -> float:
 
 
 def device_rows(server_round: int, reports: list[DeviceReport], timing: RoundTiming, real: set[int],
-                plain: set[int], accepted: list[Accepted] = ()) -> list[dict]:
+                plain: set[int], accepted: Sequence[Accepted] = ()) -> list[dict]:
     """One row per device that answered: the time model's figures next to what the device measured
     (a real device's are its hardware's; a simulated device's are this machine's), and what its
     update counted for in the average."""

@@ -50,7 +50,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from flwr.app import ArrayRecord, MetricRecord
@@ -94,8 +94,10 @@ class Arrival:
     outcome: Any
 
 
+@runtime_checkable
 class AsyncWorld(Protocol):
-    """The world the buffered server asks (fleet.world.async_world.AsyncWorld)."""
+    """What the buffered server asks of the world (fleet.world.async_world.AsyncWorld; its checkpoints are the
+    launcher's business)."""
 
     @property
     def clock_s(self) -> float: ...  # read only: the world's clock moves as its events run
@@ -109,10 +111,6 @@ class AsyncWorld(Protocol):
     def next_event(self) -> Arrival | None: ...
 
     def stalled(self) -> bool: ...
-
-    def snapshot(self) -> dict: ...
-
-    def restore(self, snapshot: dict) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -133,7 +131,12 @@ class InFlight:
     version: int                     # the global version it started from
     report: DeviceReport
     update: Accepted | None = None   # its validated update (None: it failed, declined or was rejected)
-    change: dict[str, np.ndarray] | None = None  # update minus the model it started from
+    change: dict[str, np.ndarray] | None = None  # update minus the model it started from (with the update)
+
+    def work(self) -> tuple[Accepted, dict[str, np.ndarray]]:
+        """Its update and change, for work that has them (the caller checked `update`)."""
+        assert self.update is not None and self.change is not None, "an update always comes with its change"
+        return self.update, self.change
 
 
 @dataclass
@@ -144,6 +147,16 @@ class Entry:
     flight: InFlight
     status: str                      # ok (in the buffer), late (too stale), failed, oom, declined
     staleness: int
+
+    @property
+    def update(self) -> Accepted:
+        """The validated update of an arrival booked ok (only those are in the buffer or counted useful)."""
+        return self.flight.work()[0]
+
+    @property
+    def change(self) -> dict[str, np.ndarray]:
+        """Its update minus the model its device started from (an arrival booked ok)."""
+        return self.flight.work()[1]
 
 
 @dataclass
@@ -160,9 +173,14 @@ class Interval:
 
 
 class BufferedFedAvg(SparseFedAvg):
+    """The synchronous strategy's validation, identification, aggregation and bookkeeping, driven by the
+    asynchronous world's events (`run`) instead of Flower's round loop: its synchronous hooks and their
+    `world` are not used."""
+
     def __init__(self, config: ServerConfig, world: AsyncWorld, buffer: BufferConfig,
                  current_task: Callable[[int, float], int] | None = None) -> None:
-        super().__init__(config, world)
+        super().__init__(config)
+        self.async_world = world
         self.buffer_config = buffer
         self.current_task = current_task   # (device, clock) -> the task the stream gives it then
         self.version = 0
@@ -195,7 +213,8 @@ class BufferedFedAvg(SparseFedAvg):
         for d, f in self.in_flight.items():
             if f.update is None:
                 continue
-            for part, arrays in (("weights", f.update.weights), ("masks", f.update.masks), ("change", f.change)):
+            update, change = f.work()
+            for part, arrays in (("weights", update.weights), ("masks", update.masks), ("change", change)):
                 out.update({f"{d}/{part}/{name}": a for name, a in arrays.items()})
         return out
 
@@ -233,8 +252,8 @@ class BufferedFedAvg(SparseFedAvg):
         target = self.version + versions
         while self.version < target:
             self._start_ready(grid)
-            event = self.world.next_event()
-            self.sim_time_s = self.world.clock_s
+            event = self.async_world.next_event()
+            self.sim_time_s = self.async_world.clock_s
             if event is None:
                 why = self._stuck()
                 if why:
@@ -256,7 +275,7 @@ class BufferedFedAvg(SparseFedAvg):
 
     def _stuck(self) -> str:
         """Why no version can come any more ('' while one can)."""
-        if self.world.stalled():
+        if self.async_world.stalled():
             return "nobody in flight and no device will come online"
         if not self.in_flight and self.held and self.held >= set(self.devices.values()):
             return "every device declined its budget or ran out of memory"
@@ -264,7 +283,7 @@ class BufferedFedAvg(SparseFedAvg):
 
     def _book_open_interval(self) -> None:
         """A run that stops between versions still books the arrivals it had (no version, no row)."""
-        iv, now = self.interval, self.world.clock_s
+        iv, now = self.interval, self.async_world.clock_s
         if iv.entries:
             book_round(self.totals, version_row(iv.entries, iv, now), interval_timing(iv, now))
         self.interval = Interval(now)
@@ -294,7 +313,7 @@ class BufferedFedAvg(SparseFedAvg):
         limit = self.buffer_config.concurrency - len(self.in_flight)
         with self.timed("world"):
             held = frozenset(self.held) | frozenset(d for d in range(self.config.devices) if d not in by_device)
-            ready = self.world.ready(self.version, limit, held)
+            ready = self.async_world.ready(self.version, limit, held)
         if not ready:
             return
         if self.started_s is None:
@@ -305,7 +324,7 @@ class BufferedFedAvg(SparseFedAvg):
         sizes = {"wire": model_bytes(flat), "plain": model_bytes(dense)}
         self._sent = {d: sizes["plain" if d in self.plain else "wire"] for d in ready}
         with self.timed("world"):
-            plans = self.world.plan(self.dispatch, ready, self._sent)
+            plans = self.async_world.plan(self.dispatch, ready, self._sent)
         rejected0, failed0 = self.totals.rejected_updates, self.totals.failed_replies
         accepted, reports, replied = self._train(grid, ready, plans, flat, dense, by_device)
         self.interval.rejected += self.totals.rejected_updates - rejected0
@@ -324,7 +343,7 @@ class BufferedFedAvg(SparseFedAvg):
             self.in_flight[r.device_id] = InFlight(self.dispatch, self.version, r, a, change)
         self.interval.dispatched += len(ready)
         with self.timed("world"):
-            self.world.launch(self.dispatch, reports)
+            self.async_world.launch(self.dispatch, reports)
 
     def _wire(self) -> dict[str, np.ndarray]:
         """The global model in the wire format, encoded once a version (a version has many dispatches)."""
@@ -370,13 +389,13 @@ class BufferedFedAvg(SparseFedAvg):
     def _apply(self) -> ArrayRecord:
         """Apply the buffer: a new global version, its round row and timing for the evaluator."""
         current = self.global_weights
-        buffered = [(stale_applied(current, e.flight.change, staleness_weight(e.staleness)),
-                     e.flight.update.masks, e.flight.update.n_examples) for e in self.buffer]
+        buffered = [(stale_applied(current, e.change, staleness_weight(e.staleness)),
+                     e.update.masks, e.update.n_examples) for e in self.buffer]
         with self.timed("aggregation"):
             weights, masks = self.aggregate(buffered)
             if self.config.norm_statistics == "recalibrated":
-                weights = pool_statistics([(e.flight.update.weights, float(e.flight.update.metrics.get(
-                    "norm-batches", 0))) for e in self.buffer], self.config.statistics, weights)
+                weights = pool_statistics([(e.update.weights, float(e.update.metrics.get("norm-batches", 0)))
+                                           for e in self.buffer], self.config.statistics, weights)
             flat = encode_model(weights, masks, value_dtype=self.config.value_dtype)
             self.global_weights, self.global_masks = decode_model(flat)
         self.version += 1
@@ -388,13 +407,13 @@ class BufferedFedAvg(SparseFedAvg):
 
     def _close_interval(self) -> None:
         """The version's row, timing and device rows, and the run's totals, from the interval's arrivals."""
-        iv, now = self.interval, self.world.clock_s
+        iv, now = self.interval, self.async_world.clock_s
         entries = iv.entries
         timing = interval_timing(iv, now)
         outcomes = timing.devices
         reports = [e.flight.report for e in entries]
         applied = [e for e in entries if e.status == "ok"]
-        accepted = [e.flight.update for e in applied]
+        accepted = [e.update for e in applied]
         row = version_row(entries, iv, now)
         self.totals.accepted_updates += len(applied)
         book_round(self.totals, row, timing)
@@ -407,7 +426,7 @@ class BufferedFedAvg(SparseFedAvg):
             self.version + self.round_offset, [e.flight.report], RoundTiming(
                 frozenset([e.arrival.device_id]) if e.status == "ok" else frozenset(), {e.arrival.device_id: e.status},
                 now, o.energy_j, start_s=iv.start_s, devices=(o,)),
-            self.real, self.plain, [e.flight.update] if e.status == "ok" else [])]
+            self.real, self.plain, [e.update] if e.status == "ok" else [])]
         self.last_adapted = {a.device_id for a in accepted if a.metrics.get("adapted", 0)}
         self.last_offline, self.last_busy = frozenset(), frozenset(self.in_flight)
         self.sim_time_s = now
@@ -432,8 +451,7 @@ def version_row(entries: list[Entry], interval: Interval, now: float) -> dict:
     useful = [e for e in entries if e.status == "ok"]
     wasted = [e for e in entries if e.status != "ok"]
     counts = {f"n_{s}": sum(1 for e in entries if e.status == s) for s in STATUS_COUNTS}
-    accuracy = [e.flight.update.metrics["local-accuracy"] for e in useful
-                if "local-accuracy" in e.flight.update.metrics]
+    accuracy = [e.update.metrics["local-accuracy"] for e in useful if "local-accuracy" in e.update.metrics]
     modelled = [e.arrival.outcome.compute_s for e in useful]
     measured = [e.flight.report.measured_compute_s for e in useful if e.flight.report.measured_compute_s is not None]
     return {
@@ -452,8 +470,8 @@ def version_row(entries: list[Entry], interval: Interval, now: float) -> dict:
         "wasted_energy_j": math.fsum(e.arrival.outcome.energy_j for e in wasted),
         "modelled_compute_s": sum(modelled), "measured_compute_s": sum(measured) if measured else None,
         **counts, "n_offline": 0,
-        "n_adapted": sum(1 for e in useful if e.flight.update.metrics.get("adapted", 0)),
+        "n_adapted": sum(1 for e in useful if e.update.metrics.get("adapted", 0)),
         "local_accuracy": float(np.mean(accuracy)) if accuracy else 0.0,
-        "tasks": "|".join(str(int(e.flight.update.metrics.get("task-id", -1))) for e in useful),
+        "tasks": "|".join(str(int(e.update.metrics.get("task-id", -1))) for e in useful),
         "statuses": "|".join(f"{e.arrival.device_id}:{e.status}" for e in entries),
     }

@@ -15,11 +15,11 @@ import logging
 import math
 import random
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -31,8 +31,10 @@ from clients.wire import SEP, decode_model, encode_model, model_bytes
 from server.aggregate import (
     in_mask_share, mask_aware_average, pool_statistics, resparsify, union_mask, zero_filled_fedavg,
 )
-from server.bookkeeping import Accepted, DeviceReport, RoundTiming, Totals, book_round, device_rows, round_row
-from server.validate import UpdateRejected, validate_update
+from server.bookkeeping import (
+    DEVICE_WORK, Accepted, DeviceReport, RoundTiming, Totals, book_round, device_rows, round_row,
+)
+from server.validate import UpdateRejected, figure, optional_figure, validate_update
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,12 @@ AGGREGATIONS = ("mask-aware", "fedavg")
 PLAIN_WEIGHTS = ("in-mask", "examples")
 NORM_STATISTICS = ("averaged", "recalibrated")
 
+
+# What the server reads from a device's metrics (timing, energy, the average's weights, the rows): where
+# present, each must be a finite number >= 0, or the reply is rejected.
+FIGURES = ("num-examples", "train-flops", "kernel-flops", "round-peak-memory-bytes", "peak-memory-bytes",
+           "compute-s", "process-peak-rss-bytes", "energy-j", "norm-batches", "local-accuracy", "adapted",
+           *DEVICE_WORK)
 
 # A round waits for its training replies at least federation.round_timeout_s, and at least this many
 # times the slowest sampled device's modelled round (download, its last round's work at its profile's
@@ -85,6 +93,7 @@ class ServerConfig:
     over_select: float = 1.0
 
 
+@runtime_checkable
 class World(Protocol):
     """Plans each round before anyone trains and settles it after (fleet.world, with simpy)."""
 
@@ -141,9 +150,9 @@ def project_onto(weights: dict[str, np.ndarray], global_masks: dict[str, np.ndar
 
 def measured_figures(metrics: dict) -> tuple[float | None, int | None, float | None]:
     """What the device measured itself: compute seconds, its process's peak memory, energy (or None)."""
-    def get(key, kind):
-        return None if metrics.get(key) is None else kind(metrics[key])
-    return get("compute-s", float), get("process-peak-rss-bytes", int), get("energy-j", float)
+    rss = optional_figure(metrics, "process-peak-rss-bytes")
+    return (optional_figure(metrics, "compute-s"), None if rss is None else int(rss),
+            optional_figure(metrics, "energy-j"))
 
 
 def plain_model(weights: dict[str, np.ndarray], counters: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -194,7 +203,8 @@ class SparseFedAvg(FedAvg):
         self.global_weights: dict[str, np.ndarray] = {}
         self.global_masks: dict[str, np.ndarray] = {}
         self.round_offset = 0                  # rounds finished before this start (a resumed run)
-        self.spent: Counter = Counter()        # wall seconds in the world and in aggregation (where time goes)
+        # wall seconds in the world and in aggregation (where time goes)
+        self.spent: defaultdict[str, float] = defaultdict(float)
         self.started_s: float | None = None    # perf_counter when the first round was configured
         self._sent: dict[int, int] = {}        # device id -> bytes sent to it this round
         self.round_work: dict[int, float] = {}  # device id -> kernel FLOPs of its last completed round
@@ -268,7 +278,9 @@ class SparseFedAvg(FedAvg):
         Flower client the dense arrays and its settings; stamped with the clock it starts at."""
         messages = []
         for device in chosen:
+            content: dict[str, ArrayRecord | MetricRecord | ConfigRecord]
             if device in self.plain:  # what a stock Flower ClientApp reads: arrays to load, its settings
+                assert plain is not None, "the dense arrays are made whenever a plain client is known"
                 content = {"arrays": plain, "config": ConfigRecord({
                     "server-round": server_round, "device-spec": self.config.device_spec,
                     "sim-time-s": float(self.sim_time_s), **self.config.plain_config})}
@@ -323,13 +335,19 @@ class SparseFedAvg(FedAvg):
         unanswered = {}
         for reply in grid.send_and_receive(queries, timeout=self.config.connect_timeout_s):
             node = reply.metadata.src_node_id
-            if not reply.has_error() and "metrics" in reply.content and "device-id" in reply.content["metrics"]:
-                answer = reply.content["metrics"]
-                self.devices[node] = int(answer["device-id"])
-                if int(answer.get("real", 0)):
-                    self.real.add(self.devices[node])
-            else:
+            if reply.has_error() or "metrics" not in reply.content or "device-id" not in reply.content["metrics"]:
                 unanswered[node] = "an error" if reply.has_error() else "no device id"
+                continue
+            answer = reply.content["metrics"]
+            claimed = answer["device-id"]
+            if isinstance(claimed, bool) or not isinstance(claimed, int) or claimed < 0 or (
+                    self.config.devices and claimed >= self.config.devices):
+                fleet = f"[0, {self.config.devices})" if self.config.devices else "0 or above"
+                unanswered[node] = f"{claimed!r:.40}, not a device id in {fleet}"
+                continue
+            self.devices[node] = claimed  # a device that reconnects claims its id again from a new node
+            if answer.get("real", 0):
+                self.real.add(claimed)
         for node in new:  # an error, a reply without a device id, or none at all: it cannot say
             if node not in self.devices:
                 self.devices[node] = self._free_id()
@@ -401,14 +419,22 @@ class SparseFedAvg(FedAvg):
             metrics = dict(reply.content["metrics"]) if "metrics" in reply.content else {}
             info = dict(reply.content["info"]) if "info" in reply.content else {}
             status = str(info.get("status", "ok"))
-            flops = float(metrics.get("train-flops", 0.0))
-            kernel = float(metrics.get("kernel-flops", flops))
-            memory = int(metrics.get("round-peak-memory-bytes", metrics.get("peak-memory-bytes", 0)))
+            try:
+                for key in FIGURES:
+                    figure(metrics, key)
+                flops = figure(metrics, "train-flops")
+                kernel = figure(metrics, "kernel-flops", flops)
+                memory = int(figure(metrics, "round-peak-memory-bytes", figure(metrics, "peak-memory-bytes")))
+                n_examples: float = int(figure(metrics, "num-examples", 1))
+                measured = measured_figures(metrics)
+            except UpdateRejected as err:
+                self._reject(server_round, device, err)
+                continue
             if info.get("adaptations"):
-                t.notes.append(f"round {server_round}, device {device}: adapted: {info['adaptations']}")
+                t.notes.append(f"round {server_round}, device {device}: adapted: {str(info['adaptations'])}")
             if status in ("declined", "failed"):
                 if status == "declined":
-                    t.notes.append(f"round {server_round}, device {device}: declined: {info.get('reason', '')}")
+                    t.notes.append(f"round {server_round}, device {device}: declined: {str(info.get('reason', ''))}")
                 reports.append(DeviceReport(device, flops, down, 0, 0, kernel, status))
                 continue
             try:
@@ -419,11 +445,8 @@ class SparseFedAvg(FedAvg):
                 weights, masks = validate_update(flat, self.global_weights)
                 plain = all(SEP not in k for k in flat)  # an ordinary Flower client's dense state_dict
             except (UpdateRejected, KeyError, TypeError, ValueError) as err:
-                t.rejected_updates += 1
-                t.rejections.append(f"round {server_round}, device {device}: {err}")
-                log.warning("device %s: %s", device, err)
+                self._reject(server_round, device, err)
                 continue
-            n_examples = int(metrics.get("num-examples", 1))
             if self.config.sparsity is not None and plain:
                 dense = weights
                 weights, masks = project_onto(dense, self.global_masks, self.config.masked_names,
@@ -432,12 +455,17 @@ class SparseFedAvg(FedAvg):
             accepted.append(Accepted(device, weights, masks, n_examples, metrics))
             if kernel > 0:
                 self.round_work[device] = kernel
-            reports.append(DeviceReport(device, flops, down, model_bytes(flat), memory, kernel, "ok",
-                                        *measured_figures(metrics)))
+            reports.append(DeviceReport(device, flops, down, model_bytes(flat), memory, kernel, "ok", *measured))
         return accepted, reports
 
+    def _reject(self, server_round: int, device: int, err: Exception) -> None:
+        """Count a reply whose update or figures failed validation; the run goes on without it."""
+        self.totals.rejected_updates += 1
+        self.totals.rejections.append(f"round {server_round}, device {device}: {err}")
+        log.warning("device %s: %s", device, err)
+
     def plain_count(self, dense: dict[str, np.ndarray], projected_masks: dict[str, np.ndarray],
-                    n_examples: int) -> tuple[float, float]:
+                    n_examples: float) -> tuple[float, float]:
         """What a plain client's dense update counts for once projected (project_onto's masks), and the
         share of its change over the masked tensors that it keeps.
 

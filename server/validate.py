@@ -7,6 +7,9 @@ accepted as (weights, masks) or rejected with a one-line reason naming the tenso
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 import numpy as np
 
 from clients.wire import SEP, WireError, decode_model, split_model
@@ -109,3 +112,20 @@ def validate_update(flat: Arrays, reference: Arrays) -> tuple[Arrays, Arrays]:
     for name in reference:
         _check_tensor(name, weights[name], reference[name])
     return weights, masks
+
+
+def figure(values: Mapping[str, object], key: str, default: float = 0.0) -> float:
+    """A figure a device reported (FLOPs, bytes, seconds, examples): a finite number >= 0, or `default`
+    where it said none. The server books them (time, energy, the average's weights), so one that is not
+    rejects the reply instead of crashing the run or poisoning the totals."""
+    value = values.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise UpdateRejected(f"its {key!r} must be a finite number >= 0, got {value!r:.40}")
+    return float(value)
+
+
+def optional_figure(values: Mapping[str, object], key: str) -> float | None:
+    """A figure the device may not have measured (its compute seconds, peak memory, energy): None if absent."""
+    return None if values.get(key) is None else figure(values, key)

@@ -238,7 +238,7 @@ def test_a_run_stopped_at_a_version_and_restored_reaches_the_same_versions():
     snap, arrays = first.snapshot(), first.flight_arrays()
     assert [f["device"] for f in snap["in_flight"]] == [1] and any(k.startswith("1/change/") for k in arrays)
     world = FixedTimes({0: 1.0, 1: 2.5})  # the world's own snapshot is fleet.world.async_world's: copy its state here
-    world.clock_s, world.flying = first.world.clock_s, dict(first.world.flying)
+    world.clock_s, world.flying = first.async_world.clock_s, dict(first.async_world.flying)
     second = server(world, k=1, bound=5, concurrency=2, devices=2)
     import json
 
@@ -277,3 +277,17 @@ def test_a_device_arriving_twice_in_a_version_gets_a_row_each_with_its_own_statu
     run(s, Devices(2), 1)
     assert [(r["device"], r["status"]) for r in s.last_device_rows] == [(0, "failed"), (0, "ok"), (0, "ok")]
     assert s.last_row["n_failed"] == 1 and s.last_row["accepted"] == 2
+
+
+def test_each_strategy_asks_for_its_own_world():
+    """The buffered server is driven by an AsyncWorld's events, the synchronous one by a World's rounds: handed
+    the other kind, the run stops before it starts, naming what it got."""
+    from server.app import make_strategy
+    from server.strategy import InstantWorld
+
+    config = ServerConfig(rounds=1, devices_per_round=1, min_available=1)
+    with pytest.raises(TypeError, match="asynchronous versions need an AsyncWorld, not a InstantWorld"):
+        make_strategy(config, InstantWorld(), BufferConfig(1, 1, 1))
+    with pytest.raises(TypeError, match="synchronous rounds need a World, not a FixedTimes"):
+        make_strategy(config, FixedTimes({0: 1.0}))
+    assert make_strategy(config, FixedTimes({0: 1.0}), BufferConfig(1, 1, 1)).async_world is not None

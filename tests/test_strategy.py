@@ -275,3 +275,59 @@ def test_a_failed_reply_without_a_reason_is_counted_as_failed():
     failed = Message(Error(code=0, reason=None), reply_to=sent)
     s.aggregate_train(1, [failed, reply(101, good_update([7, 0, 9, 0], [True, False, True, False]))])
     assert s.totals.failed_replies == 1 and any("failed: ?" in r for r in s.totals.rejections)
+
+
+@pytest.mark.parametrize("metrics", [
+    ConfigRecord({"num-examples": "ten", "train-flops": 1e6}),      # a string where a count belongs
+    MetricRecord({"num-examples": -3, "train-flops": 1e6}),         # a negative count
+    MetricRecord({"num-examples": 10, "train-flops": [1e6, 2e6]}),  # a list where one figure belongs
+    MetricRecord({"num-examples": 10, "train-flops": float("nan")}),
+    MetricRecord({"num-examples": 10, "train-flops": 1e6, "compute-s": float("inf")}),
+    ConfigRecord({"num-examples": 10, "train-flops": 1e6, "task-id": "two"}),
+    MetricRecord({"num-examples": 10, "train-flops": 1e6, "norm-batches": [1, 2]}),
+    MetricRecord({"num-examples": 10, "train-flops": 1e6, "local-accuracy": float("nan")}),
+], ids=["string", "negative", "list", "nan", "inf-measured", "task", "norm-batches", "accuracy"])
+def test_a_reply_with_malformed_figures_is_rejected_not_a_crash(metrics):
+    """A device's figures are booked (time, energy, the average's weights): one that is not a finite number
+    >= 0 rejects its reply, names the figure, and the round goes on with the good update."""
+    s = strategy()
+    sent = Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=100, message_type=MessageType.TRAIN)
+    odd = Message(RecordDict({"arrays": to_arrays(good_update([5, 5, 0, 0], [True, True, False, False])),
+                              "metrics": metrics}), reply_to=sent)
+    arrays, out = s.aggregate_train(1, [odd, reply(101, good_update([7, 0, 9, 0], [True, False, True, False]))])
+    assert out["rejected"] == 1 and out["accepted"] == 1
+    assert any("device 0" in r and "must be a finite number >= 0" in r for r in s.totals.rejections)
+    assert np.allclose(s.global_weights["conv.weight"], [7, 0, 9, 0])
+
+
+def test_a_declined_reply_with_malformed_figures_is_rejected_not_a_crash():
+    s = strategy()
+    sent = Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=100, message_type=MessageType.TRAIN)
+    odd = Message(RecordDict({"info": ConfigRecord({"status": "declined", "reason": "budget"}),
+                              "metrics": ConfigRecord({"train-flops": "lots"})}), reply_to=sent)
+    arrays, out = s.aggregate_train(1, [odd, reply(101, good_update([7, 0, 9, 0], [True, False, True, False]))])
+    assert out["rejected"] == 1 and any("'train-flops'" in r for r in s.totals.rejections)
+
+
+class Answers:
+    """A grid whose nodes answer the device query with the device ids given (node -> id)."""
+
+    def __init__(self, answers: dict):
+        self.answers = answers
+
+    def get_node_ids(self):
+        return list(self.answers)
+
+    def send_and_receive(self, messages, timeout=None):
+        return [Message(RecordDict({"metrics": ConfigRecord({"device-id": self.answers[m.metadata.dst_node_id]})}),
+                        reply_to=m) for m in messages]
+
+
+def test_a_node_claiming_an_impossible_device_id_is_a_plain_client_not_a_crash():
+    """A device id that is not an integer in the fleet's range cannot be the device's: the node is treated as
+    one that cannot say (the next free id, dense arrays, a note saying why)."""
+    s = SparseFedAvg(ServerConfig(rounds=1, devices_per_round=4, min_available=1, devices=4))
+    s._identify(Answers({100: 0, 101: "abc", 102: 99, 103: -1}), {100, 101, 102, 103})
+    assert s.devices == {100: 0, 101: 3, 102: 2, 103: 1} and s.plain == {1, 2, 3}
+    assert any("device 3 is a plain Flower client (its device query got 'abc', not a device id in [0, 4))" in n
+               for n in s.totals.notes)
