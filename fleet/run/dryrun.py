@@ -168,7 +168,7 @@ class DryBuffered(BufferedFedAvg):
     def _train(self, grid, ready, plans, flat, dense, by_device):
         accepted, reports = [], []
         for d in ready:
-            task = spec_task(self.spec, d, self.dispatch, self.world.clock_s)
+            task = spec_task(self.spec, d, self.dispatch, self.async_world.clock_s)
             examples = int(self.sizes[task, d])
             work, book = round_work(self.cost, task, examples, self.spec.local_epochs, self.books[d], plans[d])
             if work.status == "ok":  # a device keeps its state unless its round is ok (clients.app)
