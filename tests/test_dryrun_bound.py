@@ -109,6 +109,7 @@ def plan_for(entry, cost_: StepCost) -> tuple[dict, RoundBudget, float | None]:
     ("derpp", {"sparcl": {"enabled": False}, "federation": {"norm_statistics": "averaged"}}),  # dense
     ("finetune", {"sparcl": {"ddr": False}}),
     ("der", {"federation": {"mask_policy": "local"}, "sparcl": {"dgm_keep": 0.05}}),
+    ("derpp", {"train": {"batches": "balanced"}}),                    # DDR's epochs cut into balanced batches
 ])
 def test_the_dry_run_trains_as_a_real_device_and_bounds_its_counted_flops(method, over):
     scenario = parse_scenario(scenario_data(method, **over), source="bound")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from clients.batching import BATCHINGS
 from clients.budget import Fit
 from clients.cl.methods import MethodConfig
 from clients.errors import InputError, excerpt
@@ -37,6 +38,9 @@ class TrainConfig:
     # where the learner's tensors live: cpu, cuda (the process's current GPU), cuda:N, or auto
     # (cuda where this process sees one); resolved where the learner runs (torch_device)
     device: str = "cpu"
+    # how an epoch is cut into batches: as PyTorch's DataLoader (the reference; a small remainder
+    # last) or balanced (as many steps, sizes within one example); clients.batching
+    batches: str = "loader"
 
     def __post_init__(self) -> None:
         if self.epochs_per_task < 1:
@@ -46,6 +50,8 @@ class TrainConfig:
         if not self.lr > 0:
             raise InputError(f"lr must be > 0, got {self.lr}")
         check_device_name(self.device)
+        if self.batches not in BATCHINGS:
+            raise InputError(f"batches must be one of {', '.join(BATCHINGS)}, got {excerpt(self.batches)}")
 
 
 def check_device_name(name: str, what: str = "train device") -> None:

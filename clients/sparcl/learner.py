@@ -28,6 +28,7 @@ from clients.accounting import (
     MemoryEstimate, buffer_bytes, compacted_densities, forward_flops_per_example, peak_memory, profile_model,
     training_flops_per_example,
 )
+from clients.batching import next_batch
 from clients.budget import KernelModel, RoundBudget, fit_memory, kernel_flops_per_example
 from clients.backbones import SmallCNN, build_backbone, compacted_inputs, masked_parameter_names
 from clients.cl.methods import build_method
@@ -118,8 +119,13 @@ class Learner:
             self._start_epoch()
         assert self.order is not None  # _start_epoch drew it
         while self.cursor < len(self.order):
-            self._train_batch(self.batch_size)
+            self._train_batch(self._next_batch())
         return self._finish_epoch()
+
+    def _next_batch(self) -> int:
+        """The size of the epoch's next batch (clients.batching), at the batch size this round allows."""
+        assert self.order is not None  # only within an epoch
+        return next_batch(len(self.order) - self.cursor, self.batch_size, self.config.train.batches)
 
     def _start_epoch(self) -> None:
         """The schedule's epoch-start events (mask update, DGM restart, removal), then a fresh order."""
@@ -207,9 +213,11 @@ class Learner:
         streams, and with them the training that follows, are untouched."""
         order = np.random.default_rng([self.config.train.seed, self.task_id]).permutation(len(self.y))
         buffer, stored = self.method.buffer, len(self.method.buffer)
-        draw, cursor = min(self.method.minibatch, stored), 0
-        for start in range(0, len(order), self.batch_size):
-            yield self.x[order[start:start + self.batch_size]]
+        draw, cursor, start = min(self.method.minibatch, stored), 0, 0
+        while start < len(order):
+            n = next_batch(len(order) - start, self.batch_size, self.config.train.batches)
+            yield self.x[order[start:start + n]]
+            start += n
             for _ in range(self.method.draws if stored and self.method.replay_on else 0):
                 yield buffer.examples[(torch.arange(draw, device=buffer.examples.device) + cursor) % stored]
                 cursor = (cursor + draw) % stored
@@ -266,7 +274,7 @@ class Learner:
             if self.order is None:
                 self._start_epoch()
             assert self.order is not None  # _start_epoch drew it
-            n = min(self.batch_size, len(self.order) - self.cursor)
+            n = self._next_batch()
             cost = m.step_examples(n) * self.step_costs()[1]
             ends_task = self.cursor + n >= len(self.order) and self.epoch + 1 >= self.epochs_per_task
             if ends_task and self.config.train.recalibrate_norms:

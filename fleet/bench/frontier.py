@@ -47,8 +47,9 @@ def frontier_points(report: dict, source: str) -> list[dict]:
 def comparable(reports: Sequence[tuple[str, dict]]) -> None:
     """Points share one axis only if they ran the same data, model and schedule."""
     keys = ("dataset", "width", "max_per_class", "epochs", "method", "lr", "buffer_size", "recalibrate_norms",
-            "mask_other_classes")
-    absent = {"recalibrate_norms": False, "mask_other_classes": True}  # what reports from before a key ran
+            "mask_other_classes", "batches")
+    # what reports from before a key ran
+    absent = {"recalibrate_norms": False, "mask_other_classes": True, "batches": "loader"}
     first_name, first = reports[0]
     for name, report in reports[1:]:
         for key in keys:

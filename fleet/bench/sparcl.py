@@ -29,6 +29,7 @@ import torch
 
 from clients.accounting import profile_model, training_flops_per_example
 from clients.backbones import RESNET_WIDTHS, build_backbone, resolved_backbone
+from clients.batching import BATCHINGS
 from clients.cl.methods import MethodConfig
 from clients.data import TaskStream, load_stream
 from clients.errors import InputError, excerpt
@@ -83,6 +84,7 @@ class BenchConfig:
     ddr_rank: str = "forgetting"  # DDR removes the least-forgotten examples, or (the control) random ones
     ddr_presentations: int = rule(1, ge=1)  # epochs of statistics each DDR removal waits for (DDRConfig.presentations)
     device: str = "cpu"  # where every arm trains (clients.sparcl.config.TrainConfig.device)
+    batches: str = rule("loader", choices=BATCHINGS)  # how every arm cuts an epoch into batches (clients.batching)
     # the dense method on a narrower backbone: the other cheap way to train less (what channel masks
     # must beat, since a channel-masked network is a narrower one). None: with `controls`, the width
     # whose training FLOPs are nearest SparCL's (`narrow_match`), chosen after the first seed's run
@@ -188,7 +190,7 @@ def learner_config(config: BenchConfig, sparcl: SparCLConfig, seed: int, epochs:
                           mask_other_classes=config.mask_other_classes, augment=config.dataset == "cifar10",
                           replay_from_task=config.replay_from_task)
     train = TrainConfig(epochs_per_task=epochs or config.epochs, lr=config.lr, seed=seed,
-                        recalibrate_norms=config.recalibrate_norms, device=config.device)
+                        recalibrate_norms=config.recalibrate_norms, device=config.device, batches=config.batches)
     return LearnerConfig(method=method, sparcl=sparcl, width=width or config.width, train=train)
 
 

@@ -38,7 +38,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         width=args.width, ablation=args.ablation, dgm_keep=args.dgm_keep,
         mask_other_classes=not args.no_class_mask, max_per_class=args.max_per_class,
         equal_flops=not args.no_equal_flops, granularity=args.granularity, sparse_kernels=args.sparse_kernels,
-        recalibrate_norms=args.recalibrate_norms, ddr_rank=args.ddr_rank, device=args.device,
+        recalibrate_norms=args.recalibrate_norms, ddr_rank=args.ddr_rank, device=args.device, batches=args.batches,
         narrow_width=args.narrow_width, controls=not args.no_controls, narrow_match=args.narrow_match,
         **given,
     )

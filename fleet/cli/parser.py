@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from clients.batching import BATCHINGS
 from clients.sparcl.ddr import RANKS as DDR_RANKS
 from fleet.cli.arguments import (
     ArgumentParser,
@@ -160,6 +161,10 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--recalibrate-norms", action="store_true",
                        help="every arm recomputes its BatchNorm statistics at each task's end (one forward pass "
                        "over the task and the buffer, counted) instead of keeping the lagging running average")
+    bench.add_argument("--batches", default="loader", choices=BATCHINGS,
+                       help="how every arm cuts an epoch into batches: as PyTorch's DataLoader and the reference "
+                       "(full batches, then the remainder, however small) or balanced (as many steps, in sizes "
+                       "within one example, so DDR's removals leave no tiny last batch)")
     bench.add_argument("--ddr-rank", default="forgetting", choices=DDR_RANKS,
                        help="which examples DDR removes: the least forgotten (SparCL), or random ones (the control)")
     bench.add_argument("--ddr-presentations", type=int, default=None, metavar="K",

@@ -147,6 +147,7 @@ class Scenario:
             seed=seed,
             recalibrate_norms=self.train.recalibrate_norms,
             device=self.train.device,
+            batches=self.train.batches,
         )
         return LearnerConfig(method=self.method.config(self.dataset.name), sparcl=sparcl, train=train,
                              backbone=self.train.backbone, width=self.train.width, norm=self.train.norm)

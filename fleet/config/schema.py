@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 
 
 from clients.backbones import BACKBONES, NORMS
+from clients.batching import BATCHINGS
 from clients.budget import KERNELS
 from clients.cl.methods import METHODS, MethodConfig
 from clients.data import DATASETS, IDX_DATASETS
@@ -105,6 +106,9 @@ class TrainSpec:
     batch_size: int = rule(32, ge=1)
     lr: float = rule(0.03, gt=0)
     recalibrate_norms: bool = False  # recompute the norms' statistics at each task's end (Learner.recalibrate_norms)
+    # how an epoch is cut into batches: "loader" as PyTorch's DataLoader and the reference (a small
+    # remainder last), "balanced" as many steps in sizes within one example (clients.batching)
+    batches: str = rule("loader", choices=BATCHINGS)
     backbone: str = rule("auto", choices=BACKBONES)
     width: int | None = rule(None, ge=1, le=MAX_WIDTH)
     # where each device's learner trains: cpu, cuda, or auto (a GPU where its process sees one)

@@ -42,6 +42,7 @@ import numpy as np
 import yaml
 
 from clients.accounting import compacted_densities, forward_flops_per_example, training_flops_per_example
+from clients.batching import next_batch
 from clients.budget import Fit, KernelModel, fit_memory
 from clients.data import TaskStream, load_stream, partition_indices
 from clients.device import RECALIBRATION_SHARE, DeviceSpec, spec_task
@@ -89,6 +90,7 @@ class StepCost:
     recalibrate_norms: bool = False    # train.recalibrate_norms: a pass at the task's end, inside the round
     has_norms: bool = True             # the model keeps norm statistics (a pass counts only then)
     fixed_kernels: bool = True         # a step's kernel cost does not follow the mask: FLOPs are a bound
+    batches: str = "loader"            # train.batches: how an epoch is cut into batches (clients.batching)
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,7 @@ def step_cost(spec: DeviceSpec, learner: Learner, kernels: KernelModel, *, respa
     return StepCost(training_flops_per_example(learner.cost, weights, grads, compacted), kernel_flops,
                     train.batch_size, m.minibatch, m.draws, m.buffer.capacity, learner.round_memory, recalibrate,
                     forward_flops_per_example(learner.cost, weights, compacted), epochs_per_task, removals,
-                    train.recalibrate_norms, learner.has_norm_statistics, fixed)
+                    train.recalibrate_norms, learner.has_norm_statistics, fixed, train.batches)
 
 
 def densest_masks(learner: Learner, mask_policy: str, resparsify: bool) -> tuple[dict[str, float], dict[str, float]]:
@@ -258,9 +260,9 @@ def train_steps(cost: StepCost, book: DeviceBook, examples: int, epochs: int, ba
 
     As the learner does it: the round's step count is fixed from the active examples at its start;
     an epoch starts with DDR's removals (a share of the task, at the schedule's epochs); each step
-    takes the next (possibly partial) batch of the epoch's order and `draws` buffer draws of
-    min(draw, stored) examples, where the buffer stores min(seen, capacity) and every trained
-    example is offered to it after its step (reservoir sampling: the first `capacity` all stay),
+    takes the next batch of the epoch's order (clients.batching: a partial one last, or balanced)
+    and `draws` buffer draws of min(draw, stored) examples, where the buffer stores min(seen, capacity)
+    and every trained example is offered to it after its step (reservoir sampling: the first `capacity` all stay),
     so replay starts at a device's second step; the round stops before a step (with the task's
     end-of-task pass, if it ends the task) that would overrun `compute`.
     """
@@ -275,7 +277,7 @@ def train_steps(cost: StepCost, book: DeviceBook, examples: int, epochs: int, ba
             if drop > 0:
                 active, removed = active - drop, removed + drop
             order, cursor = active, 0
-        n = min(batch, order - cursor)
+        n = next_batch(order - cursor, batch, cost.batches)
         stored = min(seen, capacity)
         step = n + cost.draws * min(draw, stored)
         step_flops = step * kpe
