@@ -206,12 +206,18 @@ def markdown_file(path: str) -> str:
                      for line in lines if not line.startswith("wrote "))
 
 
-def first_table(path: str) -> str:
-    """The first markdown table in a benchmark's printed output under results/."""
-    lines = (ROOT / path).read_text().splitlines()
+def first_table(path: str, count: int = 1) -> str:
+    """The first `count` markdown tables in a benchmark's printed output under results/, with the one-line
+    verdicts between them (as markdown_file writes them)."""
+    lines = markdown_file(path).splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    return "\n".join(lines[start:end])
+    end = start
+    for _ in range(count):
+        end = next(i for i in range(end, len(lines) + 1) if i == len(lines) or lines[i].startswith("|"))
+        end = next((i for i in range(end, len(lines)) if not lines[i].startswith("|")), len(lines))
+    while end < len(lines) and lines[end].startswith("- "):  # the verdicts on the last table
+        end += 1
+    return "\n".join(lines[start:end]).strip()
 
 
 def choice_table(folder: str) -> str:
