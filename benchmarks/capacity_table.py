@@ -163,6 +163,9 @@ def table_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
+TARGET_SEEDS = 5  # the issue's target is judged over 5 seeds
+
+
 def meets_target(rows: list[dict], width: int, sparsity: float = 0.9) -> str:
     """The issue's target for SparCL-DER++ at `sparsity` and `width`, with what misses."""
     got = {r["control"]: r for r in rows if (r["width"], r["sparsity"], r["arm"]) == (width, sparsity, "full")}
@@ -180,6 +183,9 @@ def meets_target(rows: list[dict], width: int, sparsity: float = 0.9) -> str:
         misses.append(f"{static['delta_median']:+.2f} vs the static mask")
     if narrow["delta_median"] <= 0:
         misses.append(f"{narrow['delta_median']:+.2f} vs equal-FLOPs dense")
+    seeds = len(dense["seeds"].split())
+    if seeds < TARGET_SEEDS:  # a median of fewer is no finding, whatever it says
+        misses.append(f"{seeds} seed{'s' if seeds > 1 else ''} (target {TARGET_SEEDS})")
     return "met" if not misses else "missed: " + "; ".join(misses)
 
 

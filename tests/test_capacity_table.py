@@ -75,14 +75,17 @@ def test_an_arm_trained_on_a_gpu_is_timed_on_the_wall_clock_and_names_its_gpu():
 def test_the_target_names_what_misses():
     rows = capacity.table_rows(rows_of(arm(32, 0.9, 0, SEED0), arm(32, 0.9, 1, SEED1)))
     assert capacity.meets_target(rows, 32) == (
-        "missed: median -2.00 vs dense (target >= -1)")
+        "missed: median -2.00 vs dense (target >= -1); 2 seeds (target 5)")
     good0 = {**SEED0, "full": (72.5, 100.0, 250.0, 6912)}
     good1 = {**SEED1, "full": (74.0, 100.0, 200.0, 6912)}
     rows = capacity.table_rows(rows_of(arm(32, 0.9, 0, good0), arm(32, 0.9, 1, good1)))
-    assert capacity.meets_target(rows, 32) == "met"
+    assert capacity.meets_target(rows, 32) == "missed: 2 seeds (target 5)"  # a median of two is no finding
+    five = [arm(32, 0.9, s, good0 if s % 2 == 0 else good1) for s in range(5)]
+    assert capacity.meets_target(capacity.table_rows(rows_of(*five)), 32) == "met"
     cheap = {**SEED0, "full": (72.5, 101.0, 250.0, 6912), "static": (75.0, 110.0, 280.0, 6912)}
     rows = capacity.table_rows(rows_of(arm(32, 0.9, 0, cheap)))
-    assert capacity.meets_target(rows, 32) == "missed: FLOPs 9.9x fewer (target 10x); -2.50 vs the static mask"
+    assert capacity.meets_target(rows, 32) == (
+        "missed: FLOPs 9.9x fewer (target 10x); -2.50 vs the static mask; 1 seed (target 5)")
     assert capacity.meets_target(rows, 64) == "not all controls ran"
 
 
