@@ -34,7 +34,7 @@ from server.aggregate import (
 from server.bookkeeping import (
     DEVICE_WORK, Accepted, DeviceReport, RoundTiming, Totals, book_round, device_rows, round_row,
 )
-from server.validate import UpdateRejected, figure, optional_figure, validate_update
+from server.validate import UpdateRejected, reported_figures, validate_update
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +148,11 @@ def project_onto(weights: dict[str, np.ndarray], global_masks: dict[str, np.ndar
     return {n: (w * masks[n] if n in masks else w) for n, w in weights.items()}, masks
 
 
-def measured_figures(metrics: dict) -> tuple[float | None, int | None, float | None]:
-    """What the device measured itself: compute seconds, its process's peak memory, energy (or None)."""
-    rss = optional_figure(metrics, "process-peak-rss-bytes")
-    return (optional_figure(metrics, "compute-s"), None if rss is None else int(rss),
-            optional_figure(metrics, "energy-j"))
+def measured_figures(figures: dict[str, float]) -> tuple[float | None, int | None, float | None]:
+    """What the device measured itself (its checked `figures`): compute seconds, its process's peak memory,
+    energy (or None)."""
+    rss = figures.get("process-peak-rss-bytes")
+    return figures.get("compute-s"), None if rss is None else int(rss), figures.get("energy-j")
 
 
 def plain_model(weights: dict[str, np.ndarray], counters: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -420,16 +420,14 @@ class SparseFedAvg(FedAvg):
             info = dict(reply.content["info"]) if "info" in reply.content else {}
             status = str(info.get("status", "ok"))
             try:
-                for key in FIGURES:
-                    figure(metrics, key)
-                flops = figure(metrics, "train-flops")
-                kernel = figure(metrics, "kernel-flops", flops)
-                memory = int(figure(metrics, "round-peak-memory-bytes", figure(metrics, "peak-memory-bytes")))
-                n_examples: float = int(figure(metrics, "num-examples", 1))
-                measured = measured_figures(metrics)
+                figures = reported_figures(metrics, FIGURES)
             except UpdateRejected as err:
                 self._reject(server_round, device, err)
                 continue
+            flops = figures.get("train-flops", 0.0)
+            kernel = figures.get("kernel-flops", flops)
+            memory = int(figures.get("round-peak-memory-bytes", figures.get("peak-memory-bytes", 0)))
+            n_examples: float = int(figures.get("num-examples", 1))
             if info.get("adaptations"):
                 t.notes.append(f"round {server_round}, device {device}: adapted: {str(info['adaptations'])}")
             if status in ("declined", "failed"):
@@ -455,7 +453,8 @@ class SparseFedAvg(FedAvg):
             accepted.append(Accepted(device, weights, masks, n_examples, metrics))
             if kernel > 0:
                 self.round_work[device] = kernel
-            reports.append(DeviceReport(device, flops, down, model_bytes(flat), memory, kernel, "ok", *measured))
+            reports.append(DeviceReport(device, flops, down, model_bytes(flat), memory, kernel, "ok",
+                                        *measured_figures(figures)))
         return accepted, reports
 
     def _reject(self, server_round: int, device: int, err: Exception) -> None:

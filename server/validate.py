@@ -114,18 +114,16 @@ def validate_update(flat: Arrays, reference: Arrays) -> tuple[Arrays, Arrays]:
     return weights, masks
 
 
-def figure(values: Mapping[str, object], key: str, default: float = 0.0) -> float:
-    """A figure a device reported (FLOPs, bytes, seconds, examples): a finite number >= 0, or `default`
-    where it said none. The server books them (time, energy, the average's weights), so one that is not
-    rejects the reply instead of crashing the run or poisoning the totals."""
-    value = values.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise UpdateRejected(f"its {key!r} must be a finite number >= 0, got {value!r:.40}")
-    return float(value)
-
-
-def optional_figure(values: Mapping[str, object], key: str) -> float | None:
-    """A figure the device may not have measured (its compute seconds, peak memory, energy): None if absent."""
-    return None if values.get(key) is None else figure(values, key)
+def reported_figures(values: Mapping[str, object], keys: tuple[str, ...]) -> dict[str, float]:
+    """The figures a device reported under `keys` (FLOPs, bytes, seconds, examples), each a finite number >= 0;
+    absent ones (or None) are left out. The server books them (time, energy, the average's weights), so one
+    that is not rejects the reply instead of crashing the run or poisoning the totals."""
+    figures = {}
+    for key in keys:
+        value = values.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise UpdateRejected(f"its {key!r} must be a finite number >= 0, got {value!r:.40}")
+        figures[key] = float(value)
+    return figures
