@@ -18,6 +18,7 @@ the batch size, so a step's memory and compute budget hold as they do for
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 BATCHINGS = ("loader", "balanced")
 
@@ -27,3 +28,12 @@ def next_batch(remaining: int, batch: int, batching: str = "loader") -> int:
     if batching == "balanced" and remaining > batch:
         return math.ceil(remaining / math.ceil(remaining / batch))
     return min(batch, remaining)
+
+
+def batch_slices(n: int, batch: int, batching: str = "loader") -> Iterator[slice]:
+    """A whole epoch of `n` examples, cut batch by batch (next_batch)."""
+    start = 0
+    while start < n:
+        size = next_batch(n - start, batch, batching)
+        yield slice(start, start + size)
+        start += size

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from clients.batching import next_batch
+from clients.batching import batch_slices
 from clients.cl.methods import MethodConfig
 from clients.errors import InputError
 from clients.sparcl.config import LearnerConfig, SparCLConfig, TrainConfig
@@ -20,11 +20,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cut(n: int, batch: int, batching: str) -> list[int]:
-    sizes = []
-    while n:
-        sizes.append(next_batch(n, batch, batching))
-        n -= sizes[-1]
-    return sizes
+    parts = list(batch_slices(n, batch, batching))
+    assert [p.start for p in parts] == [0, *(p.stop for p in parts[:-1])]  # contiguous, in order
+    return [p.stop - p.start for p in parts]
 
 
 def test_the_loader_cut_is_full_batches_then_the_remainder():

@@ -28,7 +28,7 @@ from clients.accounting import (
     MemoryEstimate, buffer_bytes, compacted_densities, forward_flops_per_example, peak_memory, profile_model,
     training_flops_per_example,
 )
-from clients.batching import next_batch
+from clients.batching import batch_slices, next_batch
 from clients.budget import KernelModel, RoundBudget, fit_memory, kernel_flops_per_example
 from clients.backbones import SmallCNN, build_backbone, compacted_inputs, masked_parameter_names
 from clients.cl.methods import build_method
@@ -213,11 +213,9 @@ class Learner:
         streams, and with them the training that follows, are untouched."""
         order = np.random.default_rng([self.config.train.seed, self.task_id]).permutation(len(self.y))
         buffer, stored = self.method.buffer, len(self.method.buffer)
-        draw, cursor, start = min(self.method.minibatch, stored), 0, 0
-        while start < len(order):
-            n = next_batch(len(order) - start, self.batch_size, self.config.train.batches)
-            yield self.x[order[start:start + n]]
-            start += n
+        draw, cursor = min(self.method.minibatch, stored), 0
+        for part in batch_slices(len(order), self.batch_size, self.config.train.batches):
+            yield self.x[order[part]]
             for _ in range(self.method.draws if stored and self.method.replay_on else 0):
                 yield buffer.examples[(torch.arange(draw, device=buffer.examples.device) + cursor) % stored]
                 cursor = (cursor + draw) % stored
