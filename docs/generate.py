@@ -207,17 +207,10 @@ def markdown_file(path: str) -> str:
 
 
 def first_table(path: str, count: int = 1) -> str:
-    """The first `count` markdown tables in a benchmark's printed output under results/, with the one-line
-    verdicts between them (as markdown_file writes them)."""
-    lines = markdown_file(path).splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    end = start
-    for _ in range(count):
-        end = next(i for i in range(end, len(lines) + 1) if i == len(lines) or lines[i].startswith("|"))
-        end = next((i for i in range(end, len(lines)) if not lines[i].startswith("|")), len(lines))
-    while end < len(lines) and lines[end].startswith("- "):  # the verdicts on the last table
-        end += 1
-    return "\n".join(lines[start:end]).strip()
+    """The first `count` markdown tables in a benchmark's printed output under results/, each with the
+    one-line verdicts printed under it (as markdown_file writes them)."""
+    blocks = [b for b in markdown_file(path).split("\n\n") if b.startswith("|")]
+    return "\n\n".join(blocks[:count])
 
 
 def choice_table(folder: str) -> str:
