@@ -215,6 +215,37 @@ def ablation_figures() -> str:
     return "\n".join(lines)
 
 
+UNLEARNED_BELOW = 90.0  # Task-IL % on a 2-class task right after training it; chance is 50
+
+
+def unlearned(run: dict) -> bool:
+    """Whether a run leaves some task below UNLEARNED_BELOW Task-IL right after training it (its
+    accuracy matrix's diagonal): the collapse a tiny last batch caused, apart from later forgetting."""
+    matrix = run["task_il_matrix"]
+    return any(row[i] < UNLEARNED_BELOW for i, row in enumerate(matrix))
+
+
+def unlearned_table() -> str:
+    """Every `fleet bench` run recorded under results/, by arm and by how epochs were cut into batches:
+    how many leave a task unlearned (the diagonal of its Task-IL matrix below UNLEARNED_BELOW)."""
+    counts: dict[tuple[str, str, str], list[int]] = {}
+    for path in sorted(RESULTS.rglob("*.json")):
+        report = json.loads(path.read_text())
+        if not isinstance(report, dict) or "runs" not in report or "config" not in report:
+            continue
+        cfg = report["config"]
+        for run in report["runs"]:
+            if "task_il_matrix" in run:
+                tally = counts.setdefault((cfg["dataset"], run["variant"], cfg.get("batches", "loader")), [0, 0])
+                tally[0] += unlearned(run)
+                tally[1] += 1
+    lines = [f"| dataset | arm | epochs cut as | runs leaving a task below {UNLEARNED_BELOW:.0f}% Task-IL | runs |",
+             "|---|---|---|---|---|"]
+    for (dataset, variant, batches), (bad, total) in sorted(counts.items()):
+        lines.append(f"| {dataset} | {LABELS.get(variant, variant)} | {batches} | {bad} ({bad / total:.0%}) | {total} |")
+    return "\n".join(lines)
+
+
 def fleet_row(label: str, summary: dict) -> str:
     st = summary["statuses"]
     return (f"| {label} | {summary['final_accuracy']:.2f} | {summary['forgetting']:.2f} | "
@@ -509,6 +540,7 @@ def main() -> int:
     print(ddr_wait_table(), end="\n\n")
     print(epochs_table(), end="\n\n")
     print(ablation_figures(), end="\n\n")
+    print(unlearned_table(), end="\n\n")
     print(fleet_tables(), end="\n\n")
     print(scale_tables(), end="\n\n")
     print(calibration_table(), end="\n\n")
