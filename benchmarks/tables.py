@@ -215,6 +215,29 @@ def ablation_figures() -> str:
     return "\n".join(lines)
 
 
+def seed_components(seed: int, *reports: str) -> str:
+    """One seed's runs gathered from several reports under results/ (an arm and a later ablation of the
+    same seed and settings): what each variant learns and keeps. Training is deterministic per seed, so
+    a variant that two reports both ran (dense, at least) must agree: a report that differs is refused."""
+    runs: dict[str, dict] = {}
+    for path in (RESULTS / r for r in reports):
+        for run in json.loads(path.read_text())["runs"]:
+            if run["seed"] != seed:
+                continue
+            if run["variant"] in runs and runs[run["variant"]]["class_il"] != run["class_il"]:
+                raise ValueError(f"{path}: {run['variant']} seed {seed} differs from an earlier report's run")
+            runs[run["variant"]] = run
+    dense = runs["dense"]["class_il"]
+    lines = [f"| seed {seed} | Class-IL | vs dense | learning accuracy | forgetting (ours, authors') | Task-IL |",
+             "|---|---|---|---|---|---|"]
+    for name, run in runs.items():
+        m = run["class_il_matrix"]
+        lines.append(f"| {LABELS.get(name, name)} | {run['class_il']:.2f} | {run['class_il'] - dense:+.2f} | "
+                     f"{learning_accuracy(m):.2f} | {forgetting(m):.2f}, {forgetting(m, authors=True):.2f} | "
+                     f"{run['task_il']:.2f} |")
+    return "\n".join(lines)
+
+
 UNLEARNED_BELOW = 90.0  # Task-IL % on a 2-class task right after training it; chance is 50
 
 
@@ -242,7 +265,8 @@ def unlearned_table() -> str:
     lines = [f"| dataset | arm | epochs cut as | runs leaving a task below {UNLEARNED_BELOW:.0f}% Task-IL | runs |",
              "|---|---|---|---|---|"]
     for (dataset, variant, batches), (bad, total) in sorted(counts.items()):
-        lines.append(f"| {dataset} | {LABELS.get(variant, variant)} | {batches} | {bad} ({bad / total:.0%}) | {total} |")
+        arm = LABELS.get(variant, variant)
+        lines.append(f"| {dataset} | {arm} | {batches} | {bad} ({bad / total:.0%}) | {total} |")
     return "\n".join(lines)
 
 

@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 PROJECT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("tables", PROJECT / "benchmarks" / "tables.py")
 tables = importlib.util.module_from_spec(spec)
@@ -37,3 +39,30 @@ def test_the_table_counts_runs_by_dataset_arm_and_batching(tmp_path, monkeypatch
     assert rows == ["| fashion-mnist | DER++ (dense) | loader | 0 (0%) | 1 |",
                     "| fashion-mnist | SparCL-DER++, all three | balanced | 0 (0%) | 1 |",
                     "| fashion-mnist | SparCL-DER++, all three | loader | 1 (50%) | 2 |"]
+
+
+def seed_run(variant: str, seed: int, class_il: float) -> dict:
+    return {"variant": variant, "seed": seed, "class_il": class_il, "task_il": 97.0,
+            "class_il_matrix": [[90.0], [60.0, 65.0], [50.0, 70.0, class_il]]}
+
+
+def test_one_seed_is_gathered_from_an_arm_and_its_later_ablation(tmp_path, monkeypatch):
+    arm = {"runs": [seed_run("dense", 1, 74.0), seed_run("full", 1, 68.0), seed_run("dense", 2, 99.0)]}
+    ablation = {"runs": [seed_run("dense", 1, 74.0), seed_run("tdm+ddr", 1, 70.5)]}
+    (tmp_path / "arm.json").write_text(json.dumps(arm))
+    (tmp_path / "ablation.json").write_text(json.dumps(ablation))
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    rows = tables.seed_components(1, "arm.json", "ablation.json").splitlines()[2:]
+    assert [r.split(" | ")[:3] for r in rows] == [["| DER++ (dense)", "74.00", "+0.00"],
+                                                   ["| SparCL-DER++, all three", "68.00", "-6.00"],
+                                                   ["| SparCL-DER++, TDM+DDR", "70.50", "-3.50"]]
+    # task 0 falls from 90 to 50; task 1 ends above its best before (65 -> 70): ours -5, the authors' 0
+    assert "| 17.50, 20.00 |" in rows[0]
+
+
+def test_reports_that_disagree_on_a_seed_are_refused(tmp_path, monkeypatch):
+    (tmp_path / "a.json").write_text(json.dumps({"runs": [seed_run("dense", 1, 74.0)]}))
+    (tmp_path / "b.json").write_text(json.dumps({"runs": [seed_run("dense", 1, 73.9)]}))
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    with pytest.raises(ValueError, match="b.json: dense seed 1 differs"):
+        tables.seed_components(1, "a.json", "b.json")
