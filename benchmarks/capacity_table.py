@@ -44,10 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fleet.stats import median, paired  # noqa: E402
 
-ARMS = ("full", "tdm")                                  # the SparCL arms, as fleet bench names them
+ARMS = ("full", "tdm", "static")  # the masked arms, as fleet bench names them: SparCL's two, and the static mask
 CONTROLS = ("dense", "static", "dense-narrow")         # dense at the width, static mask, equal FLOPs
 NEEDED = ("dense", "tdm", "full", "static")            # what a complete arm report holds (+ the narrow one)
-ARM_LABELS = {"full": "SparCL-DER++", "tdm": "TDM only"}
+ARM_LABELS = {"full": "SparCL-DER++", "tdm": "TDM only", "static": "static mask"}
 CONTROL_LABELS = {"dense": "dense", "static": "static mask", "dense-narrow": "equal-FLOPs dense"}
 TABLE_COLUMNS = ("width", "sparsity", "arm", "control", "control_width", "seeds", "delta_median", "delta_min",
                  "delta_max", "flops_ratio", "time_ratio", "time", "arm_class_il", "control_class_il",
@@ -157,7 +157,7 @@ def table_rows(rows: list[dict]) -> list[dict]:
             if arm not in variants:
                 continue
             for control in CONTROLS:
-                if control in variants and set(variants[arm]) & set(variants[control]):
+                if control != arm and control in variants and set(variants[arm]) & set(variants[control]):
                     out.append({"width": width, "sparsity": sparsity, "arm": arm, "control": control,
                                 **compare(variants[arm], variants[control])})
     return out

@@ -45,11 +45,12 @@ def rows_of(*reports: dict) -> list[dict]:
     return [row for report in reports for row in capacity.flatten(report)]
 
 
-def test_each_sparcl_arm_is_paired_per_seed_against_each_control():
+def test_each_masked_arm_is_paired_per_seed_against_each_other_control():
     rows = capacity.table_rows(rows_of(arm(32, 0.9, 0, SEED0), arm(32, 0.9, 1, SEED1)))
     keyed = {(r["arm"], r["control"]): r for r in rows}
     assert list(keyed) == [("full", "dense"), ("full", "static"), ("full", "dense-narrow"),
-                           ("tdm", "dense"), ("tdm", "static"), ("tdm", "dense-narrow")]
+                           ("tdm", "dense"), ("tdm", "static"), ("tdm", "dense-narrow"),
+                           ("static", "dense"), ("static", "dense-narrow")]  # the static mask is no control of itself
     d = keyed[("full", "dense")]
     # full minus dense: -1 and -3; dense over full: FLOPs 10 and 10, CPU 1.2 and 1.6
     assert (d["delta_median"], d["delta_min"], d["delta_max"]) == (-2.0, -3.0, -1.0)
@@ -153,7 +154,7 @@ def test_the_table_script_writes_the_table_the_points_and_the_plot(tmp_path, cap
     assert "target at width 32 (SparCL-DER++ 0.90): missed: median -2.00 vs dense (target >= -1)" in out
     with open(tmp_path / "table.csv") as f:
         table = list(csv.DictReader(f))
-    assert len(table) == 6 and table[0]["arm"] == "full" and float(table[0]["delta_median"]) == -2.0
+    assert len(table) == 8 and table[0]["arm"] == "full" and float(table[0]["delta_median"]) == -2.0
     with open(tmp_path / "points.csv") as f:
         assert len(list(csv.DictReader(f))) == 5  # dense at 32 and 9, full, tdm, static
     with open(tmp_path / "choice.csv") as f:
