@@ -313,6 +313,7 @@ def plot(points: list[dict], path: Path, dataset: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     from fleet.outputs import save_figure
 
@@ -335,6 +336,7 @@ def plot(points: list[dict], path: Path, dataset: str) -> None:
                 ax.annotate(f"w{p['width']}", (p[x], p["class_il"]), textcoords="offset points", xytext=(4, -10),
                             fontsize=7)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks of a short log range overlap
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("final Class-IL % (median, bars: min-max over seeds)")
