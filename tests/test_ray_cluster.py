@@ -13,6 +13,7 @@ these namespaces are not allowed.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -79,7 +80,16 @@ def test_two_rounds_on_a_two_node_cluster_place_clients_on_both_nodes(tmp_path, 
     parents = {int(line.split()[1]) for line in (tmp_path / "actors.txt").read_text().splitlines()}
     assert len(raylets) == 2 and raylets <= parents, (raylets, parents)
     rows = list(csv.DictReader((out / "rounds.csv").open()))
-    assert [int(r["round"]) for r in rows] == [1, 2] and all(int(r["accepted"]) == 4 for r in rows)
+    assert [int(r["round"]) for r in rows] == [1, 2] and all(int(r["accepted"]) == 4 for r in rows), \
+        lost_replies(rows, out, stderr)
     # both nodes stopped: nothing of the namespace is left in this session
     leftover = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert not leftover, leftover
+
+
+def lost_replies(rows: list[dict], out: Path, stderr: str) -> str:
+    """Why a round accepted fewer than all: each round's counts, the run's rejections and the end of its log."""
+    counts = [{k: r[k] for k in ("round", "sampled", "replies", "accepted", "rejected", "failed", "timed_out",
+                                 "dropped", "statuses")} for r in rows]
+    summary = json.loads((out / "summary.json").read_text())
+    return f"{counts}\nrejections: {summary['rejections']}\nnotes: {summary['notes']}\nstderr: {stderr[-3000:]}"
