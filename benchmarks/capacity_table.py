@@ -17,8 +17,10 @@ sparsity and seed, each with its standing controls) and writes:
   dense at every width it ran: the full widths and the equal-FLOPs ones), medians
   over seeds with their per-seed range;
 - OUT/choice.csv: the answer to "at my budget, which network?": per budget (training
-  FLOPs counted, and CPU seconds on dense kernels) the networks on the Pareto front of
-  Class-IL against cost, each from the cost at which it becomes the best measured choice.
+  FLOPs counted, and CPU seconds on dense kernels, one budget per machine: a point's
+  CPU time counts only where all its runs came from one machine) the networks on the
+  Pareto front of Class-IL against cost, each from the cost at which it becomes the
+  best measured choice.
 
 It prints the table (markdown) and, per width, whether SparCL-DER++ 0.90 meets
 the issue's target: within 1 point of dense (paired median, no seed below -3) at
@@ -55,9 +57,9 @@ TABLE_COLUMNS = ("width", "sparsity", "arm", "control", "control_width", "seeds"
 POINT_COLUMNS = ("method", "sparsity", "width", "seeds", "class_il", "class_il_min", "class_il_max",
                  "train_flops", "cpu_s", "live_weights", "machines")
 CHOICE_COLUMNS = ("budget", "from", "method", "sparsity", "width", "class_il", "class_il_min", "class_il_max",
-                  "train_flops", "cpu_s", "live_weights", "seeds")
+                  "train_flops", "cpu_s", "live_weights", "seeds", "machines")
 BUDGETS = {"train_flops": "training FLOPs counted (what sparse kernels would execute)",
-           "cpu_s": "CPU seconds on this machine's dense kernels (zeros multiplied)"}
+           "cpu_s": "CPU seconds on dense kernels (zeros multiplied)"}  # one budget per machine
 
 
 # -- reading arms --------------------------------------------------------------------------------
@@ -260,10 +262,15 @@ def curve_points(rows: list[dict]) -> list[dict]:
                        "seeds": " ".join(str(s) for s in sorted(seeds)), "class_il": median(acc),
                        "class_il_min": min(acc), "class_il_max": max(acc),
                        "train_flops": median([r["train_flops"] for r in runs]),
-                       "cpu_s": median([r["cpu_s"] for r in runs]) if all(r["device"] == "cpu" for r in runs) else None,
+                       "cpu_s": median([r["cpu_s"] for r in runs]) if one_cpu(runs) else None,
                        "live_weights": median([r["live_weights"] for r in runs]),
                        "machines": "; ".join(sorted({r["machine"] for r in runs}))})
     return points
+
+
+def one_cpu(runs: list[dict]) -> bool:
+    """Whether runs' CPU seconds can be pooled: all trained on a CPU, and on the same machine."""
+    return all(r["device"] == "cpu" for r in runs) and len({r["machine"] for r in runs}) == 1
 
 
 def frontier(points: list[dict], cost: str) -> list[dict]:
@@ -288,18 +295,22 @@ def network_name(point: dict) -> str:
 def choice_rows(points: list[dict]) -> list[dict]:
     """For each budget (counted FLOPs, CPU seconds): from which cost each network on the front is the best
     measured choice."""
-    return [{"budget": cost, "from": p[cost], **{k: p[k] for k in CHOICE_COLUMNS if k in p}}
-            for cost in BUDGETS for p in frontier(points, cost)]
+    rows = [{"budget": "train_flops", "from": p["train_flops"], **{k: p[k] for k in CHOICE_COLUMNS if k in p}}
+            for p in frontier(points, "train_flops")]
+    for machine in sorted({p["machines"] for p in points if p["cpu_s"] is not None}):  # CPU time is per machine
+        rows += [{"budget": "cpu_s", "from": p["cpu_s"], **{k: p[k] for k in CHOICE_COLUMNS if k in p}}
+                 for p in frontier([p for p in points if p["machines"] == machine], "cpu_s")]
+    return rows
 
 
 def format_choice(rows: list[dict]) -> str:
     """Markdown: at a budget, which network to train (the best measured Class-IL within it)."""
     lines = []
-    for cost, label in BUDGETS.items():
-        picks = [r for r in rows if r["budget"] == cost]
-        if not picks:
-            continue
+    budgets = dict.fromkeys((r["budget"], r["machines"] if r["budget"] == "cpu_s" else "") for r in rows)
+    for cost, machine in budgets:
+        picks = [r for r in rows if r["budget"] == cost and (cost != "cpu_s" or r["machines"] == machine)]
         unit = (lambda v: f"{v / 1e12:.2f} TFLOPs") if cost == "train_flops" else (lambda v: f"{v / 60:.1f} CPU min")
+        label = BUDGETS[cost] + (f", {machine}" if machine else "")
         lines += ["", f"Budget: {label}", "",
                   "| budget from | train | Class-IL % [min, max] | live weights | seeds |", "|---|---|---|---|---|"]
         for r in picks:

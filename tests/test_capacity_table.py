@@ -126,6 +126,22 @@ def test_a_gpu_run_has_no_cpu_time_to_choose_by():
     assert {r["budget"] for r in capacity.choice_rows(points)} == {"train_flops"}
 
 
+def test_cpu_time_is_a_budget_per_machine_and_never_pooled_across_two():
+    """Seconds on one CPU say nothing of another's: each machine gets its own CPU budget, and a point whose
+    seeds ran on two machines has no CPU time (its FLOPs still count)."""
+    other = {**MACHINE, "cpu": "Other CPU"}
+    points = capacity.curve_points(rows_of(arm(32, 0.9, 0, SEED0), arm(32, 0.9, 1, SEED1, machine=other),
+                                           arm(16, 0.9, 0, SEED0, narrow=4, machine=other)))
+    mixed = {(p["method"], p["width"]): p for p in points}
+    assert mixed[("full", 32)]["cpu_s"] is None and mixed[("full", 32)]["train_flops"] == 100.0
+    assert mixed[("full", 16)]["cpu_s"] == 250.0 and mixed[("full", 16)]["machines"] == "box: Other CPU, torch 2.0"
+    rows = capacity.choice_rows(points)
+    assert {r["machines"] for r in rows if r["budget"] == "cpu_s"} == {"box: Other CPU, torch 2.0"}
+    text = capacity.format_choice(rows)
+    assert "Budget: CPU seconds on dense kernels (zeros multiplied), box: Other CPU, torch 2.0" in text
+    assert "Some CPU" not in text  # none of its points ran all their seeds there
+
+
 def test_check_says_complete_incomplete_or_other_settings(tmp_path, capsys):
     path = tmp_path / "w32_s0.9_seed0.json"
     expect = {"width": "32", "sparsity": "0.90", "seeds": "[0]", "dataset": "fashion-mnist", "max_per_class": "300",
