@@ -217,8 +217,9 @@ def ablation_figures() -> str:
 
 def seed_components(seed: int, *reports: str) -> str:
     """One seed's runs gathered from several reports under results/ (an arm and a later ablation of the
-    same seed and settings): what each variant learns and keeps. Training is deterministic per seed, so
-    a variant that two reports both ran (dense, at least) must agree: a report that differs is refused."""
+    same seed and settings): what each variant learns and keeps. Training is deterministic per seed on
+    one machine, so a variant that two reports both ran (dense, at least) must agree: a report that
+    differs (from another machine, say: machine_repeat) is refused."""
     runs: dict[str, dict] = {}
     for path in (RESULTS / r for r in reports):
         for run in json.loads(path.read_text())["runs"]:
@@ -235,6 +236,24 @@ def seed_components(seed: int, *reports: str) -> str:
         lines.append(f"| {LABELS.get(name, name)} | {run['class_il']:.2f} | {run['class_il'] - dense:+.2f} | "
                      f"{learning_accuracy(m):.2f} | {forgetting(m):.2f}, {forgetting(m, authors=True):.2f} | "
                      f"{run['task_il']:.2f} |")
+    return "\n".join(lines)
+
+
+def machine_repeat(arm: str, repeat: str) -> str:
+    """The same runs (variant and seed, same settings) made on two machines, reports under results/: how
+    far a CPU's own float rounding moves a figure that training, deterministic on one machine, repeats
+    exactly there. It bounds what a pairing across machines can resolve."""
+    reports = [json.loads((RESULTS / r).read_text()) for r in (arm, repeat)]
+    cpus = [r["machine"].get("gpu") or r["machine"]["cpu"] for r in reports]
+    if cpus[0] == cpus[1]:
+        raise ValueError(f"{repeat}: ran on the arm's own machine ({cpus[0]}), not a repeat elsewhere")
+    runs = [{(run["variant"], run["seed"]): run for run in r["runs"]} for r in reports]
+    lines = [f"| run | Class-IL, {cpus[0]} | Class-IL, {cpus[1]} | difference | Task-IL, {cpus[0]} | "
+             f"Task-IL, {cpus[1]} |", "|---|---|---|---|---|---|"]
+    for key in (k for k in runs[1] if k in runs[0]):
+        a, b = runs[0][key], runs[1][key]
+        lines.append(f"| {LABELS.get(key[0], key[0])}, seed {key[1]} | {a['class_il']:.2f} | {b['class_il']:.2f} | "
+                     f"{b['class_il'] - a['class_il']:+.2f} | {a['task_il']:.2f} | {b['task_il']:.2f} |")
     return "\n".join(lines)
 
 

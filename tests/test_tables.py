@@ -66,3 +66,18 @@ def test_reports_that_disagree_on_a_seed_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
     with pytest.raises(ValueError, match="b.json: dense seed 1 differs"):
         tables.seed_components(1, "a.json", "b.json")
+
+
+def test_a_repeat_on_another_machine_is_set_beside_the_arm_run_by_run(tmp_path, monkeypatch):
+    def report(cpu: str, figures: dict) -> dict:
+        return {"machine": {"cpu": cpu}, "runs": [{**seed_run(v, 0, c), "task_il": 98.0} for v, c in figures.items()]}
+    (tmp_path / "arm.json").write_text(json.dumps(report("AMD", {"dense": 72.47, "full": 70.0, "static": 67.81})))
+    (tmp_path / "repeat.json").write_text(json.dumps(report("Intel", {"dense": 72.59, "static": 66.57})))
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    rows = tables.machine_repeat("arm.json", "repeat.json").splitlines()
+    assert rows[0].startswith("| run | Class-IL, AMD | Class-IL, Intel | difference |")
+    assert rows[2:] == ["| DER++ (dense), seed 0 | 72.47 | 72.59 | +0.12 | 98.00 | 98.00 |",
+                        "| static mask (the initial one, never changed), seed 0 | 67.81 | 66.57 | -1.24 | 98.00 "
+                        "| 98.00 |"]
+    with pytest.raises(ValueError, match="the arm's own machine"):
+        tables.machine_repeat("arm.json", "arm.json")
