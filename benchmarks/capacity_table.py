@@ -26,8 +26,9 @@ It prints the table (markdown) and, per width, whether SparCL-DER++ 0.90 meets
 the issue's target: within 1 point of dense (paired median, no seed below -3) at
 10x fewer training FLOPs, above both the static mask and the equal-FLOPs network.
 
-`--baseline DIR` also pairs every variant with the same variant of another capacity folder's arms
-(the same arms under other settings, e.g. --authors-settings) and writes OUT/vs_baseline.csv.
+`--baseline DIR` (repeatable) also pairs every variant with the same variant of another capacity
+folder's arms (the same arms under other settings, e.g. --authors-settings) run on the same machine,
+and writes OUT/vs_baseline.csv.
 
 `--check ARM.json key=value ...` (used by the script to resume) exits 0 when the
 arm is complete and ran those settings, 1 when it is absent or incomplete (run
@@ -218,13 +219,16 @@ def format_table(rows: list[dict]) -> str:
 
 def settings_rows(rows: list[dict], baseline: list[dict]) -> list[dict]:
     """Each variant of these arms against the same variant of `baseline`'s arms (other settings: e.g.
-    --authors-settings against the project's), paired by width, sparsity and seed."""
-    base = by_seed(baseline)
+    --authors-settings against the project's), paired by width, sparsity, seed and machine: on another
+    CPU a seed's run is another run (float rounding moved a dense run 3.1 points and a collapse away
+    altogether: tables.machine_repeat), so pairs across machines are left out."""
+    base = {(r["base_width"], r["sparsity"], r["variant"], r["seed"], r["machine"]): r for r in baseline}
     out = []
     for (width, sparsity), variants in sorted(by_seed(rows).items()):
         for variant, runs in sorted(variants.items()):
-            other = base.get((width, sparsity), {}).get(variant, {})
-            if set(runs) & set(other):
+            other = {seed: base[key] for seed, run in runs.items()
+                     if (key := (width, sparsity, variant, seed, run["machine"])) in base}
+            if other:
                 out.append({"width": width, "sparsity": sparsity, "variant": variant, **compare(runs, other)})
     return out
 
@@ -361,8 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default="results/fmnist-capacity",
                         help="the capacity folder (its arms/ holds the arm reports)")
-    parser.add_argument("--baseline", metavar="DIR", help="pair every variant of OUT's arms with the same variant "
-                        "of DIR's (a capacity folder run with other settings) and print the differences")
+    parser.add_argument("--baseline", metavar="DIR", action="append", default=[],
+                        help="pair every variant of OUT's arms with the same variant of DIR's (a capacity folder "
+                        "run with other settings), run on the same machine, and print the differences; "
+                        "repeatable (the baseline's arms on each machine)")
     parser.add_argument("--check", metavar="ARM_JSON", help="is this arm complete? (see the module's doc)")
     parser.add_argument("--expect", action="append", default=[], metavar="KEY=VALUE",
                         help="with --check: a setting the arm's config must hold (a JSON value, else a string)")
@@ -388,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(out / "choice.csv", choice, CHOICE_COLUMNS)
     plot(points, out / "capacity.png", ", ".join(sorted({r["dataset"] for r in rows})))
     if args.baseline:
-        settings = settings_rows(rows, load_rows(Path(args.baseline) / "arms"))
+        settings = settings_rows(rows, [r for d in args.baseline for r in load_rows(Path(d) / "arms")])
         write_csv(out / "vs_baseline.csv", settings, ("width", "sparsity", "variant", *TABLE_COLUMNS[5:]))
         print(format_settings(settings, out.name))
         print()

@@ -215,3 +215,17 @@ def test_arms_under_other_settings_pair_variant_by_variant_with_the_baseline():
     assert got == {v: (-2.0, "0") for v in ("dense", "dense-narrow", "full", "static", "tdm")}
     assert "| 32 | 0.9 | full | 70.00 | 72.00 | -2.00 [-2.00, -2.00] | 0 |" in capacity.format_settings(
         capacity.settings_rows(rows, baseline), "authors")
+
+
+def test_a_baseline_pairs_only_runs_made_on_the_same_machine():
+    """A seed's run on another CPU is another run: the pair is left out, and a second baseline folder (the
+    baseline's arms repeated on that CPU) supplies the pair."""
+    xeon = {**MACHINE, "cpu": "Other CPU"}
+    rows = rows_of(arm(32, 0.9, 0, {k: (v[0] + 1.0, *v[1:]) for k, v in SEED0.items()}, machine=xeon),
+                   arm(32, 0.9, 1, {k: (v[0] + 2.0, *v[1:]) for k, v in SEED1.items()}))
+    here = rows_of(arm(32, 0.9, 0, SEED0), arm(32, 0.9, 1, SEED1))
+    got = {r["variant"]: (r["delta_median"], r["seeds"]) for r in capacity.settings_rows(rows, here)}
+    assert got == {v: (2.0, "1") for v in ("dense", "dense-narrow", "full", "static", "tdm")}  # seed 0: no pair
+    there = rows_of(arm(32, 0.9, 0, SEED0, machine=xeon))
+    got = {r["variant"]: (r["delta_median"], r["seeds"]) for r in capacity.settings_rows(rows, here + there)}
+    assert got == {v: (1.5, "0 1") for v in ("dense", "dense-narrow", "full", "static", "tdm")}
