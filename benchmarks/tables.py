@@ -257,6 +257,34 @@ def machine_repeat(arm: str, repeat: str) -> str:
     return "\n".join(lines)
 
 
+def machine_spread(folder: str, repeat: str) -> str:
+    """A capacity folder's arms beside the same arms (file by file) in another folder, run on another
+    machine: per variant, the repeat minus the original over seeds, median [min, max], and the median
+    size of the change, next to the spread of the original's own seeds around their median."""
+    moved: dict[str, list[float]] = {}
+    spread: dict[str, list[float]] = {}
+    cpus = set()
+    for path in sorted((RESULTS / repeat / "arms").glob("*.json")):
+        there = json.loads(path.read_text())
+        here = json.loads((RESULTS / folder / "arms" / path.name).read_text())
+        cpus.add((here["machine"]["cpu"], there["machine"]["cpu"]))
+        runs = {(r["variant"], r["seed"]): r["class_il"] for r in here["runs"]}
+        for r in there["runs"]:
+            moved.setdefault(r["variant"], []).append(r["class_il"] - runs[(r["variant"], r["seed"])])
+            spread.setdefault(r["variant"], []).append(runs[(r["variant"], r["seed"])])
+    if len(cpus) != 1 or len({c for pair in cpus for c in pair}) != 2:
+        raise ValueError(f"{repeat}: not one repeat of {folder} on one other machine: {sorted(cpus)}")
+    (cpu_a, cpu_b), = cpus
+    lines = [f"| variant | {cpu_b} minus {cpu_a}, Class-IL [min, max] | median size of the change | "
+             f"seeds' spread around their median, {cpu_a} | runs |", "|---|---|---|---|---|"]
+    for variant, diffs in moved.items():
+        d, centre = paired(diffs), median(spread[variant])
+        lines.append(f"| {LABELS.get(variant, variant)} | {d['median']:+.2f} [{d['min']:+.2f}, {d['max']:+.2f}] | "
+                     f"{median([abs(x) for x in diffs]):.2f} | {median([abs(x - centre) for x in spread[variant]]):.2f}"
+                     f" | {len(diffs)} |")
+    return "\n".join(lines)
+
+
 UNLEARNED_BELOW = 90.0  # Task-IL % on a 2-class task right after training it; chance is 50
 
 

@@ -81,3 +81,22 @@ def test_a_repeat_on_another_machine_is_set_beside_the_arm_run_by_run(tmp_path, 
                         "| 98.00 |"]
     with pytest.raises(ValueError, match="the arm's own machine"):
         tables.machine_repeat("arm.json", "arm.json")
+
+
+def test_a_folder_repeated_on_another_machine_is_summed_up_per_variant(tmp_path, monkeypatch):
+    def arm(cpu: str, seed: int, figures: dict) -> dict:
+        runs = [{"variant": v, "seed": seed, "class_il": c} for v, c in figures.items()]
+        return {"machine": {"cpu": cpu}, "runs": runs}
+    for folder, cpu, shift in (("amd", "AMD", 0.0), ("xeon", "Intel", 1.0)):
+        (tmp_path / folder / "arms").mkdir(parents=True)
+        for seed, dense in ((0, 70.0), (1, 72.0), (2, 75.0)):
+            report = arm(cpu, seed, {"dense": dense + shift * seed, "full": 60.0 - shift})
+            (tmp_path / folder / "arms" / f"w16_s0.95_seed{seed}.json").write_text(json.dumps(report))
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    rows = tables.machine_spread("amd", "xeon").splitlines()
+    assert rows[0].startswith("| variant | Intel minus AMD, Class-IL [min, max] |")
+    # dense moves 0, 1 and 2 points; its seeds lie 2, 0 and 3 from their median (72)
+    assert rows[2:] == ["| DER++ (dense) | +1.00 [+0.00, +2.00] | 1.00 | 2.00 | 3 |",
+                        "| SparCL-DER++, all three | -1.00 [-1.00, -1.00] | 1.00 | 0.00 | 3 |"]
+    with pytest.raises(ValueError, match="not one repeat"):
+        tables.machine_spread("amd", "amd")
