@@ -299,20 +299,20 @@ def network_name(point: dict) -> str:
 def choice_rows(points: list[dict]) -> list[dict]:
     """For each budget (counted FLOPs, CPU seconds): from which cost each network on the front is the best
     measured choice."""
-    rows = [{"budget": "train_flops", "from": p["train_flops"], **{k: p[k] for k in CHOICE_COLUMNS if k in p}}
-            for p in frontier(points, "train_flops")]
+    fronts = [("train_flops", frontier(points, "train_flops"))]
     for machine in sorted({p["machines"] for p in points if p["cpu_s"] is not None}):  # CPU time is per machine
-        rows += [{"budget": "cpu_s", "from": p["cpu_s"], **{k: p[k] for k in CHOICE_COLUMNS if k in p}}
-                 for p in frontier([p for p in points if p["machines"] == machine], "cpu_s")]
-    return rows
+        fronts.append(("cpu_s", frontier([p for p in points if p["machines"] == machine], "cpu_s")))
+    return [{"budget": cost, "from": p[cost], **{k: p[k] for k in CHOICE_COLUMNS if k in p}}
+            for cost, front in fronts for p in front]
 
 
 def format_choice(rows: list[dict]) -> str:
     """Markdown: at a budget, which network to train (the best measured Class-IL within it)."""
     lines = []
-    budgets = dict.fromkeys((r["budget"], r["machines"] if r["budget"] == "cpu_s" else "") for r in rows)
-    for cost, machine in budgets:
-        picks = [r for r in rows if r["budget"] == cost and (cost != "cpu_s" or r["machines"] == machine)]
+    budgets: dict[tuple[str, str], list[dict]] = defaultdict(list)  # a CPU budget per machine
+    for r in rows:
+        budgets[(r["budget"], r["machines"] if r["budget"] == "cpu_s" else "")].append(r)
+    for (cost, machine), picks in budgets.items():
         unit = (lambda v: f"{v / 1e12:.2f} TFLOPs") if cost == "train_flops" else (lambda v: f"{v / 60:.1f} CPU min")
         label = BUDGETS[cost] + (f", {machine}" if machine else "")
         lines += ["", f"Budget: {label}", "",

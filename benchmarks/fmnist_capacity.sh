@@ -23,8 +23,8 @@
 # Size, estimated from the CPU times the project measured at these settings on one core of its 2-core
 # machine (results/fmnist/recal_*_e20, width64_seed2, recal_channel_s050_narrow): an arm (one seed,
 # its 5 runs) takes about 14-15 CPU-minutes at width 16 and 33-40 at width 32 (the runs' cpu_s in the
-# arms' JSON; 40-70 wall minutes beside other work); a width-64 arm had not finished after 110 CPU-minutes with a second arm on the other core, so
-# width 64 is hours an arm here; two copies with different SEEDS share the 2 cores (the last to finish
+# arms' JSON; 40-70 wall minutes beside other work); a width-64 arm had not finished after 110
+# CPU-minutes with a second arm on the other core, so width 64 is hours an arm here; two copies with different SEEDS share the 2 cores (the last to finish
 # writes the table complete). Width 128 (about 4 hours an arm on a CPU) is for a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."

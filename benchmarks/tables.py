@@ -239,12 +239,17 @@ def seed_components(seed: int, *reports: str) -> str:
     return "\n".join(lines)
 
 
+def processor(report: dict) -> str:
+    """What a `fleet bench` report's runs computed on: its GPU, else its CPU."""
+    return report["machine"].get("gpu") or report["machine"]["cpu"]
+
+
 def machine_repeat(arm: str, repeat: str) -> str:
     """The same runs (variant and seed, same settings) made on two machines, reports under results/: how
     far a CPU's own float rounding moves a figure that training, deterministic on one machine, repeats
     exactly there. It bounds what a pairing across machines can resolve."""
     reports = [json.loads((RESULTS / r).read_text()) for r in (arm, repeat)]
-    cpus = [r["machine"].get("gpu") or r["machine"]["cpu"] for r in reports]
+    cpus = [processor(r) for r in reports]
     if cpus[0] == cpus[1]:
         raise ValueError(f"{repeat}: ran on the arm's own machine ({cpus[0]}), not a repeat elsewhere")
     runs = [{(run["variant"], run["seed"]): run for run in r["runs"]} for r in reports]
@@ -261,27 +266,28 @@ def machine_spread(folder: str, repeat: str) -> str:
     """A capacity folder's arms beside the same arms (file by file) in another folder, run on another
     machine: per variant, the repeat minus the original over seeds, median [min, max], and the median
     size of the change, next to the spread of the original's own seeds around their median."""
-    moved: dict[str, list[float]] = {}
-    spread: dict[str, list[float]] = {}
+    moved: dict[str, list[float]] = {}     # per variant: the repeat minus the original, run by run
+    original: dict[str, list[float]] = {}  # per variant: the original runs' Class-IL
     cpus = set()
     for path in sorted((RESULTS / repeat / "arms").glob("*.json")):
         there = json.loads(path.read_text())
         here = json.loads((RESULTS / folder / "arms" / path.name).read_text())
-        cpus.add((here["machine"]["cpu"], there["machine"]["cpu"]))
+        cpus.add((processor(here), processor(there)))
         runs = {(r["variant"], r["seed"]): r["class_il"] for r in here["runs"]}
         for r in there["runs"]:
-            moved.setdefault(r["variant"], []).append(r["class_il"] - runs[(r["variant"], r["seed"])])
-            spread.setdefault(r["variant"], []).append(runs[(r["variant"], r["seed"])])
+            before = runs[(r["variant"], r["seed"])]
+            moved.setdefault(r["variant"], []).append(r["class_il"] - before)
+            original.setdefault(r["variant"], []).append(before)
     if len(cpus) != 1 or len({c for pair in cpus for c in pair}) != 2:
         raise ValueError(f"{repeat}: not one repeat of {folder} on one other machine: {sorted(cpus)}")
     (cpu_a, cpu_b), = cpus
     lines = [f"| variant | {cpu_b} minus {cpu_a}, Class-IL [min, max] | median size of the change | "
              f"seeds' spread around their median, {cpu_a} | runs |", "|---|---|---|---|---|"]
     for variant, diffs in moved.items():
-        d, centre = paired(diffs), median(spread[variant])
+        d, centre = paired(diffs), median(original[variant])
+        spread = median([abs(x - centre) for x in original[variant]])
         lines.append(f"| {LABELS.get(variant, variant)} | {d['median']:+.2f} [{d['min']:+.2f}, {d['max']:+.2f}] | "
-                     f"{median([abs(x) for x in diffs]):.2f} | {median([abs(x - centre) for x in spread[variant]]):.2f}"
-                     f" | {len(diffs)} |")
+                     f"{median([abs(x) for x in diffs]):.2f} | {spread:.2f} | {len(diffs)} |")
     return "\n".join(lines)
 
 
