@@ -143,10 +143,18 @@ def test_bad_over_selection_gets_one_line_naming_the_field(tmp_path, capsys, fed
     ("{mode: async}", "{rounds_per_task: 2}", "set stream.task_every_s"),
     ("{mode: async, devices_per_round: 2, over_select: 1.5}", "{task_every_s: 60}", "federation.over_select"),
     ("{concurrency: 2}", "{task_every_s: 60}", "federation.concurrency limits asynchronous training"),
+    ("{buffer_size: 3}", "{rounds_per_task: 2}", "federation.buffer_size 3 sets asynchronous aggregation"),
+    ("{max_staleness: 0}", "{rounds_per_task: 2}", "federation.max_staleness 0 sets asynchronous aggregation"),
 ])
 def test_bad_asynchronous_settings_get_one_line_naming_the_field(tmp_path, capsys, federation, stream, culprit):
     validate_fails_in_one_line(
         tmp_path, capsys, f"name: x\nfleet: {{devices: 4}}\nstream: {stream}\nfederation: {federation}\n", culprit)
+
+
+def test_synchronous_runs_accept_the_asynchronous_defaults_their_run_folders_spell_out(tmp_path):
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("name: x\nfleet: {devices: 4}\nfederation: {mode: sync, buffer_size: 2, max_staleness: 4}\n")
+    assert main(["validate", str(ok)]) == 0
 
 
 def test_keep_first_closes_synchronous_rounds_only(tmp_path, capsys):

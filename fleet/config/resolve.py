@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import difflib
 import os
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -31,12 +31,15 @@ from fleet.config.schema import (
     MAX_ROUNDS,
     MEMORY_SHARE,
     PROFILE_NAME,
+    FederationSpec,
     ProfileSpec,
     build_profile,
 )
 
 if TYPE_CHECKING:  # the scenario module builds on this one
     from fleet.config.scenario import Scenario
+
+FEDERATION_DEFAULTS = {f.name: f.default for f in fields(FederationSpec)}
 
 
 # --------------------------------------------------------------------------- derived defaults, combinations
@@ -177,9 +180,21 @@ def resolve_scenario(s: Scenario, fail) -> Scenario:
              "(federation.devices_per_round)")
     if s.federation.mode == "async":
         _check_async(s, fail)
-    elif s.federation.concurrency is not None:
-        fail("federation.concurrency limits asynchronous training: it needs federation.mode async")
+    else:
+        _check_sync(s.federation, fail)
     return s
+
+
+def _check_sync(f: FederationSpec, fail) -> None:
+    """Asynchronous settings a synchronous run would silently ignore. The defaults pass: every run folder's
+    scenario.yaml spells them out, and they change nothing."""
+    if f.concurrency is not None:
+        fail("federation.concurrency limits asynchronous training: it needs federation.mode async")
+    for name in ("buffer_size", "max_staleness"):
+        value = getattr(f, name)
+        if value != FEDERATION_DEFAULTS[name]:
+            fail(f"federation.{name} {value} sets asynchronous aggregation (FedBuff): it needs federation.mode "
+                 "async (synchronous rounds aggregate every accepted update)")
 
 
 def _check_async(s: Scenario, fail) -> None:
