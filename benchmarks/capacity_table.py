@@ -56,9 +56,9 @@ TABLE_COLUMNS = ("width", "sparsity", "arm", "control", "control_width", "seeds"
                  "delta_max", "flops_ratio", "time_ratio", "time", "arm_class_il", "control_class_il",
                  "arm_live_weights", "control_live_weights", "machines")
 POINT_COLUMNS = ("method", "sparsity", "width", "seeds", "class_il", "class_il_min", "class_il_max",
-                 "train_flops", "cpu_s", "live_weights", "machines")
+                 "train_flops", "cpu_s", "live_weights", "machines", "cpu")
 CHOICE_COLUMNS = ("budget", "from", "method", "sparsity", "width", "class_il", "class_il_min", "class_il_max",
-                  "train_flops", "cpu_s", "live_weights", "seeds", "machines")
+                  "train_flops", "cpu_s", "live_weights", "seeds", "machines", "cpu")
 BUDGETS = {"train_flops": "training FLOPs counted (what sparse kernels would execute)",
            "cpu_s": "CPU seconds on dense kernels (zeros multiplied)"}  # one budget per machine
 
@@ -83,7 +83,8 @@ def flatten(report: dict) -> list[dict]:
             "width": cfg["narrow_width"] if name == "dense-narrow" else cfg["width"],
             "class_il": run["class_il"], "train_flops": run["train_flops"], "live_weights": run.get("live_weights"),
             "cpu_s": run["cpu_s"], "wall_s": run["wall_s"], "device": cfg.get("device", "cpu"),
-            "machine": machine_name(report), "dataset": cfg.get("dataset", "?"),
+            "machine": machine_name(report), "cpu": (report.get("machine") or {}).get("cpu", "unknown CPU"),
+            "dataset": cfg.get("dataset", "?"),
         })
     return rows
 
@@ -268,7 +269,8 @@ def curve_points(rows: list[dict]) -> list[dict]:
                        "train_flops": median([r["train_flops"] for r in runs]),
                        "cpu_s": median([r["cpu_s"] for r in runs]) if one_cpu(runs) else None,
                        "live_weights": median([r["live_weights"] for r in runs]),
-                       "machines": "; ".join(sorted({r["machine"] for r in runs}))})
+                       "machines": "; ".join(sorted({r["machine"] for r in runs})),
+                       "cpu": runs[0]["cpu"] if one_cpu(runs) else ""})  # what its CPU seconds are of
     return points
 
 

@@ -225,8 +225,8 @@ def choice_table(folder: str) -> str:
     lines = ["| budget | from | train | Class-IL % [min, max] | seeds |", "|---|---|---|---|---|"]
     for r in csv.DictReader((ROOT / folder / "choice.csv").open()):
         kind, unit = kinds[r["budget"]]
-        if r["budget"] == "cpu_s":  # "host: CPU, torch x": the CPU is what the seconds are of
-            kind += f" ({r['machines'].partition(': ')[2].partition(',')[0]})"
+        if r["budget"] == "cpu_s":  # the CPU is what the seconds are of
+            kind += f" ({r['cpu']})"
         net = network_name({**r, "sparsity": float(r["sparsity"])})
         lines.append(f"| {kind} | {unit(float(r['from']))} | {net} | {float(r['class_il']):.2f} "
                      f"[{float(r['class_il_min']):.2f}, {float(r['class_il_max']):.2f}] | {len(r['seeds'].split())} |")

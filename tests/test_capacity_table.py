@@ -137,6 +137,8 @@ def test_cpu_time_is_a_budget_per_machine_and_never_pooled_across_two():
     assert mixed[("full", 16)]["cpu_s"] == 250.0 and mixed[("full", 16)]["machines"] == "box: Other CPU, torch 2.0"
     rows = capacity.choice_rows(points)
     assert {r["machines"] for r in rows if r["budget"] == "cpu_s"} == {"box: Other CPU, torch 2.0"}
+    assert {r["cpu"] for r in rows if r["budget"] == "cpu_s"} == {"Other CPU"}  # what the docs' table names
+    assert mixed[("full", 32)]["cpu"] == ""  # two CPUs: no CPU time, and none named
     text = capacity.format_choice(rows)
     assert "Budget: CPU seconds on dense kernels (zeros multiplied), box: Other CPU, torch 2.0" in text
     assert "Some CPU" not in text  # none of its points ran all their seeds there
