@@ -112,6 +112,8 @@ class AsyncWorld(Protocol):
 
     def stalled(self) -> bool: ...
 
+    def idle_energy_j(self) -> np.ndarray: ...  # joules each device drew idle since the run's start, by id
+
 
 @dataclass(frozen=True)
 class BufferConfig:
@@ -193,6 +195,7 @@ class BufferedFedAvg(SparseFedAvg):
         self.held: set[int] = set()        # declined or out of memory: not started again before the next version
         self._wired: tuple[int, dict[str, np.ndarray]] = (-1, {})  # (version, its wire encoding)
         self.fruitless = 0                 # arrivals in a row with no update for the buffer
+        self.idle_seen: np.ndarray | None = None  # the world's idle energy booked so far (None: none yet)
 
     # -- checkpoints -----------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -201,6 +204,7 @@ class BufferedFedAvg(SparseFedAvg):
         snap = super().snapshot()
         snap.update(version=self.version, dispatch=self.dispatch, arrivals=self.arrival_rows,
                     task_clock_s=self.task_clock_s, held=sorted(self.held), fruitless=self.fruitless,
+                    idle_seen=None if self.idle_seen is None else self.idle_seen.tolist(),
                     in_flight=[{"device": d, "dispatch": f.dispatch, "version": f.version, "report": asdict(f.report),
                                 "n_examples": None if f.update is None else f.update.n_examples,
                                 "metrics": None if f.update is None else f.update.metrics}
@@ -226,6 +230,8 @@ class BufferedFedAvg(SparseFedAvg):
         self.arrival_rows = list(snapshot["arrivals"])
         self.task_clock_s = float(snapshot["task_clock_s"])
         self.held, self.fruitless = {int(d) for d in snapshot["held"]}, int(snapshot["fruitless"])
+        seen = snapshot.get("idle_seen")  # absent in an older checkpoint: the idle energy before it goes unbooked
+        self.idle_seen = np.asarray(self.async_world.idle_energy_j() if seen is None else seen, dtype=np.float64)
         self.interval = Interval(self.sim_time_s)
         parts: dict[tuple[int, str], dict[str, np.ndarray]] = {}
         for key, a in (arrays or {}).items():
@@ -284,9 +290,18 @@ class BufferedFedAvg(SparseFedAvg):
     def _book_open_interval(self) -> None:
         """A run that stops between versions still books the arrivals it had (no version, no row)."""
         iv, now = self.interval, self.async_world.clock_s
-        if iv.entries:
-            book_round(self.totals, version_row(iv.entries, iv, now), interval_timing(iv, now))
+        idle = self._take_idle()
+        if iv.entries or idle:
+            timing = interval_timing(iv, now, idle)
+            book_round(self.totals, version_row(iv.entries, iv, now, timing.idle_energy_j), timing)
         self.interval = Interval(now)
+
+    def _take_idle(self) -> dict[int, float]:
+        """The idle energy the world accrued since the last call, by device (nonzero ones only)."""
+        total = np.asarray(self.async_world.idle_energy_j(), dtype=np.float64)
+        fresh = total if self.idle_seen is None else total - self.idle_seen
+        self.idle_seen = total
+        return {int(d): float(fresh[d]) for d in np.flatnonzero(fresh > 0)}
 
     def _nodes(self, grid: Grid) -> dict[int, int]:
         """Device id -> node id of the devices connected now (new ones identified)."""
@@ -409,12 +424,12 @@ class BufferedFedAvg(SparseFedAvg):
         """The version's row, timing and device rows, and the run's totals, from the interval's arrivals."""
         iv, now = self.interval, self.async_world.clock_s
         entries = iv.entries
-        timing = interval_timing(iv, now)
+        timing = interval_timing(iv, now, self._take_idle())
         outcomes = timing.devices
         reports = [e.flight.report for e in entries]
         applied = [e for e in entries if e.status == "ok"]
         accepted = [e.update for e in applied]
-        row = version_row(entries, iv, now)
+        row = version_row(entries, iv, now, timing.idle_energy_j)
         self.totals.accepted_updates += len(applied)
         book_round(self.totals, row, timing)
         # the latest start of any work that reached the server so far: the tasks evaluated are those reached
@@ -433,18 +448,20 @@ class BufferedFedAvg(SparseFedAvg):
         self.interval = Interval(now)
 
 
-def interval_timing(interval: Interval, now: float) -> RoundTiming:
+def interval_timing(interval: Interval, now: float, idle: dict[int, float] | None = None) -> RoundTiming:
     """An interval's arrivals as the timing a synchronous round settles to: their outcomes under the
     status the server gave them, the applied ones accepted (last status per device where one arrived
-    twice: the rows and totals count per arrival)."""
+    twice: the rows and totals count per arrival), and the idle energy the fleet drew over it."""
     entries = interval.entries
+    idle = idle or {}
     outcomes = tuple(replace(e.arrival.outcome, status=e.status) for e in entries)
     return RoundTiming(frozenset(e.arrival.device_id for e in entries if e.status == "ok"),
                        {e.arrival.device_id: e.status for e in entries}, now,
-                       math.fsum(o.energy_j for o in outcomes), start_s=interval.start_s, devices=outcomes)
+                       math.fsum(o.energy_j for o in outcomes), start_s=interval.start_s, devices=outcomes,
+                       idle_energy_j=math.fsum(idle.values()), idle_by_device=idle)
 
 
-def version_row(entries: list[Entry], interval: Interval, now: float) -> dict:
+def version_row(entries: list[Entry], interval: Interval, now: float, idle_energy_j: float = 0.0) -> dict:
     """A version's figures for rounds.csv, as a synchronous round's (server.strategy.round_row), counted per
     arrival: a device that arrived twice in the interval counts twice. Useful work is what the buffer
     applied; the rest (too stale, failed, out of memory, declined) is wasted."""
@@ -459,7 +476,7 @@ def version_row(entries: list[Entry], interval: Interval, now: float) -> dict:
         "accepted": len(useful), "dropped": sum(1 for e in wasted if e.status in ("late", "failed", "oom")),
         "rejected": interval.rejected, "failed": interval.failed, "timed_out": interval.timed_out,
         "sim_start_s": interval.start_s, "sim_time_s": now,
-        "energy_j": math.fsum(e.arrival.outcome.energy_j for e in entries), "idle_energy_j": 0.0,
+        "energy_j": math.fsum(e.arrival.outcome.energy_j for e in entries), "idle_energy_j": idle_energy_j,
         "upload_bytes": sum(e.flight.report.up_bytes for e in useful),
         "download_bytes": interval.download_bytes,
         "train_flops": sum(e.flight.report.train_flops for e in useful),

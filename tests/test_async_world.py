@@ -72,6 +72,30 @@ def test_one_device_arrives_after_download_compute_and_upload_and_pays_no_idle()
     assert w.next_event() is None and w.stalled() and w.clock_s == event.time_s  # nothing left to happen
 
 
+def test_a_device_online_and_not_in_flight_draws_idle_power_and_one_in_flight_does_not() -> None:
+    """Device 0 works for 5.1 s (as above); device 1 waits online at 1 W, device 2 (bernoulli, 1 in 4) for its
+    availability's share, device 3 (on/off) only while it is on. Nothing moves the clock once all have arrived."""
+    onoff = replace(BASE, availability_model="onoff", mean_on_s=2.0, mean_off_s=2.0, idle_w=0.5)
+    w = world([BASE, replace(BASE, idle_w=1.0), replace(BASE, availability_model="bernoulli", availability=0.25,
+                                                          idle_w=2.0), onoff])
+    start(w, 1, [DeviceReport(0, 6e9, 1_250_000, 2_500_000, 1000)], 1_250_000)
+    while (event := w.next_event()) is None:  # device 3 coming online is news for the server, not an arrival
+        pass
+    assert event.device_id == 0 and event.time_s == pytest.approx(5.1, rel=1e-15)
+    on_s, t = 0.0, 0.0
+    for on, length in onoff_periods(0, 3, 2.0, 2.0):
+        if t >= event.time_s:
+            break
+        on_s += on * (min(t + length, event.time_s) - t)
+        t += length
+    idle = w.idle_energy_j()
+    assert idle[:3] == pytest.approx([0.0, 1.0 * 5.1, 2.0 * 0.25 * 5.1], rel=1e-12)
+    assert idle[3] == pytest.approx(0.5 * on_s, rel=1e-12) and 0 < on_s < 5.1  # the clock stopped at its switches
+    assert event.outcome.energy_j == pytest.approx(16.2, rel=1e-15)  # the worker's own bill is unchanged
+    w.idle_energy_j()[:] = 99.0  # a copy: the caller cannot change the world's books
+    assert np.array_equal(w.idle_energy_j(), idle)
+
+
 def test_the_radio_tail_counts_between_transfers_but_not_after_the_arrival() -> None:
     p = replace(BASE, tail_s=3.0, tail_w=0.5)
     w = world([p])
@@ -339,9 +363,11 @@ def test_restore_mid_run_gives_exactly_the_arrivals_of_the_uninterrupted_world()
     assert resumed.clock_s == first.clock_s and resumed.in_flight() == first.in_flight()
     assert resumed.snapshot() == snap
     assert resumed.base.upload_bytes == first.base.upload_bytes
+    assert np.array_equal(resumed.idle_energy_j(), first.idle_energy_j())
     after = [driver.step(resumed) for _ in range(35)]
     assert after == expected[25:]
     assert resumed.snapshot()["log"] == whole.snapshot()["log"]
+    assert np.array_equal(resumed.idle_energy_j(), whole.idle_energy_j()) and whole.idle_energy_j().sum() > 0
 
 
 def test_restore_between_plan_and_launch() -> None:

@@ -44,6 +44,7 @@ class FixedTimes:
         self.statuses = {d: list(v) for d, v in (statuses or {}).items()}  # per launch, else the report's
         self.flying: dict[int, tuple[float, float, int, str]] = {}  # device -> (arrival, start, dispatch, status)
         self.launched: list[tuple[int, list[int]]] = []
+        self.idle = np.zeros(max(seconds) + 1)  # 1 W for every second a device waits, not in flight
 
     def ready(self, version, limit, exclude=frozenset()):
         return sorted(d for d in self.seconds if d not in self.flying and d not in exclude)[:max(0, limit)]
@@ -62,12 +63,17 @@ class FixedTimes:
         if not self.flying:
             return None  # nothing in flight: nothing comes (every device is always online)
         device = min(self.flying, key=lambda d: (self.flying[d][0], d))
+        time_s = self.flying[device][0]
+        self.idle[[d for d in self.seconds if d not in self.flying]] += time_s - self.clock_s
         time_s, start, dispatch, status = self.flying.pop(device)
         self.clock_s = time_s
         return Arrival(device, dispatch, status, time_s, Outcome(device, status, start, time_s))
 
     def stalled(self):
         return False  # always-online devices: someone could always start
+
+    def idle_energy_j(self):
+        return self.idle.copy()
 
 
 class Devices:
@@ -222,6 +228,28 @@ def test_each_start_is_one_dispatch_launched_on_the_world():
     s.devices = {100: 0}
     run(s, Devices(1), 2)
     assert world.launched == [(1, [0]), (2, [0])]
+
+
+def test_each_version_books_the_idle_energy_the_world_accrued_over_it():
+    """One at a time (concurrency 1): device 0 (1 s) works every version while device 1 waits at 1 W."""
+    s = server(FixedTimes({0: 1.0, 1: 2.5}), k=1, bound=0, concurrency=1, devices=2)
+    versions = []
+    s.run(Devices(2), to_arrays(encode_model(*initial())), 3,
+          evaluate_fn=lambda v, arrays: versions.append((s.last_row["idle_energy_j"], s.last_timing.idle_by_device))
+          if v else None)
+    assert versions == [(1.0, {1: 1.0})] * 3
+    assert s.totals.idle_energy_j == 3.0 and s.totals.energy_j == 3 * 2.0  # the worker's bill apart
+
+    import json
+
+    older = {k: v for k, v in s.snapshot().items() if k != "idle_seen"}  # a checkpoint from before idle energy
+    for snap in (s.snapshot(), older):  # restored at version 3 with the world's books: the past is not booked twice
+        world = FixedTimes({0: 1.0, 1: 2.5})
+        world.clock_s, world.idle = s.async_world.clock_s, s.async_world.idle.copy()
+        again = server(world, k=1, bound=0, concurrency=1, devices=2)
+        again.restore(json.loads(json.dumps(snap)), 3, s.global_weights, s.global_masks)
+        again.run(Devices(2), None, 1)
+        assert again.totals.idle_energy_j == 3.0 + 1.0
 
 
 def test_a_run_stopped_at_a_version_and_restored_reaches_the_same_versions():

@@ -297,16 +297,22 @@ def test_rounds_and_totals_carry_idle_energy_beside_energy():
     assert Totals(**{k: v for k, v in vars(Totals()).items() if k != "idle_energy_j"}).idle_energy_j == 0.0
 
 
-def test_a_dry_run_writes_idle_energy_to_rounds_devices_and_summary(tmp_path):
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_dry_run_writes_idle_energy_to_rounds_devices_and_summary(tmp_path, mode):
+    """Synchronous: the devices online and not sampled idle through a round; asynchronous (at most 3 of 12 in
+    flight at once), the devices online and waiting to start between versions."""
     scenario = tmp_path / "s.yaml"
     out = tmp_path / "out"
-    scenario.write_text("""name: idle
-dataset: {name: synthetic}
-fleet: {devices: 12, profiles: {rpi4: 6, phone: 6}}
-stream: {rounds_per_task: 2}
-train: {local_epochs: 1, width: 4}
-federation: {rounds: 4, devices_per_round: 0.25}
-timing: {deadline_s: 30}
+    federation = ("{rounds: 4, devices_per_round: 0.25}" if mode == "sync" else
+                  "{rounds: 4, devices_per_round: 0.25, mode: async, buffer_size: 2, concurrency: 3}")
+    stream = "{rounds_per_task: 2}" if mode == "sync" else "{task_every_s: 60}"
+    scenario.write_text(f"""name: idle
+dataset: {{name: synthetic}}
+fleet: {{devices: 12, profiles: {{rpi4: 6, phone: 6}}}}
+stream: {stream}
+train: {{local_epochs: 1, width: 4}}
+federation: {federation}
+timing: {{deadline_s: 30}}
 """)
     assert main(["run", str(scenario), "--dry-run", "--out", str(out), "--quiet"]) in (0, 1)
     rounds = list(csv.DictReader((out / "rounds.csv").open()))

@@ -34,10 +34,13 @@ when the base has `server_ingress_mbps` / `server_egress_mbps`.
 Energy: a device is charged from its launch until its arrival (compute,
 transfers, the radio's tail between them), exactly as fleet.world.timing charges a
 synchronous device that leaves at its end: an arrived device waits for no
-round to close, so it pays no idle energy, and its radio's tail after the
-upload is not counted. Idle energy of devices that are neither in flight nor
-offline is NOT modelled in async mode (a synchronous round charges it through
-SimWorld._idle_energy; here there is no round to charge it to).
+round to close, and its radio's tail after the upload is not counted. Apart
+from that, `idle_energy_j` accrues idle_w over the seconds a device is online
+and not in flight (waiting to start, or held back by the server), as a
+synchronous round's SimWorld._idle_energy does: the clock stops at every on/off
+switch, so within each step who is online and who is in flight holds still.
+A bernoulli device is drawn only when it may start, so between draws it counts
+for its availability's share of the time (the expectation of its draw).
 
 Checkpoints: every call that changes the world (plan, launch, next_event) is
 logged with its arguments, as plain JSON values; `restore` rebuilds the base
@@ -62,6 +65,7 @@ import numpy as np
 import simpy
 
 from clients.errors import InputError
+from fleet.world.availability import BERNOULLI
 from fleet.world.draws import TIE, keyed_uniforms
 from fleet.world.link import SharedLink
 from fleet.world.rounds import (
@@ -161,6 +165,7 @@ class AsyncWorld:
         self._running = 0
         self._dispatch = 0  # the last planned dispatch
         self._redraws = 0   # fresh bernoulli draws of an idle fleet (ready's key)
+        self._idle_j = np.zeros(len(base.profiles))  # idle energy so far, by device (idle_energy_j)
         self._log: list[list] = []
 
     # -- the protocol ----------------------------------------------------------------
@@ -220,6 +225,11 @@ class AsyncWorld:
     def stalled(self) -> bool:
         """Nothing in flight, no device will ever switch online or offline again, and none is drawn."""
         return not self._flying and math.isinf(self._next_change()) and not self._drawn
+
+    def idle_energy_j(self) -> np.ndarray:
+        """Joules each device has drawn idle since the run's start: online and not in flight (see the module
+        docstring), by device id; the server books what accrued over each version."""
+        return self._idle_j.copy()
 
     # -- checkpoints -------------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -321,6 +331,7 @@ class AsyncWorld:
         while not self._ended:
             change = self._next_change()
             if self._running and env.peek() < change:
+                self._charge_idle(env.peek())
                 env.step()
                 continue
             if math.isinf(change):
@@ -339,10 +350,24 @@ class AsyncWorld:
         availability = self.base.availability
         alternating = availability.alternating
         before = availability.on[alternating].copy()
+        self._charge_idle(at)
         self.env.run(until=self.env.timeout(delay_to(self.env.now, at)))  # the clock at exactly `at`
         availability.advance(at)
         came = alternating[availability.on[alternating] & ~before]
         return any(d not in self._flying for d in came.tolist())
+
+    def _charge_idle(self, until: float) -> None:
+        """Idle energy from the clock to `until`, a stretch with no switch inside: idle_w of every device online
+        and not in flight (a bernoulli one for its availability's share)."""
+        span = until - self.env.now
+        if span <= 0:
+            return
+        availability = self.base.availability
+        online = np.where(availability.codes == BERNOULLI, availability.chance, 1.0)
+        online[availability.alternating] = availability.on[availability.alternating]
+        if self._flying:
+            online[list(self._flying)] = 0.0
+        self._idle_j += self.base.idle_w * online * span
 
     def _arrive(self, flight: _Flight) -> Arrival:
         """Freeze an ended device's outcome; book an ok update's size and work as SimWorld.settle does."""
