@@ -20,7 +20,7 @@ sparsity and seed, each with its standing controls) and writes:
   FLOPs counted, and CPU seconds on dense kernels, one budget per machine: a point's
   CPU time counts only where all its runs came from one machine) the networks on the
   Pareto front of Class-IL against cost, each from the cost at which it becomes the
-  best measured choice.
+  best measured choice; only networks measured on 5 seeds (the target's count) compete.
 
 It prints the table (markdown) and, per width, whether SparCL-DER++ 0.90 meets
 the issue's target: within 1 point of dense (paired median, no seed below -3) at
@@ -298,9 +298,11 @@ def network_name(point: dict) -> str:
     return f"{label} {point['sparsity']:g}, width {point['width']}"
 
 
-def choice_rows(points: list[dict]) -> list[dict]:
+def choice_rows(points: list[dict], min_seeds: int = TARGET_SEEDS) -> list[dict]:
     """For each budget (counted FLOPs, CPU seconds): from which cost each network on the front is the best
-    measured choice."""
+    measured choice. Only networks measured on at least `min_seeds` seeds compete: a median of fewer is no
+    answer to give a user (a width still being measured stays out until its seeds are in)."""
+    points = [p for p in points if len(p["seeds"].split()) >= min_seeds]
     fronts = [("train_flops", frontier(points, "train_flops"))]
     for machine in sorted({p["machines"] for p in points if p["cpu_s"] is not None}):  # CPU time is per machine
         fronts.append(("cpu_s", frontier([p for p in points if p["machines"] == machine], "cpu_s")))
@@ -371,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="pair every variant of OUT's arms with the same variant of DIR's (a capacity folder "
                         "run with other settings), run on the same machine, and print the differences; "
                         "repeatable (the baseline's arms on each machine)")
+    parser.add_argument("--min-seeds", type=int, default=TARGET_SEEDS, metavar="N",
+                        help=f"networks in the budget choice need N seeds or more (default {TARGET_SEEDS})")
     parser.add_argument("--check", metavar="ARM_JSON", help="is this arm complete? (see the module's doc)")
     parser.add_argument("--expect", action="append", default=[], metavar="KEY=VALUE",
                         help="with --check: a setting the arm's config must hold (a JSON value, else a string)")
@@ -392,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     points = curve_points(rows)
     write_csv(out / "table.csv", table, TABLE_COLUMNS)
     write_csv(out / "points.csv", points, POINT_COLUMNS)
-    choice = choice_rows(points)
+    choice = choice_rows(points, args.min_seeds)
     write_csv(out / "choice.csv", choice, CHOICE_COLUMNS)
     plot(points, out / "capacity.png", ", ".join(sorted({r["dataset"] for r in rows})))
     if args.baseline:
