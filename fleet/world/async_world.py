@@ -37,8 +37,9 @@ synchronous device that leaves at its end: an arrived device waits for no
 round to close, and its radio's tail after the upload is not counted. Apart
 from that, `idle_energy_j` accrues idle_w over the seconds a device is online
 and not in flight (waiting to start, or held back by the server), as a
-synchronous round's SimWorld._idle_energy does: the clock stops at every on/off
-switch, so within each step who is online and who is in flight holds still.
+synchronous round's SimWorld._idle_energy does. It is booked at each change of
+who is idle (a launch, an arrival, an on/off switch: the clock stops at every
+switch), so the rate holds in between, however many events the clock runs.
 A bernoulli device is drawn only when it may start, so between draws it counts
 for its availability's share of the time (the expectation of its draw).
 
@@ -165,7 +166,8 @@ class AsyncWorld:
         self._running = 0
         self._dispatch = 0  # the last planned dispatch
         self._redraws = 0   # fresh bernoulli draws of an idle fleet (ready's key)
-        self._idle_j = np.zeros(len(base.profiles))  # idle energy so far, by device (idle_energy_j)
+        self._idle_j = np.zeros(len(base.profiles))  # idle energy up to _idle_at, by device (idle_energy_j)
+        self._idle_at = 0.0
         self._log: list[list] = []
 
     # -- the protocol ----------------------------------------------------------------
@@ -229,7 +231,7 @@ class AsyncWorld:
     def idle_energy_j(self) -> np.ndarray:
         """Joules each device has drawn idle since the run's start: online and not in flight (see the module
         docstring), by device id; the server books what accrued over each version."""
-        return self._idle_j.copy()
+        return self._idle_j + self._idle_rate() * (self.env.now - self._idle_at)
 
     # -- checkpoints -------------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -301,6 +303,7 @@ class AsyncWorld:
                              crashed=r.status == "failed", speed_factor=float(s), tie_key=float(tie)), r)
                  for r, s, tie in zip(reports, speeds, ties)]
         works.sort(key=lambda wr: (wr[0].tie_key, wr[0].device_id))
+        self._settle_idle()  # they enter the flight: no longer idle
         now = self.env.now
         for work, report in works:
             trace = DeviceTrace(end_s=now)
@@ -331,7 +334,6 @@ class AsyncWorld:
         while not self._ended:
             change = self._next_change()
             if self._running and env.peek() < change:
-                self._charge_idle(env.peek())
                 env.step()
                 continue
             if math.isinf(change):
@@ -343,6 +345,7 @@ class AsyncWorld:
         while env.peek() == env.now:  # everything else due at this instant, so the tie order decides
             env.step()
         _, _, device = heapq.heappop(self._ended)
+        self._settle_idle()  # it leaves the flight: idle from now on
         return self._arrive(self._flying.pop(device))
 
     def _switch_to(self, at: float) -> bool:
@@ -350,24 +353,29 @@ class AsyncWorld:
         availability = self.base.availability
         alternating = availability.alternating
         before = availability.on[alternating].copy()
-        self._charge_idle(at)
         self.env.run(until=self.env.timeout(delay_to(self.env.now, at)))  # the clock at exactly `at`
+        self._settle_idle()  # who is online changes now
         availability.advance(at)
         came = alternating[availability.on[alternating] & ~before]
         return any(d not in self._flying for d in came.tolist())
 
-    def _charge_idle(self, until: float) -> None:
-        """Idle energy from the clock to `until`, a stretch with no switch inside: idle_w of every device online
-        and not in flight (a bernoulli one for its availability's share)."""
-        span = until - self.env.now
-        if span <= 0:
-            return
+    def _idle_rate(self) -> np.ndarray:
+        """Idle watts by device now: idle_w of every device online and not in flight (a bernoulli one for its
+        availability's share)."""
         availability = self.base.availability
         online = np.where(availability.codes == BERNOULLI, availability.chance, 1.0)
         online[availability.alternating] = availability.on[availability.alternating]
         if self._flying:
             online[list(self._flying)] = 0.0
-        self._idle_j += self.base.idle_w * online * span
+        return self.base.idle_w * online
+
+    def _settle_idle(self) -> None:
+        """Book the idle energy since the last change of who is idle, before the next one (a launch, an
+        arrival, an on/off switch): between them the rate holds, however many events the clock runs through."""
+        span = self.env.now - self._idle_at
+        if span > 0:
+            self._idle_j += self._idle_rate() * span
+        self._idle_at = self.env.now
 
     def _arrive(self, flight: _Flight) -> Arrival:
         """Freeze an ended device's outcome; book an ok update's size and work as SimWorld.settle does."""
