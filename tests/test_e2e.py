@@ -90,3 +90,33 @@ def test_a_fleet_of_plain_flower_client_apps_is_identified_and_learns_from_them(
     rows = list(csv.DictReader((tmp_path / "out" / "device_rounds.csv").open()))
     assert len(rows) == 8 and {r["client"] for r in rows} == {"stock"} and all(float(r["counted_examples"]) > 0
                                                                                for r in rows)
+
+
+def test_round_one_samples_the_whole_fleet_while_the_simulation_engine_registers_nodes_slowly(tmp_path,
+                                                                                               monkeypatch):
+    """Flower's simulation engine starts the ServerApp, then registers its nodes one by one: a round that
+    began at `min_available` nodes sampled from part of the fleet (seen on CI as 3 of 4). The runner waits
+    for every simulated device, here registered half a second apart."""
+    import time
+
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    from fleet.run import run_scenario
+
+    register = vce_api._register_nodes
+
+    def slowly(num_nodes, state_factory):
+        mapping = {}
+        for partition in range(num_nodes):
+            time.sleep(0.5)
+            mapping.update(dict.fromkeys(register(1, state_factory), partition))
+        return mapping
+
+    monkeypatch.setattr(vce_api, "_register_nodes", slowly)
+    scenario = tiny_scenario(tmp_path, **{"dataset.name": "synthetic", "fleet.devices": 4,
+                                          "fleet.profiles": {"rpi4": 4}, "train.width": 4,
+                                          "federation.rounds": 1, "federation.devices_per_round": 4,
+                                          "federation.min_available": 1})
+    run_scenario(scenario, tmp_path / "out")
+    rows = list(csv.DictReader((tmp_path / "out" / "rounds.csv").open()))
+    assert [(r["sampled"], r["accepted"]) for r in rows] == [("4", "4")], rows

@@ -144,7 +144,9 @@ class FederationSpec:
     # least 1, as server.strategy rounds); default all devices. Parsing
     # resolves it to the count.
     devices_per_round: int | float | None = rule(None, gt=0)
-    min_available: int | None = rule(None, ge=1)  # default min(2, devices)
+    # Devices connected before a round starts, on the deployment engine; the
+    # simulation engine always waits for its whole fleet. Default min(2, devices).
+    min_available: int | None = rule(None, ge=1)
     aggregation: str = rule("mask-aware", choices=AGGREGATIONS)
     mask_policy: str = rule("global", choices=MASK_POLICIES)
     resparsify: bool = True  # re-sparsify the global model after aggregation (ignored when dense)

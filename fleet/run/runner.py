@@ -285,6 +285,9 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, on_round=None, verbose: b
     host = "cpu" if spec.learner.train.device == "cpu" else "auto"
     learner = Learner(spec.learner.with_device(host), stream.input_shape, stream.num_classes)
     config = replace(server_config(scenario, spec, learner), run_key=run_key(scenario, out_dir))
+    if launch is None:  # Flower's simulation engine registers its nodes one by one while the ServerApp
+        # starts: wait for every simulated device, or round 1 may sample from part of the fleet
+        config = replace(config, min_available=spec.devices)
     ckpt = read_checkpoint(out_dir) if resume else None
     # everything that can fail on bad input has run: only now touch the output folder
     with folder_lock(out_dir):
