@@ -75,6 +75,7 @@ def machine_name(report: dict) -> str:
 def flatten(report: dict) -> list[dict]:
     """One row per run of an arm report: its width as run, its figures, and the machine."""
     cfg = report["config"]
+    machine, cpu = machine_name(report), (report.get("machine") or {}).get("cpu", "unknown CPU")
     rows = []
     for run in report["runs"]:
         name = run["variant"]
@@ -83,7 +84,7 @@ def flatten(report: dict) -> list[dict]:
             "width": cfg["narrow_width"] if name == "dense-narrow" else cfg["width"],
             "class_il": run["class_il"], "train_flops": run["train_flops"], "live_weights": run.get("live_weights"),
             "cpu_s": run["cpu_s"], "wall_s": run["wall_s"], "device": cfg.get("device", "cpu"),
-            "machine": machine_name(report), "cpu": (report.get("machine") or {}).get("cpu", "unknown CPU"),
+            "machine": machine, "cpu": cpu,
             "dataset": cfg.get("dataset", "?"),
         })
     return rows
