@@ -142,7 +142,8 @@ def output_columns() -> str:
 
     tables = [("rounds.csv", [*BASE_COLUMNS, "acc_task_<t>", "til_task_<t>", "..."],
                "one row per round (per version in async mode), appended and flushed as it ends"),
-              ("devices.csv", DEVICE_COLUMNS, "one row per device: its totals over the run"),
+              ("devices.csv", DEVICE_COLUMNS,
+               "one row per device: its totals over the run (async: the arrivals after the last version too)"),
               ("device_rounds.csv", DEVICE_ROUND_COLUMNS, "one row per device and round it was sampled in"),
               ("arrivals.csv", ARRIVAL_COLUMNS, "async mode: one row per update that reached the server"),
               ("comparison.csv", COMPARISON, "`fleet compare`: one row per variant (and seed)"),

@@ -294,6 +294,7 @@ class BufferedFedAvg(SparseFedAvg):
         if iv.entries or idle:
             timing = interval_timing(iv, now, idle)
             book_round(self.totals, version_row(iv.entries, iv, now, timing.idle_energy_j), timing)
+            self.unversioned = (timing, [e.flight.report for e in iv.entries])
         self.interval = Interval(now)
 
     def _take_idle(self) -> dict[int, float]:

@@ -299,6 +299,21 @@ def test_a_fleet_that_declines_every_budget_stops_with_a_note_instead_of_running
     assert s.totals.declined == 2 and s.totals.energy_j == 4.0  # booked though no version came
 
 
+def test_work_after_the_last_version_reaches_the_devices_ledger_as_it_reaches_the_totals():
+    """A run that stops between versions has no row for its last arrivals: the strategy hands them on, and
+    the ledger (devices.csv) books them per device, without a round, adding up to the totals."""
+    from fleet.world.ledger import Ledger
+
+    world = FixedTimes({0: 0.5, 1: 0.5}, {0: ["declined"] * 5, 1: ["declined"] * 5})
+    s = server(world, k=1, bound=5, concurrency=2, devices=2)
+    run(s, Devices(2), 3)
+    assert s.unversioned is not None
+    ledger = Ledger(["rpi4", "rpi4"])
+    ledger.add_work(*s.unversioned)
+    assert [(d.sampled, d.declined) for d in ledger.devices] == [(1, 1), (1, 1)] and ledger.rounds == []
+    assert math.fsum(d.energy_j for d in ledger.devices) == s.totals.energy_j == 4.0
+
+
 def test_a_device_arriving_twice_in_a_version_gets_a_row_each_with_its_own_status():
     world = FixedTimes({0: 1.0, 1: 5.0}, {0: ["failed", "ok", "ok"]})
     s = server(world, k=2, bound=5, concurrency=2, devices=2)

@@ -145,6 +145,24 @@ def test_a_board_that_cannot_hold_the_runtime_declines_in_a_dry_run_as_it_does_f
     assert [(r["profile"], r["declined"], r["ok"]) for r in devices] == [("rpi4", "0", "3"), ("rpi-zero2w", "3", "0")]
 
 
+def test_an_asynchronous_run_that_stops_between_versions_books_its_last_arrivals_per_device(tmp_path):
+    """Boards that cannot hold the runtime decline every version: the run stops before a version, with no
+    row, and devices.csv still adds up to summary.json (declines, energy, idle energy)."""
+    from fleet.run import dry_run
+    from fleet.config import parse_scenario
+
+    scenario = parse_scenario({"name": "zeros", "dataset": {"name": "synthetic"},
+                               "fleet": {"devices": 3, "profiles": {"rpi-zero2w": 3}}, "stream": {"task_every_s": 60},
+                               "federation": {"rounds": 3, "mode": "async", "buffer_size": 2}}, source="zeros")
+    summary = dry_run(scenario, tmp_path / "dry")
+    assert summary["rounds_completed"] == 0 and any("every device declined" in n for n in summary["notes"])
+    devices = list(csv.DictReader((tmp_path / "dry" / "devices.csv").open()))
+    assert sum(int(d["declined"]) for d in devices) == summary["declined"] == 3
+    for key in ("energy_j", "idle_energy_j"):
+        assert math.fsum(float(d[key]) for d in devices) == pytest.approx(summary[key], rel=1e-12)
+    assert summary["energy_j"] > 0  # the downloads before each decline
+
+
 def dry_run_of(tmp_path, scenario_text: str) -> tuple[Path, list[dict], dict]:
     """`fleet run --dry-run` of this scenario (it must succeed): the output folder, its rounds and summary."""
     scenario, out = tmp_path / "s.yaml", tmp_path / "out"

@@ -290,7 +290,8 @@ def plot_staleness(arrivals: Sequence[dict], path: Path, title: str, max_stalene
     axes[1].set_title(f"{off} of {len(known)} applied updates trained on a task the stream had left", fontsize=9)
     for ax in axes:
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # nothing arrived applied or too stale: no legend to draw
+            ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)

@@ -425,6 +425,8 @@ def dry_versions(scenario: Scenario, spec: DeviceSpec, config, world, cost: Step
     # no Flower grid and no initial arrays: DryBuffered's _nodes and _train never ask the grid, and its global
     # weights are set above (version_done ignores the arrays of version 0)
     strategy.run(cast("Grid", None), cast("ArrayRecord", None), config.rounds, version_done)
+    if strategy.unversioned is not None:  # stopped between versions: its last arrivals have no row
+        ledger.add_work(*strategy.unversioned)
     return strategy
 
 

@@ -364,6 +364,8 @@ def _run(scenario: Scenario, out_dir: Path, spec: DeviceSpec, stream: TaskStream
             sink["strategy"] = make_strategy(config, world, buffer, current_task)
             restore_strategy(sink["strategy"], resume, weights, masks)
     strategy = sink["strategy"]
+    if strategy.unversioned is not None:
+        ledger.add_work(*strategy.unversioned)
     status = "failed" if strategy.totals.every_reply_failed else "complete"  # no update was ever aggregated
     summary = {"status": status, **summarise(scenario, strategy, rounds_csv.rows, time.perf_counter() - started),
                "wall_breakdown_s": wall_breakdown(strategy, evaluator, run_started, time.perf_counter())}

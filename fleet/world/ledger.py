@@ -61,6 +61,11 @@ class Ledger:
         for d in busy:
             self.devices[d].busy += 1
         self.rounds.append(trace(server_round, timing, self.tracked, offline, busy))
+        self.add_work(timing, reports, adapted)
+
+    def add_work(self, timing: RoundTiming, reports: list[DeviceReport], adapted: Collection[int] = ()) -> None:
+        """Each device's share of a round's work and idle energy, without the round: also what an
+        asynchronous run books after its last version, when it stops between versions."""
         by_device: dict[int, list[DeviceReport]] = {}  # in order: an asynchronous version may hold a device twice
         for r in reports:
             by_device.setdefault(r.device_id, []).append(r)
