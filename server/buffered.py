@@ -294,7 +294,9 @@ class BufferedFedAvg(SparseFedAvg):
         if iv.entries or idle:
             timing = interval_timing(iv, now, idle)
             book_round(self.totals, version_row(iv.entries, iv, now, timing.idle_energy_j), timing)
-            self.unversioned = (timing, [e.flight.report for e in iv.entries])
+            adapted = {e.arrival.device_id for e in iv.entries
+                       if e.status == "ok" and e.update.metrics.get("adapted", 0)}
+            self.unversioned = (timing, [e.flight.report for e in iv.entries], adapted)
         self.interval = Interval(now)
 
     def _take_idle(self) -> dict[int, float]:

@@ -197,7 +197,7 @@ class SparseFedAvg(FedAvg):
         self.last_timing: RoundTiming | None = None
         # work booked into the totals after the last row (an asynchronous run that stopped between
         # versions): the runner's ledger books it too, so devices.csv adds up to summary.json
-        self.unversioned: tuple[RoundTiming, list[DeviceReport]] | None = None
+        self.unversioned: tuple[RoundTiming, list[DeviceReport], set[int]] | None = None
         self.last_reports: list[DeviceReport] = []
         self.last_adapted: set[int] = set()
         self.last_offline: frozenset[int] = frozenset()  # this round's devices offline at its start
