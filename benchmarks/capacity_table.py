@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fleet.stats import median, paired  # noqa: E402
+from fleet.stats import consistent_sign, median, paired  # noqa: E402
 
 ARMS = ("full", "tdm", "static")  # the masked arms, as fleet bench names them: SparCL's two, and the static mask
 CONTROLS = ("dense", "static", "dense-narrow")         # dense at the width, static mask, equal FLOPs
@@ -58,6 +58,7 @@ TABLE_COLUMNS = ("width", "sparsity", "arm", "control", "control_width", "seeds"
 POINT_COLUMNS = ("method", "sparsity", "width", "seeds", "class_il", "class_il_min", "class_il_max",
                  "train_flops", "cpu_s", "live_weights", "machines", "cpu")
 CHOICE_COLUMNS = ("budget", "from", "method", "sparsity", "width", "class_il", "class_il_min", "class_il_max",
+                  "gain_median", "gain_min", "gain_max", "gain_seeds", "gain_holds",
                   "train_flops", "cpu_s", "live_weights", "seeds", "machines", "cpu")
 BUDGETS = {"train_flops": "training FLOPs counted (what sparse kernels would execute)",
            "cpu_s": "CPU seconds on dense kernels (zeros multiplied)"}  # one budget per machine
@@ -271,7 +272,8 @@ def curve_points(rows: list[dict]) -> list[dict]:
                        "cpu_s": median([r["cpu_s"] for r in runs]) if one_cpu(runs) else None,
                        "live_weights": median([r["live_weights"] for r in runs]),
                        "machines": "; ".join(sorted({r["machine"] for r in runs})),
-                       "cpu": runs[0]["cpu"] if one_cpu(runs) else ""})  # what its CPU seconds are of
+                       "cpu": runs[0]["cpu"] if one_cpu(runs) else "",  # what its CPU seconds are of
+                       "by_seed": {seed: r["class_il"] for seed, r in seeds.items()}})  # to pair with other points
     return points
 
 
@@ -307,8 +309,31 @@ def choice_rows(points: list[dict], min_seeds: int = TARGET_SEEDS) -> list[dict]
     fronts = [("train_flops", frontier(points, "train_flops"))]
     for machine in sorted({p["machines"] for p in points if p["cpu_s"] is not None}):  # CPU time is per machine
         fronts.append(("cpu_s", frontier([p for p in points if p["machines"] == machine], "cpu_s")))
-    return [{"budget": cost, "from": p[cost], **{k: p[k] for k in CHOICE_COLUMNS if k in p}}
-            for cost, front in fronts for p in front]
+    return [{"budget": cost, "from": p[cost], **{k: p[k] for k in CHOICE_COLUMNS if k in p},
+             **gain_over(p, front[i - 1] if i else None)}
+            for cost, front in fronts for i, p in enumerate(front)]
+
+
+def gain_over(point: dict, before: dict | None) -> dict:
+    """What a step up the front buys: Class-IL over the pick before it, paired by seed (every network of a
+    seed learned the same stream), median [min, max], and whether its sign holds on every seed. A gain
+    whose sign changes is no finding: the cheaper pick is as good."""
+    seeds = sorted(set(point["by_seed"]) & set(before["by_seed"])) if before else []
+    gains = [point["by_seed"][s] - before["by_seed"][s] for s in seeds]  # type: ignore[index]
+    if not gains:
+        return {"gain_median": None, "gain_min": None, "gain_max": None, "gain_seeds": 0, "gain_holds": None}
+    g = paired(gains)
+    return {"gain_median": g["median"], "gain_min": g["min"], "gain_max": g["max"], "gain_seeds": len(gains),
+            "gain_holds": consistent_sign(gains)}
+
+
+def gain_text(row: dict) -> str:
+    """A pick's paired gain as the tables print it: '+0.41 [-1.20, +2.00], sign changes' where it does."""
+    if row["gain_median"] in (None, ""):
+        return ""
+    low, high = float(row["gain_min"]), float(row["gain_max"])
+    verdict = "" if low > 0 or high < 0 else ", sign changes"
+    return f"{float(row['gain_median']):+.2f} [{low:+.2f}, {high:+.2f}]{verdict}"
 
 
 def format_choice(rows: list[dict]) -> str:
@@ -321,10 +346,11 @@ def format_choice(rows: list[dict]) -> str:
         unit = (lambda v: f"{v / 1e12:.2f} TFLOPs") if cost == "train_flops" else (lambda v: f"{v / 60:.1f} CPU min")
         label = BUDGETS[cost] + (f", {machine}" if machine else "")
         lines += ["", f"Budget: {label}", "",
-                  "| budget from | train | Class-IL % [min, max] | live weights | seeds |", "|---|---|---|---|---|"]
+                  "| budget from | train | Class-IL % [min, max] | over the pick before, paired [min, max] "
+                  "| live weights | seeds |", "|---|---|---|---|---|---|"]
         for r in picks:
             lines.append(f"| {unit(r['from'])} | {network_name(r)} | {r['class_il']:.2f} [{r['class_il_min']:.2f}, "
-                         f"{r['class_il_max']:.2f}] | {r['live_weights']:,.0f} | {r['seeds']} |")
+                         f"{r['class_il_max']:.2f}] | {gain_text(r)} | {r['live_weights']:,.0f} | {r['seeds']} |")
     return "\n".join(lines[1:])
 
 

@@ -219,18 +219,20 @@ def choice_table(folder: str) -> str:
     of budget, from which cost each measured network is the best choice; CPU time names its CPU."""
     import csv
 
-    from capacity_table import network_name
+    from capacity_table import gain_text, network_name
 
     kinds = {"train_flops": ("training FLOPs counted", lambda v: f"{v / 1e12:.2f} TFLOPs"),
              "cpu_s": ("CPU time, dense kernels", lambda v: f"{v / 60:.1f} CPU-min")}
-    lines = ["| budget | from | train | Class-IL % [min, max] | seeds |", "|---|---|---|---|---|"]
+    lines = ["| budget | from | train | Class-IL % [min, max] | over the pick before, paired by seed [min, max] "
+             "| seeds |", "|---|---|---|---|---|---|"]
     for r in csv.DictReader((ROOT / folder / "choice.csv").open()):
         kind, unit = kinds[r["budget"]]
         if r["budget"] == "cpu_s":  # the CPU is what the seconds are of
-            kind += f" ({r['cpu']})"
+            kind += f" ({r['cpu'].replace('(R)', '')})"
         net = network_name({**r, "sparsity": float(r["sparsity"])})
         lines.append(f"| {kind} | {unit(float(r['from']))} | {net} | {float(r['class_il']):.2f} "
-                     f"[{float(r['class_il_min']):.2f}, {float(r['class_il_max']):.2f}] | {len(r['seeds'].split())} |")
+                     f"[{float(r['class_il_min']):.2f}, {float(r['class_il_max']):.2f}] | {gain_text(r)} "
+                     f"| {len(r['seeds'].split())} |")
     return "\n".join(lines)
 
 

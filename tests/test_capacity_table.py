@@ -116,8 +116,26 @@ def test_the_choice_at_a_budget_is_the_front_of_class_il_against_cost():
     cpu = [(r["method"], r["width"], r["from"]) for r in rows if r["budget"] == "cpu_s"]
     assert cpu == [("dense", 9, 55.0), ("full", 32, 225.0), ("dense", 32, 310.0)]  # tdm: 71.5 at 300 s, no gain
     text = capacity.format_choice(rows)
-    assert "| 0.00 TFLOPs | SparCL-DER++ 0.9, width 32 | 71.50 [71.00, 72.00] | 6,912 | 0 1 |" in text
-    assert "| 0.9 CPU min | dense DER++, width 9 | 69.50 [69.00, 70.00] | 6,480 | 0 1 |" in text
+    assert "| 0.00 TFLOPs | SparCL-DER++ 0.9, width 32 | 71.50 [71.00, 72.00] |  | 6,912 | 0 1 |" in text
+    assert "| 0.9 CPU min | dense DER++, width 9 | 69.50 [69.00, 70.00] |  | 6,480 | 0 1 |" in text
+    # dense 32 over SparCL 32, seed by seed: 73 - 72 and 74 - 71
+    assert "| dense DER++, width 32 | 73.50 [73.00, 74.00] | +2.00 [+1.00, +3.00] | 69,120 | 0 1 |" in text
+
+
+def test_each_step_up_the_front_says_what_it_buys_paired_by_seed_and_whether_its_sign_holds():
+    """A costlier pick whose median is higher may still lose on a seed: its gain over the pick before, seed by
+    seed, says whether the step is a finding or the cheaper pick is as good."""
+    flip = {**SEED1, "full": (74.5, 100.0, 200.0, 6912)}  # seed 1: SparCL above dense, seed 0 below
+    points = capacity.curve_points(rows_of(arm(32, 0.9, 0, SEED0), arm(32, 0.9, 1, flip)))
+    rows = [r for r in capacity.choice_rows(points, min_seeds=2) if r["budget"] == "train_flops"]
+    assert [(r["method"], r["gain_seeds"]) for r in rows] == [("full", 0), ("dense", 2)]
+    dense = rows[1]  # median 73.5 over 73.25, but 73 - 72 = +1 and 74 - 74.5 = -0.5
+    assert (dense["gain_median"], dense["gain_min"], dense["gain_max"], dense["gain_holds"]) == (0.25, -0.5, 1.0, False)
+    assert capacity.gain_text(dense) == "+0.25 [-0.50, +1.00], sign changes"
+    assert capacity.gain_text(rows[0]) == ""
+    held = capacity.gain_over({"by_seed": {0: 73.0, 1: 74.0}}, {"by_seed": {0: 72.0, 1: 71.0, 2: 60.0}})
+    assert held == {"gain_median": 2.0, "gain_min": 1.0, "gain_max": 3.0, "gain_seeds": 2, "gain_holds": True}
+    assert capacity.gain_text(held) == "+2.00 [+1.00, +3.00]"  # only the seeds both ran are paired
 
 
 def test_a_gpu_run_has_no_cpu_time_to_choose_by():
