@@ -273,7 +273,8 @@ def curve_points(rows: list[dict]) -> list[dict]:
                        "live_weights": median([r["live_weights"] for r in runs]),
                        "machines": "; ".join(sorted({r["machine"] for r in runs})),
                        "cpu": runs[0]["cpu"] if one_cpu(runs) else "",  # what its CPU seconds are of
-                       "by_seed": {seed: r["class_il"] for seed, r in seeds.items()}})  # to pair with other points
+                       # to pair with other points: a seed's run on another machine is another run
+                       "by_seed": {(seed, r["machine"]): r["class_il"] for seed, r in seeds.items()}})
     return points
 
 
@@ -315,25 +316,33 @@ def choice_rows(points: list[dict], min_seeds: int = TARGET_SEEDS) -> list[dict]
 
 
 def gain_over(point: dict, before: dict | None) -> dict:
-    """What a step up the front buys: Class-IL over the pick before it, paired by seed (every network of a
-    seed learned the same stream), median [min, max], and whether its sign holds on every seed. A gain
-    whose sign changes is no finding: the cheaper pick is as good."""
-    seeds = sorted(set(point["by_seed"]) & set(before["by_seed"])) if before else []
-    gains = [point["by_seed"][s] - before["by_seed"][s] for s in seeds]  # type: ignore[index]
+    """What a step up the front buys: Class-IL over the pick before it, paired by seed on one machine (every
+    network of a seed learned the same stream; on another CPU a seed's run is another run), median [min,
+    max], and whether its sign holds on every pair (two at least). Where it changes, the gain is not shown."""
+    none = {"gain_median": None, "gain_min": None, "gain_max": None, "gain_seeds": None, "gain_holds": None}
+    if before is None:  # the cheapest pick: nothing before it
+        return none
+    gains = [point["by_seed"][k] - before["by_seed"][k] for k in sorted(set(point["by_seed"]) & set(before["by_seed"]))]
     if not gains:
-        return {"gain_median": None, "gain_min": None, "gain_max": None, "gain_seeds": 0, "gain_holds": None}
+        return {**none, "gain_seeds": 0}
     g = paired(gains)
     return {"gain_median": g["median"], "gain_min": g["min"], "gain_max": g["max"], "gain_seeds": len(gains),
-            "gain_holds": consistent_sign(gains)}
+            "gain_holds": len(gains) >= 2 and consistent_sign(gains)}
 
 
 def gain_text(row: dict) -> str:
-    """A pick's paired gain as the tables print it: '+0.41 [-1.20, +2.00], sign changes' where it does."""
-    if row["gain_median"] in (None, ""):
+    """A pick's paired gain as the tables print it: '+0.41 [-1.20, +2.00], sign changes' where it does, the
+    number of pairs where fewer than its seeds; nothing for the cheapest pick."""
+    if row["gain_seeds"] in (None, ""):
         return ""
+    if int(row["gain_seeds"]) == 0:
+        return "not paired: its seeds ran on another machine"
+    seeds = len(str(row["seeds"]).split())
     low, high = float(row["gain_min"]), float(row["gain_max"])
-    verdict = "" if low > 0 or high < 0 else ", sign changes"
-    return f"{float(row['gain_median']):+.2f} [{low:+.2f}, {high:+.2f}]{verdict}"
+    n = int(row["gain_seeds"])
+    verdict = "" if str(row["gain_holds"]) == "True" else ", sign changes" if low <= 0 <= high else ", too few pairs"
+    count = f", {n} of {seeds} seeds paired" if n < seeds else ""
+    return f"{float(row['gain_median']):+.2f} [{low:+.2f}, {high:+.2f}]{verdict}{count}"
 
 
 def format_choice(rows: list[dict]) -> str:

@@ -128,14 +128,30 @@ def test_each_step_up_the_front_says_what_it_buys_paired_by_seed_and_whether_its
     flip = {**SEED1, "full": (74.5, 100.0, 200.0, 6912)}  # seed 1: SparCL above dense, seed 0 below
     points = capacity.curve_points(rows_of(arm(32, 0.9, 0, SEED0), arm(32, 0.9, 1, flip)))
     rows = [r for r in capacity.choice_rows(points, min_seeds=2) if r["budget"] == "train_flops"]
-    assert [(r["method"], r["gain_seeds"]) for r in rows] == [("full", 0), ("dense", 2)]
+    assert [(r["method"], r["gain_seeds"]) for r in rows] == [("full", None), ("dense", 2)]
     dense = rows[1]  # median 73.5 over 73.25, but 73 - 72 = +1 and 74 - 74.5 = -0.5
     assert (dense["gain_median"], dense["gain_min"], dense["gain_max"], dense["gain_holds"]) == (0.25, -0.5, 1.0, False)
     assert capacity.gain_text(dense) == "+0.25 [-0.50, +1.00], sign changes"
     assert capacity.gain_text(rows[0]) == ""
     held = capacity.gain_over({"by_seed": {0: 73.0, 1: 74.0}}, {"by_seed": {0: 72.0, 1: 71.0, 2: 60.0}})
     assert held == {"gain_median": 2.0, "gain_min": 1.0, "gain_max": 3.0, "gain_seeds": 2, "gain_holds": True}
-    assert capacity.gain_text(held) == "+2.00 [+1.00, +3.00]"  # only the seeds both ran are paired
+    assert capacity.gain_text({**held, "seeds": "0 1"}) == "+2.00 [+1.00, +3.00]"  # the seeds both ran
+    one = capacity.gain_over({"by_seed": {0: 73.0, 1: 74.0}}, {"by_seed": {0: 72.0}})
+    assert one["gain_holds"] is False  # one pair shows no sign that holds
+    assert capacity.gain_text({**one, "seeds": "0 1"}) == "+1.00 [+1.00, +1.00], too few pairs, 1 of 2 seeds paired"
+
+
+def test_a_step_between_points_of_two_machines_is_not_paired():
+    """On another CPU a seed's run is another run: the FLOPs front may step from one machine's network to
+    another's, and then no seed pairs (the CPU-time fronts are per machine already)."""
+    other = {**MACHINE, "cpu": "Other CPU"}
+    wide = {k: (v[0] + 1.0, v[1] * 4, v[2] * 4, v[3] * 4) for k, v in SEED0.items()}
+    points = capacity.curve_points(rows_of(arm(32, 0.9, 0, SEED0), arm(64, 0.9, 0, wide, machine=other)))
+    rows = [r for r in capacity.choice_rows(points, min_seeds=1) if r["budget"] == "train_flops"]
+    crossing = [r for r in rows if r["width"] == 64 and rows.index(r) > 0
+                and rows[rows.index(r) - 1]["width"] == 32]
+    assert crossing and all(r["gain_seeds"] == 0 for r in crossing)
+    assert capacity.gain_text(crossing[0]) == "not paired: its seeds ran on another machine"
 
 
 def test_a_gpu_run_has_no_cpu_time_to_choose_by():
