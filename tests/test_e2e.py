@@ -53,25 +53,38 @@ def test_two_rounds_with_misbehaving_devices(tmp_path):
     assert (out / "accuracy.png").stat().st_size > 0 and (out / "bytes.png").stat().st_size > 0
 
 
-def test_a_fleet_whose_every_device_declines_exits_non_zero(tmp_path):
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_fleet_whose_every_device_declines_exits_non_zero(tmp_path, mode):
+    """Synchronous: two rounds of declines, no update. Asynchronous: the run stops before its first version,
+    and devices.csv still books the declines and their energy as summary.json does."""
+    import math
     import subprocess
     import sys
 
     import yaml
 
+    federation = {"rounds": 2} if mode == "sync" else {"rounds": 2, "mode": "async", "buffer_size": 2}
+    stream = {"rounds_per_task": 1} if mode == "sync" else {"task_every_s": 60}
     scenario = {"name": "starving", "output": str(tmp_path / "out"), "dataset": {"name": "synthetic"},
-                "fleet": {"devices": 2, "profiles": {"rpi4": 2}}, "stream": {"rounds_per_task": 1},
-                "train": {"local_epochs": 1, "width": 4}, "federation": {"rounds": 2},
+                "fleet": {"devices": 2, "profiles": {"rpi4": 2}}, "stream": stream,
+                "train": {"local_epochs": 1, "width": 4}, "federation": federation,
                 "budgets": {"none": {"memory_scale": 1.0e-6}}, "timing": {"budget": "none"}}
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(scenario))
     result = subprocess.run([sys.executable, "-m", "fleet.cli", "run", str(path), "--quiet"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("fleet: error: 2 of 2 rounds aggregated no update")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["declined"] == 4 and summary["train_flops"] == 0 and summary["status"] == "complete"
-    assert summary["sim_time_s"] > 0  # declined devices still download: time passes
+    assert summary["train_flops"] == 0 and summary["sim_time_s"] > 0  # declined devices still download
+    devices = list(csv.DictReader((tmp_path / "out" / "devices.csv").open()))
+    assert sum(int(d["declined"]) for d in devices) == summary["declined"]
+    assert math.fsum(float(d["energy_j"]) for d in devices) == pytest.approx(summary["energy_j"], rel=1e-12)
+    if mode == "sync":
+        assert result.stderr.strip().splitlines()[-1].startswith("fleet: error: 2 of 2 rounds aggregated no update")
+        assert summary["declined"] == 4 and summary["status"] == "complete"
+    else:
+        assert summary["rounds_completed"] == 0 and summary["declined"] == 2
+        assert any("every device declined" in n for n in summary["notes"])
 
 
 def test_a_fleet_of_plain_flower_client_apps_is_identified_and_learns_from_them(tmp_path):
