@@ -294,9 +294,7 @@ class BufferedFedAvg(SparseFedAvg):
         if iv.entries or idle:
             timing = interval_timing(iv, now, idle)
             book_round(self.totals, version_row(iv.entries, iv, now, timing.idle_energy_j), timing)
-            adapted = {e.arrival.device_id for e in iv.entries
-                       if e.status == "ok" and e.update.metrics.get("adapted", 0)}
-            self.unversioned = (timing, [e.flight.report for e in iv.entries], adapted)
+            self.unversioned = (timing, [e.flight.report for e in iv.entries], adapted_devices(iv.entries))
         self.interval = Interval(now)
 
     def _take_idle(self) -> dict[int, float]:
@@ -431,7 +429,6 @@ class BufferedFedAvg(SparseFedAvg):
         outcomes = timing.devices
         reports = [e.flight.report for e in entries]
         applied = [e for e in entries if e.status == "ok"]
-        accepted = [e.update for e in applied]
         row = version_row(entries, iv, now, timing.idle_energy_j)
         self.totals.accepted_updates += len(applied)
         book_round(self.totals, row, timing)
@@ -445,10 +442,15 @@ class BufferedFedAvg(SparseFedAvg):
                 frozenset([e.arrival.device_id]) if e.status == "ok" else frozenset(), {e.arrival.device_id: e.status},
                 now, o.energy_j, start_s=iv.start_s, devices=(o,)),
             self.real, self.plain, [e.update] if e.status == "ok" else [])]
-        self.last_adapted = {a.device_id for a in accepted if a.metrics.get("adapted", 0)}
+        self.last_adapted = adapted_devices(entries)
         self.last_offline, self.last_busy = frozenset(), frozenset(self.in_flight)
         self.sim_time_s = now
         self.interval = Interval(now)
+
+
+def adapted_devices(entries: list[Entry]) -> set[int]:
+    """The devices whose applied update shrank batch, draw or buffer to fit memory (the ledger's `adapted`)."""
+    return {e.arrival.device_id for e in entries if e.status == "ok" and e.update.metrics.get("adapted", 0)}
 
 
 def interval_timing(interval: Interval, now: float, idle: dict[int, float] | None = None) -> RoundTiming:
