@@ -596,16 +596,21 @@ MIXED_FLEET = (("4 SparCL-DER++ devices", "mixed_fleet", "stock_clients=0", ""),
 def mixed_fleet_table() -> str:
     """The three mixed-fleet comparisons (results/mixed_fleet*/paired.csv and comparison.csv): Class-IL over
     5 seeds, and each variant's difference from its comparison's first variant, paired by seed."""
-    lines = ["| fleet | Class-IL [min, max] | forgetting | paired difference [min, max] | upload MB (seed 0) |",
-             "|---|---|---|---|---|"]
+    lines = ["| fleet | Class-IL [min, max] | paired difference [min, max] | Task-IL | forgetting (ours) "
+             "| forgetting (authors') | upload MB (seed 0) |", "|---|---|---|---|---|---|---|"]
     for label, folder, variant, versus in MIXED_FLEET:
-        row = next(r for r in csv.DictReader((RESULTS / folder / "paired.csv").open()) if r["variant"] == variant)
-        r = {k: float(v) for k, v in row.items() if k not in ("variant", "seeds")}
+        got = {r["metric"]: r for r in csv.DictReader((RESULTS / folder / "paired.csv").open())
+               if r["variant"] == variant}
+        acc = {k: float(v) for k, v in got["final_accuracy"].items()
+               if k not in ("variant", "metric", "delta_same_sign")}
         runs = csv.DictReader((RESULTS / folder / "comparison.csv").open())
         upload = next(float(c["upload_bytes"]) for c in runs if c["profile"] == f"{variant} seed=0")
-        delta = f"{r['median_delta']:+.2f} [{r['min_delta']:+.2f}, {r['max_delta']:+.2f}] {versus}" if versus else ""
-        lines.append(f"| {label} | {r['median_accuracy']:.2f} [{r['min_accuracy']:.2f}, {r['max_accuracy']:.2f}] | "
-                     f"{r['median_forgetting']:.2f} | {delta} | {upload / 1e6:.2f} |")
+        delta = (f"{acc['delta_median']:+.2f} [{acc['delta_min']:+.2f}, {acc['delta_max']:+.2f}] {versus}"
+                 if versus else "")
+        median = {m: float(got[m]["median"]) for m in ("final_accuracy_task_il", "forgetting", "forgetting_authors")}
+        lines.append(f"| {label} | {acc['median']:.2f} [{acc['min']:.2f}, {acc['max']:.2f}] | {delta} | "
+                     f"{median['final_accuracy_task_il']:.2f} | {median['forgetting']:.2f} | "
+                     f"{median['forgetting_authors']:.2f} | {upload / 1e6:.2f} |")
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""benchmarks/tables.py: the count of runs that leave a task unlearned, on hand-made bench reports."""
+"""benchmarks/tables.py on hand-made bench reports and `fleet compare` folders: unlearned tasks, one seed's
+components, the mixed-fleet table."""
 
 from __future__ import annotations
 
@@ -100,3 +101,34 @@ def test_a_folder_repeated_on_another_machine_is_summed_up_per_variant(tmp_path,
                         "| SparCL-DER++, all three | -1.00 [-1.00, -1.00] | 1.00 | 0.00 | 3 |"]
     with pytest.raises(ValueError, match="not one repeat"):
         tables.machine_spread("amd", "amd")
+
+
+def comparison(folder: Path, accuracy: dict[str, list[float]]) -> None:
+    """A `fleet compare --seeds` folder as the command writes it: comparison.csv's uploads and paired.csv
+    from fleet.run.compare's own summary of per-seed runs (their figures made up, their format real)."""
+    from fleet.outputs.files import write_csv
+    from fleet.run.compare import PAIRED_ORDER, paired_over_seeds, seeded
+
+    rows = [{"profile": seeded(label, seed), "final_accuracy": acc, "final_accuracy_task_il": 99.0,
+             "forgetting": 100.0 - acc, "forgetting_authors": 101.0 - acc, "upload_bytes": 2e6 * (i + 1)}
+            for i, (label, values) in enumerate(accuracy.items()) for seed, acc in enumerate(values)]
+    folder.mkdir()
+    write_csv(folder / "comparison.csv", rows, ["profile", "final_accuracy", "upload_bytes"])
+    summary = paired_over_seeds(rows, list(accuracy), range(3))
+    write_csv(folder / "paired.csv", summary, sorted({k for r in summary for k in r}, key=PAIRED_ORDER.index))
+
+
+def test_the_mixed_fleet_table_reads_what_fleet_compare_writes(tmp_path, monkeypatch):
+    comparison(tmp_path / "mixed_fleet", {"stock_clients=0": [96.0, 97.0, 98.0],
+                                          "stock_clients=1": [95.0, 90.0, 98.5]})
+    comparison(tmp_path / "mixed_fleet-weight", {"plain_weight=in-mask": [95.0, 90.0, 98.5],
+                                                 "plain_weight=examples": [94.0, 42.0, 97.5]})
+    comparison(tmp_path / "mixed_fleet-absent", {"profiles={'rpi4': 3, 'rpi5': 1}": [96.0, 97.0, 98.0],
+                                                 "profiles={'never-online': 1, 'rpi4': 3}": [96.5, 95.0, 97.0]})
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    rows = tables.mixed_fleet_table().splitlines()[2:]
+    assert rows[0] == "| 4 SparCL-DER++ devices | 97.00 [96.00, 98.00] |  | 99.00 | 3.00 | 4.00 | 2.00 |"
+    # seed by seed: -1, -7, +0.5
+    assert rows[1].split(" | ")[1:3] == ["95.00 [90.00, 98.50]", "-1.00 [-7.00, +0.50] vs all-SparCL"]
+    assert rows[2].split(" | ")[2] == "-1.00 [-48.00, -1.00] vs the row above"
+    assert rows[3].endswith("| 4.00 |")  # its upload, seed 0
