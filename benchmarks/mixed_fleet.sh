@@ -3,7 +3,7 @@
 # (scenarios/mixed_fleet.yaml), over 5 seeds with differences paired by seed; then the stock
 # client's update counted for the share of its change the sparse model keeps (the default,
 # federation.plain_weight: in-mask) against counted for its examples as FedAvg would.
-# Then the floor: device 3 present but never training. Writes results/mixed_fleet*/; about 45 minutes on 2 cores.
+# Then the floor: device 3 present but never training. Writes results/mixed_fleet*/; about 35 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/common.sh
