@@ -6,7 +6,7 @@
 #   fleet-1k.txt  the real fleet_1k run (Flower, Ray, PyTorch; 1,000 devices, 100 a round, 10 rounds),
 #                 whose summary.json says where its wall time went (wall_breakdown_s)
 # Each .txt starts with the exact command; timed ones end with /usr/bin/time's figures.
-# About 15 minutes on 2 cores. Needs Debian's dataset-fashion-mnist package.
+# About 3 minutes on 2 cores, on an idle machine (it reports wall times). Needs Debian's dataset-fashion-mnist package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/common.sh
