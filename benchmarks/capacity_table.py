@@ -186,14 +186,14 @@ def meets_target(rows: list[dict], width: int, sparsity: float = 0.9) -> str:
     if dense["flops_ratio"] < 10:
         misses.append(f"FLOPs {dense['flops_ratio']:.1f}x fewer (target 10x)")
     for control, name in ((static, "the static mask"), (narrow, "equal-FLOPs dense")):
-        misses.extend(beats(control, name))
+        misses.extend(control_misses(control, name))
     seeds = len(dense["seeds"].split())
     if seeds < TARGET_SEEDS:  # a median of fewer is no finding, whatever it says
         misses.append(f"{seeds} seed{'s' if seeds > 1 else ''} (target {TARGET_SEEDS})")
     return "met" if not misses else "missed: " + "; ".join(misses)
 
 
-def beats(control: dict, name: str) -> list[str]:
+def control_misses(control: dict, name: str) -> list[str]:
     """What keeps SparCL-DER++ from beating a control: a paired median at or below it, or a seed at or
     below it (a median above whose sign changes across seeds is no finding)."""
     if control["delta_median"] <= 0:
