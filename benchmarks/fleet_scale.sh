@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Fleets at scale (issue 8 evidence). Writes results/fleet-scale/:
+#   machine.json  the machine that ran them (CPU, cores, torch)
 #   world.txt     the world's round planning alone for 1,000 / 10,000 / 100,000 devices
 #   dry-1k.txt    `fleet run --dry-run` of fleet_1k stretched to 100 rounds (1,000 devices, 100 a round)
 #   dry-10k.txt   `fleet run --dry-run` of fleet_10k (10,000 devices, 1,000 a round, 100 rounds)
@@ -19,6 +20,9 @@ timed() {  # timed FILE command...: the command, its output, then wall and CPU s
   cat "$file"
 }
 
+# the machine every figure below comes from (wall times are this CPU's)
+.venv/bin/python -c "import json; from fleet.bench.sparcl import machine_info; print(json.dumps(machine_info('cpu')))" \
+  > "$OUT/machine.json"
 timed "$OUT/world.txt" .venv/bin/python benchmarks/world_planning.py 1000 10000 100000
 timed "$OUT/dry-1k.txt" "$FLEET" run scenarios/fleet_1k.yaml --dry-run --set federation.rounds=100 \
   --set stream.rounds_per_task=20 --out "$OUT/dry-1k" --force --quiet

@@ -483,7 +483,9 @@ def scale_tables() -> str:
     if not scale.exists():
         return ""
     out = [f"`results/fleet-scale/world.txt`\n\n```\n{(scale / 'world.txt').read_text().split(chr(10), 1)[1]}```"]
-    lines = ["| run | devices | rounds | this machine |", "|---|---|---|---|"]
+    machine = json.loads((scale / "machine.json").read_text()) if (scale / "machine.json").exists() else {}
+    where = f"{machine['cpu']}, {machine['cpus']} cores" if machine else "this machine"
+    lines = [f"| run | devices | rounds | {where} |", "|---|---|---|---|"]
     for name, devices, rounds in (("dry-1k", "1,000", 100), ("dry-10k", "10,000", 100), ("fleet-1k", "1,000", 10)):
         lines.append(f"| `{name}` | {devices} | {rounds} | {timed_figures(scale / (name + '.txt'))} |")
     out.append("\n".join(lines))
