@@ -413,7 +413,7 @@ def norm_ablation() -> str:
     arms = {"BatchNorm, averaged statistics": (norms, "norm=batch"),
             "BatchNorm, recalibrated and pooled": (budgets, "generous"),
             "GroupNorm": (norms, "norm=group")}
-    table = {}
+    table: dict[str, dict[int, dict]] = {}
     for label, (folder, variant) in arms.items():  # complete runs only, by seed
         table[label] = {}
         for seed in range(100):
