@@ -385,14 +385,21 @@ def delta_table(paired_csv: Path, figures=ASYNC_TABLE) -> str:
     return "\n".join(lines)
 
 
-def seeds_table(paired_csv: Path) -> str:
-    """fleet compare --seeds's paired.csv as markdown: per figure, each variant's median [95% interval], and
-    its paired difference from the first variant (bold where every seed agrees on the sign)."""
+def read_paired(paired_csv: Path) -> list[dict]:
+    """fleet compare's paired.csv, a row per variant and figure, its figures as floats (the variant, the
+    metric and whether the sign holds stay text)."""
     rows = list(csv.DictReader(paired_csv.open()))
     for r in rows:
         for k, v in r.items():
             if k not in ("variant", "metric", "delta_same_sign") and v not in ("", None):
                 r[k] = float(v)
+    return rows
+
+
+def seeds_table(paired_csv: Path) -> str:
+    """fleet compare --seeds's paired.csv as markdown: per figure, each variant's median [95% interval], and
+    its paired difference from the first variant (bold where every seed agrees on the sign)."""
+    rows = read_paired(paired_csv)
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     head = "| figure | " + " | ".join(variants) + " | " + " | ".join(f"{v} minus {variants[0]}" for v in variants[1:])
     lines = [head + " |", "|---" * (2 * len(variants)) + "|"]
@@ -601,18 +608,15 @@ def mixed_fleet_table() -> str:
     lines = ["| fleet | Class-IL [min, max] | paired difference [min, max] | Task-IL | forgetting (ours) "
              "| forgetting (authors') | upload MB (seed 0) |", "|---|---|---|---|---|---|---|"]
     for label, folder, variant, versus in MIXED_FLEET:
-        got = {r["metric"]: r for r in csv.DictReader((RESULTS / folder / "paired.csv").open())
-               if r["variant"] == variant}
-        acc = {k: float(v) for k, v in got["final_accuracy"].items()
-               if k not in ("variant", "metric", "delta_same_sign")}
+        got = {r["metric"]: r for r in read_paired(RESULTS / folder / "paired.csv") if r["variant"] == variant}
+        acc = got["final_accuracy"]
         runs = csv.DictReader((RESULTS / folder / "comparison.csv").open())
         upload = next(float(c["upload_bytes"]) for c in runs if c["profile"] == f"{variant} seed=0")
         delta = (f"{acc['delta_median']:+.2f} [{acc['delta_min']:+.2f}, {acc['delta_max']:+.2f}] {versus}"
                  if versus else "")
-        median = {m: float(got[m]["median"]) for m in ("final_accuracy_task_il", "forgetting", "forgetting_authors")}
         lines.append(f"| {label} | {acc['median']:.2f} [{acc['min']:.2f}, {acc['max']:.2f}] | {delta} | "
-                     f"{median['final_accuracy_task_il']:.2f} | {median['forgetting']:.2f} | "
-                     f"{median['forgetting_authors']:.2f} | {upload / 1e6:.2f} |")
+                     f"{got['final_accuracy_task_il']['median']:.2f} | {got['forgetting']['median']:.2f} | "
+                     f"{got['forgetting_authors']['median']:.2f} | {upload / 1e6:.2f} |")
     return "\n".join(lines)
 
 
