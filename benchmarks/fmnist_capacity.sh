@@ -23,7 +23,8 @@
 # Size, from the runs' cpu_s in the arms' JSON (one core an arm): an arm (one seed, its 5 runs) takes
 # about 14-15 CPU-minutes at width 16 and 33-40 at width 32 on an AMD EPYC, 9, 20 and 58 at widths 16,
 # 32 and 64 on an Intel Xeon (a width-64 arm: 14 CPU-minutes for each of dense, TDM and the static mask,
-# 12 for all three, 4 for the equal-FLOPs network; evaluation adds about 8%); two copies with different SEEDS share the 2 cores (the
+# 12 for all three, 4 for the equal-FLOPs network; a whole 0.95 arm 62-64, three arms sharing 2 cores;
+# evaluation adds about 8%); two copies with different SEEDS share the 2 cores (the
 # last to finish writes the table complete). Width 128 (about 4 hours an arm on a CPU) is for a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
